@@ -1,0 +1,173 @@
+"""The FastAPI application: routers, error mapping, metrics, health."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.engine import Engine
+
+from shadoweval import __version__, exceptions
+from shadoweval.auth.models import Scope
+from shadoweval.auth.router import router as keys_router
+from shadoweval.config import Settings, get_settings
+from shadoweval.db import create_db_engine, check_database_ready
+from shadoweval.deps import require_scope
+from shadoweval.ingest.models import DecisionIn
+from shadoweval.ingest.router import router as decisions_router
+from shadoweval.metrics import ApiMetrics
+
+log = logging.getLogger("shadoweval.api")
+
+# The one place where domain errors become HTTP statuses.
+ERROR_STATUS: dict[type[exceptions.ShadowevalError], int] = {
+    exceptions.InvalidRequest: 400,
+    exceptions.AuthenticationFailed: 401,
+    exceptions.PermissionDenied: 403,
+    exceptions.NotFound: 404,
+    exceptions.PayloadTooLarge: 413,
+    exceptions.UnsupportedMediaType: 415,
+    exceptions.DatabaseNotReady: 503,
+}
+
+
+def status_for(error: exceptions.ShadowevalError) -> int:
+    for cls in type(error).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]  # type: ignore[index]
+    return 500
+
+
+def _error_body(error: exceptions.ShadowevalError) -> dict[str, Any]:
+    return {"detail": error.message, "code": error.code, **error.context}
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = engine or create_db_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Refuse to serve on an unmigrated or unreachable database.
+        revision = await run_in_threadpool(check_database_ready, engine)
+        log.info(
+            "api ready",
+            extra={
+                "database": engine.url.render_as_string(hide_password=True),
+                "revision": revision,
+            },
+        )
+        yield
+
+    app = FastAPI(
+        title="shadoweval",
+        version=__version__,
+        description="Shadow evaluation for LLM model routers. Every estimate carries an interval.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.metrics = metrics = ApiMetrics()
+
+    @app.exception_handler(exceptions.ShadowevalError)
+    async def domain_error(request: Request, error: exceptions.ShadowevalError) -> JSONResponse:
+        code = status_for(error)
+        if request.url.path == "/v1/decisions" and code in (400, 413, 415):
+            metrics.record_request_rejected(error.code)
+        headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+        return JSONResponse(_error_body(error), status_code=code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(request: Request, error: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()
+        ]
+        return JSONResponse({"detail": detail, "code": "invalid_parameters"}, status_code=422)
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            metrics.request_latency.labels(request.method, template, str(status)).observe(elapsed)
+            log.info(
+                "%s %s %s",
+                request.method,
+                request.url.path,
+                status,
+                extra={
+                    "duration_ms": round(elapsed * 1000, 1),
+                    "key": getattr(request.state, "key_prefix", "-"),
+                },
+            )
+
+    app.include_router(decisions_router)
+    app.include_router(keys_router)
+    _add_operational_routes(app, settings, engine, metrics)
+    _document_decision_schema(app)
+    return app
+
+
+def _add_operational_routes(
+    app: FastAPI, settings: Settings, engine: Engine, metrics: ApiMetrics
+) -> None:
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["operations"])
+    def readyz() -> JSONResponse:
+        """The database is reachable and migrated to the revision this code expects."""
+        try:
+            revision = check_database_ready(engine)
+        except exceptions.DatabaseNotReady as error:
+            return JSONResponse({"status": "not ready", **_error_body(error)}, status_code=503)
+        return JSONResponse({"status": "ready", "revision": revision})
+
+    metrics_dependencies = [Depends(require_scope(Scope.READ))] if settings.metrics_require_key else []
+
+    @app.get("/metrics", tags=["operations"], dependencies=metrics_dependencies)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _document_decision_schema(app: FastAPI) -> None:
+    """Put the decision schema in the OpenAPI document; the ingest route reads a raw body."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            decision_schema = DecisionIn.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(decision_schema.pop("$defs", {}))
+            components["Decision"] = decision_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,137 @@
+"""API key service: create, list, revoke, rotate, and authenticate keys.
+
+A key reads `sek_<prefix>_<secret>`. The prefix identifies the key in listings
+and logs; only a SHA-256 hash of the whole key is stored. Keys are 256-bit
+random, so a fast hash is safe here (no password stretching is needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, select
+
+from shadoweval.auth.models import ApiKey, ApiKeyCreated, ApiKeyPublic, Principal, Scope
+from shadoweval.db import utcnow
+from shadoweval.exceptions import AuthenticationFailed, InvalidRequest, NotFound
+
+KEY_MARKER = "sek"
+# Writing last_used_at on every request would turn each read into a write.
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _is_active(key: ApiKey, now: datetime) -> bool:
+    return key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
+
+
+def to_public(key: ApiKey, now: datetime | None = None) -> ApiKeyPublic:
+    return ApiKeyPublic(
+        prefix=key.prefix,
+        name=key.name,
+        scopes=list(key.scopes),
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        last_used_at=key.last_used_at,
+        rotated_from=key.rotated_from,
+        active=_is_active(key, now or utcnow()),
+    )
+
+
+def create_key(
+    *,
+    session: Session,
+    scopes: list[Scope],
+    name: str = "",
+    expires_in_days: float | None = None,
+    rotated_from: str | None = None,
+) -> ApiKeyCreated:
+    if not scopes:
+        raise InvalidRequest("a key needs at least one scope", allowed=[s.value for s in Scope])
+    now = utcnow()
+    prefix = f"{KEY_MARKER}_{secrets.token_hex(4)}"
+    key = f"{prefix}_{secrets.token_urlsafe(32)}"
+    row = ApiKey(
+        prefix=prefix,
+        key_hash=_hash(key),
+        name=name,
+        scopes=sorted({scope.value for scope in scopes}),
+        created_at=now,
+        expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+        rotated_from=rotated_from,
+    )
+    session.add(row)
+    session.commit()
+    return ApiKeyCreated(key=key, **to_public(row, now).model_dump())
+
+
+def list_keys(*, session: Session, include_inactive: bool = False) -> list[ApiKeyPublic]:
+    now = utcnow()
+    keys = session.exec(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)).all()  # type: ignore[arg-type]
+    return [to_public(k, now) for k in keys if include_inactive or _is_active(k, now)]
+
+
+def _get_by_prefix(session: Session, prefix: str) -> ApiKey:
+    key = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    if key is None:
+        raise NotFound(f"no API key with prefix {prefix}")
+    return key
+
+
+def revoke_key(*, session: Session, prefix: str) -> ApiKeyPublic:
+    key = _get_by_prefix(session, prefix)
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.add(key)
+        session.commit()
+    return to_public(key)
+
+
+def rotate_key(*, session: Session, prefix: str, grace_hours: float = 0) -> ApiKeyCreated:
+    """A new key with the same name and scopes; the old one stops working after the grace period."""
+    old = _get_by_prefix(session, prefix)
+    now = utcnow()
+    if not _is_active(old, now):
+        raise InvalidRequest(f"API key {prefix} is revoked or expired and cannot be rotated")
+    new = create_key(
+        session=session,
+        scopes=[Scope(s) for s in old.scopes],
+        name=old.name,
+        rotated_from=old.prefix,
+    )
+    if grace_hours > 0:
+        ends = now + timedelta(hours=grace_hours)
+        old.expires_at = ends if old.expires_at is None else min(old.expires_at, ends)
+    else:
+        old.revoked_at = now
+    session.add(old)
+    session.commit()
+    return new
+
+
+def authenticate(*, session: Session, key: str) -> Principal:
+    """The principal for a presented key, or AuthenticationFailed saying why."""
+    parts = key.split("_")
+    if len(parts) < 3 or parts[0] != KEY_MARKER:
+        raise AuthenticationFailed("malformed API key; expected `sek_<prefix>_<secret>`")
+    prefix = f"{parts[0]}_{parts[1]}"
+    row = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    if row is None or not hmac.compare_digest(row.key_hash, _hash(key)):
+        raise AuthenticationFailed("invalid API key")
+    now = utcnow()
+    if row.revoked_at is not None:
+        raise AuthenticationFailed(f"API key {prefix} was revoked")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise AuthenticationFailed(f"API key {prefix} has expired")
+    if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        session.add(row)
+        session.commit()
+    return Principal(prefix=prefix, scopes=frozenset(row.scopes))

@@ -1,0 +1,253 @@
+"""The `shadoweval` command line: api, db, keys, demo."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from typing import Annotated
+
+import typer
+
+from shadoweval.config import Settings, get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed, listed by prefix).")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+def _settings() -> Settings:
+    from shadoweval.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from shadoweval.app import create_app
+    from shadoweval.db import check_database_ready, create_db_engine
+    from shadoweval.exceptions import DatabaseNotReady
+
+    engine = create_db_engine(settings)
+    try:
+        check_database_ready(engine)
+    except DatabaseNotReady as error:
+        raise _fail(error.message) from error
+    config = uvicorn.Config(
+        create_app(settings, engine),
+        host=host,
+        port=port,
+        log_config=None,  # our own logging, set up in _settings()
+        access_log=False,  # the app logs each request with its key prefix
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Serve the HTTP API (ingest, read, admin) under uvicorn."""
+    settings = _settings()
+    _serve(settings, host or settings.api_host, port if port is not None else settings.api_port)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Migrate the database to the latest schema (or to REVISION)."""
+    from shadoweval.db import upgrade_database
+
+    settings = _settings()
+    upgrade_database(settings, revision)
+    typer.echo(f"database migrated to {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. base.")) -> None:
+    """Migrate the database down to REVISION."""
+    from alembic import command
+
+    from shadoweval.db import alembic_config
+
+    settings = _settings()
+    command.downgrade(alembic_config(settings.resolved_database_url), revision)
+    typer.echo(f"database migrated down to {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision and the revision this code expects."""
+    from shadoweval.db import create_db_engine, current_revision, head_revision
+
+    engine = create_db_engine(_settings())
+    typer.echo(f"current: {current_revision(engine) or 'none'}  expected: {head_revision()}")
+
+
+def _key_service_session():  # type: ignore[no-untyped-def]
+    from shadoweval.db import check_database_ready, create_db_engine, session_scope
+    from shadoweval.exceptions import DatabaseNotReady
+
+    engine = create_db_engine(_settings())
+    try:
+        check_database_ready(engine)
+    except DatabaseNotReady as error:
+        raise _fail(error.message) from error
+    return session_scope(engine)
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="ingest, read, operate or admin; repeatable.")
+    ],
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "",
+    expires_in_days: Annotated[float | None, typer.Option(help="Expire after N days.")] = None,
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from shadoweval.auth import service
+    from shadoweval.auth.models import Scope
+
+    try:
+        scopes = [Scope(s) for s in scope]
+    except ValueError as error:
+        raise _fail(f"{error}; scopes are {', '.join(s.value for s in Scope)}", 2) from error
+    with _key_service_session() as session:
+        created = service.create_key(
+            session=session, scopes=scopes, name=name, expires_in_days=expires_in_days
+        )
+    typer.echo(created.key)
+    typer.echo(f"prefix {created.prefix}, scopes {','.join(created.scopes)}", err=True)
+
+
+@keys_app.command("list")
+def keys_list(
+    include_inactive: Annotated[bool, typer.Option("--all", help="Include revoked/expired.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """List keys by prefix."""
+    from shadoweval.auth import service
+
+    with _key_service_session() as session:
+        keys = service.list_keys(session=session, include_inactive=include_inactive)
+    if as_json:
+        typer.echo(json.dumps([k.model_dump(mode="json") for k in keys], indent=2))
+        return
+    typer.echo(f"{'PREFIX':<14} {'SCOPES':<28} {'ACTIVE':<7} {'CREATED':<20} NAME")
+    for k in keys:
+        created = k.created_at.strftime("%Y-%m-%d %H:%M")
+        typer.echo(f"{k.prefix:<14} {','.join(k.scopes):<28} {k.active!s:<7} {created:<20} {k.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: str) -> None:
+    """Revoke a key at once."""
+    from shadoweval.auth import service
+    from shadoweval.exceptions import NotFound
+
+    try:
+        with _key_service_session() as session:
+            service.revoke_key(session=session, prefix=prefix)
+    except NotFound as error:
+        raise _fail(error.message) from error
+    typer.echo(f"revoked {prefix}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    prefix: str,
+    grace_hours: Annotated[float, typer.Option(help="Hours the old key keeps working.")] = 0,
+) -> None:
+    """Replace a key with a new one of the same scopes; print the new key."""
+    from shadoweval.auth import service
+    from shadoweval.exceptions import InvalidRequest, NotFound
+
+    try:
+        with _key_service_session() as session:
+            created = service.rotate_key(session=session, prefix=prefix, grace_hours=grace_hours)
+    except (NotFound, InvalidRequest) as error:
+        raise _fail(error.message) from error
+    typer.echo(created.key)
+    typer.echo(f"prefix {created.prefix} replaces {prefix}", err=True)
+
+
+def _free_port(host: str, preferred: int) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, preferred))
+            return preferred
+        except OSError:
+            probe.bind((host, 0))
+            return int(probe.getsockname()[1])
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="API port (a free one if taken).")] = 8000,
+) -> None:
+    """Run shadoweval on the embedded SQLite default: migrate, make keys, serve the API."""
+    from shadoweval.auth import service
+    from shadoweval.auth.models import Scope
+    from shadoweval.db import create_db_engine, session_scope, upgrade_database
+
+    settings = _settings()
+    upgrade_database(settings)
+    engine = create_db_engine(settings)
+    with session_scope(engine) as session:
+        ingest_key = service.create_key(session=session, scopes=[Scope.INGEST], name="demo ingest")
+        read_key = service.create_key(session=session, scopes=[Scope.READ], name="demo read")
+    host = settings.api_host
+    port = _free_port(host, port)
+    url = f"http://{host}:{port}"
+    example = json.dumps(
+        {
+            "request_id": "demo-1",
+            "router": "demo-router",
+            "tier": "cheap",
+            "chosen_model": "claude-haiku-4-5",
+            "segment": {"topic": "billing"},
+        }
+    )
+    typer.echo(
+        f"""
+shadoweval demo (database: {engine.url.render_as_string(hide_password=True)})
+  API:         {url}   (OpenAPI docs at {url}/docs)
+  ingest key:  {ingest_key.key}
+  read key:    {read_key.key}
+
+Post a decision:
+  curl -s -X POST {url}/v1/decisions -H 'Authorization: Bearer {ingest_key.key}' \\
+       -H 'Content-Type: application/json' -d '{example}'
+Read them back:
+  curl -s {url}/v1/decisions -H 'Authorization: Bearer {read_key.key}'
+
+Ctrl-C stops the demo.
+""",
+    )
+    _serve(settings, host, port)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from shadoweval import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The one typed settings object, read from `SHADOWEVAL_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StorePayloads = Literal["sampled", "all", "none"]
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment. Defaults run the demo on the embedded SQLite file."""
+
+    model_config = SettingsConfigDict(env_prefix="SHADOWEVAL_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".shadoweval"),
+        description="Where the embedded SQLite database and local state live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; `postgresql://…` is accepted. Default: SQLite in data_dir.",
+    )
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    metrics_require_key: bool = Field(
+        default=False,
+        description="Protect /metrics with the read scope (open by default for Prometheus).",
+    )
+
+    segment_key: str = Field(
+        default="topic",
+        description="The label of `segment` whose value defines a segment; others are filters.",
+    )
+    unlabelled_segment: str = Field(
+        default="(none)", description="Segment value of decisions without the segment key."
+    )
+
+    store_payloads: StorePayloads = Field(
+        default="sampled",
+        description="Keep request/response payloads for sampled decisions only, all, or none.",
+    )
+    # Until the sampling planner lands, π is a constant per tier.
+    sampling_rate_by_tier: dict[str, float] = Field(
+        default_factory=lambda: {"cheap": 0.2, "strong": 0.05},
+        description="Inclusion probability π per routed tier (JSON in the environment).",
+    )
+    sampling_default_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+
+    ingest_max_items: int = Field(default=1000, ge=1)
+    ingest_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("sampling_rate_by_tier")
+    @classmethod
+    def _rates_are_probabilities(cls, rates: dict[str, float]) -> dict[str, float]:
+        for tier, rate in rates.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"rate for tier {tier!r} must be within [0, 1], got {rate}")
+        return rates
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL to connect to, with the psycopg 3 driver for PostgreSQL."""
+        if self.database_url is None:
+            return f"sqlite:///{self.data_dir / 'shadoweval.db'}"
+        url = self.database_url
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+psycopg://" + url[len(plain) :]
+        return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings` and pass it in."""
+    return Settings()

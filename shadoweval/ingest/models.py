@@ -1,0 +1,284 @@
+"""The decision log (v1): the wire schema routers post, and the tables it is stored in."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import Column, ForeignKey, Index, UniqueConstraint
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+from shadoweval.db import BigIntId, JsonType, UtcDateTime
+
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+TierName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+LabelValue = Annotated[str, StringConstraints(max_length=200)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+# --- wire schema ---------------------------------------------------------------------------
+
+
+class Candidate(BaseModel):
+    """One model of the pool the router chose from."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: ShortText
+    tier: TierName | None = None
+    provider: str | None = Field(default=None, max_length=200)
+
+
+class Message(BaseModel):
+    """A chat message, in the Anthropic/OpenAI shape (content as text or content blocks)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class RequestPayload(BaseModel):
+    """What is needed to replay the call on another model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[Message] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResponsePayload(BaseModel):
+    """The answer the user got."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: str | None = None
+    finish_reason: str | None = Field(default=None, max_length=64)
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+    cache_read_tokens: int | None = Field(default=None, ge=0)
+
+
+class DecisionIn(BaseModel):
+    """One routing decision (decision log v1). Unknown fields are kept in `extra`."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        allow_inf_nan=False,
+        title="Decision",
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "req-0001",
+                    "router": "support-router",
+                    "ts": "2026-11-27T12:00:00Z",
+                    "tier": "cheap",
+                    "chosen_model": "claude-haiku-4-5",
+                    "router_score": 0.31,
+                    "threshold": 0.5,
+                    "segment": {"topic": "billing", "language": "en"},
+                    "features": {"input_tokens": 412, "has_code": False},
+                    "request": {"messages": [{"role": "user", "content": "Why was I charged?"}]},
+                    "response": {"text": "You were charged because…", "finish_reason": "stop"},
+                    "usage": {"input_tokens": 412, "output_tokens": 120},
+                    "cost_usd": 0.00101,
+                    "latency_ms": 820,
+                }
+            ]
+        },
+    )
+
+    request_id: ShortText = Field(description="Unique per router; the idempotency key.")
+    router: ShortText = Field(description="Router name.")
+    router_version: str | None = Field(default=None, max_length=200)
+    ts: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 time of the routing decision; default: receipt time."
+    )
+    tier: TierName = Field(description="`cheap`, `strong`, or another tier of the router's pool.")
+    chosen_model: ShortText = Field(description="The model the router chose.")
+    served_model: str | None = Field(
+        default=None, max_length=200, description="The model that answered; default chosen_model."
+    )
+    failover: bool = Field(default=False, description="A provider error changed served_model.")
+    candidates: list[Candidate] = Field(default_factory=list, max_length=100)
+    router_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    score_semantics: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        default="p_strong_needed"
+    )
+    threshold: float | None = None
+    segment: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=32)
+    features: dict[LabelKey, float | int | str | bool] = Field(default_factory=dict, max_length=200)
+    request: RequestPayload | None = None
+    response: ResponsePayload | None = None
+    usage: Usage | None = None
+    cost_usd: NonNegative | None = None
+    latency_ms: NonNegative | None = None
+    router_cost_usd: NonNegative | None = None
+    router_latency_ms: NonNegative | None = None
+    escalated_from: TierName | None = None
+    fallback: bool = Field(
+        default=False, description="The router itself could not decide and applied its static policy."
+    )
+    session_id: str | None = Field(default=None, max_length=200)
+
+
+class ItemResult(BaseModel):
+    """What happened to one item of a posted batch."""
+
+    index: int
+    status: str = Field(description="`stored`, `duplicate` or `invalid`.")
+    request_id: str | None = None
+    router: str | None = None
+    id: int | None = Field(default=None, description="Decision id, for stored items.")
+    sampled: bool | None = None
+    inclusion_probability: float | None = None
+
+
+class ItemError(BaseModel):
+    index: int
+    loc: list[str | int] = Field(description="Field path within the item.")
+    msg: str
+    type: str
+
+
+class IngestResponse(BaseModel):
+    stored: int
+    duplicates: int
+    invalid: int
+    results: list[ItemResult]
+    detail: list[ItemError] = Field(
+        default_factory=list, description="Every invalid item's index, field path and reason."
+    )
+
+
+# --- tables --------------------------------------------------------------------------------
+
+
+class Decision(SQLModel, table=True):
+    """One routing decision as logged by a router."""
+
+    __tablename__ = "decision"
+    __table_args__ = (
+        UniqueConstraint("router", "request_id", name="uq_decision_router_request_id"),
+        Index("ix_decision_ts_id", "ts", "id"),
+        Index("ix_decision_router_ts", "router", "ts"),
+        Index("ix_decision_segment_value_ts", "segment_value", "ts"),
+    )
+
+    id: int | None = SQLField(
+        default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True)
+    )
+    router: str = SQLField(max_length=200)
+    request_id: str = SQLField(max_length=200)
+    router_version: str | None = SQLField(default=None, max_length=200)
+    ts: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    received_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    tier: str = SQLField(max_length=64)
+    chosen_model: str = SQLField(max_length=200)
+    served_model: str = SQLField(max_length=200)
+    failover: bool = False
+    fallback: bool = False
+    candidates: list[dict[str, Any]] = SQLField(
+        default_factory=list, sa_column=Column(JsonType, nullable=False)
+    )
+    router_score: float | None = None
+    score_semantics: str = SQLField(default="p_strong_needed", max_length=64)
+    threshold: float | None = None
+    segment: dict[str, str] = SQLField(
+        default_factory=dict, sa_column=Column(JsonType, nullable=False)
+    )
+    segment_value: str = SQLField(max_length=200)
+    features: dict[str, Any] = SQLField(
+        default_factory=dict, sa_column=Column(JsonType, nullable=False)
+    )
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    router_cost_usd: float | None = None
+    router_latency_ms: float | None = None
+    escalated_from: str | None = SQLField(default=None, max_length=64)
+    session_id: str | None = SQLField(default=None, max_length=200)
+    extra: dict[str, Any] = SQLField(
+        default_factory=dict, sa_column=Column(JsonType, nullable=False)
+    )
+    has_request: bool = False
+    has_response: bool = False
+    inclusion_probability: float
+    sampled: bool
+    payload_stored: bool = False
+
+
+class DecisionPayload(SQLModel, table=True):
+    """The request/response of a decision, kept per `store_payloads` (sampled ones by default)."""
+
+    __tablename__ = "decision_payload"
+
+    decision_id: int = SQLField(
+        sa_column=Column(
+            BigIntId, ForeignKey("decision.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    request: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JsonType))
+    response: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JsonType))
+    stored_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+
+
+# --- read schema ---------------------------------------------------------------------------
+
+
+class DecisionPublic(BaseModel):
+    """A stored decision as the read API returns it."""
+
+    id: int
+    router: str
+    request_id: str
+    router_version: str | None
+    ts: datetime
+    received_at: datetime
+    tier: str
+    chosen_model: str
+    served_model: str
+    failover: bool
+    fallback: bool
+    candidates: list[dict[str, Any]]
+    router_score: float | None
+    score_semantics: str
+    threshold: float | None
+    segment: dict[str, str]
+    segment_value: str
+    features: dict[str, Any]
+    usage: dict[str, int | None]
+    cost_usd: float | None = Field(description="USD")
+    latency_ms: float | None = Field(description="milliseconds")
+    router_cost_usd: float | None = Field(description="USD")
+    router_latency_ms: float | None = Field(description="milliseconds")
+    escalated_from: str | None
+    session_id: str | None
+    extra: dict[str, Any]
+    has_request: bool
+    has_response: bool
+    inclusion_probability: float
+    sampled: bool
+    payload_stored: bool
+    request: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+
+
+class DecisionPage(BaseModel):
+    items: list[DecisionPublic]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )

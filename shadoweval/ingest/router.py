@@ -1,0 +1,140 @@
+"""Routes of the decision log: post decisions, list them, read one."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from pydantic import AwareDatetime
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from shadoweval.db import SessionDep
+from shadoweval.deps import IngestScope, ReadScope, SettingsDep
+from shadoweval.exceptions import PayloadTooLarge
+from shadoweval.ingest import service
+from shadoweval.ingest.models import DecisionPage, DecisionPublic, IngestResponse
+from shadoweval.ingest.parsing import (
+    ParsedBody,
+    check_media_type,
+    decode_content,
+    parse_items,
+)
+from shadoweval.metrics import ApiMetrics
+
+router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
+
+_DECISION_REF = {"$ref": "#/components/schemas/Decision"}
+_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One decision, a JSON array of decisions, or NDJSON (one per line). "
+        "At most 1,000 decisions and 5 MB per request; gzip/deflate accepted.",
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [_DECISION_REF, {"type": "array", "items": _DECISION_REF}]}
+            },
+            "application/x-ndjson": {"schema": _DECISION_REF},
+        },
+    }
+}
+
+
+async def read_decision_body(request: Request, settings: SettingsDep) -> ParsedBody:
+    """Read the body within the size limit and split it into items."""
+    media_type = check_media_type(request.headers.get("content-type"))
+    limit = settings.ingest_max_bytes
+    too_large = PayloadTooLarge(
+        f"body exceeds the limit of {limit} bytes per request; split the batch",
+        limit_bytes=limit,
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    body = decode_content(
+        b"".join(chunks), request.headers.get("content-encoding"), max_bytes=limit
+    )
+    return await run_in_threadpool(
+        parse_items, body, media_type, max_items=settings.ingest_max_items
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[IngestScope],
+    openapi_extra=_REQUEST_BODY,
+    responses={
+        202: {"model": IngestResponse, "description": "Every item stored or a duplicate."},
+        422: {"model": IngestResponse, "description": "Some items invalid; valid ones stored."},
+        400: {"description": "Body empty or not JSON/NDJSON."},
+        413: {"description": "Over 1,000 decisions or 5 MB."},
+        415: {"description": "Content-Type or Content-Encoding not accepted."},
+    },
+    response_model=IngestResponse,
+)
+def post_decisions(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    parsed: Annotated[ParsedBody, Depends(read_decision_body)],
+) -> JSONResponse:
+    """Store routing decisions. Answers only after the rows are committed."""
+    outcome = service.ingest_decisions(session=session, settings=settings, parsed=parsed)
+    metrics: ApiMetrics = request.app.state.metrics
+    stored, duplicates = outcome.count("stored"), outcome.count("duplicate")
+    metrics.decisions_ingested.inc(stored)
+    metrics.decisions_duplicate.inc(duplicates)
+    metrics.decisions_sampled.inc(
+        sum(1 for r in outcome.results if r.status == "stored" and r.sampled)
+    )
+    metrics.record_item_errors(outcome.errors)
+    body = IngestResponse(
+        stored=stored,
+        duplicates=duplicates,
+        invalid=outcome.count("invalid"),
+        results=outcome.results,
+        detail=outcome.errors,
+    )
+    code = 422 if outcome.errors else status.HTTP_202_ACCEPTED
+    return JSONResponse(body.model_dump(mode="json"), status_code=code)
+
+
+@router.get("", dependencies=[ReadScope])
+def list_decisions(
+    session: SessionDep,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    tier: str | None = None,
+    segment: Annotated[str | None, Query(description="Segment value.")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="ts ≥ since (RFC 3339).")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="ts < until (RFC 3339).")] = None,
+    sampled: bool | None = None,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DecisionPage:
+    return service.list_decisions(
+        session=session,
+        router=router_name,
+        tier=tier,
+        segment=segment,
+        since=since,
+        until=until,
+        sampled=sampled,
+        order="asc" if order == "asc" else "desc",
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+@router.get("/{decision_id}", dependencies=[ReadScope])
+def get_decision(decision_id: int, session: SessionDep) -> DecisionPublic:
+    """One decision, with its stored request/response payload when one was kept."""
+    return service.get_decision(session=session, decision_id=decision_id)

@@ -1,0 +1,323 @@
+"""Ingest service: validate decisions, decide sampling, store them idempotently, read them back."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, cast
+
+from pydantic import ValidationError
+from sqlalchemy import Table, and_, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from shadoweval.config import Settings
+from shadoweval.db import utcnow
+from shadoweval.exceptions import InvalidRequest, NotFound
+from shadoweval.ingest.models import (
+    Decision,
+    DecisionIn,
+    DecisionPage,
+    DecisionPayload,
+    DecisionPublic,
+    ItemError,
+    ItemResult,
+)
+from shadoweval.ingest.parsing import ParsedBody
+from shadoweval.sampling import policy
+
+log = logging.getLogger(__name__)
+
+DECISION_TABLE = cast(Table, Decision.__table__)
+PAYLOAD_TABLE = cast(Table, DecisionPayload.__table__)
+# Rows per INSERT statement: keeps SQLite under its bound-parameter limit.
+_INSERT_CHUNK = 200
+
+SortOrder = Literal["asc", "desc"]
+
+
+@dataclass
+class IngestOutcome:
+    results: list[ItemResult]
+    errors: list[ItemError] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for result in self.results if result.status == status)
+
+
+def _validation_errors(index: int, exc: ValidationError) -> list[ItemError]:
+    return [
+        ItemError(index=index, loc=list(error["loc"]), msg=error["msg"], type=error["type"])
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _decision_row(item: DecisionIn, *, settings: Settings, received_at: datetime) -> dict[str, Any]:
+    extra = dict(item.model_extra or {})
+    usage = item.usage
+    if usage is not None and usage.model_extra:
+        extra["usage"] = dict(usage.model_extra)
+    segment_value = policy.segment_value_of(
+        item.segment, settings.segment_key, settings.unlabelled_segment
+    )
+    inclusion_probability = policy.constant_inclusion_probability(
+        item.tier, settings.sampling_rate_by_tier, settings.sampling_default_rate
+    )
+    return {
+        "router": item.router,
+        "request_id": item.request_id,
+        "router_version": item.router_version,
+        "ts": item.ts or received_at,
+        "received_at": received_at,
+        "tier": item.tier,
+        "chosen_model": item.chosen_model,
+        "served_model": item.served_model or item.chosen_model,
+        "failover": item.failover,
+        "fallback": item.fallback,
+        "candidates": [c.model_dump(mode="json", exclude_none=True) for c in item.candidates],
+        "router_score": item.router_score,
+        "score_semantics": item.score_semantics,
+        "threshold": item.threshold,
+        "segment": dict(item.segment),
+        "segment_value": segment_value,
+        "features": dict(item.features),
+        "input_tokens": usage.input_tokens if usage else None,
+        "output_tokens": usage.output_tokens if usage else None,
+        "cache_read_tokens": usage.cache_read_tokens if usage else None,
+        "cost_usd": item.cost_usd,
+        "latency_ms": item.latency_ms,
+        "router_cost_usd": item.router_cost_usd,
+        "router_latency_ms": item.router_latency_ms,
+        "escalated_from": item.escalated_from,
+        "session_id": item.session_id,
+        "extra": extra,
+        "has_request": item.request is not None,
+        "has_response": item.response is not None,
+        "inclusion_probability": inclusion_probability,
+        "sampled": policy.is_sampled(item.router, item.request_id, inclusion_probability),
+        "payload_stored": False,
+    }
+
+
+def _keeps_payload(settings: Settings, item: DecisionIn, sampled: bool) -> bool:
+    if item.request is None and item.response is None:
+        return False
+    if settings.store_payloads == "all":
+        return True
+    return settings.store_payloads == "sampled" and sampled
+
+
+def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _insert_new_decisions(
+    session: Session, rows: Sequence[dict[str, Any]]
+) -> dict[tuple[str, str], int]:
+    """INSERT … ON CONFLICT (router, request_id) DO NOTHING; returns ids of rows really inserted.
+
+    Concurrent resends of one batch race on the unique key; the database decides
+    the winner, so nothing is stored twice and no request fails.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    inserted: dict[tuple[str, str], int] = {}
+    for chunk in _chunks(rows, _INSERT_CHUNK):
+        statement = (
+            insert(DECISION_TABLE)
+            .values(list(chunk))
+            .on_conflict_do_nothing(index_elements=["router", "request_id"])
+            .returning(DECISION_TABLE.c.id, DECISION_TABLE.c.router, DECISION_TABLE.c.request_id)
+        )
+        for decision_id, router, request_id in session.execute(statement):
+            inserted[(router, request_id)] = decision_id
+    return inserted
+
+
+def ingest_decisions(
+    *, session: Session, settings: Settings, parsed: ParsedBody
+) -> IngestOutcome:
+    """Validate every item, store the valid new ones in one transaction, report per item.
+
+    Invalid items never block valid ones: the caller answers 422 listing the
+    invalid ones, and a resend of the whole batch stores nothing twice.
+    """
+    received_at = utcnow()
+    results: list[ItemResult | None] = [None] * len(parsed.items)
+    errors: list[ItemError] = []
+    valid: list[tuple[int, DecisionIn]] = []
+
+    for index, raw in enumerate(parsed.items):
+        if index in parsed.unparsable:
+            errors.append(
+                ItemError(index=index, loc=[], msg=parsed.unparsable[index], type="json_invalid")
+            )
+            results[index] = ItemResult(index=index, status="invalid")
+            continue
+        try:
+            item = DecisionIn.model_validate(raw)
+        except ValidationError as exc:
+            errors.extend(_validation_errors(index, exc))
+            known = raw if isinstance(raw, dict) else {}
+            request_id, router = known.get("request_id"), known.get("router")
+            results[index] = ItemResult(
+                index=index,
+                status="invalid",
+                request_id=request_id if isinstance(request_id, str) else None,
+                router=router if isinstance(router, str) else None,
+            )
+            continue
+        valid.append((index, item))
+
+    rows: list[dict[str, Any]] = []
+    first_index_of_key: dict[tuple[str, str], int] = {}
+    items_by_key: dict[tuple[str, str], DecisionIn] = {}
+    for index, item in valid:
+        key = (item.router, item.request_id)
+        if key in first_index_of_key:
+            continue
+        first_index_of_key[key] = index
+        items_by_key[key] = item
+        rows.append(_decision_row(item, settings=settings, received_at=received_at))
+
+    inserted = _insert_new_decisions(session, rows) if rows else {}
+
+    payload_rows: list[dict[str, Any]] = []
+    row_by_key = {(row["router"], row["request_id"]): row for row in rows}
+    for key, decision_id in inserted.items():
+        item = items_by_key[key]
+        if _keeps_payload(settings, item, row_by_key[key]["sampled"]):
+            payload_rows.append(
+                {
+                    "decision_id": decision_id,
+                    "request": item.request.model_dump(mode="json", exclude_none=True)
+                    if item.request
+                    else None,
+                    "response": item.response.model_dump(mode="json", exclude_none=True)
+                    if item.response
+                    else None,
+                    "stored_at": received_at,
+                }
+            )
+    if payload_rows:
+        for chunk in _chunks(payload_rows, _INSERT_CHUNK):
+            session.execute(PAYLOAD_TABLE.insert().values(list(chunk)))
+        session.execute(
+            DECISION_TABLE.update()
+            .where(DECISION_TABLE.c.id.in_([row["decision_id"] for row in payload_rows]))
+            .values(payload_stored=True)
+        )
+    session.commit()
+
+    for index, item in valid:
+        key = (item.router, item.request_id)
+        row = row_by_key[key]
+        new = first_index_of_key[key] == index and key in inserted
+        results[index] = ItemResult(
+            index=index,
+            status="stored" if new else "duplicate",
+            request_id=item.request_id,
+            router=item.router,
+            id=inserted[key] if new else None,
+            # A duplicate keeps what was decided when it was first stored.
+            sampled=row["sampled"] if new else None,
+            inclusion_probability=row["inclusion_probability"] if new else None,
+        )
+    return IngestOutcome(results=[r for r in results if r is not None], errors=errors)
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def _encode_cursor(decision: Decision, order: SortOrder) -> str:
+    raw = json.dumps({"ts": decision.ts.isoformat(), "id": decision.id, "order": order})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, order: SortOrder) -> tuple[datetime, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        ts, decision_id, cursor_order = (
+            datetime.fromisoformat(data["ts"]),
+            int(data["id"]),
+            data["order"],
+        )
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise InvalidRequest("cursor is not valid; pass next_cursor from a previous page") from exc
+    if cursor_order != order:
+        raise InvalidRequest(f"cursor was issued for order={cursor_order}, not order={order}")
+    return ts, decision_id
+
+
+def to_public(decision: Decision, payload: DecisionPayload | None = None) -> DecisionPublic:
+    assert decision.id is not None
+    data = decision.model_dump()
+    data["usage"] = {
+        "input_tokens": decision.input_tokens,
+        "output_tokens": decision.output_tokens,
+        "cache_read_tokens": decision.cache_read_tokens,
+    }
+    if payload is not None:
+        data["request"], data["response"] = payload.request, payload.response
+    return DecisionPublic.model_validate(data)
+
+
+def list_decisions(
+    *,
+    session: Session,
+    router: str | None = None,
+    tier: str | None = None,
+    segment: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sampled: bool | None = None,
+    order: SortOrder = "asc",
+    cursor: str | None = None,
+    limit: int = 100,
+) -> DecisionPage:
+    """Decisions in (ts, id) order with keyset pagination; `since` inclusive, `until` exclusive."""
+    query = select(Decision)
+    columns = DECISION_TABLE.c
+    if router is not None:
+        query = query.where(columns.router == router)
+    if tier is not None:
+        query = query.where(columns.tier == tier)
+    if segment is not None:
+        query = query.where(columns.segment_value == segment)
+    if since is not None:
+        query = query.where(columns.ts >= since)
+    if until is not None:
+        query = query.where(columns.ts < until)
+    if sampled is not None:
+        query = query.where(columns.sampled == sampled)
+    if cursor is not None:
+        after_ts, after_id = _decode_cursor(cursor, order)
+        if order == "asc":
+            query = query.where(
+                or_(columns.ts > after_ts, and_(columns.ts == after_ts, columns.id > after_id))
+            )
+        else:
+            query = query.where(
+                or_(columns.ts < after_ts, and_(columns.ts == after_ts, columns.id < after_id))
+            )
+    if order == "asc":
+        query = query.order_by(columns.ts.asc(), columns.id.asc())
+    else:
+        query = query.order_by(columns.ts.desc(), columns.id.desc())
+    decisions = list(session.scalars(query.limit(limit + 1)))
+    next_cursor = _encode_cursor(decisions[limit - 1], order) if len(decisions) > limit else None
+    return DecisionPage(items=[to_public(d) for d in decisions[:limit]], next_cursor=next_cursor)
+
+
+def get_decision(*, session: Session, decision_id: int) -> DecisionPublic:
+    decision = session.get(Decision, decision_id)
+    if decision is None:
+        raise NotFound(f"decision {decision_id} does not exist")
+    return to_public(decision, session.get(DecisionPayload, decision_id))

@@ -1,0 +1,53 @@
+"""Prometheus metrics of one app instance, in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from shadoweval.ingest.models import ItemError
+
+
+class ApiMetrics:
+    """Counters and histograms the API exports on /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions_ingested = Counter(
+            "shadoweval_decisions_ingested",
+            "Decisions stored by ingest (new rows).",
+            registry=self.registry,
+        )
+        self.decisions_duplicate = Counter(
+            "shadoweval_decisions_duplicate",
+            "Decisions received again for a (router, request_id) already stored.",
+            registry=self.registry,
+        )
+        self.decisions_sampled = Counter(
+            "shadoweval_decisions_sampled",
+            "Stored decisions selected for shadow evaluation.",
+            registry=self.registry,
+        )
+        self.decisions_rejected = Counter(
+            "shadoweval_decisions_rejected",
+            "Items or whole requests refused by ingest, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.request_latency = Histogram(
+            "shadoweval_http_request_duration_seconds",
+            "HTTP request latency by route template, method and status.",
+            ["method", "route", "status"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def record_item_errors(self, errors: list[ItemError]) -> None:
+        # One rejection per invalid item, labelled by the first reason found for it.
+        seen: set[int] = set()
+        for error in errors:
+            if error.index not in seen:
+                seen.add(error.index)
+                self.decisions_rejected.labels(reason=error.type).inc()
+
+    def record_request_rejected(self, reason: str) -> None:
+        self.decisions_rejected.labels(reason=reason).inc()

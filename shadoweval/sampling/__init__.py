@@ -1,0 +1,1 @@
+"""Sampling: which decisions are shadow-evaluated, with what inclusion probability π."""
