@@ -196,10 +196,11 @@ def ingest_decisions(
             payload_rows.append(
                 {
                     "decision_id": decision_id,
-                    "request": item.request.model_dump(mode="json", exclude_none=True)
+                    # Kept as the router sent it (validated), without filled-in defaults.
+                    "request": item.request.model_dump(mode="json", exclude_unset=True)
                     if item.request
                     else None,
-                    "response": item.response.model_dump(mode="json", exclude_none=True)
+                    "response": item.response.model_dump(mode="json", exclude_unset=True)
                     if item.response
                     else None,
                     "stored_at": received_at,

@@ -1,0 +1,190 @@
+"""API keys: hashed storage, scopes on every endpoint, revocation, rotation, expiry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from shadoweval.auth import service as auth_service
+from shadoweval.auth.models import ApiKey, Scope
+from shadoweval.db import utcnow
+from tests.conftest import Keys, LiveApi, decision
+
+# Every /v1 route, the scope it needs, and a call that passes auth when the scope is held.
+# (method, path template, required scope, path used, json body, status when allowed)
+SCOPE_MATRIX = [
+    ("POST", "/v1/decisions", Scope.INGEST, "/v1/decisions", decision("m"), 202),
+    ("GET", "/v1/decisions", Scope.READ, "/v1/decisions", None, 200),
+    ("GET", "/v1/decisions/{decision_id}", Scope.READ, "/v1/decisions/999999", None, 404),
+    ("GET", "/v1/keys", Scope.ADMIN, "/v1/keys", None, 200),
+    ("POST", "/v1/keys", Scope.ADMIN, "/v1/keys", {"scopes": ["read"]}, 201),
+    ("DELETE", "/v1/keys/{prefix}", Scope.ADMIN, "/v1/keys/sek_00000000", None, 404),
+    (
+        "POST",
+        "/v1/keys/{prefix}/rotate",
+        Scope.ADMIN,
+        "/v1/keys/sek_00000000/rotate",
+        {},
+        404,
+    ),
+]
+OPEN_PATHS = ["/healthz", "/readyz", "/metrics"]
+
+
+def test_matrix_covers_every_v1_route(live_api: LiveApi) -> None:
+    # The OpenAPI document lists every mounted route, including those of included routers.
+    routes = {
+        (method.upper(), path)
+        for path, operations in live_api.app.openapi()["paths"].items()
+        if path.startswith("/v1")
+        for method in operations
+    }
+    assert routes == {(method, template) for method, template, *_ in SCOPE_MATRIX}
+
+
+@pytest.mark.parametrize("scope", list(Scope))
+@pytest.mark.parametrize(
+    ("method", "template", "required", "path", "body", "allowed_status"),
+    SCOPE_MATRIX,
+    ids=[f"{m} {t}" for m, t, *_ in SCOPE_MATRIX],
+)
+def test_scope_matrix(
+    live_api: LiveApi,
+    keys: Keys,
+    scope: Scope,
+    method: str,
+    template: str,
+    required: Scope,
+    path: str,
+    body: object,
+    allowed_status: int,
+) -> None:
+    with live_api.client(keys.for_scope(scope)) as client:
+        response = client.request(method, path, json=body)
+    if scope == required:
+        assert response.status_code == allowed_status, response.text
+    else:
+        assert response.status_code == 403, response.text
+        assert response.json()["required_scope"] == required.value
+
+
+@pytest.mark.parametrize(("method", "template", "required", "path", "body", "_s"), SCOPE_MATRIX)
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer", "Basic dXNlcjpwYXNz", "Bearer not-a-key", "Bearer sek_deadbeef_wrongsecret"],
+)
+def test_every_v1_route_needs_a_valid_key(
+    live_api: LiveApi,
+    keys: Keys,
+    method: str,
+    template: str,
+    required: Scope,
+    path: str,
+    body: object,
+    _s: int,
+    authorization: str | None,
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    with httpx.Client(base_url=live_api.url) as client:
+        response = client.request(method, path, json=body, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", OPEN_PATHS)
+def test_operational_endpoints_are_open_by_default(live_api: LiveApi, path: str) -> None:
+    with httpx.Client(base_url=live_api.url) as client:
+        assert client.get(path).status_code == 200
+
+
+def test_key_with_several_scopes_gets_each(live_api: LiveApi, session: Session) -> None:
+    key = auth_service.create_key(session=session, scopes=[Scope.INGEST, Scope.READ]).key
+    with live_api.client(key) as client:
+        assert client.post("/v1/decisions", json=decision("multi")).status_code == 202
+        assert client.get("/v1/decisions").status_code == 200
+        assert client.get("/v1/keys").status_code == 403
+
+
+def test_keys_are_stored_hashed(engine: Engine, session: Session) -> None:
+    created = auth_service.create_key(session=session, scopes=[Scope.READ], name="hash check")
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT * FROM api_key")).fetchall()
+    assert rows
+    for row in rows:
+        assert all(created.key not in str(value) for value in row)
+    stored = session.exec(select(ApiKey).where(ApiKey.prefix == created.prefix)).one()
+    assert stored.key_hash != created.key and len(stored.key_hash) == 64
+
+
+def test_admin_api_creates_lists_revokes(live_api: LiveApi, keys: Keys) -> None:
+    with live_api.client(keys.admin) as admin:
+        created = admin.post("/v1/keys", json={"scopes": ["read"], "name": "dash"})
+        assert created.status_code == 201
+        new_key, prefix = created.json()["key"], created.json()["prefix"]
+        assert new_key.startswith(prefix + "_")
+
+        listed = admin.get("/v1/keys").json()
+        entry = next(k for k in listed if k["prefix"] == prefix)
+        assert entry["name"] == "dash" and entry["scopes"] == ["read"] and entry["active"]
+        assert all("key" not in k and "key_hash" not in k for k in listed)
+
+        with live_api.client(new_key) as reader:
+            assert reader.get("/v1/decisions").status_code == 200
+            assert admin.delete(f"/v1/keys/{prefix}").status_code == 200
+            revoked = reader.get("/v1/decisions")
+        assert revoked.status_code == 401
+        assert "revoked" in revoked.json()["detail"]
+        assert prefix not in {k["prefix"] for k in admin.get("/v1/keys").json()}
+        everything = admin.get("/v1/keys", params={"include_inactive": True}).json()
+        assert not next(k for k in everything if k["prefix"] == prefix)["active"]
+
+
+def test_key_without_scopes_or_with_unknown_scope_is_refused(
+    live_api: LiveApi, keys: Keys
+) -> None:
+    with live_api.client(keys.admin) as admin:
+        assert admin.post("/v1/keys", json={"scopes": []}).status_code == 422
+        bad = admin.post("/v1/keys", json={"scopes": ["superuser"]})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"][:2] == ["body", "scopes"]
+
+
+def test_rotation_without_grace_revokes_the_old_key(live_api: LiveApi, keys: Keys) -> None:
+    with live_api.client(keys.admin) as admin:
+        old = admin.post("/v1/keys", json={"scopes": ["read"], "name": "r"}).json()
+        new = admin.post(f"/v1/keys/{old['prefix']}/rotate", json={}).json()
+    assert new["rotated_from"] == old["prefix"] and new["scopes"] == ["read"]
+    assert new["name"] == "r"
+    with live_api.client(old["key"]) as client:
+        assert client.get("/v1/decisions").status_code == 401
+    with live_api.client(new["key"]) as client:
+        assert client.get("/v1/decisions").status_code == 200
+
+
+def test_rotation_with_grace_keeps_both_keys_working(live_api: LiveApi, keys: Keys) -> None:
+    with live_api.client(keys.admin) as admin:
+        old = admin.post("/v1/keys", json={"scopes": ["read"]}).json()
+        new = admin.post(f"/v1/keys/{old['prefix']}/rotate", json={"grace_hours": 2}).json()
+        listed = {k["prefix"]: k for k in admin.get("/v1/keys").json()}
+    assert listed[old["prefix"]]["expires_at"] is not None
+    for key in (old["key"], new["key"]):
+        with live_api.client(key) as client:
+            assert client.get("/v1/decisions").status_code == 200
+
+
+def test_expired_key_is_refused(live_api: LiveApi, session: Session) -> None:
+    created = auth_service.create_key(session=session, scopes=[Scope.READ])
+    row = session.exec(select(ApiKey).where(ApiKey.prefix == created.prefix)).one()
+    row.expires_at = utcnow() - timedelta(seconds=1)
+    session.add(row)
+    session.commit()
+    with live_api.client(created.key) as client:
+        response = client.get("/v1/decisions")
+    assert response.status_code == 401
+    assert "expired" in response.json()["detail"]
