@@ -1,1 +1,4 @@
-"""Periodic jobs of `shadoweval worker` (shipped as `shadoweval.jobs`): each opens a session scope and calls one service."""
+"""Periodic jobs of `shadoweval worker`, shipped as `shadoweval.jobs`.
+
+Each job opens a session scope and calls one service.
+"""

@@ -20,7 +20,7 @@ from shadoweval import __version__, exceptions
 from shadoweval.auth.models import Scope
 from shadoweval.auth.router import router as keys_router
 from shadoweval.config import Settings, get_settings
-from shadoweval.db import create_db_engine, check_database_ready
+from shadoweval.db import check_database_ready, create_db_engine
 from shadoweval.deps import require_scope
 from shadoweval.ingest.models import DecisionIn
 from shadoweval.ingest.router import router as decisions_router
@@ -43,7 +43,7 @@ ERROR_STATUS: dict[type[exceptions.ShadowevalError], int] = {
 def status_for(error: exceptions.ShadowevalError) -> int:
     for cls in type(error).__mro__:
         if cls in ERROR_STATUS:
-            return ERROR_STATUS[cls]  # type: ignore[index]
+            return ERROR_STATUS[cls]
     return 500
 
 
@@ -143,7 +143,9 @@ def _add_operational_routes(
             return JSONResponse({"status": "not ready", **_error_body(error)}, status_code=503)
         return JSONResponse({"status": "ready", "revision": revision})
 
-    metrics_dependencies = [Depends(require_scope(Scope.READ))] if settings.metrics_require_key else []
+    metrics_dependencies = (
+        [Depends(require_scope(Scope.READ))] if settings.metrics_require_key else []
+    )
 
     @app.get("/metrics", tags=["operations"], dependencies=metrics_dependencies)
     def prometheus_metrics() -> Response:

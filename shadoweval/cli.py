@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
-from typing import Annotated
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from shadoweval.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
@@ -94,7 +97,7 @@ def db_current() -> None:
     typer.echo(f"current: {current_revision(engine) or 'none'}  expected: {head_revision()}")
 
 
-def _key_service_session():  # type: ignore[no-untyped-def]
+def _key_service_session() -> AbstractContextManager[Session]:
     from shadoweval.db import check_database_ready, create_db_engine, session_scope
     from shadoweval.exceptions import DatabaseNotReady
 
@@ -132,7 +135,9 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(
-    include_inactive: Annotated[bool, typer.Option("--all", help="Include revoked/expired.")] = False,
+    include_inactive: Annotated[
+        bool, typer.Option("--all", help="Include revoked/expired.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
     """List keys by prefix."""
@@ -146,7 +151,9 @@ def keys_list(
     typer.echo(f"{'PREFIX':<14} {'SCOPES':<28} {'ACTIVE':<7} {'CREATED':<20} NAME")
     for k in keys:
         created = k.created_at.strftime("%Y-%m-%d %H:%M")
-        typer.echo(f"{k.prefix:<14} {','.join(k.scopes):<28} {k.active!s:<7} {created:<20} {k.name}")
+        typer.echo(
+            f"{k.prefix:<14} {','.join(k.scopes):<28} {k.active!s:<7} {created:<20} {k.name}"
+        )
 
 
 @keys_app.command("revoke")
@@ -250,4 +257,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

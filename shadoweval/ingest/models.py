@@ -128,7 +128,8 @@ class DecisionIn(BaseModel):
     router_latency_ms: NonNegative | None = None
     escalated_from: TierName | None = None
     fallback: bool = Field(
-        default=False, description="The router itself could not decide and applied its static policy."
+        default=False,
+        description="The router itself could not decide and applied its static policy.",
     )
     session_id: str | None = Field(default=None, max_length=200)
 
@@ -227,9 +228,7 @@ class DecisionPayload(SQLModel, table=True):
     __tablename__ = "decision_payload"
 
     decision_id: int = SQLField(
-        sa_column=Column(
-            BigIntId, ForeignKey("decision.id", ondelete="CASCADE"), primary_key=True
-        )
+        sa_column=Column(BigIntId, ForeignKey("decision.id", ondelete="CASCADE"), primary_key=True)
     )
     request: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JsonType))
     response: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JsonType))

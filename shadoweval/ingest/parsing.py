@@ -84,7 +84,9 @@ def _parse_ndjson(text: str) -> ParsedBody:
         try:
             items.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            unparsable[len(items)] = f"line {line_number} is not JSON: {exc.msg} (column {exc.colno})"
+            unparsable[len(items)] = (
+                f"line {line_number} is not JSON: {exc.msg} (column {exc.colno})"
+            )
             items.append(None)
     return ParsedBody(items=items, unparsable=unparsable)
 

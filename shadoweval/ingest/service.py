@@ -33,8 +33,8 @@ from shadoweval.sampling import policy
 
 log = logging.getLogger(__name__)
 
-DECISION_TABLE = cast(Table, Decision.__table__)
-PAYLOAD_TABLE = cast(Table, DecisionPayload.__table__)
+DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
+PAYLOAD_TABLE = cast(Table, DecisionPayload.__table__)  # type: ignore[attr-defined]
 # Rows per INSERT statement: keeps SQLite under its bound-parameter limit.
 _INSERT_CHUNK = 200
 
@@ -140,9 +140,7 @@ def _insert_new_decisions(
     return inserted
 
 
-def ingest_decisions(
-    *, session: Session, settings: Settings, parsed: ParsedBody
-) -> IngestOutcome:
+def ingest_decisions(*, session: Session, settings: Settings, parsed: ParsedBody) -> IngestOutcome:
     """Validate every item, store the valid new ones in one transaction, report per item.
 
     Invalid items never block valid ones: the caller answers 422 listing the

@@ -38,5 +38,7 @@ def _run(connection: object) -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("offline (SQL script) migrations are not supported; run `shadoweval db upgrade`")
+    raise SystemExit(
+        "offline (SQL script) migrations are not supported; run `shadoweval db upgrade`"
+    )
 run_migrations()

@@ -119,7 +119,8 @@ def test_keys_are_stored_hashed(engine: Engine, session: Session) -> None:
     for row in rows:
         assert all(created.key not in str(value) for value in row)
     stored = session.exec(select(ApiKey).where(ApiKey.prefix == created.prefix)).one()
-    assert stored.key_hash != created.key and len(stored.key_hash) == 64
+    assert stored.key_hash != created.key
+    assert len(stored.key_hash) == 64
 
 
 def test_admin_api_creates_lists_revokes(live_api: LiveApi, keys: Keys) -> None:
@@ -131,7 +132,9 @@ def test_admin_api_creates_lists_revokes(live_api: LiveApi, keys: Keys) -> None:
 
         listed = admin.get("/v1/keys").json()
         entry = next(k for k in listed if k["prefix"] == prefix)
-        assert entry["name"] == "dash" and entry["scopes"] == ["read"] and entry["active"]
+        assert entry["name"] == "dash"
+        assert entry["scopes"] == ["read"]
+        assert entry["active"]
         assert all("key" not in k and "key_hash" not in k for k in listed)
 
         with live_api.client(new_key) as reader:
@@ -145,9 +148,7 @@ def test_admin_api_creates_lists_revokes(live_api: LiveApi, keys: Keys) -> None:
         assert not next(k for k in everything if k["prefix"] == prefix)["active"]
 
 
-def test_key_without_scopes_or_with_unknown_scope_is_refused(
-    live_api: LiveApi, keys: Keys
-) -> None:
+def test_key_without_scopes_or_with_unknown_scope_is_refused(live_api: LiveApi, keys: Keys) -> None:
     with live_api.client(keys.admin) as admin:
         assert admin.post("/v1/keys", json={"scopes": []}).status_code == 422
         bad = admin.post("/v1/keys", json={"scopes": ["superuser"]})
@@ -159,7 +160,8 @@ def test_rotation_without_grace_revokes_the_old_key(live_api: LiveApi, keys: Key
     with live_api.client(keys.admin) as admin:
         old = admin.post("/v1/keys", json={"scopes": ["read"], "name": "r"}).json()
         new = admin.post(f"/v1/keys/{old['prefix']}/rotate", json={}).json()
-    assert new["rotated_from"] == old["prefix"] and new["scopes"] == ["read"]
+    assert new["rotated_from"] == old["prefix"]
+    assert new["scopes"] == ["read"]
     assert new["name"] == "r"
     with live_api.client(old["key"]) as client:
         assert client.get("/v1/decisions").status_code == 401

@@ -43,7 +43,8 @@ def test_commands_refuse_an_unmigrated_database(cli_env: None) -> None:
 def test_db_upgrade_then_key_lifecycle(cli_env: None) -> None:
     assert run("db", "upgrade")[0] == 0
     code, out, _ = run("db", "current")
-    assert code == 0 and "current: 0001_initial" in out
+    assert code == 0
+    assert "current: 0001_initial" in out
 
     code, out, err = run("keys", "create", "--scope", "ingest", "--scope", "read", "--name", "ci")
     assert code == 0
@@ -71,6 +72,8 @@ def test_db_upgrade_then_key_lifecycle(cli_env: None) -> None:
 def test_bad_scope_and_unknown_prefix_are_clear_errors(cli_env: None) -> None:
     run("db", "upgrade")
     code, _, err = run("keys", "create", "--scope", "root")
-    assert code == 2 and "ingest, read, operate, admin" in err
+    assert code == 2
+    assert "ingest, read, operate, admin" in err
     code, _, err = run("keys", "revoke", "sek_nothere")
-    assert code == 1 and "no API key with prefix sek_nothere" in err
+    assert code == 1
+    assert "no API key with prefix sek_nothere" in err

@@ -30,10 +30,9 @@ def count_decisions(engine: Engine) -> int:
 
 def stored(engine: Engine, request_id: str, router: str = "support-router") -> Decision:
     with Session(engine) as session:
-        row = session.scalars(
+        return session.scalars(
             select(Decision).where(Decision.request_id == request_id, Decision.router == router)  # type: ignore[arg-type]
         ).one()
-        return row
 
 
 def ndjson(items: list[dict[str, object]]) -> str:
@@ -51,14 +50,17 @@ def test_single_decision_is_stored_with_defaults_and_extras(
 
     assert response.status_code == 202, response.text
     body = response.json()
-    assert body["stored"] == 1 and body["duplicates"] == 0 and body["invalid"] == 0
+    assert body["stored"] == 1
+    assert body["duplicates"] == 0
+    assert body["invalid"] == 0
     assert body["results"][0]["status"] == "stored"
     row = stored(engine, "one")
     assert body["results"][0]["id"] == row.id
     assert row.served_model == "claude-haiku-4-5"  # defaults to chosen_model
     assert row.ts == datetime(2026, 11, 27, 12, tzinfo=UTC)
     assert row.segment_value == "billing"
-    assert row.input_tokens == 5 and row.output_tokens == 7
+    assert row.input_tokens == 5
+    assert row.output_tokens == 7
     # Unknown fields, top-level and inside usage, are kept, never dropped.
     assert row.extra == {
         "custom_field": {"nested": [1, 2]},
@@ -122,7 +124,7 @@ def test_resend_is_idempotent(client: httpx.Client, engine: Engine) -> None:
     items = [decision(f"i-{i}") for i in range(3)]
     assert client.post("/v1/decisions", json=items).json()["stored"] == 3
 
-    again = client.post("/v1/decisions", json=items + [decision("i-new")])
+    again = client.post("/v1/decisions", json=[*items, decision("i-new")])
 
     assert again.status_code == 202
     statuses = [r["status"] for r in again.json()["results"]]
@@ -171,7 +173,13 @@ def test_invalid_items_are_listed_and_valid_ones_still_stored(
     }
     assert all(e["msg"] for e in body["detail"])
     assert [r["status"] for r in body["results"]] == [
-        "stored", "invalid", "stored", "invalid", "invalid", "invalid", "stored",
+        "stored",
+        "invalid",
+        "stored",
+        "invalid",
+        "invalid",
+        "invalid",
+        "stored",
     ]
     assert body["results"][3]["request_id"] == "bad-3"
     assert count_decisions(engine) == 3
@@ -246,7 +254,9 @@ def test_unreadable_bodies_get_a_clear_4xx(
     code: str,
 ) -> None:
     with live_api.client(keys.ingest) as client:
-        response = client.post("/v1/decisions", content=body, headers={"Content-Type": content_type})
+        response = client.post(
+            "/v1/decisions", content=body, headers={"Content-Type": content_type}
+        )
     assert response.status_code == status
     assert response.json()["code"] == code
     assert response.json()["detail"]
@@ -267,8 +277,10 @@ def test_missing_content_type_is_415(live_api: LiveApi, keys: Keys) -> None:
 
 
 def test_more_than_the_item_limit_is_413_naming_it(client: httpx.Client, engine: Engine) -> None:
-    items = [{"request_id": f"x{i}", "router": "r", "tier": "cheap", "chosen_model": "m"}
-             for i in range(1001)]
+    items = [
+        {"request_id": f"x{i}", "router": "r", "tier": "cheap", "chosen_model": "m"}
+        for i in range(1001)
+    ]
     response = client.post("/v1/decisions", json=items)
     assert response.status_code == 413
     assert "1000 decisions" in response.json()["detail"]
@@ -277,8 +289,10 @@ def test_more_than_the_item_limit_is_413_naming_it(client: httpx.Client, engine:
 
 
 def test_exactly_the_item_limit_is_accepted(client: httpx.Client, engine: Engine) -> None:
-    items = [{"request_id": f"x{i}", "router": "r", "tier": "cheap", "chosen_model": "m"}
-             for i in range(1000)]
+    items = [
+        {"request_id": f"x{i}", "router": "r", "tier": "cheap", "chosen_model": "m"}
+        for i in range(1000)
+    ]
     response = client.post("/v1/decisions", json=items)
     assert response.status_code == 202
     assert response.json()["stored"] == 1000
@@ -384,7 +398,9 @@ def test_payloads_are_kept_per_setting(
         assert payload.response == {"text": payload.response["text"], "finish_reason": "stop"}
 
 
-def test_concurrent_resends_store_each_decision_once(live_api: LiveApi, keys: Keys, engine: Engine) -> None:
+def test_concurrent_resends_store_each_decision_once(
+    live_api: LiveApi, keys: Keys, engine: Engine
+) -> None:
     batch = [decision(f"cc-{i}") for i in range(50)]
     outcomes: list[dict[str, int]] = []
     failures: list[str] = []

@@ -40,7 +40,7 @@ def test_upgrade_from_empty_down_and_up_again(empty_settings: Settings) -> None:
 
     upgrade_database(empty_settings)
     assert current_revision(engine) == head_revision()
-    assert TABLES <= set(inspect(engine).get_table_names())
+    assert set(inspect(engine).get_table_names()) >= TABLES
 
     command.downgrade(alembic_config(empty_settings.resolved_database_url), "base")
     assert not TABLES & set(inspect(engine).get_table_names())

@@ -24,7 +24,8 @@ def test_healthz_and_readyz(live_api: LiveApi) -> None:
     with httpx.Client(base_url=live_api.url) as client:
         assert client.get("/healthz").json()["status"] == "ok"
         ready = client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["revision"]
+    assert ready["status"] == "ready"
+    assert ready["revision"]
 
 
 def test_metrics_count_ingest_outcomes(live_api: LiveApi, keys: Keys) -> None:
@@ -62,8 +63,13 @@ def test_metrics_can_require_a_read_key(
     app = create_app(base_settings.model_copy(update={"metrics_require_key": True}), engine)
     client = TestClient(app)
     assert client.get("/metrics").status_code == 401
-    assert client.get("/metrics", headers={"Authorization": f"Bearer {keys.ingest}"}).status_code == 403
-    assert client.get("/metrics", headers={"Authorization": f"Bearer {keys.read}"}).status_code == 200
+    assert (
+        client.get("/metrics", headers={"Authorization": f"Bearer {keys.ingest}"}).status_code
+        == 403
+    )
+    assert (
+        client.get("/metrics", headers={"Authorization": f"Bearer {keys.read}"}).status_code == 200
+    )
     assert client.get("/healthz").status_code == 200
 
 
@@ -79,7 +85,7 @@ def test_openapi_documents_the_decision_schema(live_api: LiveApi) -> None:
     }
     assert "application/x-ndjson" in body
     # Every $ref in the document resolves.
-    refs = {ref for ref in _refs(document)}
+    refs = set(_refs(document))
     assert all(r.split("/")[-1] in document["components"]["schemas"] for r in refs)
 
 

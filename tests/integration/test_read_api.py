@@ -56,7 +56,8 @@ def test_descending_order(reader: httpx.Client) -> None:
 
 def test_last_page_has_no_cursor(reader: httpx.Client) -> None:
     body = reader.get("/v1/decisions", params={"limit": 30}).json()
-    assert len(body["items"]) == 30 and body["next_cursor"] is None
+    assert len(body["items"]) == 30
+    assert body["next_cursor"] is None
 
 
 @pytest.mark.parametrize(

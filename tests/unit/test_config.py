@@ -1,0 +1,49 @@
+"""Settings: defaults that run the demo, environment overrides, URL normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from shadoweval.config import Settings
+
+
+def test_default_is_sqlite_under_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHADOWEVAL_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SHADOWEVAL_DATA_DIR", raising=False)
+    assert Settings().resolved_database_url == "sqlite:///.shadoweval/shadoweval.db"
+
+
+@pytest.mark.parametrize(
+    ("given", "resolved"),
+    [
+        ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_database_url_normalisation(given: str, resolved: str) -> None:
+    assert Settings(database_url=given).resolved_database_url == resolved
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SHADOWEVAL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SHADOWEVAL_STORE_PAYLOADS", "all")
+    monkeypatch.setenv("SHADOWEVAL_SAMPLING_RATE_BY_TIER", '{"cheap": 0.5}')
+    settings = Settings()
+    assert settings.data_dir == tmp_path
+    assert settings.store_payloads == "all"
+    assert settings.sampling_rate_by_tier == {"cheap": 0.5}
+
+
+def test_invalid_settings_say_which(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHADOWEVAL_SAMPLING_RATE_BY_TIER", '{"cheap": 1.5}')
+    with pytest.raises(ValidationError, match="cheap"):
+        Settings()
+    monkeypatch.delenv("SHADOWEVAL_SAMPLING_RATE_BY_TIER")
+    monkeypatch.setenv("SHADOWEVAL_STORE_PAYLOADS", "sometimes")
+    with pytest.raises(ValidationError, match="store_payloads"):
+        Settings()

@@ -1,0 +1,83 @@
+"""Body parsing: JSON object, array, NDJSON, encodings and limits — no server needed."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import pytest
+
+from shadoweval.exceptions import (
+    EmptyBody,
+    MalformedBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from shadoweval.ingest.parsing import check_media_type, decode_content, parse_items
+
+
+def test_object_array_and_ndjson() -> None:
+    assert parse_items(b'{"a": 1}', "application/json", max_items=10).items == [{"a": 1}]
+    assert parse_items(b'[{"a": 1}, 2]', "application/json", max_items=10).items == [{"a": 1}, 2]
+    parsed = parse_items(b'{"a": 1}\n\n{"a": 2}\n', "application/x-ndjson", max_items=10)
+    assert parsed.items == [{"a": 1}, {"a": 2}]
+    assert parsed.unparsable == {}
+
+
+def test_ndjson_under_application_json_is_recognised() -> None:
+    parsed = parse_items(b'{"a": 1}\n{"a": 2}', "application/json", max_items=10)
+    assert parsed.items == [{"a": 1}, {"a": 2}]
+
+
+def test_bad_ndjson_line_is_reported_by_index_and_line() -> None:
+    parsed = parse_items(b'{"a": 1}\n\n{oops\n{"a": 3}', "application/x-ndjson", max_items=10)
+    assert parsed.items[0] == {"a": 1}
+    assert parsed.items[2] == {"a": 3}
+    assert list(parsed.unparsable) == [1]
+    assert parsed.unparsable[1].startswith("line 3 is not JSON")
+
+
+def test_utf8_bom_is_tolerated() -> None:
+    assert parse_items(b'\xef\xbb\xbf{"a": 1}', "application/json", max_items=1).items == [{"a": 1}]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"", EmptyBody),
+        (b"  \n", EmptyBody),
+        (b"[]", EmptyBody),
+        (b'"text"', MalformedBody),
+        (b"{", MalformedBody),
+        (b"\xff", MalformedBody),
+    ],
+)
+def test_unreadable_bodies(body: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        parse_items(body, "application/json", max_items=10)
+
+
+def test_item_limit_names_the_limit() -> None:
+    with pytest.raises(PayloadTooLarge, match="limit of 2 decisions"):
+        parse_items(b"[1, 2, 3]", "application/json", max_items=2)
+
+
+def test_media_types() -> None:
+    assert check_media_type("application/json; charset=utf-8") == "application/json"
+    assert check_media_type("Application/X-NDJSON") == "application/x-ndjson"
+    for bad in (None, "", "text/plain", "multipart/form-data"):
+        with pytest.raises(UnsupportedMediaType):
+            check_media_type(bad)
+
+
+def test_decode_content() -> None:
+    raw = b'{"a": 1}' * 100
+    assert decode_content(raw, None, max_bytes=10_000) == raw
+    assert decode_content(gzip.compress(raw), "gzip", max_bytes=10_000) == raw
+    assert decode_content(zlib.compress(raw), "deflate", max_bytes=10_000) == raw
+    with pytest.raises(PayloadTooLarge):
+        decode_content(gzip.compress(raw), "gzip", max_bytes=100)
+    with pytest.raises(MalformedBody):
+        decode_content(b"plain", "gzip", max_bytes=100)
+    with pytest.raises(UnsupportedMediaType):
+        decode_content(raw, "br", max_bytes=10_000)
