@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError as AlembicError
 from fastapi import Depends, Request
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, event, text
 from sqlalchemy.dialects import postgresql
@@ -22,6 +24,8 @@ from sqlmodel import Session, create_engine
 
 from shadoweval.config import Settings
 from shadoweval.exceptions import DatabaseNotReady
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -135,9 +139,12 @@ def upgrade_database(settings: Settings, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def _script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
 def head_revision() -> str:
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    head = script.get_current_head()
+    head = _script_directory().get_current_head()
     assert head is not None
     return head
 
@@ -148,23 +155,41 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def check_database_ready(engine: Engine) -> str:
-    """Return the current revision, or raise DatabaseNotReady saying what to do."""
+    """Return the database's revision, or raise DatabaseNotReady saying what to do.
+
+    A database behind this code is not ready. A revision this code does not know
+    is taken to be newer (a rolling deploy migrated ahead of old replicas), so it
+    is served with a warning: migrations are written to stay backward compatible.
+    """
+    shown = engine.url.render_as_string(hide_password=True)
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         current = current_revision(engine)
     except SQLAlchemyError as exc:
         raise DatabaseNotReady(
-            f"database {engine.url.render_as_string(hide_password=True)} is unreachable: "
-            f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+            f"database {shown} is unreachable: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
         ) from exc
     head = head_revision()
-    if current != head:
-        state = "empty (never migrated)" if current is None else f"at revision {current}"
-        raise DatabaseNotReady(
-            f"database {engine.url.render_as_string(hide_password=True)} is {state}, "
-            f"expected revision {head}; run `shadoweval db upgrade`",
-            current=current,
-            expected=head,
+    if current == head:
+        return head
+    if current is not None and not _is_known_revision(current):
+        log.warning(
+            "database is at revision %s, newer than this code's %s; serving anyway",
+            current,
+            head,
         )
-    return head
+        return current
+    state = "empty (never migrated)" if current is None else f"at revision {current}"
+    raise DatabaseNotReady(
+        f"database {shown} is {state}, expected revision {head}; run `shadoweval db upgrade`",
+        current=current,
+        expected=head,
+    )
+
+
+def _is_known_revision(revision: str) -> bool:
+    try:
+        return _script_directory().get_revision(revision) is not None
+    except AlembicError:
+        return False

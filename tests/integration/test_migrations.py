@@ -9,7 +9,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 import shadoweval.models  # noqa: F401  (the whole schema on the metadata)
@@ -83,3 +83,17 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
     response = TestClient(create_app(settings)).get("/readyz")
     assert response.status_code == 503
     assert "unreachable" in response.json()["detail"]
+
+
+def test_database_ahead_of_the_code_is_served_with_a_warning(empty_settings: Settings) -> None:
+    upgrade_database(empty_settings)
+    engine = create_db_engine(empty_settings)
+    client = TestClient(create_app(empty_settings, engine))
+    # A rolling deploy ran a newer migration than this replica knows.
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'future_9999'"))
+    ahead = client.get("/readyz")
+    assert ahead.status_code == 200
+    assert ahead.json()["revision"] == "future_9999"
+
+    engine.dispose()
