@@ -1,0 +1,111 @@
+"""The provider protocol every model backend implements, and what a call returns.
+
+Errors: a provider raises `ProviderError` (never an SDK exception) carrying a
+stable `reason` and whether a retry could help; the resilience layer retries
+the retryable ones, and the shadow runner records the reason of the last one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from shadoweval.exceptions import ShadowevalError
+
+# Reasons a call failed; stored on failed runs and verdicts, exported as metric labels.
+RETRYABLE_REASONS = frozenset({"rate_limited", "server_error", "timeout", "connection", "overloaded"})
+FAILURE_REASONS = RETRYABLE_REASONS | frozenset(
+    {
+        "bad_request",  # 400/404/422: the request itself is wrong
+        "authentication",  # 401/403
+        "malformed_response",  # the body did not parse into the SDK's shape
+        "refused",  # the model refused (stop_reason/finish_reason or refusal field)
+        "truncated",  # hit max_tokens before finishing structured output
+        "no_structured_output",  # asked for structured output, got none
+        "circuit_open",  # the provider's circuit breaker is open
+        "budget_exhausted",
+        "unknown_model",
+    }
+)
+
+
+class ProviderError(ShadowevalError):
+    """A model call failed. `reason` is one of FAILURE_REASONS."""
+
+    code = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        provider: str,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, provider=provider, status_code=status_code)
+        assert reason in FAILURE_REASONS, reason
+        self.reason = reason
+        self.provider = provider
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retryable(self) -> bool:
+        return self.reason in RETRYABLE_REASONS
+
+
+@dataclass(frozen=True)
+class OutputSchema:
+    """Ask for structured output: Anthropic forced tool use, OpenAI strict json_schema."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One finished model call."""
+
+    text: str
+    served_model: str  # the model id the provider reports having used
+    provider: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    finish_reason: str | None = None
+    # The parsed object when an OutputSchema was requested (tool input / JSON content).
+    structured: dict[str, Any] | None = None
+    simulated: bool = False  # True only for the demo's simulated provider
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A model backend. Implementations own no retries: the resilience layer does."""
+
+    name: str
+
+    async def complete(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        system: str | list[dict[str, Any]] | None = None,
+        params: dict[str, Any] | None = None,
+        output_schema: OutputSchema | None = None,
+        cache_system: bool = False,
+    ) -> Completion:
+        """Run one call. `params` carries max_tokens, temperature and the like.
+
+        `cache_system=True` marks the system prompt as a cacheable prefix
+        (Anthropic `cache_control`; OpenAI caches long prefixes by itself).
+        Raises ProviderError.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
