@@ -102,6 +102,36 @@ class Settings(BaseSettings):
     )
     # --- end providers ---
 
+    # --- shadow runs and the judge ---
+    tier_models: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='Pool per router, tier → model, e.g. {"support-router": {"cheap": '
+        '"claude-haiku-4-5", "strong": "claude-sonnet-4-5"}}; "*" applies to every router. '
+        "Otherwise a decision's candidates, then the models last seen per tier, form the pool.",
+    )
+    judge_model: str = "claude-sonnet-4-5"
+    judge_rubric: str | None = Field(default=None, description="Replaces the default rubric.")
+    judge_rubric_by_segment: dict[str, str] = Field(
+        default_factory=dict, description="Rubric overrides by segment value."
+    )
+    judge_max_tokens: int = Field(default=1024, ge=64)
+    judge_char_budget: int = Field(
+        default=24_000, ge=1_000, description="Characters of conversation + answers per judge call."
+    )
+    shadow_default_max_tokens: int = Field(default=1024, ge=1)
+    work_max_attempts: int = Field(
+        default=5, ge=1, description="Claims of one work item before it is recorded as failed."
+    )
+    work_lease_seconds: float = Field(default=600.0, gt=0)
+    work_retry_base_s: float = Field(default=30.0, ge=0)
+    work_retry_max_s: float = Field(default=3600.0, ge=0)
+    worker_batch_size: int = Field(default=32, ge=1)
+    worker_poll_seconds: float = Field(default=2.0, gt=0)
+    enqueue_interval_seconds: float = Field(default=5.0, gt=0)
+    leader_lease_seconds: float = Field(
+        default=30.0, gt=0, description="A dead leader is replaced within this time."
+    )
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -36,7 +36,15 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "SHADOWEVAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 # Children first, so DELETE respects foreign keys on SQLite.
-TABLES = ("decision_payload", "decision", "api_key")
+TABLES = (
+    "verdict",
+    "shadow_run",
+    "decision_payload",
+    "decision",
+    "api_key",
+    "worker_heartbeat",
+    "leader_lease",
+)
 
 
 def _postgres_unavailable_reason() -> str | None:

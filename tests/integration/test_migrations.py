@@ -25,7 +25,15 @@ from shadoweval.db import (
 from shadoweval.exceptions import DatabaseNotReady
 from tests.conftest import make_empty_database_url
 
-TABLES = {"decision", "decision_payload", "api_key"}
+TABLES = {
+    "decision",
+    "decision_payload",
+    "api_key",
+    "shadow_run",
+    "verdict",
+    "worker_heartbeat",
+    "leader_lease",
+}
 
 
 @pytest.fixture

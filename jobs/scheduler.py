@@ -1,0 +1,64 @@
+"""The schedule of `shadoweval worker`: which job runs how often, and on which workers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from shadoweval.jobs import enqueue_shadow, heartbeat, judge_pairs, leadership, run_shadow
+
+if TYPE_CHECKING:
+    from shadoweval.runtime.worker import WorkerRuntime
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    name: str
+    run: Callable[[WorkerRuntime], Awaitable[Any]]
+    interval: Callable[[WorkerRuntime], float]  # seconds, from settings
+    leader_only: bool = False
+
+
+JOBS = (
+    ScheduledJob("leadership", leadership.run, lambda rt: rt.settings.leader_lease_seconds / 3),
+    ScheduledJob(
+        "enqueue_shadow",
+        enqueue_shadow.run,
+        lambda rt: rt.settings.enqueue_interval_seconds,
+        leader_only=True,
+    ),
+    ScheduledJob("run_shadow", run_shadow.run, lambda rt: rt.settings.worker_poll_seconds),
+    ScheduledJob("judge_pairs", judge_pairs.run, lambda rt: rt.settings.worker_poll_seconds),
+    ScheduledJob("heartbeat", heartbeat.run, lambda rt: 10.0),
+)
+
+
+def build_scheduler(runtime: WorkerRuntime) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for job in JOBS:
+
+        async def fire(job: ScheduledJob = job) -> None:
+            if job.leader_only and not runtime.is_leader:
+                return
+            await runtime.run_job(job.name, job.run)
+
+        scheduler.add_job(
+            fire,
+            "interval",
+            seconds=job.interval(runtime),
+            id=job.name,
+            # One instance at a time; missed ticks collapse into one run.
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=None if job.name == "heartbeat" else _now(),
+        )
+    return scheduler
+
+
+def _now() -> Any:
+    from shadoweval.db import utcnow
+
+    return utcnow()

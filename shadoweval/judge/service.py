@@ -1,0 +1,346 @@
+"""Judge service: claim queued verdicts, judge each pair in both orders, store the labels."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from shadoweval.config import Settings
+from shadoweval.db import utcnow
+from shadoweval.ingest.models import DecisionPayload
+from shadoweval.judge.models import OrderResult, Verdict, VerdictStatus
+from shadoweval.judge.parsing import (
+    VERDICT_SCHEMA,
+    VERDICT_SCHEMA_NAME,
+    VerdictParseError,
+    combine_orders,
+    parse_verdict,
+)
+from shadoweval.judge.prompts import build_judge_prompt, build_user_turn
+from shadoweval.providers.base import OutputSchema, Provider, ProviderError
+from shadoweval.runtime import leases
+from shadoweval.shadow.models import Direction, RunKind, ShadowRun
+
+log = logging.getLogger(__name__)
+
+VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
+OUTPUT_SCHEMA = OutputSchema(
+    name=VERDICT_SCHEMA_NAME,
+    schema=VERDICT_SCHEMA,
+    description="Record your verdict on the two answers.",
+)
+# Failures of the judge's output (not of the transport): retried once, then `error`.
+OUTPUT_FAILURES = frozenset({"refused", "truncated", "no_structured_output", "malformed_response"})
+ORDERS = ("order_cheaper_first", "order_stronger_first")
+
+
+@dataclass
+class PairInput:
+    verdict: Verdict
+    messages: list[dict[str, Any]]
+    system: str | list[dict[str, Any]] | None
+    cheaper_answer: str | None
+    stronger_answer: str | None
+    simulated: bool
+
+
+def _load_pair(engine: Engine, verdict_id: int) -> PairInput:
+    with Session(engine) as session:
+        verdict = session.get(Verdict, verdict_id)
+        assert verdict is not None
+        payload = session.get(DecisionPayload, verdict.decision_id)
+        runs = {
+            run.kind: run
+            for run in session.scalars(
+                select(ShadowRun).where(ShadowRun.decision_id == verdict.decision_id)  # type: ignore[arg-type]
+            )
+        }
+    request = (payload.request if payload else None) or {}
+    routed = (payload.response or {}).get("text") if payload else None
+    rerun = runs.get(RunKind.ROUTED_RERUN)
+    if rerun is not None:
+        routed = rerun.response_text
+    shadow = runs.get(RunKind.SHADOW)
+    shadow_text = shadow.response_text if shadow else None
+    forward = verdict.direction == Direction.FORWARD
+    return PairInput(
+        verdict=verdict,
+        messages=list(request.get("messages") or []),
+        system=request.get("system"),
+        cheaper_answer=routed if forward else shadow_text,
+        stronger_answer=shadow_text if forward else routed,
+        simulated=any(run.simulated for run in runs.values()),
+    )
+
+
+async def judge_order(
+    *,
+    provider: Provider,
+    settings: Settings,
+    system: str,
+    user_turn: str,
+) -> OrderResult:
+    """One order of a pair: up to two calls when the output is unusable, then `error`.
+
+    Transport failures that survived the provider's own retries propagate as
+    ProviderError, so the whole verdict is retried later rather than guessed.
+    """
+    result = OrderResult()
+    for attempt in (1, 2):
+        result.attempts = attempt
+        try:
+            completion = await provider.complete(
+                model=settings.judge_model,
+                messages=[{"role": "user", "content": user_turn}],
+                system=system,
+                params={"max_tokens": settings.judge_max_tokens, "temperature": 0},
+                output_schema=OUTPUT_SCHEMA,
+                cache_system=True,
+            )
+        except ProviderError as error:
+            if error.reason not in OUTPUT_FAILURES:
+                raise
+            result.error = f"{error.reason}: {error.message}"
+            continue
+        result.input_tokens += completion.input_tokens
+        result.output_tokens += completion.output_tokens
+        result.cache_read_tokens += completion.cache_read_tokens
+        result.cost_usd += completion.cost_usd
+        result.latency_ms += completion.latency_ms
+        try:
+            parsed = parse_verdict(completion.structured)
+        except VerdictParseError as error:
+            result.error = f"{error.reason}: {error.detail}"
+            continue
+        result.winner, result.score_a, result.score_b = (
+            parsed.winner,
+            parsed.score_a,
+            parsed.score_b,
+        )
+        result.rationale = parsed.rationale
+        result.error = None
+        return result
+    return result
+
+
+def _store(engine: Engine, verdict_id: int, owner: str, values: dict[str, Any]) -> bool:
+    return leases.finish(engine, VERDICT_TABLE, item_id=verdict_id, owner=owner, values=values)
+
+
+async def judge_one(
+    *,
+    engine: Engine,
+    provider_for_model: Callable[[str], Provider],
+    settings: Settings,
+    owner: str,
+    verdict_id: int,
+) -> str:
+    """Judge one claimed verdict in both orders; returns its resulting status."""
+    pair = await asyncio.to_thread(_load_pair, engine, verdict_id)
+    verdict = pair.verdict
+    now = utcnow()
+    if not pair.cheaper_answer or not pair.stronger_answer or not pair.messages:
+        await asyncio.to_thread(
+            _store,
+            engine,
+            verdict_id,
+            owner,
+            _terminal(VerdictStatus.SKIPPED, now, skip_reason="missing_answer"),
+        )
+        return VerdictStatus.SKIPPED
+
+    rubric = settings.judge_rubric_by_segment.get(verdict.segment_value, settings.judge_rubric)
+    prompt = build_judge_prompt(rubric)
+    turns = {
+        "order_cheaper_first": (pair.cheaper_answer, pair.stronger_answer),
+        "order_stronger_first": (pair.stronger_answer, pair.cheaper_answer),
+    }
+    existing = {
+        name: OrderResult.model_validate(getattr(verdict, name))
+        for name in ORDERS
+        if getattr(verdict, name) and getattr(verdict, name).get("winner")
+    }
+    try:
+        provider = provider_for_model(settings.judge_model)
+    except ProviderError as error:
+        return await _provider_failure(engine, verdict, owner, error, settings)
+
+    async def run_order(name: str) -> tuple[str, OrderResult]:
+        answer_a, answer_b = turns[name]
+        user_turn = build_user_turn(
+            messages=pair.messages,
+            system=pair.system,
+            answer_a=answer_a,
+            answer_b=answer_b,
+            char_budget=settings.judge_char_budget,
+        )
+        result = await judge_order(
+            provider=provider, settings=settings, system=prompt.system, user_turn=user_turn
+        )
+        # Stored at once: a crash after one order never pays for that order again.
+        await asyncio.to_thread(
+            _store,
+            engine,
+            verdict_id,
+            owner,
+            {name: result.model_dump(mode="json"), "status": VerdictStatus.RUNNING},
+        )
+        return name, result
+
+    outcomes = await asyncio.gather(
+        *(run_order(name) for name in ORDERS if name not in existing), return_exceptions=True
+    )
+    results = dict(existing)
+    for outcome in outcomes:
+        if isinstance(outcome, ProviderError):
+            return await _provider_failure(engine, verdict, owner, outcome, settings)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        results[outcome[0]] = outcome[1]
+
+    cheaper_first, stronger_first = results[ORDERS[0]], results[ORDERS[1]]
+    now = utcnow()
+    common: dict[str, Any] = {
+        "judge_model": settings.judge_model,
+        "prompt_hash": prompt.prompt_hash,
+        "judge_key": f"{settings.judge_model}#{prompt.prompt_hash}",
+        "judge_cost_usd": cheaper_first.cost_usd + stronger_first.cost_usd,
+        "judge_latency_ms": cheaper_first.latency_ms + stronger_first.latency_ms,
+        "cheaper_chars": len(pair.cheaper_answer),
+        "stronger_chars": len(pair.stronger_answer),
+        "simulated": pair.simulated,
+    }
+    errors = [r.error for r in (cheaper_first, stronger_first) if r.winner is None]
+    if errors:
+        values = _terminal(
+            VerdictStatus.ERROR, now, error_detail="; ".join(e or "" for e in errors)
+        )
+        await asyncio.to_thread(_store, engine, verdict_id, owner, {**values, **common})
+        return VerdictStatus.ERROR
+    labels = combine_orders(cheaper_first, stronger_first)
+    values = _terminal(VerdictStatus.DONE, now)
+    values.update(
+        outcome=labels.outcome,
+        consistent=labels.consistent,
+        strong_needed=labels.strong_needed,
+        cheap_acceptable=labels.cheap_acceptable,
+        score_cheaper=labels.score_cheaper,
+        score_stronger=labels.score_stronger,
+        score_delta=labels.score_delta,
+    )
+    if not await asyncio.to_thread(_store, engine, verdict_id, owner, {**values, **common}):
+        log.warning("verdict %s finished after its lease was taken over; dropped", verdict_id)
+    return VerdictStatus.DONE
+
+
+def _terminal(status: str, now: Any, **values: Any) -> dict[str, Any]:
+    return {
+        "status": status,
+        "lease_owner": None,
+        "lease_until": None,
+        "finished_at": now,
+        **values,
+    }
+
+
+async def _provider_failure(
+    engine: Engine, verdict: Verdict, owner: str, error: ProviderError, settings: Settings
+) -> str:
+    assert verdict.id is not None
+    now = utcnow()
+    log.warning(
+        "judge call for verdict %s failed: %s (%s), attempt %s of %s",
+        verdict.id,
+        error.reason,
+        error.message,
+        verdict.attempts,
+        settings.work_max_attempts,
+    )
+    if error.retryable and verdict.attempts < settings.work_max_attempts:
+        delay = leases.retry_delay_seconds(
+            verdict.attempts, settings.work_retry_base_s, settings.work_retry_max_s
+        )
+        await asyncio.to_thread(
+            leases.release_for_retry,
+            engine,
+            VERDICT_TABLE,
+            item_id=verdict.id,
+            owner=owner,
+            retry_at=now + timedelta(seconds=delay),
+            values={"error_detail": f"{error.reason}: {error.message}"[:2000]},
+        )
+        return VerdictStatus.QUEUED
+    values = _terminal(
+        VerdictStatus.ERROR,
+        now,
+        error_detail=f"judge provider failure: {error.reason}: {error.message}"[:2000],
+    )
+    await asyncio.to_thread(_store, engine, verdict.id, owner, values)
+    return VerdictStatus.ERROR
+
+
+def fail_exhausted(engine: Engine, *, max_attempts: int) -> int:
+    """Verdicts whose worker died on their last allowed attempt become `error`."""
+    now = utcnow()
+    columns = VERDICT_TABLE.c
+    with engine.begin() as connection:
+        result = connection.execute(
+            VERDICT_TABLE.update()
+            .where(
+                columns.status == VerdictStatus.RUNNING,
+                columns.lease_until < now,
+                columns.attempts >= max_attempts,
+            )
+            .values(
+                **_terminal(
+                    VerdictStatus.ERROR,
+                    now,
+                    error_detail=f"worker lost {max_attempts} times (crash?)",
+                )
+            )
+        )
+        return int(result.rowcount)
+
+
+async def process_due_verdicts(
+    *,
+    engine: Engine,
+    provider_for_model: Callable[[str], Provider],
+    settings: Settings,
+    owner: str,
+    limit: int,
+) -> dict[str, int]:
+    await asyncio.to_thread(fail_exhausted, engine, max_attempts=settings.work_max_attempts)
+    ids = await asyncio.to_thread(
+        leases.claim,
+        engine,
+        VERDICT_TABLE,
+        owner=owner,
+        limit=limit,
+        lease_seconds=settings.work_lease_seconds,
+        now=utcnow(),
+    )
+    outcomes = await asyncio.gather(
+        *(
+            judge_one(
+                engine=engine,
+                provider_for_model=provider_for_model,
+                settings=settings,
+                owner=owner,
+                verdict_id=verdict_id,
+            )
+            for verdict_id in ids
+        )
+    )
+    counts: dict[str, int] = {}
+    for status in outcomes:
+        counts[status] = counts.get(status, 0) + 1
+    return counts

@@ -1,0 +1,1 @@
+"""Worker runtime: leased work items, leader election, heartbeats."""

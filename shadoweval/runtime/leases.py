@@ -1,0 +1,114 @@
+"""Claiming and finishing leased work items, on PostgreSQL and SQLite alike.
+
+A work item is a row with `status`, `lease_owner`, `lease_until`, `attempts` and
+`next_attempt_at`. A worker claims due `queued` rows, or `running` rows whose
+lease expired (their worker died), in one UPDATE … RETURNING statement:
+PostgreSQL picks the rows with `FOR UPDATE SKIP LOCKED`, so concurrent workers
+never wait on or take each other's rows; SQLite runs the single statement under
+its database write lock, which gives the same exclusivity. Finishing an item is
+conditional on still owning its lease, so a worker whose lease was taken over
+cannot record a result twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy.engine import Engine
+
+QUEUED, RUNNING = "queued", "running"
+
+
+def claim(
+    engine: Engine,
+    table: Table,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    now: datetime,
+) -> list[int]:
+    """Claim up to `limit` due items for `owner`; returns their ids (committed)."""
+    columns = table.c
+    due = or_(
+        and_(columns.status == QUEUED, columns.next_attempt_at <= now),
+        and_(columns.status == RUNNING, columns.lease_until < now),
+    )
+    candidates = (
+        select(columns.id).where(due).order_by(columns.next_attempt_at, columns.id).limit(limit)
+    )
+    if engine.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    statement = (
+        update(table)
+        .where(columns.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=RUNNING,
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=columns.attempts + 1,
+        )
+        .returning(columns.id)
+    )
+    # A fresh connection whose first statement is the UPDATE: on SQLite a transaction
+    # that read first could not upgrade to a write without risking SQLITE_BUSY.
+    with engine.begin() as connection:
+        return sorted(row[0] for row in connection.execute(statement))
+
+
+def finish(
+    engine: Engine,
+    table: Table,
+    *,
+    item_id: int,
+    owner: str,
+    values: Mapping[str, Any],
+) -> bool:
+    """Write `values` to an item this worker still holds; False when the lease was lost."""
+    with engine.begin() as connection:
+        return _finish(connection, table, item_id=item_id, owner=owner, values=values)
+
+
+def _finish(
+    connection: Any, table: Table, *, item_id: int, owner: str, values: Mapping[str, Any]
+) -> bool:
+    columns = table.c
+    result = connection.execute(
+        update(table)
+        .where(columns.id == item_id, columns.lease_owner == owner, columns.status == RUNNING)
+        .values(**values)
+    )
+    return bool(result.rowcount == 1)
+
+
+def release_for_retry(
+    engine: Engine,
+    table: Table,
+    *,
+    item_id: int,
+    owner: str,
+    retry_at: datetime,
+    values: Mapping[str, Any] | None = None,
+) -> bool:
+    """Give an item back to the queue, due again at `retry_at`."""
+    return finish(
+        engine,
+        table,
+        item_id=item_id,
+        owner=owner,
+        values={
+            "status": QUEUED,
+            "lease_owner": None,
+            "lease_until": None,
+            "next_attempt_at": retry_at,
+            **(values or {}),
+        },
+    )
+
+
+def retry_delay_seconds(attempts: int, base_seconds: float, max_seconds: float) -> float:
+    """Exponential backoff between attempts of one work item: base · 2^(attempts−1), capped."""
+    return float(min(max_seconds, base_seconds * 2 ** max(0, attempts - 1)))
