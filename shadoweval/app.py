@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
 
 from shadoweval import __version__, exceptions
+from shadoweval.analytics.router import router as analytics_router
 from shadoweval.auth.models import Scope
 from shadoweval.auth.router import router as keys_router
 from shadoweval.config import Settings, get_settings
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     app.include_router(decisions_router)
     app.include_router(keys_router)
+    app.include_router(analytics_router)
     _add_operational_routes(app, settings, engine, metrics)
     _document_decision_schema(app)
     return app

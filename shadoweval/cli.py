@@ -245,6 +245,36 @@ Ctrl-C stops the demo.
 
 
 @app.command()
+def worker(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run every job once and exit (cron, debugging).")
+    ] = False,
+) -> None:
+    """Run the background worker: shadow runs, the judge, and (as leader) the planning jobs."""
+    import asyncio
+
+    from shadoweval.db import check_database_ready, create_db_engine
+    from shadoweval.exceptions import DatabaseNotReady, ShadowevalError
+    from shadoweval.runtime.worker import build_runtime, run_worker
+
+    settings = _settings()
+    engine = create_db_engine(settings)
+    try:
+        check_database_ready(engine)
+        runtime, close_providers = build_runtime(settings, engine)
+    except (DatabaseNotReady, ShadowevalError) as error:
+        raise _fail(error.message) from error
+
+    async def main() -> None:
+        try:
+            await run_worker(runtime, once=once)
+        finally:
+            await close_providers()
+
+    asyncio.run(main())
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from shadoweval import __version__

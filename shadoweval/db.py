@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError as AlembicError
 from fastapi import Depends, Request
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, event, text
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, event, func, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -61,6 +61,13 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def utc_day(column: Any, dialect_name: str) -> Any:
+    """SQL for the UTC calendar day of a UtcDateTime column, as 'YYYY-MM-DD' text."""
+    if dialect_name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.strftime("%Y-%m-%d", column)  # SQLite stores naive UTC
 
 
 def create_db_engine(settings: Settings) -> Engine:

@@ -1,0 +1,1 @@
+"""Analytics: the read API over shadow runs, verdicts, spend and judge quality."""
