@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.metrics = metrics = ApiMetrics()
+    app.state.metrics = metrics = ApiMetrics(engine)
 
     @app.exception_handler(exceptions.ShadowevalError)
     async def domain_error(request: Request, error: exceptions.ShadowevalError) -> JSONResponse:

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import logging
+from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from shadoweval.db import utcnow
 from shadoweval.ingest.models import ItemError
+
+log = logging.getLogger(__name__)
 
 
 class ApiMetrics:
     """Counters and histograms the API exports on /metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine | None = None) -> None:
         self.registry = CollectorRegistry()
+        if engine is not None:
+            self.registry.register(DatabaseCollector(engine))
         self.decisions_ingested = Counter(
             "shadoweval_decisions_ingested",
             "Decisions stored by ingest (new rows).",
@@ -51,3 +63,53 @@ class ApiMetrics:
 
     def record_request_rejected(self, reason: str) -> None:
         self.decisions_rejected.labels(reason=reason).inc()
+
+
+class DatabaseCollector(Collector):
+    """Gauges read from the database at scrape time: queue depths and worker heartbeats.
+
+    Read at scrape time so every API replica reports the same truth, whatever
+    worker wrote it.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def describe(self) -> list[Metric]:
+        return []  # no database access when the collector is registered
+
+    def collect(self) -> Iterator[Metric]:
+        from shadoweval.runtime import service as runtime_service
+
+        try:
+            depths = runtime_service.queue_depths(self.engine)
+            beats = runtime_service.heartbeats(self.engine)
+        except SQLAlchemyError as error:
+            log.warning("metrics: database gauges unavailable: %s", error)
+            return
+        depth = GaugeMetricFamily(
+            "shadoweval_queue_depth", "Work items per queue and status.", labels=["queue", "status"]
+        )
+        for (queue, status), count in sorted(depths.items()):
+            depth.add_metric([queue, status], count)
+        yield depth
+        now = utcnow()
+        age = GaugeMetricFamily(
+            "shadoweval_worker_heartbeat_age_seconds",
+            "Seconds since each worker last reported.",
+            labels=["worker", "leader"],
+        )
+        failures = CounterMetricFamily(
+            "shadoweval_worker_job_failures",
+            "Job failures per worker since it started.",
+            labels=["worker", "job"],
+        )
+        for beat in beats:
+            age.add_metric(
+                [beat["worker_id"], str(bool(beat["is_leader"])).lower()],
+                (now - beat["last_seen_at"]).total_seconds(),
+            )
+            for job, stats in (beat["jobs"] or {}).items():
+                failures.add_metric([beat["worker_id"], job], float(stats.get("failures", 0)))
+        yield age
+        yield failures
