@@ -17,7 +17,8 @@ def _enqueue(runtime: WorkerRuntime) -> dict[str, Any]:
         result = shadow_service.enqueue_sampled_decisions(
             session=session, settings=runtime.settings, price_per_mtok=runtime.price_per_mtok
         )
-    return {"enqueued": result.enqueued, "skipped": result.skipped}
+    advanced = shadow_service.advance_stalled_verdicts(runtime.engine)
+    return {"enqueued": result.enqueued, "skipped": result.skipped, "advanced": advanced}
 
 
 async def run(runtime: WorkerRuntime) -> dict[str, Any]:

@@ -109,7 +109,10 @@ class Settings(BaseSettings):
         '"claude-haiku-4-5", "strong": "claude-sonnet-4-5"}}; "*" applies to every router. '
         "Otherwise a decision's candidates, then the models last seen per tier, form the pool.",
     )
-    judge_model: str = "claude-sonnet-4-5"
+    judge_model: str = "claude-sonnet-4-6"
+    judge_temperature: float | None = Field(
+        default=0.0, description="None leaves sampling at the model's default (some refuse 0)."
+    )
     judge_rubric: str | None = Field(default=None, description="Replaces the default rubric.")
     judge_rubric_by_segment: dict[str, str] = Field(
         default_factory=dict, description="Rubric overrides by segment value."

@@ -101,7 +101,7 @@ async def judge_order(
                 model=settings.judge_model,
                 messages=[{"role": "user", "content": user_turn}],
                 system=system,
-                params={"max_tokens": settings.judge_max_tokens, "temperature": 0},
+                params=_judge_params(settings),
                 output_schema=OUTPUT_SCHEMA,
                 cache_system=True,
             )
@@ -129,6 +129,13 @@ async def judge_order(
         result.error = None
         return result
     return result
+
+
+def _judge_params(settings: Settings) -> dict[str, Any]:
+    params: dict[str, Any] = {"max_tokens": settings.judge_max_tokens}
+    if settings.judge_temperature is not None:
+        params["temperature"] = settings.judge_temperature
+    return params
 
 
 def _store(engine: Engine, verdict_id: int, owner: str, values: dict[str, Any]) -> bool:
@@ -264,9 +271,12 @@ async def _provider_failure(
         verdict.attempts,
         settings.work_max_attempts,
     )
-    if error.retryable and verdict.attempts < settings.work_max_attempts:
-        delay = leases.retry_delay_seconds(
-            verdict.attempts, settings.work_retry_base_s, settings.work_retry_max_s
+    if error.worth_requeueing and verdict.attempts < settings.work_max_attempts:
+        delay = max(
+            leases.retry_delay_seconds(
+                verdict.attempts, settings.work_retry_base_s, settings.work_retry_max_s
+            ),
+            error.retry_after_s or 0.0,
         )
         await asyncio.to_thread(
             leases.release_for_retry,

@@ -1,1 +1,1 @@
-"""Providers: one small protocol over the Anthropic and OpenAI SDKs, pricing, and the demo's simulation."""
+"""Providers: one protocol over the Anthropic and OpenAI SDKs, pricing, the demo simulation."""

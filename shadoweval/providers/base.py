@@ -7,13 +7,18 @@ the retryable ones, and the shadow runner records the reason of the last one.
 
 from __future__ import annotations
 
+import email.utils
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from shadoweval.exceptions import ShadowevalError
 
 # Reasons a call failed; stored on failed runs and verdicts, exported as metric labels.
-RETRYABLE_REASONS = frozenset({"rate_limited", "server_error", "timeout", "connection", "overloaded"})
+RETRYABLE_REASONS = frozenset(
+    {"rate_limited", "server_error", "timeout", "connection", "overloaded"}
+)
 FAILURE_REASONS = RETRYABLE_REASONS | frozenset(
     {
         "bad_request",  # 400/404/422: the request itself is wrong
@@ -54,6 +59,12 @@ class ProviderError(ShadowevalError):
     def retryable(self) -> bool:
         return self.reason in RETRYABLE_REASONS
 
+    @property
+    def worth_requeueing(self) -> bool:
+        """Whether a work item that failed this way should be tried again later: transient
+        failures, and an open circuit (the provider may be healthy again by then)."""
+        return self.retryable or self.reason == "circuit_open"
+
 
 @dataclass(frozen=True)
 class OutputSchema:
@@ -83,6 +94,15 @@ class Completion:
     simulated: bool = False  # True only for the demo's simulated provider
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    # Token convention, the same on every provider: `input_tokens` are the prompt
+    # tokens billed at the full input price; cache reads and writes are counted
+    # apart (OpenAI's `prompt_tokens` includes its cached tokens: the OpenAI
+    # provider subtracts them).
+    @property
+    def prompt_tokens(self) -> int:
+        """The whole prompt: input + cache reads + cache writes."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
 
 @runtime_checkable
 class Provider(Protocol):
@@ -109,3 +129,61 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def reason_for_status(status_code: int) -> str:
+    """The failure reason of an HTTP error status from a provider."""
+    if status_code == 429:
+        return "rate_limited"
+    if status_code == 529:
+        return "overloaded"
+    if status_code == 408:
+        return "timeout"
+    if status_code in (401, 402, 403):
+        return "authentication"
+    if status_code == 409 or status_code >= 500:
+        return "server_error"  # 409: a transient conflict; the SDKs retry it too
+    return "bad_request"
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's `content`: a string, or the text of its text blocks/parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict) and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+        return "\n".join(parts)
+    return str(content)

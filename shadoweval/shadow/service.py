@@ -231,6 +231,27 @@ def _run_row(
     )
 
 
+def advance_stalled_verdicts(engine: Engine, *, limit: int = 500) -> int:
+    """Safety net: re-check waiting verdicts whose runs have all finished."""
+    now = utcnow()
+    unfinished = exists().where(
+        RUN_TABLE.c.decision_id == VERDICT_TABLE.c.decision_id,
+        RUN_TABLE.c.status.in_([WorkStatus.QUEUED, WorkStatus.RUNNING]),
+    )
+    with engine.begin() as connection:
+        decision_ids = [
+            row[0]
+            for row in connection.execute(
+                select(VERDICT_TABLE.c.decision_id)
+                .where(VERDICT_TABLE.c.status == VerdictStatus.WAITING, ~unfinished)
+                .limit(limit)
+            )
+        ]
+        for decision_id in decision_ids:
+            _advance_verdict(connection, decision_id, now)
+    return len(decision_ids)
+
+
 # --- running ---------------------------------------------------------------------------------
 
 
@@ -249,7 +270,15 @@ def _load_run(engine: Engine, run_id: int) -> tuple[ShadowRun, dict[str, Any] | 
 
 
 def _advance_verdict(connection: Connection, decision_id: int, now: datetime) -> None:
-    """After a run finished: queue the verdict once all its runs succeeded, or skip it."""
+    """After a run finished: queue the verdict once all its runs succeeded, or skip it.
+
+    The verdict row is locked first: two runs of one decision finishing at once
+    would otherwise each see the other still running and neither queue it.
+    """
+    lock = select(VERDICT_TABLE.c.id).where(VERDICT_TABLE.c.decision_id == decision_id)
+    if connection.dialect.name == "postgresql":
+        lock = lock.with_for_update()
+    connection.execute(lock).all()
     statuses = [
         row[0]
         for row in connection.execute(
@@ -361,9 +390,12 @@ async def _handle_failure(
         run.attempts,
         settings.work_max_attempts,
     )
-    if error.retryable and run.attempts < settings.work_max_attempts:
-        delay = leases.retry_delay_seconds(
-            run.attempts, settings.work_retry_base_s, settings.work_retry_max_s
+    if error.worth_requeueing and run.attempts < settings.work_max_attempts:
+        delay = max(
+            leases.retry_delay_seconds(
+                run.attempts, settings.work_retry_base_s, settings.work_retry_max_s
+            ),
+            error.retry_after_s or 0.0,
         )
         await asyncio.to_thread(
             leases.release_for_retry,
