@@ -49,6 +49,7 @@ def build_scheduler(runtime: WorkerRuntime) -> AsyncIOScheduler:
             "interval",
             seconds=job.interval(runtime),
             id=job.name,
+            name=job.name,
             # One instance at a time; missed ticks collapse into one run.
             max_instances=1,
             coalesce=True,

@@ -47,3 +47,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # Alembic announces its context on every readiness check; only its warnings matter.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    # APScheduler logs every tick at INFO; the worker logs what its jobs did instead.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -76,6 +76,8 @@ class WorkerRuntime:
         try:
             stats.last_result = await job(self)
             stats.last_error = None
+            if _did_something(stats.last_result):
+                log.info("job %s: %s", name, stats.last_result, extra={"worker": self.worker_id})
             return stats.last_result
         except Exception as error:  # a job's failure must not stop the worker
             stats.failures += 1
@@ -87,6 +89,12 @@ class WorkerRuntime:
 
     def jobs_summary(self) -> dict[str, Any]:
         return {name: vars(stats) for name, stats in self.stats.items()}
+
+
+def _did_something(result: Any) -> bool:
+    if isinstance(result, dict):
+        return any(_did_something(value) for value in result.values())
+    return isinstance(result, int) and not isinstance(result, bool) and result > 0
 
 
 def build_runtime(
