@@ -138,7 +138,8 @@ def test_sigkilled_worker_loses_nothing_and_repeats_nothing_finished(
 
     logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
     assert survivor.returncode == 0, logs
-    assert replacement is not None and replacement.returncode == 0, logs
+    assert replacement is not None
+    assert replacement.returncode == 0, logs
     assert held > 0
     # Exactly once: one verdict per decision, all done; one shadow run each, all succeeded.
     assert count(engine, Verdict) == total
