@@ -1,0 +1,126 @@
+"""Read API over judged pairs: verdicts side by side, shadow runs, spend, judge quality, metrics."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import Engine
+
+from shadoweval.config import Settings
+from tests.conftest import Keys, LiveApi, decision
+from tests.fakes.provider_server import FakeProviderServer
+from tests.integration.pipeline.conftest import JUDGE, STRONG, drain, ingest
+
+
+@pytest.fixture
+def judged(
+    engine: Engine, settings: Settings, fake: FakeProviderServer, live_api: LiveApi, keys: Keys
+) -> httpx.Client:
+    """Five judged pairs over two days and two segments, one pair with a position-biased judge."""
+    fake.configure(judge_prefers=f"[{STRONG}]")
+    items = [
+        decision("d1-billing-0", ts="2026-11-26T10:00:00Z"),
+        decision("d1-billing-1", ts="2026-11-26T11:00:00Z"),
+        decision("d1-code-0", ts="2026-11-26T12:00:00Z", segment={"topic": "code"}),
+        decision("d2-billing-0", ts="2026-11-27T09:00:00Z"),
+        decision("d2-code-0", ts="2026-11-27T10:00:00Z", segment={"topic": "code"}),
+    ]
+    ingest(engine, settings, items)
+    drain(engine, settings)
+    return live_api.client(keys.read)
+
+
+def test_verdicts_list_with_both_answers_side_by_side(judged: httpx.Client) -> None:
+    page = judged.get("/v1/verdicts", params={"include_answers": True, "limit": 2})
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert len(body["items"]) == 2
+    assert body["next_cursor"]
+    first = body["items"][0]
+    assert first["request_id"] == "d1-billing-0"
+    assert first["cheaper_answer"] == "answer d1-billing-0"
+    assert first["stronger_answer"].startswith(f"[{STRONG}]")
+    assert first["request"]["messages"][0]["content"] == "question d1-billing-0"
+    assert first["order_cheaper_first"]["winner"] == "B"
+    assert first["order_stronger_first"]["winner"] == "A"
+    rest = judged.get("/v1/verdicts", params={"cursor": body["next_cursor"]}).json()
+    assert [v["request_id"] for v in rest["items"]] == ["d1-code-0", "d2-billing-0", "d2-code-0"]
+    assert rest["items"][0]["cheaper_answer"] is None  # answers only on request
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"segment": "code"}, ["d1-code-0", "d2-code-0"]),
+        ({"since": "2026-11-27T00:00:00Z"}, ["d2-billing-0", "d2-code-0"]),
+        (
+            {"strong_needed": 1, "segment": "billing"},
+            ["d1-billing-0", "d1-billing-1", "d2-billing-0"],
+        ),
+        ({"strong_needed": 0}, []),
+        ({"direction": "reverse"}, []),
+    ],
+)
+def test_verdict_filters(
+    judged: httpx.Client, params: dict[str, object], expected: list[str]
+) -> None:
+    items = judged.get("/v1/verdicts", params=params).json()["items"]
+    assert [v["request_id"] for v in items] == expected
+
+
+def test_one_verdict_in_full(judged: httpx.Client) -> None:
+    first = judged.get("/v1/verdicts", params={"limit": 1}).json()["items"][0]
+    full = judged.get(f"/v1/verdicts/{first['id']}").json()
+    assert full["stronger_answer"].startswith(f"[{STRONG}]")
+    assert judged.get("/v1/verdicts/99999999").status_code == 404
+
+
+def test_shadow_runs_listing(judged: httpx.Client) -> None:
+    runs = judged.get("/v1/shadow-runs", params={"status": "succeeded"}).json()["items"]
+    assert len(runs) == 5
+    assert {r["target_model"] for r in runs} == {STRONG}
+    assert all(r["cost_usd"] > 0 for r in runs)
+
+
+def test_spend_per_utc_day(judged: httpx.Client) -> None:
+    days = judged.get("/v1/spend").json()
+    assert [d["day"] for d in days] == ["2026-11-26", "2026-11-27"]
+    assert [(d["shadow_runs"], d["verdicts"]) for d in days] == [(3, 3), (2, 2)]
+    for day in days:
+        assert day["total_usd"] == pytest.approx(day["shadow_usd"] + day["judge_usd"])
+        assert day["shadow_usd"] > 0
+        assert day["judge_usd"] > 0
+
+
+def test_judge_quality_per_judge_and_prompt(judged: httpx.Client) -> None:
+    (report,) = judged.get("/v1/judge/quality").json()
+    assert report["judge_model"] == JUDGE
+    assert report["verdicts_done"] == 5
+    consistency = report["swap_consistency"]
+    assert consistency["estimate"] == 1.0
+    assert consistency["n"] == 5
+    assert 0 < consistency["ci_low"] < 1.0
+    # A position-independent judge picks A in exactly half of its decisive calls.
+    assert report["position_a_preference"]["estimate"] == 0.5
+    assert report["judge_cost_usd"] > 0
+
+
+def test_metrics_show_queue_depth_and_worker_heartbeat(
+    judged: httpx.Client, live_api: LiveApi
+) -> None:
+    text = httpx.get(f"{live_api.url}/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("shadoweval_queue_depth", (("queue", "verdict"), ("status", "done")))] == 5
+    assert (
+        samples[("shadoweval_queue_depth", (("queue", "shadow_run"), ("status", "succeeded")))] == 5
+    )
+    ages = [
+        v for (name, _), v in samples.items() if name == "shadoweval_worker_heartbeat_age_seconds"
+    ]
+    assert len(ages) == 1
+    assert 0 <= ages[0] < 60
