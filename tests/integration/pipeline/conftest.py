@@ -17,7 +17,7 @@ from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict
 from shadoweval.providers.pricing import PricingTable
 from shadoweval.providers.registry import build_provider_registry
 from shadoweval.runtime.worker import WorkerRuntime, run_worker
-from tests.fakes.provider_server import FakeProviderServer, running_fake_provider
+from shadoweval.testing.fake_provider import FakeProviderServer, running_fake_provider
 
 CHEAP, STRONG, JUDGE = "claude-haiku-4-5", "claude-sonnet-4-6", "gpt-5"
 

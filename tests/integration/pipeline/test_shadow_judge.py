@@ -15,7 +15,7 @@ from shadoweval.providers.pricing import PricingTable
 from shadoweval.runtime.models import WorkerHeartbeat
 from shadoweval.shadow.models import RunKind, ShadowRun, WorkStatus
 from tests.conftest import decision
-from tests.fakes.provider_server import FakeProviderServer
+from shadoweval.testing.fake_provider import FakeProviderServer
 from tests.integration.pipeline.conftest import (
     CHEAP,
     JUDGE,

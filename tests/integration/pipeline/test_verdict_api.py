@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from shadoweval.config import Settings
 from tests.conftest import Keys, LiveApi, decision
-from tests.fakes.provider_server import FakeProviderServer
+from shadoweval.testing.fake_provider import FakeProviderServer
 from tests.integration.pipeline.conftest import JUDGE, STRONG, drain, ingest
 
 

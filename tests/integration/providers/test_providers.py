@@ -30,7 +30,7 @@ from shadoweval.providers.simulated import (
     sim_tag,
     simulate_answer_text,
 )
-from tests.fakes import FakeProviderServer, running_fake_provider
+from shadoweval.testing.fake_provider import FakeProviderServer, running_fake_provider
 
 T = TypeVar("T")
 

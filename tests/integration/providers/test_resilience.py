@@ -19,7 +19,7 @@ from shadoweval.providers.base import Completion, OutputSchema, ProviderError
 from shadoweval.providers.openai import OpenAIProvider
 from shadoweval.providers.pricing import PricingTable
 from shadoweval.providers.resilience import ResilientProvider
-from tests.fakes import FakeProviderServer, running_fake_provider
+from shadoweval.testing.fake_provider import FakeProviderServer, running_fake_provider
 
 T = TypeVar("T")
 PRICING = PricingTable()

@@ -437,7 +437,9 @@ def anthropic_answer(
         content, stop_reason = [], "refusal"
         output_text = ""
     elif forced_tool and kind not in ("no_tool_call", "truncated"):
-        tool = next((t for t in body.get("tools", []) if t.get("name") == forced_tool), {})
+        tool: dict[str, Any] = next(
+            (t for t in body.get("tools", []) if t.get("name") == forced_tool), {}
+        )
         obj = structured_object(tool.get("input_schema", {}), prompt, fault, fake.judge_prefers)
         tool_id = f"toolu_fake_{fake.counter}"
         content = [{"type": "tool_use", "id": tool_id, "name": forced_tool, "input": obj}]
