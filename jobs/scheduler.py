@@ -21,7 +21,7 @@ class ScheduledJob:
     leader_only: bool = False
 
 
-JOBS = (
+PERIODIC_JOBS = (
     ScheduledJob("leadership", leadership.run, lambda rt: rt.settings.leader_lease_seconds / 3),
     ScheduledJob(
         "enqueue_shadow",
@@ -29,15 +29,25 @@ JOBS = (
         lambda rt: rt.settings.enqueue_interval_seconds,
         leader_only=True,
     ),
+    ScheduledJob("heartbeat", heartbeat.run, lambda rt: 10.0),
+)
+# Claimed by every worker in continuous lanes (see runtime.worker), not on a timer.
+WORK_JOBS = (
     ScheduledJob("run_shadow", run_shadow.run, lambda rt: rt.settings.worker_poll_seconds),
     ScheduledJob("judge_pairs", judge_pairs.run, lambda rt: rt.settings.worker_poll_seconds),
-    ScheduledJob("heartbeat", heartbeat.run, lambda rt: 10.0),
+)
+
+# `shadoweval worker --once`: plan, work, then report.
+ONE_PASS = (
+    *(job for job in PERIODIC_JOBS if job.name != "heartbeat"),
+    *WORK_JOBS,
+    *(job for job in PERIODIC_JOBS if job.name == "heartbeat"),
 )
 
 
 def build_scheduler(runtime: WorkerRuntime) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
-    for job in JOBS:
+    for job in PERIODIC_JOBS:
 
         async def fire(job: ScheduledJob = job) -> None:
             if job.leader_only and not runtime.is_leader:

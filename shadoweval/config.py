@@ -128,7 +128,10 @@ class Settings(BaseSettings):
     work_lease_seconds: float = Field(default=600.0, gt=0)
     work_retry_base_s: float = Field(default=30.0, ge=0)
     work_retry_max_s: float = Field(default=3600.0, ge=0)
-    worker_batch_size: int = Field(default=32, ge=1)
+    worker_batch_size: int = Field(default=8, ge=1, description="Items one lane claims at once.")
+    worker_lanes: int = Field(
+        default=4, ge=1, description="Concurrent claim loops per kind of work item."
+    )
     worker_poll_seconds: float = Field(default=2.0, gt=0)
     enqueue_interval_seconds: float = Field(default=5.0, gt=0)
     leader_lease_seconds: float = Field(

@@ -8,6 +8,7 @@ and counted in the worker's heartbeat, and the schedule keeps running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -120,14 +121,38 @@ def build_runtime(
     return runtime, registry.aclose
 
 
+async def _work_lane(runtime: WorkerRuntime, name: str, job: Job, stop: asyncio.Event) -> None:
+    """Claim and process work items back to back; rest only when the queue is empty."""
+    while not stop.is_set():
+        result = await runtime.run_job(name, job)
+        if not _did_something(result):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), runtime.settings.worker_poll_seconds)
+
+
+def start_work_lanes(runtime: WorkerRuntime, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """`worker_lanes` concurrent claim loops per kind of work item."""
+    from shadoweval.jobs.scheduler import WORK_JOBS
+
+    return [
+        asyncio.create_task(_work_lane(runtime, job.name, job.run, stop), name=f"{job.name}-{lane}")
+        for job in WORK_JOBS
+        for lane in range(runtime.settings.worker_lanes)
+    ]
+
+
 async def run_worker(runtime: WorkerRuntime, *, once: bool = False) -> None:
-    """Run the schedule until SIGINT/SIGTERM (or one pass of every job with `once`)."""
-    from shadoweval.jobs.scheduler import JOBS, build_scheduler
+    """Run until SIGINT/SIGTERM (or one pass of every job with `once`).
+
+    Periodic jobs (leadership, planning, heartbeats) fire from APScheduler; work
+    items are claimed by continuous lanes, so calls stay in flight back to back.
+    """
+    from shadoweval.jobs.scheduler import ONE_PASS, build_scheduler
 
     assert runtime.elector is not None
     if once:
         runtime.elector.refresh()
-        for job in JOBS:
+        for job in ONE_PASS:
             if not job.leader_only or runtime.is_leader:
                 await runtime.run_job(job.name, job.run)
         runtime.elector.release()
@@ -139,10 +164,15 @@ async def run_worker(runtime: WorkerRuntime, *, once: bool = False) -> None:
         loop.add_signal_handler(signum, stop.set)
     scheduler = build_scheduler(runtime)
     scheduler.start()
-    log.info("worker started", extra={"worker": runtime.worker_id})
+    lanes = start_work_lanes(runtime, stop)
+    log.info("worker started", extra={"worker": runtime.worker_id, "lanes": len(lanes)})
     try:
         await stop.wait()
     finally:
         log.info("worker stopping", extra={"worker": runtime.worker_id})
         scheduler.shutdown(wait=False)
+        # Unfinished items keep their lease and are taken over when it expires.
+        for lane in lanes:
+            lane.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
         await asyncio.to_thread(runtime.elector.release)
