@@ -19,6 +19,8 @@ db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed, listed by prefix).")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (not run in CI).")
+app.add_typer(bench_app, name="bench")
 
 
 def _settings() -> Settings:
@@ -272,6 +274,40 @@ def worker(
             await close_providers()
 
     asyncio.run(main())
+
+
+@bench_app.command("shadow")
+def bench_shadow(
+    runs: Annotated[
+        str, typer.Option(help="Comma-separated run counts, each in a fresh process.")
+    ] = "1000,5000",
+    in_flight: Annotated[int, typer.Option(help="Provider calls in flight.")] = 64,
+    latency_ms: Annotated[float, typer.Option(help="Fake provider latency per call.")] = 300,
+    database_url: Annotated[str | None, typer.Option(help="Default: a fresh SQLite file.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Figures as JSON on the last line.")
+    ] = False,
+) -> None:
+    """Shadow runs with their two judge calls each against a fake provider with fixed latency."""
+    from shadoweval.bench.shadow import run_bench
+
+    figures = run_bench(
+        sizes=[int(n) for n in runs.split(",")],
+        in_flight=in_flight,
+        latency_ms=latency_ms,
+        database_url=database_url,
+    )
+    ceiling = figures["ceiling_calls_per_second"]
+    typer.echo(f"ceiling: {in_flight} in flight / {latency_ms:.0f} ms = {ceiling} calls/s")
+    for row in figures["results"]:
+        typer.echo(
+            f"{row['runs']:>6} runs  {row['calls']:>6} calls  {row['seconds']:>7.1f} s  "
+            f"{row['calls_per_second']:>6.1f} calls/s  "
+            f"{100 * row['ratio_to_ceiling']:5.1f} % of ceiling  "
+            f"peak RSS {row['peak_rss_mb']:.0f} MB ({row['database']})"
+        )
+    if as_json:
+        typer.echo(json.dumps(figures))
 
 
 @app.command()

@@ -602,3 +602,27 @@ def running_fake_provider(host: str = "127.0.0.1") -> Iterator[FakeProviderServe
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def main() -> None:
+    """`python -m shadoweval.testing.fake_provider --port 0 --latency-s 0.3`: serve until killed,
+    printing the base URL on the first line of stdout."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-s", type=float, default=0.0)
+    args = parser.parse_args()
+    app = create_fake_provider_app()
+    app.state.fake.latency_s = args.latency_s
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    print(f"http://{args.host}:{sock.getsockname()[1]}", flush=True)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Benchmarks (`shadoweval bench …`); never run in CI."""
