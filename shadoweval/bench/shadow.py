@@ -98,18 +98,15 @@ def run_child(
         if not result.enqueued and not result.skipped:
             break
 
+    verdicts = Verdict.__table__  # type: ignore[attr-defined]
+
+    def count_verdicts(*statuses: str) -> int:
+        with engine.connect() as connection:
+            query = select(func.count()).select_from(verdicts)
+            return int(connection.scalar(query.where(verdicts.c.status.in_(statuses))) or 0)
+
     def open_count() -> int:
-        with Session(engine) as session:
-            return int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(Verdict)
-                    .where(
-                        Verdict.status.in_(OPEN_VERDICT_STATUSES)  # type: ignore[attr-defined]
-                    )
-                )
-                or 0
-            )
+        return count_verdicts(*OPEN_VERDICT_STATUSES)
 
     async def drain() -> float:
         registry = build_provider_registry(settings)
@@ -132,13 +129,7 @@ def run_child(
 
     rss_before = _peak_rss_mb()
     elapsed = asyncio.run(drain())
-    with Session(engine) as session:
-        done = int(
-            session.scalar(
-                select(func.count()).select_from(Verdict).where(Verdict.status == "done")
-            )
-            or 0
-        )
+    done = count_verdicts("done")
     calls = runs * 3  # one shadow call and two judge calls per run
     return {
         "runs": runs,
