@@ -321,7 +321,7 @@ def test_e_bh_hand_examples() -> None:
     st.sampled_from([0.01, 0.05, 0.1, 0.2]),
 )
 def test_e_bh_is_bh_on_one_over_e(e_values: list[float], alpha: float) -> None:
-    # e-BH is BH applied to p = min(1, 1/e) (Wang & Ramdas 2022, §3).
+    # e-BH is BH applied to p = min(1, 1/e) (Wang & Ramdas 2022).
     p_values = np.minimum(1.0, 1.0 / np.maximum(np.array(e_values), 1e-300))
     # Keep clear of exact ties with a threshold, where float rounding decides.
     k = len(e_values)
