@@ -26,6 +26,7 @@ from shadoweval.deps import require_scope
 from shadoweval.ingest.models import DecisionIn
 from shadoweval.ingest.router import router as decisions_router
 from shadoweval.metrics import ApiMetrics
+from shadoweval.sampling.service import SamplingPlan
 
 log = logging.getLogger("shadoweval.api")
 
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.engine = engine
     app.state.metrics = metrics = ApiMetrics(engine)
+    app.state.sampling_plan = SamplingPlan()
 
     @app.exception_handler(exceptions.ShadowevalError)
     async def domain_error(request: Request, error: exceptions.ShadowevalError) -> JSONResponse:

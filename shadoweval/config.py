@@ -102,6 +102,32 @@ class Settings(BaseSettings):
     )
     # --- end providers ---
 
+    # --- sampling plan and budget ---
+    daily_shadow_budget_usd: float = Field(
+        default=20.0, ge=0, description="USD per UTC day of ts for everything sampling causes."
+    )
+    boost_daily_budget_usd: float = Field(
+        default=5.0, ge=0, description="USD per UTC day for boosted sampling after model changes."
+    )
+    reverse_shadow_share: float = Field(
+        default=0.1, ge=0, le=1, description="Share of the budget for strong-routed strata."
+    )
+    default_cost_per_sample_usd: float = Field(
+        default=0.02, gt=0, description="Reservation per sample until the planner has estimates."
+    )
+    harm_baseline: float = Field(default=0.10, gt=0, lt=1, description="Expected harm rate p0.")
+    harm_alert_rate: float = Field(
+        default=0.15, gt=0, lt=1, description="Harm rate the floors must detect (p1 > p0)."
+    )
+    detection_window_days: float = Field(
+        default=1.0, gt=0, description="Time within which a segment's floor detects the drop."
+    )
+    planner_interval_seconds: float = Field(default=300.0, gt=0)
+    planner_traffic_days: float = Field(default=1.0, gt=0, description="Traffic look-back.")
+    plan_refresh_seconds: float = Field(
+        default=30.0, ge=0, description="How often ingest reloads the sampling plan."
+    )
+
     # --- shadow runs and the judge ---
     tier_models: dict[str, dict[str, str]] = Field(
         default_factory=dict,

@@ -37,6 +37,12 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 # Children first, so DELETE respects foreign keys on SQLite.
 TABLES = (
+    "verdict_window_snapshot",
+    "traffic_window_snapshot",
+    "sequential_state",
+    "sampling_stratum",
+    "budget_day",
+    "event",
     "verdict",
     "shadow_run",
     "decision_payload",

@@ -220,6 +220,8 @@ class Decision(SQLModel, table=True):
     inclusion_probability: float
     sampled: bool
     payload_stored: bool = False
+    # Why a decision was not sampled although its stratum is (budget_exhausted).
+    sampling_skip_reason: str | None = SQLField(default=None, max_length=64)
 
 
 class DecisionPayload(SQLModel, table=True):
@@ -272,6 +274,7 @@ class DecisionPublic(BaseModel):
     inclusion_probability: float
     sampled: bool
     payload_stored: bool
+    sampling_skip_reason: str | None = None
     request: dict[str, Any] | None = None
     response: dict[str, Any] | None = None
 

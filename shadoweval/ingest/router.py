@@ -21,6 +21,7 @@ from shadoweval.ingest.parsing import (
     parse_items,
 )
 from shadoweval.metrics import ApiMetrics
+from shadoweval.sampling.service import SamplingPlan
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
@@ -87,7 +88,9 @@ def post_decisions(
     parsed: Annotated[ParsedBody, Depends(read_decision_body)],
 ) -> JSONResponse:
     """Store routing decisions. Answers only after the rows are committed."""
-    outcome = service.ingest_decisions(session=session, settings=settings, parsed=parsed)
+    plan: SamplingPlan = request.app.state.sampling_plan
+    plan.refresh_if_stale(request.app.state.engine, settings.plan_refresh_seconds)
+    outcome = service.ingest_decisions(session=session, settings=settings, parsed=parsed, plan=plan)
     metrics: ApiMetrics = request.app.state.metrics
     stored, duplicates = outcome.count("stored"), outcome.count("duplicate")
     metrics.decisions_ingested.inc(stored)

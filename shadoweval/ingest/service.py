@@ -16,6 +16,7 @@ from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from shadoweval.analytics.models import TRAFFIC_SUMS, TrafficWindowSnapshot
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.exceptions import InvalidRequest, NotFound
@@ -30,11 +31,14 @@ from shadoweval.ingest.models import (
 )
 from shadoweval.ingest.parsing import ParsedBody
 from shadoweval.sampling import policy
+from shadoweval.sampling import service as sampling_service
+from shadoweval.sampling.service import Candidate, SamplingPlan
 
 log = logging.getLogger(__name__)
 
 DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
 PAYLOAD_TABLE = cast(Table, DecisionPayload.__table__)  # type: ignore[attr-defined]
+TRAFFIC_TABLE = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
 # Rows per INSERT statement: keeps SQLite under its bound-parameter limit.
 _INSERT_CHUNK = 200
 
@@ -57,7 +61,9 @@ def _validation_errors(index: int, exc: ValidationError) -> list[ItemError]:
     ]
 
 
-def _decision_row(item: DecisionIn, *, settings: Settings, received_at: datetime) -> dict[str, Any]:
+def _decision_row(
+    item: DecisionIn, *, settings: Settings, plan: SamplingPlan, received_at: datetime
+) -> tuple[dict[str, Any], _Reservation]:
     extra = dict(item.model_extra or {})
     usage = item.usage
     if usage is not None and usage.model_extra:
@@ -65,14 +71,15 @@ def _decision_row(item: DecisionIn, *, settings: Settings, received_at: datetime
     segment_value = policy.segment_value_of(
         item.segment, settings.segment_key, settings.unlabelled_segment
     )
-    inclusion_probability = policy.constant_inclusion_probability(
-        item.tier, settings.sampling_rate_by_tier, settings.sampling_default_rate
-    )
+    ts = item.ts or received_at
+    planned = plan.lookup(settings, item.router, segment_value, item.tier)
+    inclusion_probability, base_probability = planned.probability_at(ts)
+    hash_value = policy.sampling_hash(item.router, item.request_id)
     return {
         "router": item.router,
         "request_id": item.request_id,
         "router_version": item.router_version,
-        "ts": item.ts or received_at,
+        "ts": ts,
         "received_at": received_at,
         "tier": item.tier,
         "chosen_model": item.chosen_model,
@@ -99,9 +106,59 @@ def _decision_row(item: DecisionIn, *, settings: Settings, received_at: datetime
         "has_request": item.request is not None,
         "has_response": item.response is not None,
         "inclusion_probability": inclusion_probability,
-        "sampled": policy.is_sampled(item.router, item.request_id, inclusion_probability),
+        "sampled": hash_value < inclusion_probability,
         "payload_stored": False,
-    }
+        "sampling_skip_reason": None,
+    }, _Reservation(
+        # Sampled only thanks to a boost: the boost budget pays.
+        account=sampling_service.SHADOW_ACCOUNT
+        if hash_value < base_probability
+        else sampling_service.BOOST_ACCOUNT,
+        cost_usd=planned.cost_per_sample_usd,
+        hash_value=hash_value,
+    )
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    account: str
+    cost_usd: float
+    hash_value: float
+
+
+def _hour(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def _count_traffic(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Add stored decisions to the hourly traffic snapshots (the top of the coverage funnel)."""
+    counts: dict[tuple[str, str, str, datetime], dict[str, float]] = {}
+    for row in rows:
+        key = (row["router"], row["segment_value"], row["tier"], _hour(row["ts"]))
+        entry = counts.setdefault(key, dict.fromkeys(TRAFFIC_SUMS, 0.0))
+        entry["decisions"] += 1
+        entry["sampled"] += row["sampled"]
+        entry["budget_refused"] += row["sampling_skip_reason"] == "budget_exhausted"
+        entry["with_payload"] += row["has_request"]
+        entry["failover"] += row["failover"]
+        entry["fallback"] += row["fallback"]
+        entry["escalated"] += row["escalated_from"] is not None
+        entry["cost_usd"] += row["cost_usd"] or 0.0
+        entry["router_cost_usd"] += row["router_cost_usd"] or 0.0
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # Sorted keys: concurrent batches lock the same rows in the same order (no deadlock).
+    for (router, segment, tier, hour), sums in sorted(counts.items()):
+        values = {k: (v if k.endswith("usd") else int(v)) for k, v in sums.items()}
+        statement = insert(TRAFFIC_TABLE).values(
+            router=router, segment_value=segment, tier=tier, window_start=hour, **values
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["router", "segment_value", "tier", "window_start"],
+                set_={k: TRAFFIC_TABLE.c[k] + statement.excluded[k] for k in values},
+            )
+        )
 
 
 def _keeps_payload(settings: Settings, item: DecisionIn, sampled: bool) -> bool:
@@ -140,13 +197,20 @@ def _insert_new_decisions(
     return inserted
 
 
-def ingest_decisions(*, session: Session, settings: Settings, parsed: ParsedBody) -> IngestOutcome:
+def ingest_decisions(
+    *,
+    session: Session,
+    settings: Settings,
+    parsed: ParsedBody,
+    plan: SamplingPlan | None = None,
+) -> IngestOutcome:
     """Validate every item, store the valid new ones in one transaction, report per item.
 
     Invalid items never block valid ones: the caller answers 422 listing the
     invalid ones, and a resend of the whole batch stores nothing twice.
     """
     received_at = utcnow()
+    plan = plan or SamplingPlan()
     results: list[ItemResult | None] = [None] * len(parsed.items)
     errors: list[ItemError] = []
     valid: list[tuple[int, DecisionIn]] = []
@@ -174,6 +238,7 @@ def ingest_decisions(*, session: Session, settings: Settings, parsed: ParsedBody
         valid.append((index, item))
 
     rows: list[dict[str, Any]] = []
+    reservations: dict[tuple[str, str], _Reservation] = {}
     first_index_of_key: dict[tuple[str, str], int] = {}
     items_by_key: dict[tuple[str, str], DecisionIn] = {}
     for index, item in valid:
@@ -182,12 +247,17 @@ def ingest_decisions(*, session: Session, settings: Settings, parsed: ParsedBody
             continue
         first_index_of_key[key] = index
         items_by_key[key] = item
-        rows.append(_decision_row(item, settings=settings, received_at=received_at))
+        row, reservations[key] = _decision_row(
+            item, settings=settings, plan=plan, received_at=received_at
+        )
+        rows.append(row)
 
     inserted = _insert_new_decisions(session, rows) if rows else {}
+    row_by_key = {(row["router"], row["request_id"]): row for row in rows}
+    _reserve_budget(session, settings, inserted, row_by_key, reservations)
+    _count_traffic(session, [row_by_key[key] for key in inserted])
 
     payload_rows: list[dict[str, Any]] = []
-    row_by_key = {(row["router"], row["request_id"]): row for row in rows}
     for key, decision_id in inserted.items():
         item = items_by_key[key]
         if _keeps_payload(settings, item, row_by_key[key]["sampled"]):
@@ -216,7 +286,7 @@ def ingest_decisions(*, session: Session, settings: Settings, parsed: ParsedBody
 
     for index, item in valid:
         key = (item.router, item.request_id)
-        row = row_by_key[key]
+        stored_row = row_by_key[key]
         new = first_index_of_key[key] == index and key in inserted
         results[index] = ItemResult(
             index=index,
@@ -225,10 +295,50 @@ def ingest_decisions(*, session: Session, settings: Settings, parsed: ParsedBody
             router=item.router,
             id=inserted[key] if new else None,
             # A duplicate keeps what was decided when it was first stored.
-            sampled=row["sampled"] if new else None,
-            inclusion_probability=row["inclusion_probability"] if new else None,
+            sampled=stored_row["sampled"] if new else None,
+            inclusion_probability=stored_row["inclusion_probability"] if new else None,
         )
     return IngestOutcome(results=[r for r in results if r is not None], errors=errors)
+
+
+def _reserve_budget(
+    session: Session,
+    settings: Settings,
+    inserted: dict[tuple[str, str], int],
+    row_by_key: dict[tuple[str, str], dict[str, Any]],
+    reservations: dict[tuple[str, str], _Reservation],
+) -> None:
+    """Reserve the budget of newly sampled decisions; unsample the ones it cannot cover.
+
+    Refused decisions keep no inclusion probability (π = 0: they could not have been
+    sampled) and say why, so the coverage funnel counts them.
+    """
+    candidates = [
+        Candidate(
+            decision_id=decision_id,
+            day=row_by_key[key]["ts"].strftime("%Y-%m-%d"),
+            account=reservations[key].account,
+            cost_usd=reservations[key].cost_usd,
+            hash_value=reservations[key].hash_value,
+        )
+        for key, decision_id in inserted.items()
+        if row_by_key[key]["sampled"]
+    ]
+    if not candidates:
+        return
+    refused = set(sampling_service.reserve_budget(session, settings, candidates).refused_ids)
+    if not refused:
+        return
+    session.execute(
+        DECISION_TABLE.update()
+        .where(DECISION_TABLE.c.id.in_(sorted(refused)))
+        .values(sampled=False, inclusion_probability=0.0, sampling_skip_reason="budget_exhausted")
+    )
+    for key, decision_id in inserted.items():
+        if decision_id in refused:
+            row = row_by_key[key]
+            row.update(sampled=False, inclusion_probability=0.0)
+            row["sampling_skip_reason"] = "budget_exhausted"
 
 
 # --- reading ------------------------------------------------------------------------------

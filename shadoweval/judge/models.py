@@ -49,6 +49,7 @@ class Verdict(SQLModel, table=True):
         Index("ix_verdict_claim", "status", "next_attempt_at"),
         Index("ix_verdict_segment_ts", "segment_value", "ts"),
         Index("ix_verdict_ts", "ts", "request_id"),
+        Index("ix_verdict_aggregated", "aggregated_at", "status"),
     )
 
     id: int | None = SQLField(
@@ -103,6 +104,8 @@ class Verdict(SQLModel, table=True):
     judge_latency_ms: float = 0.0
     error_detail: str | None = SQLField(default=None, max_length=2000)
     simulated: bool = False
+    # Set in the transaction that adds this verdict to the window snapshots: exactly once.
+    aggregated_at: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
 
 
 class OrderResult(BaseModel):

@@ -33,6 +33,12 @@ TABLES = {
     "verdict",
     "worker_heartbeat",
     "leader_lease",
+    "sampling_stratum",
+    "budget_day",
+    "event",
+    "verdict_window_snapshot",
+    "traffic_window_snapshot",
+    "sequential_state",
 }
 
 

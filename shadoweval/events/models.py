@@ -1,0 +1,42 @@
+"""The event log: one row per noteworthy change, unique per (kind, dedup_key)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Column, Index, UniqueConstraint
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+from shadoweval.db import BigIntId, JsonType, UtcDateTime
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "event"
+    __table_args__ = (
+        UniqueConstraint("kind", "dedup_key", name="uq_event_kind_dedup"),
+        Index("ix_event_ts", "ts"),
+    )
+
+    id: int | None = SQLField(
+        default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True)
+    )
+    kind: str = SQLField(max_length=64)  # budget_exhausted, judge_changed, …
+    dedup_key: str = SQLField(max_length=300)  # exactly one event per (kind, key)
+    ts: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))  # decision time
+    created_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    router: str | None = SQLField(default=None, max_length=200)
+    details: dict[str, Any] = SQLField(
+        default_factory=dict, sa_column=Column(JsonType, nullable=False)
+    )
+
+
+class EventPublic(BaseModel):
+    id: int
+    kind: str
+    ts: datetime
+    created_at: datetime
+    router: str | None
+    details: dict[str, Any]

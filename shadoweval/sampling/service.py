@@ -1,0 +1,361 @@
+"""Sampling service: the plan ingest samples by, the daily budget, the planner, boosts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from shadoweval.analytics.models import TrafficWindowSnapshot, VerdictWindowSnapshot
+from shadoweval.config import Settings
+from shadoweval.db import utcnow
+from shadoweval.events import service as events
+from shadoweval.sampling import allocation, policy
+from shadoweval.sampling.models import BudgetDay, BudgetPublic, SamplingStratum, StratumPublic
+from shadoweval.stats.rates import sample_size_for_drop
+
+log = logging.getLogger(__name__)
+
+STRATUM_TABLE = cast(Table, SamplingStratum.__table__)  # type: ignore[attr-defined]
+BUDGET_TABLE = cast(Table, BudgetDay.__table__)  # type: ignore[attr-defined]
+TRAFFIC_TABLE = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
+VERDICT_SNAPSHOT_TABLE = cast(Table, VerdictWindowSnapshot.__table__)  # type: ignore[attr-defined]
+
+SHADOW_ACCOUNT, BOOST_ACCOUNT = "shadow", "boost"
+StratumId = tuple[str, str, str]  # router, segment value, tier
+
+
+@dataclass(frozen=True)
+class PlannedStratum:
+    inclusion_probability: float
+    cost_per_sample_usd: float
+    boost_factor: float = 1.0
+    boosted_until: datetime | None = None
+
+    def probability_at(self, ts: datetime) -> tuple[float, float]:
+        """(π in force at `ts`, π without the boost)."""
+        base = self.inclusion_probability
+        if self.boosted_until is not None and ts < self.boosted_until and self.boost_factor > 1:
+            return min(1.0, max(base, 1e-9) * self.boost_factor), base
+        return base, base
+
+
+@dataclass
+class SamplingPlan:
+    """The planner's strata as ingest reads them, reloaded every `plan_refresh_seconds`."""
+
+    strata: dict[StratumId, PlannedStratum] = field(default_factory=dict)
+    loaded_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def refresh_if_stale(self, engine: Engine, max_age_s: float) -> None:
+        if time.monotonic() - self.loaded_at < max_age_s and self.loaded_at:
+            return
+        with self._lock:
+            if time.monotonic() - self.loaded_at < max_age_s and self.loaded_at:
+                return
+            with engine.connect() as connection:
+                rows = connection.execute(select(STRATUM_TABLE)).mappings().all()
+            self.strata = {
+                (r["router"], r["segment_value"], r["tier"]): PlannedStratum(
+                    inclusion_probability=r["inclusion_probability"],
+                    cost_per_sample_usd=r["cost_per_sample_usd"],
+                    boost_factor=r["boost_factor"],
+                    boosted_until=_aware(r["boosted_until"]),
+                )
+                for r in rows
+            }
+            self.loaded_at = time.monotonic()
+
+    def lookup(self, settings: Settings, router: str, segment: str, tier: str) -> PlannedStratum:
+        planned = self.strata.get((router, segment, tier))
+        if planned is not None:
+            return planned
+        # A stratum the planner has not seen yet samples at the configured default.
+        return PlannedStratum(
+            inclusion_probability=policy.constant_inclusion_probability(
+                tier, settings.sampling_rate_by_tier, settings.sampling_default_rate
+            ),
+            cost_per_sample_usd=settings.default_cost_per_sample_usd,
+        )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# --- budget ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A freshly stored sampled decision asking for budget."""
+
+    decision_id: int
+    day: str
+    account: str
+    cost_usd: float
+    hash_value: float  # reservation order within a batch: the sampling hash, reproducible
+
+
+@dataclass
+class ReservationResult:
+    refused_ids: list[int] = field(default_factory=list)
+    exhausted: list[tuple[str, str]] = field(default_factory=list)  # (day, account) newly spent
+
+
+def _budget_for(settings: Settings, account: str) -> float:
+    return (
+        settings.boost_daily_budget_usd
+        if account == BOOST_ACCOUNT
+        else settings.daily_shadow_budget_usd
+    )
+
+
+def reserve_budget(
+    session: Session, settings: Settings, candidates: Iterable[Candidate]
+) -> ReservationResult:
+    """Reserve each candidate's estimated cost on its day's budget, in hash order; refuse the
+    rest. Runs inside the ingest transaction, so the reservation commits with the rows.
+
+    On PostgreSQL the budget row is locked (FOR UPDATE) while a batch reserves; SQLite's
+    write lock serialises ingest transactions already.
+    """
+    result = ReservationResult()
+    by_account: dict[tuple[str, str], list[Candidate]] = {}
+    for candidate in candidates:
+        by_account.setdefault((candidate.day, candidate.account), []).append(candidate)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for (day, account), group in sorted(by_account.items()):
+        session.execute(
+            insert(BUDGET_TABLE)
+            .values(
+                day=day,
+                account=account,
+                budget_usd=_budget_for(settings, account),
+                reserved_usd=0.0,
+                sampled=0,
+                refused=0,
+            )
+            .on_conflict_do_nothing(index_elements=["day", "account"])
+        )
+        query = select(BUDGET_TABLE).where(
+            BUDGET_TABLE.c.day == day, BUDGET_TABLE.c.account == account
+        )
+        if dialect == "postgresql":
+            query = query.with_for_update()
+        row = session.execute(query).mappings().one()
+        remaining = row["budget_usd"] - row["reserved_usd"]
+        accepted_cost, accepted, refused = 0.0, 0, 0
+        for candidate in sorted(group, key=lambda c: (c.hash_value, c.decision_id)):
+            if accepted_cost + candidate.cost_usd <= remaining + 1e-12:
+                accepted_cost += candidate.cost_usd
+                accepted += 1
+            else:
+                refused += 1
+                result.refused_ids.append(candidate.decision_id)
+        values: dict[str, Any] = {
+            "reserved_usd": BUDGET_TABLE.c.reserved_usd + accepted_cost,
+            "sampled": BUDGET_TABLE.c.sampled + accepted,
+            "refused": BUDGET_TABLE.c.refused + refused,
+        }
+        if refused and row["exhausted_at"] is None:
+            values["exhausted_at"] = utcnow()
+            result.exhausted.append((day, account))
+        session.execute(
+            update(BUDGET_TABLE)
+            .where(BUDGET_TABLE.c.day == day, BUDGET_TABLE.c.account == account)
+            .values(**values)
+        )
+    for day, account in result.exhausted:
+        events.record_event(
+            session,
+            kind="budget_exhausted",
+            dedup_key=f"{day}/{account}",
+            ts=datetime.fromisoformat(day + "T00:00:00+00:00"),
+            details={
+                "day": day,
+                "account": account,
+                "budget_usd": _budget_for(settings, account),
+                "message": f"the {account} budget of {day} is spent; "
+                "sampling stops until the next UTC day",
+            },
+        )
+    return result
+
+
+def list_budget(*, session: Session, since_day: str | None = None) -> list[BudgetPublic]:
+    query = select(BudgetDay).order_by(BUDGET_TABLE.c.day, BUDGET_TABLE.c.account)
+    if since_day:
+        query = query.where(BUDGET_TABLE.c.day >= since_day)
+    return [BudgetPublic.model_validate(b, from_attributes=True) for b in session.scalars(query)]
+
+
+# --- planner -----------------------------------------------------------------------------
+
+
+def _ordered_tiers(tier_cost: dict[str, float]) -> list[str]:
+    """Tiers from cheapest to strongest by their mean served cost, then by conventional name."""
+    from shadoweval.shadow.policy import CONVENTIONAL_TIER_ORDER
+
+    return sorted(
+        tier_cost,
+        key=lambda t: (
+            (CONVENTIONAL_TIER_ORDER.get(t, 2), tier_cost[t])
+            if tier_cost[t] <= 0
+            else (0, tier_cost[t])
+        ),
+    )
+
+
+def plan_sampling(
+    *,
+    session: Session,
+    settings: Settings,
+    now: datetime | None = None,
+    cost_per_sample: Callable[[StratumId], float] | None = None,
+) -> allocation.Allocation:
+    """Recompute π for every stratum with recent traffic and store the plan.
+
+    Traffic comes from the ingest snapshots over `planner_traffic_days`, label
+    variability from the verdict snapshots (a Beta(1, 9) prior, mean 0.10, where
+    labels are few), floors from the sample size that detects harm_baseline →
+    harm_alert_rate within `detection_window_days`.
+    """
+    now = now or utcnow()
+    since = now - timedelta(days=settings.planner_traffic_days)
+    traffic_rows = session.execute(
+        select(
+            TRAFFIC_TABLE.c.router,
+            TRAFFIC_TABLE.c.segment_value,
+            TRAFFIC_TABLE.c.tier,
+            func.sum(TRAFFIC_TABLE.c.decisions),
+            func.sum(TRAFFIC_TABLE.c.cost_usd),
+        )
+        .where(TRAFFIC_TABLE.c.window_start >= since)
+        .group_by(TRAFFIC_TABLE.c.router, TRAFFIC_TABLE.c.segment_value, TRAFFIC_TABLE.c.tier)
+    ).all()
+    label_rows = session.execute(
+        select(
+            VERDICT_SNAPSHOT_TABLE.c.router,
+            VERDICT_SNAPSHOT_TABLE.c.segment_value,
+            VERDICT_SNAPSHOT_TABLE.c.direction,
+            func.sum(VERDICT_SNAPSHOT_TABLE.c.labels),
+            func.sum(VERDICT_SNAPSHOT_TABLE.c.sum_wy),
+            func.sum(VERDICT_SNAPSHOT_TABLE.c.sum_w),
+        )
+        .where(
+            VERDICT_SNAPSHOT_TABLE.c.window == "day",
+            VERDICT_SNAPSHOT_TABLE.c.window_start >= now - timedelta(days=7),
+        )
+        .group_by(
+            VERDICT_SNAPSHOT_TABLE.c.router,
+            VERDICT_SNAPSHOT_TABLE.c.segment_value,
+            VERDICT_SNAPSHOT_TABLE.c.direction,
+        )
+    ).all()
+    labels = {
+        (r, s, d): (int(n or 0), float(wy or 0), float(w or 0)) for r, s, d, n, wy, w in label_rows
+    }
+
+    days = settings.planner_traffic_days
+    tier_cost: dict[str, dict[str, list[float]]] = {}
+    for router, _segment, tier, decisions, cost in traffic_rows:
+        entry = tier_cost.setdefault(router, {}).setdefault(tier, [0.0, 0.0])
+        entry[0] += float(decisions or 0)
+        entry[1] += float(cost or 0)
+    strongest = {
+        router: _ordered_tiers({t: (c / n if n else 0.0) for t, (n, c) in tiers.items()})[-1]
+        for router, tiers in tier_cost.items()
+    }
+    required = sample_size_for_drop(settings.harm_baseline, settings.harm_alert_rate)
+    floor = allocation.floor_samples_per_day(required, settings.detection_window_days)
+    prior_b = (1 - settings.harm_baseline) / settings.harm_baseline
+
+    strata: list[allocation.Stratum] = []
+    ids: dict[tuple[str, str], StratumId] = {}
+    for router, segment, tier, decisions, _cost in traffic_rows:
+        stratum_id = (router, segment, tier)
+        is_reverse = len(tier_cost[router]) > 1 and tier == strongest[router]
+        n, wy, w = labels.get(
+            (router, segment, "reverse" if is_reverse else "forward"), (0, 0.0, 0.0)
+        )
+        positives = round(n * wy / w) if w else 0
+        key = (f"{router}\x1f{segment}", tier)
+        ids[key] = stratum_id
+        strata.append(
+            allocation.Stratum(
+                key=key,
+                expected_traffic=float(decisions or 0) / days,
+                cost_per_sample_usd=(
+                    cost_per_sample or (lambda _s: settings.default_cost_per_sample_usd)
+                )(stratum_id),
+                std_dev=allocation.stratum_std_dev(positives, n, 1.0, prior_b),
+                floor_samples=floor,
+                is_reverse=is_reverse,
+            )
+        )
+    plan = allocation.neyman_allocation(
+        strata, settings.daily_shadow_budget_usd, settings.reverse_shadow_share
+    )
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    by_key = {s.key: s for s in strata}
+    for key, probability in plan.probabilities.items():
+        router, segment, tier = ids[key]
+        stratum = by_key[key]
+        values = {
+            "inclusion_probability": probability,
+            "is_reverse": stratum.is_reverse,
+            "expected_traffic_per_day": stratum.expected_traffic,
+            "cost_per_sample_usd": stratum.cost_per_sample_usd,
+            "std_dev": stratum.std_dev,
+            "floor_samples_per_day": stratum.floor_samples,
+            "updated_at": now,
+        }
+        session.execute(
+            insert(STRATUM_TABLE)
+            .values(router=router, segment_value=segment, tier=tier, boost_factor=1.0, **values)
+            .on_conflict_do_update(index_elements=["router", "segment_value", "tier"], set_=values)
+        )
+    session.commit()
+    for note in plan.notes:
+        log.info("sampling plan: %s", note)
+    return plan
+
+
+def boost(*, session: Session, router: str, tier: str, until: datetime, factor: float = 5.0) -> int:
+    """Sample a router's tier `factor` times more often until `until` (after a model change);
+    boosted samples draw on the boost budget. Returns the strata boosted."""
+    if factor < 1:
+        raise ValueError("a boost factor is at least 1")
+    result = session.execute(
+        update(STRATUM_TABLE)
+        .where(STRATUM_TABLE.c.router == router, STRATUM_TABLE.c.tier == tier)
+        .values(boost_factor=factor, boosted_until=until)
+    )
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def list_strata(*, session: Session, router: str | None = None) -> list[StratumPublic]:
+    query = select(SamplingStratum).order_by(
+        STRATUM_TABLE.c.router, STRATUM_TABLE.c.segment_value, STRATUM_TABLE.c.tier
+    )
+    if router is not None:
+        query = query.where(STRATUM_TABLE.c.router == router)
+    return [StratumPublic.model_validate(s, from_attributes=True) for s in session.scalars(query)]
