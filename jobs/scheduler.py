@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from shadoweval.jobs import enqueue_shadow, heartbeat, judge_pairs, leadership, run_shadow
+from shadoweval.jobs import (
+    aggregate,
+    enqueue_shadow,
+    heartbeat,
+    judge_pairs,
+    leadership,
+    plan_sampling,
+    run_shadow,
+)
 
 if TYPE_CHECKING:
     from shadoweval.runtime.worker import WorkerRuntime
@@ -29,6 +37,18 @@ PERIODIC_JOBS = (
         lambda rt: rt.settings.enqueue_interval_seconds,
         leader_only=True,
     ),
+    ScheduledJob(
+        "plan_sampling",
+        plan_sampling.run,
+        lambda rt: rt.settings.planner_interval_seconds,
+        leader_only=True,
+    ),
+    ScheduledJob(
+        "aggregate",
+        aggregate.run,
+        lambda rt: rt.settings.aggregate_interval_seconds,
+        leader_only=True,
+    ),
     ScheduledJob("heartbeat", heartbeat.run, lambda rt: 10.0),
 )
 # Claimed by every worker in continuous lanes (see runtime.worker), not on a timer.
@@ -38,10 +58,18 @@ WORK_JOBS = (
 )
 
 # `shadoweval worker --once`: plan, work, then report.
-ONE_PASS = (
-    *(job for job in PERIODIC_JOBS if job.name != "heartbeat"),
-    *WORK_JOBS,
-    *(job for job in PERIODIC_JOBS if job.name == "heartbeat"),
+_BY_NAME = {job.name: job for job in (*PERIODIC_JOBS, *WORK_JOBS)}
+ONE_PASS = tuple(
+    _BY_NAME[name]
+    for name in (
+        "leadership",
+        "plan_sampling",
+        "enqueue_shadow",
+        "run_shadow",
+        "judge_pairs",
+        "aggregate",
+        "heartbeat",
+    )
 )
 
 

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     detection_window_days: float = Field(
         default=1.0, gt=0, description="Time within which a segment's floor detects the drop."
     )
+    sequential_alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="False-alarm budget over all segments (split α/K)."
+    )
+    sequential_reference_labels: int = Field(
+        default=100, ge=10, description="Labels that set a segment's baseline harm rate p0."
+    )
+    aggregate_interval_seconds: float = Field(default=5.0, gt=0)
     planner_interval_seconds: float = Field(default=300.0, gt=0)
     planner_traffic_days: float = Field(default=1.0, gt=0, description="Traffic look-back.")
     plan_refresh_seconds: float = Field(

@@ -116,7 +116,8 @@ def base_settings(
     """Settings of a migrated database of this backend, shared by the session's tests."""
     data_dir = tmp_path_factory.mktemp(f"data-{backend}")
     url = make_empty_database_url(backend, data_dir, postgres_database_factory)
-    settings = Settings(data_dir=data_dir, database_url=url)
+    # The plan cache reloads on every ingest, so one test's strata never leak into the next.
+    settings = Settings(data_dir=data_dir, database_url=url, plan_refresh_seconds=0)
     upgrade_database(settings)
     return settings
 

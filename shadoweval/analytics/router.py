@@ -11,11 +11,12 @@ from shadoweval.analytics import service
 from shadoweval.analytics.service import (
     DailySpend,
     JudgeQualityReport,
+    SegmentQuality,
     ShadowRunPage,
     VerdictPage,
 )
 from shadoweval.db import SessionDep
-from shadoweval.deps import ReadScope
+from shadoweval.deps import ReadScope, SettingsDep
 from shadoweval.judge.models import VerdictPublic
 
 router = APIRouter(prefix="/v1", tags=["analytics"], dependencies=[ReadScope])
@@ -101,3 +102,18 @@ def judge_quality(
     """Per judge model and prompt hash: swap consistency, position-A preference and the
     length–verdict correlation (verbosity bias), each with a 95 % interval."""
     return service.judge_quality_report(session=session, since=since, until=until)
+
+
+@router.get("/segments")
+def segments(
+    session: SessionDep,
+    settings: SettingsDep,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    since: Since = None,
+    until: Until = None,
+) -> list[SegmentQuality]:
+    """Per segment: harm (or missed-savings) rate, win/tie/loss and score delta with 95 %
+    intervals, the coverage funnel, and the sequential test's state; riskiest first."""
+    return service.segment_quality(
+        session=session, settings=settings, router=router_name, since=since, until=until
+    )

@@ -282,3 +282,219 @@ def _figure(value: quality.Proportion | quality.Correlation) -> IntervalFigure:
         ci_high=_nan_to_none(value.ci_high),
         n=value.n,
     )
+
+
+# --- per-segment quality ---------------------------------------------------------------------
+
+
+class Estimate(BaseModel):
+    """A rate or mean with its 95 % interval."""
+
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    std_error: float | None
+    n: int
+    effective_n: float | None
+
+
+class SequentialTestState(BaseModel):
+    baseline_harm_rate: float | None = Field(description="p0, from the reference labels")
+    reference_labels: int
+    labels_monitored: int
+    harm_monitored: int
+    cusum: float
+    alarm_threshold: float = Field(description="CUSUM threshold ln(K/α)")
+    log_e_value: float
+    alarmed_at_ts: datetime | None
+    consumed_up_to_ts: datetime | None
+
+
+class Coverage(BaseModel):
+    """The coverage funnel: how much of the segment's traffic the estimate stands for."""
+
+    decisions: int
+    sampled: int
+    budget_refused: int
+    without_payload: int
+    provider_failures: int
+    judge_errors: int
+    other_skips: int
+    labels: int
+    share_of_traffic_labelled: float | None
+
+
+class SegmentQuality(BaseModel):
+    router: str
+    segment: str
+    direction: str = Field(description="forward: cheap-routed (harm); reverse: missed savings")
+    judge_key: str
+    label: str = Field(description="harm_rate or missed_savings_rate")
+    rate: Estimate
+    cheaper_wins: Estimate
+    ties: Estimate = Field(description="ties and inconsistent pairs")
+    stronger_wins: Estimate
+    score_delta: Estimate = Field(description="stronger − cheaper judge score (1–10 scale)")
+    inconsistent_pairs: int
+    judge_cost_usd: float
+    coverage: Coverage
+    sequential: SequentialTestState | None
+
+
+def _estimate(value: Any) -> Estimate:
+    return Estimate(
+        estimate=_nan_to_none(value.estimate),
+        ci_low=_nan_to_none(value.ci_low),
+        ci_high=_nan_to_none(value.ci_high),
+        std_error=_nan_to_none(value.std_error),
+        n=value.n,
+        effective_n=_nan_to_none(value.effective_n),
+    )
+
+
+def segment_quality(
+    *,
+    session: Session,
+    settings: Any,
+    router: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[SegmentQuality]:
+    """Per router × segment × direction × judge: rates with intervals, funnel, test state.
+
+    Hour snapshots when a time range is given (hour resolution), day snapshots otherwise.
+    """
+    import math
+
+    from shadoweval.analytics.models import (
+        SNAPSHOT_SUMS,
+        SequentialState,
+        TrafficWindowSnapshot,
+        VerdictWindowSnapshot,
+    )
+    from shadoweval.stats.rates import WeightedSums, hajek_mean_from_sums, hajek_rate_from_sums
+
+    snapshots = cast(Table, VerdictWindowSnapshot.__table__)  # type: ignore[attr-defined]
+    traffic = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
+    states = cast(Table, SequentialState.__table__)  # type: ignore[attr-defined]
+    window = "hour" if since is not None or until is not None else "day"
+    keys = (
+        snapshots.c.router,
+        snapshots.c.segment_value,
+        snapshots.c.direction,
+        snapshots.c.judge_key,
+    )
+    query = select(*keys, *(func.sum(snapshots.c[name]) for name in SNAPSHOT_SUMS)).where(
+        snapshots.c.window == window
+    )
+    traffic_query = select(
+        traffic.c.router,
+        traffic.c.segment_value,
+        func.sum(traffic.c.decisions),
+        func.sum(traffic.c.sampled),
+        func.sum(traffic.c.budget_refused),
+    )
+    for table_query_pair in ((snapshots, "query"), (traffic, "traffic")):
+        table, which = table_query_pair
+        conditions = []
+        if router is not None:
+            conditions.append(table.c.router == router)
+        if since is not None:
+            conditions.append(table.c.window_start >= since)
+        if until is not None:
+            conditions.append(table.c.window_start < until)
+        if which == "query":
+            query = query.where(*conditions)
+        else:
+            traffic_query = traffic_query.where(*conditions)
+    rows = session.execute(query.group_by(*keys)).all()
+    funnel_top = {
+        (r, s): (int(d or 0), int(sm or 0), int(br or 0))
+        for r, s, d, sm, br in session.execute(
+            traffic_query.group_by(traffic.c.router, traffic.c.segment_value)
+        )
+    }
+    state_rows = {
+        (s["router"], s["segment_value"], s["direction"], s["judge_key"]): s
+        for s in session.execute(select(states)).mappings()
+    }
+    segments_watched = max(1, len(state_rows))
+    results = []
+    for row in rows:
+        r, segment, direction, judge_key, *values = row
+        sums = dict(zip(SNAPSHOT_SUMS, (float(v or 0) for v in values), strict=True))
+        n = int(sums["labels"])
+
+        def rate(sum_wy: float, sum_vy: float, n: int = n, sums: dict[str, float] = sums) -> Any:
+            return hajek_rate_from_sums(
+                WeightedSums(
+                    n, sums["sum_w"], sums["sum_w2"], sum_wy, sums["sum_vw"], sum_vy, sum_vy
+                )
+            )
+
+        label_rate = rate(sums["sum_wy"], sums["sum_vwy"])
+        cheaper = rate(sums["sum_w_cheaper"], sums["sum_vw_cheaper"])
+        stronger = rate(sums["sum_w_stronger"], sums["sum_vw_stronger"])
+        ties = rate(
+            sums["sum_w"] - sums["sum_w_cheaper"] - sums["sum_w_stronger"],
+            sums["sum_vw"] - sums["sum_vw_cheaper"] - sums["sum_vw_stronger"],
+        )
+        delta = hajek_mean_from_sums(
+            WeightedSums(
+                n,
+                sums["sum_w"],
+                sums["sum_w2"],
+                sums["sum_wd"],
+                sums["sum_vw"],
+                sums["sum_vwd"],
+                sums["sum_vwd2"],
+            )
+        )
+        decisions, sampled, refused = funnel_top.get((r, segment), (0, 0, 0))
+        state = state_rows.get((r, segment, direction, judge_key))
+        results.append(
+            SegmentQuality(
+                router=r,
+                segment=segment,
+                direction=direction,
+                judge_key=judge_key,
+                label="harm_rate" if direction == "forward" else "missed_savings_rate",
+                rate=_estimate(label_rate),
+                cheaper_wins=_estimate(cheaper),
+                ties=_estimate(ties),
+                stronger_wins=_estimate(stronger),
+                score_delta=_estimate(delta),
+                inconsistent_pairs=int(sums["inconsistent"]),
+                judge_cost_usd=sums["judge_cost_usd"],
+                coverage=Coverage(
+                    decisions=decisions,
+                    sampled=sampled,
+                    budget_refused=refused,
+                    without_payload=int(sums["skipped_no_payload"]),
+                    provider_failures=int(sums["skipped_provider_failure"]),
+                    judge_errors=int(sums["judge_errors"]),
+                    other_skips=int(sums["skipped_other"]),
+                    labels=n,
+                    # Σw estimates the traffic the labels stand for.
+                    share_of_traffic_labelled=min(1.0, sums["sum_w"] / decisions)
+                    if decisions
+                    else None,
+                ),
+                sequential=SequentialTestState(
+                    baseline_harm_rate=state["baseline_rate"],
+                    reference_labels=state["baseline_labels"],
+                    labels_monitored=state["labels"],
+                    harm_monitored=state["positives"],
+                    cusum=state["cusum"],
+                    alarm_threshold=math.log(segments_watched / settings.sequential_alpha),
+                    log_e_value=state["log_e_value"],
+                    alarmed_at_ts=state["alarmed_at_ts"],
+                    consumed_up_to_ts=state["last_ts"],
+                )
+                if state is not None
+                else None,
+            )
+        )
+    # Riskiest first: the upper end of the harm interval.
+    results.sort(key=lambda q: (q.direction != "forward", -(q.rate.ci_high or 0.0), q.segment))
+    return results

@@ -389,3 +389,83 @@ def sample_size_for_drop(
     n = (spread / (p1 - p0)) ** 2
     # Guard against a float landing a hair above an exact integer.
     return max(1, math.ceil(n - 1e-9))
+
+
+@dataclass(frozen=True)
+class WeightedSums:
+    """Sufficient statistics of a Hájek rate or mean, so windows can be added up.
+
+    With w = 1/π and v = (1 − π)w²: n, Σw, Σw², Σw·y, Σv, Σv·y, Σv·y². For a
+    0/1 label y² = y, so Σv·y² equals Σv·y.
+    """
+
+    n: int
+    sum_w: float
+    sum_w2: float
+    sum_wy: float
+    sum_v: float
+    sum_vy: float
+    sum_vy2: float
+
+
+def hajek_rate_from_sums(sums: WeightedSums, confidence: float = 0.95) -> RateEstimate:
+    """`hajek_rate` computed from window sums: the same estimate, variance and interval.
+
+    V̂ = Σ v (y − p̂)² / (Σw)² expands to (Σv·y² − 2p̂ Σv·y + p̂² Σv) / (Σw)².
+    """
+    _check_confidence(confidence)
+    if sums.n == 0 or sums.sum_w <= 0:
+        return RateEstimate(math.nan, math.nan, math.nan, math.nan, 0, 0.0, 0.0)
+    estimate = min(1.0, max(0.0, sums.sum_wy / sums.sum_w))
+    numerator = sums.sum_vy2 - 2 * estimate * sums.sum_vy + estimate**2 * sums.sum_v
+    variance = max(0.0, numerator) / sums.sum_w**2
+    if 0.0 < estimate < 1.0:
+        interval_n = estimate * (1.0 - estimate) / variance if variance > 0.0 else math.inf
+    else:
+        interval_n = sums.sum_w**2 / sums.sum_v if sums.sum_v > 0 else math.inf
+    ci_low, ci_high = wilson_interval(estimate, interval_n, confidence)
+    return RateEstimate(
+        estimate=estimate,
+        std_error=math.sqrt(variance),
+        ci_low=ci_low,
+        ci_high=ci_high,
+        n=sums.n,
+        effective_n=sums.sum_w**2 / sums.sum_w2 if sums.sum_w2 > 0 else 0.0,
+        weight_sum=sums.sum_w,
+    )
+
+
+def hajek_mean_from_sums(sums: WeightedSums, confidence: float = 0.95) -> MeanEstimate:
+    """`hajek_mean` from window sums (y the value): x̂ = Σw·y/Σw, normal interval."""
+    z = _two_sided_z(confidence)
+    if sums.n == 0 or sums.sum_w <= 0:
+        return MeanEstimate(math.nan, math.nan, math.nan, math.nan, 0, 0.0, 0.0)
+    estimate = sums.sum_wy / sums.sum_w
+    numerator = sums.sum_vy2 - 2 * estimate * sums.sum_vy + estimate**2 * sums.sum_v
+    std_error = math.sqrt(max(0.0, numerator)) / sums.sum_w
+    return MeanEstimate(
+        estimate=estimate,
+        std_error=std_error,
+        ci_low=estimate - z * std_error,
+        ci_high=estimate + z * std_error,
+        n=sums.n,
+        effective_n=sums.sum_w**2 / sums.sum_w2 if sums.sum_w2 > 0 else 0.0,
+        weight_sum=sums.sum_w,
+    )
+
+
+def weighted_sums(y: npt.ArrayLike, inclusion_probability: npt.ArrayLike) -> WeightedSums:
+    """The sufficient statistics of values `y` sampled with probabilities π."""
+    values = _vector(y, "y")
+    pi = _inclusion_probability(inclusion_probability, len(values))
+    w = 1.0 / pi
+    v = (1.0 - pi) * w * w
+    return WeightedSums(
+        n=len(values),
+        sum_w=float(w.sum()),
+        sum_w2=float((w * w).sum()),
+        sum_wy=float((w * values).sum()),
+        sum_v=float(v.sum()),
+        sum_vy=float((v * values).sum()),
+        sum_vy2=float((v * values * values).sum()),
+    )

@@ -1,0 +1,23 @@
+"""Leader job: fold finished verdicts into window snapshots, then advance the sequential tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from shadoweval.analytics import snapshots
+
+if TYPE_CHECKING:
+    from shadoweval.runtime.worker import WorkerRuntime
+
+
+def _aggregate(runtime: WorkerRuntime) -> dict[str, Any]:
+    aggregated = snapshots.aggregate_finished_verdicts(runtime.engine)
+    return {
+        "aggregated": aggregated,
+        **snapshots.advance_sequential_tests(runtime.engine, runtime.settings),
+    }
+
+
+async def run(runtime: WorkerRuntime) -> dict[str, Any]:
+    return await asyncio.to_thread(_aggregate, runtime)

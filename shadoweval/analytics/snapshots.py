@@ -1,0 +1,375 @@
+"""Aggregator service: fold finished verdicts into window snapshots, advance sequential tests.
+
+Each finished verdict is claimed (its `aggregated_at` set) in the same transaction
+that adds it to its hour and day snapshots, so it is counted exactly once however
+many workers aggregate. Sequential tests consume labels in (ts, request_id) order
+up to the watermark: the earliest ts still waiting for a verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+import numpy as np
+from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from shadoweval.analytics.models import SNAPSHOT_SUMS, SequentialState, VerdictWindowSnapshot
+from shadoweval.config import Settings
+from shadoweval.db import UtcDateTime, utcnow
+from shadoweval.events import service as events
+from shadoweval.ingest.models import Decision
+from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Outcome, Verdict, VerdictStatus
+from shadoweval.stats import sequential
+
+VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
+DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
+SNAPSHOT_TABLE = cast(Table, VerdictWindowSnapshot.__table__)  # type: ignore[attr-defined]
+STATE_TABLE = cast(Table, SequentialState.__table__)  # type: ignore[attr-defined]
+TERMINAL = (VerdictStatus.DONE, VerdictStatus.ERROR, VerdictStatus.SKIPPED)
+
+
+def _hour(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def _day(ts: datetime) -> datetime:
+    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+WINDOWS: dict[str, Callable[[datetime], datetime]] = {"hour": _hour, "day": _day}
+
+
+def _insert(connection: Connection) -> Any:
+    return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+
+
+def contribution(verdict: dict[str, Any]) -> dict[str, float]:
+    """One finished verdict's additions to its window's sufficient statistics (pure)."""
+    sums = dict.fromkeys(SNAPSHOT_SUMS, 0.0)
+    sums["judge_cost_usd"] = float(verdict["judge_cost_usd"] or 0.0)
+    status = verdict["status"]
+    if status == VerdictStatus.ERROR:
+        sums["judge_errors"] = 1
+        return sums
+    if status == VerdictStatus.SKIPPED:
+        reason = verdict["skip_reason"]
+        column = {
+            "no_payload": "skipped_no_payload",
+            "provider_failure": "skipped_provider_failure",
+        }
+        sums[column.get(reason, "skipped_other")] = 1
+        return sums
+    pi = float(verdict["inclusion_probability"])
+    w = 1.0 / pi
+    v = (1.0 - pi) * w * w
+    forward = verdict["direction"] == "forward"
+    y = float(verdict["strong_needed"] if forward else verdict["cheap_acceptable"])
+    d = float(verdict["score_delta"] or 0.0)
+    outcome = verdict["outcome"]
+    sums.update(
+        labels=1,
+        inconsistent=int(outcome == Outcome.INCONSISTENT),
+        sum_w=w,
+        sum_w2=w * w,
+        sum_wy=w * y,
+        sum_vw=v,
+        sum_vwy=v * y,
+        sum_wd=w * d,
+        sum_vwd=v * d,
+        sum_vwd2=v * d * d,
+    )
+    if outcome == Outcome.CHEAPER_WINS:
+        sums.update(sum_w_cheaper=w, sum_vw_cheaper=v)
+    elif outcome == Outcome.STRONGER_WINS:
+        sums.update(sum_w_stronger=w, sum_vw_stronger=v)
+    return sums
+
+
+def aggregate_finished_verdicts(engine: Engine, *, limit: int = 5000) -> int:
+    """Add up to `limit` finished, not yet aggregated verdicts to their snapshots."""
+    now = utcnow()
+    columns = VERDICT_TABLE.c
+    pending = (
+        select(columns.id)
+        .where(columns.aggregated_at.is_(None), columns.status.in_(TERMINAL))
+        .order_by(columns.id)
+        .limit(limit)
+    )
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            pending = pending.with_for_update(skip_locked=True)
+        claimed = (
+            connection.execute(
+                update(VERDICT_TABLE)
+                .where(columns.id.in_(pending.scalar_subquery()))
+                .values(aggregated_at=now)
+                .returning(
+                    columns.router,
+                    columns.segment_value,
+                    columns.direction,
+                    columns.judge_key,
+                    columns.ts,
+                    columns.status,
+                    columns.skip_reason,
+                    columns.inclusion_probability,
+                    columns.strong_needed,
+                    columns.cheap_acceptable,
+                    columns.score_delta,
+                    columns.outcome,
+                    columns.judge_cost_usd,
+                )
+            )
+            .mappings()
+            .all()
+        )
+        totals: dict[tuple[Any, ...], dict[str, float]] = defaultdict(
+            lambda: dict.fromkeys(SNAPSHOT_SUMS, 0.0)
+        )
+        for verdict in claimed:
+            sums = contribution(dict(verdict))
+            for window, start_of in WINDOWS.items():
+                key = (
+                    verdict["router"],
+                    verdict["segment_value"],
+                    verdict["direction"],
+                    verdict["judge_key"],
+                    window,
+                    start_of(verdict["ts"]),
+                )
+                total = totals[key]
+                for name, value in sums.items():
+                    total[name] += value
+        insert = _insert(connection)
+        # Sorted keys: concurrent aggregators lock rows in the same order.
+        for key, sums in sorted(totals.items(), key=lambda item: tuple(map(str, item[0]))):
+            router, segment, direction, judge_key, window, start = key
+            values = {
+                k: (v if k.startswith("sum") or k.endswith("usd") else int(v))
+                for k, v in sums.items()
+            }
+            statement = insert(SNAPSHOT_TABLE).values(
+                router=router,
+                segment_value=segment,
+                direction=direction,
+                judge_key=judge_key,
+                window=window,
+                window_start=start,
+                updated_at=now,
+                **values,
+            )
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[
+                        "router",
+                        "segment_value",
+                        "direction",
+                        "judge_key",
+                        "window",
+                        "window_start",
+                    ],
+                    set_={
+                        **{k: SNAPSHOT_TABLE.c[k] + statement.excluded[k] for k in values},
+                        "updated_at": now,
+                    },
+                )
+            )
+    return len(claimed)
+
+
+def watermark(engine: Engine, now: datetime | None = None) -> datetime:
+    """The earliest decision ts still waiting for its verdict (DESIGN.md, Time); `now` when none."""
+    now = now or utcnow()
+    with engine.connect() as connection:
+        open_verdict = connection.scalar(
+            select(func.min(VERDICT_TABLE.c.ts)).where(
+                VERDICT_TABLE.c.status.in_(OPEN_VERDICT_STATUSES)
+            )
+        )
+        unplanned = connection.scalar(
+            select(func.min(DECISION_TABLE.c.ts)).where(
+                DECISION_TABLE.c.sampled.is_(True),
+                ~select(VERDICT_TABLE.c.id)
+                .where(VERDICT_TABLE.c.decision_id == DECISION_TABLE.c.id)
+                .exists(),
+            )
+        )
+    candidates = [t for t in (open_verdict, unplanned) if t is not None]
+    if not candidates:
+        return now
+    decoded = [UtcDateTime().process_result_value(t, engine.dialect) for t in candidates]
+    return min(t for t in decoded if t is not None)
+
+
+def advance_sequential_tests(
+    engine: Engine, settings: Settings, *, now: datetime | None = None
+) -> dict[str, int]:
+    """Feed each segment's new harm labels (forward pairs), in order, up to the watermark.
+
+    The first `sequential_reference_labels` labels of a segment set its baseline
+    p0 (the Clopper–Pearson upper bound of their harm rate); later labels feed a
+    Bernoulli CUSUM for a rise of (harm_alert_rate − harm_baseline) over p0 and a
+    mixture SPRT. The CUSUM alarms at h = ln(K/α) with K segments: exp(CUSUM) is an
+    e-detector, so each segment's in-control run length is at least K/α labels
+    (Shin, Ramdas & Rinaldo 2023). A new alarm records a `quality_drop` event.
+    """
+    now = now or utcnow()
+    limit_ts = watermark(engine, now)
+    columns = VERDICT_TABLE.c
+    with engine.begin() as connection:
+        keys = connection.execute(
+            select(columns.router, columns.segment_value, columns.judge_key)
+            .where(columns.status == VerdictStatus.DONE, columns.direction == "forward")
+            .group_by(columns.router, columns.segment_value, columns.judge_key)
+        ).all()
+        segments = max(1, len(keys))
+        threshold = math.log(segments / settings.sequential_alpha)
+        rise = settings.harm_alert_rate - settings.harm_baseline
+        fed = alarms = 0
+        insert = _insert(connection)
+        for router, segment, judge_key in keys:
+            connection.execute(
+                insert(STATE_TABLE)
+                .values(
+                    router=router,
+                    segment_value=segment,
+                    direction="forward",
+                    judge_key=judge_key,
+                    baseline_labels=0,
+                    baseline_positives=0,
+                    labels=0,
+                    positives=0,
+                    log_e_value=0.0,
+                    cusum=0.0,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=["router", "segment_value", "direction", "judge_key"]
+                )
+            )
+            lock = select(STATE_TABLE).where(
+                STATE_TABLE.c.router == router,
+                STATE_TABLE.c.segment_value == segment,
+                STATE_TABLE.c.direction == "forward",
+                STATE_TABLE.c.judge_key == judge_key,
+            )
+            if connection.dialect.name == "postgresql":
+                lock = lock.with_for_update()
+            state = dict(connection.execute(lock).mappings().one())
+            query = (
+                select(columns.ts, columns.request_id, columns.strong_needed)
+                .where(
+                    columns.router == router,
+                    columns.segment_value == segment,
+                    columns.judge_key == judge_key,
+                    columns.direction == "forward",
+                    columns.status == VerdictStatus.DONE,
+                    columns.ts < limit_ts,
+                )
+                .order_by(columns.ts, columns.request_id)
+            )
+            if state["last_ts"] is not None:
+                query = query.where(
+                    or_(
+                        columns.ts > state["last_ts"],
+                        and_(
+                            columns.ts == state["last_ts"],
+                            columns.request_id > state["last_request_id"],
+                        ),
+                    )
+                )
+            rows = connection.execute(query).all()
+            if not rows:
+                continue
+            fed += len(rows)
+            labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
+            update_values = _feed(state, labels, rows, rise, threshold, settings)
+            if update_values.get("alarmed_at_ts") is not None and state["alarmed_at_ts"] is None:
+                alarms += 1
+                events.record_event(
+                    connection,
+                    kind="quality_drop",
+                    dedup_key=f"{router}/{segment}/{judge_key}/{update_values['alarmed_at_ts'].isoformat()}",
+                    ts=update_values["alarmed_at_ts"],
+                    router=router,
+                    details={
+                        "segment": segment,
+                        "baseline_harm_rate": state["baseline_rate"]
+                        or update_values.get("baseline_rate"),
+                        "labels_since_baseline": update_values["labels"],
+                        "harm_since_baseline": update_values["positives"],
+                        "cusum": update_values["cusum"],
+                        "threshold": threshold,
+                    },
+                )
+            connection.execute(
+                update(STATE_TABLE)
+                .where(STATE_TABLE.c.id == state["id"])
+                .values(updated_at=now, **update_values)
+            )
+    return {"labels_fed": fed, "new_alarms": alarms}
+
+
+def _feed(
+    state: dict[str, Any],
+    labels: np.ndarray[Any, np.dtype[np.int64]],
+    rows: Sequence[Any],
+    rise: float,
+    threshold: float,
+    settings: Settings,
+) -> dict[str, Any]:
+    values: dict[str, Any] = {"last_ts": rows[-1][0], "last_request_id": rows[-1][1]}
+    start = 0
+    baseline_n, baseline_x = state["baseline_labels"], state["baseline_positives"]
+    p0 = state["baseline_rate"]
+    if p0 is None:
+        need = settings.sequential_reference_labels - baseline_n
+        take = labels[:need]
+        baseline_n += len(take)
+        baseline_x += int(take.sum())
+        start = len(take)
+        values.update(baseline_labels=baseline_n, baseline_positives=baseline_x)
+        if baseline_n >= settings.sequential_reference_labels:
+            p0 = sequential.baseline_harm_rate(baseline_x, baseline_n)
+            values["baseline_rate"] = p0
+    monitored = labels[start:]
+    if p0 is None or monitored.size == 0:
+        return values
+    p1 = min(0.999, p0 + rise)
+    prior_a, prior_b = sequential.beta_prior_for_alternative(p1)
+    sprt = sequential.mixture_sprt_update(
+        sequential.MixtureSprtState(
+            successes=state["positives"],
+            failures=state["labels"] - state["positives"],
+            log_e_value=state["log_e_value"],
+            n=state["labels"],
+        ),
+        monitored,
+        p0,
+        prior_a,
+        prior_b,
+        1.0,  # α only sets the SPRT's own flag; unused here
+    )
+    cusum = sequential.bernoulli_cusum_update(
+        sequential.BernoulliCusumState(statistic=state["cusum"], n=state["labels"]),
+        monitored,
+        p0,
+        p1,
+        threshold,
+    )
+    values.update(
+        labels=state["labels"] + int(monitored.size),
+        positives=state["positives"] + int(monitored.sum()),
+        log_e_value=float(sprt.log_e_value),
+        cusum=float(cusum.statistic),
+    )
+    if cusum.alarmed and state["alarmed_at_ts"] is None and cusum.alarm_n is not None:
+        index = start + (cusum.alarm_n - state["labels"]) - 1
+        values["alarmed_at_ts"] = rows[min(max(index, 0), len(rows) - 1)][0]
+        values["alarm_labels"] = cusum.alarm_n
+    return values

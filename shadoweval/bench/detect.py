@@ -1,0 +1,712 @@
+"""`shadoweval bench detect`: how soon a per-segment harm-rate rise is detected, and at what
+false-alarm cost, for uniform sampling with daily tests against the planner with sequential tests.
+
+What it measures. A simulated router sends cheap-routed traffic in `segments` segments for
+`days` days. Traffic shares run from 30 % down to 1 % (`traffic_shares`); one segment with a
+5 % share (`changed_share`) has its harm rate (`strong_needed`, DESIGN.md, Judge) rise from
+0.10 to 0.20 at 00:00 of `change_day`; every other segment stays at 0.10 throughout (no spread
+of baselines: the simplest honest version). Each day exactly `labels_per_day` labels are
+bought, in two ways:
+
+(a) uniform sampling: labels spread over segments in proportion to traffic; at the end of each
+    calendar day every segment's harm count of that day is tested against the known baseline
+    with the exact one-sided binomial test, Bonferroni over segments (α = 0.05 per day family);
+(b) the planner: `neyman_allocation` with per-segment floors from `sample_size_for_drop`,
+    and per-segment sequential detection over labels in time order (arrival times uniform within
+    the day): a Shiryaev–Roberts e-detector, restarted after each alarm, whose threshold bounds
+    the expected false alarms at 1 per 30 days across all segments (proof in `_run_sequential`).
+
+Three diagnostic rows separate the effects: the planner with a Bernoulli CUSUM whose threshold
+comes from `cusum_threshold_for_arl` (simulated ARL, no proof), the planner with the mixture
+SPRT restarted every calendar day, and uniform sampling with the same e-detector as (b).
+
+Per strategy, over `repetitions` seeded runs: the probability of detecting the rise within the
+horizon, the median and 90th percentile of the delay after the change in hours and in labels of
+the changed segment (a run that never detects counts as an infinite delay, so a quantile that
+falls on a miss is reported as None, "not reached"), false alarms per 30 days across the
+unchanged segments (all alarms, each followed by a restart), and the ratio of median delays
+(a)/(b). Every label is judged at once (no verdict latency, watermark = now), and the baseline
+0.10 is known to both strategies; an estimated baseline (`baseline_harm_rate`) would raise p0
+for both alike.
+
+Vectorised with numpy; deterministic for a seed (except `runtime_seconds`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shadoweval.sampling.allocation import (
+    Stratum,
+    floor_samples_per_day,
+    neyman_allocation,
+    stratum_std_dev,
+)
+from shadoweval.stats.rates import hajek_rate, sample_size_for_drop
+from shadoweval.stats.sequential import (
+    alpha_per_segment,
+    beta_prior_for_alternative,
+    cusum_threshold_for_arl,
+    log_regularized_incomplete_beta,
+    mixture_sprt_boundary,
+)
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+BASELINE_HARM = 0.10
+CHANGED_HARM = 0.20
+ALPHA = 0.05
+"""(a): family-wise error rate per calendar-day window across segments (Bonferroni)."""
+FALSE_ALARM_BUDGET = 1.0
+"""(b): expected false alarms per 30 days across all segments, the design target."""
+BUDGET_DAYS = 30.0
+TOP_SHARE, BOTTOM_SHARE = 0.30, 0.01
+FLOOR_WINDOW_DAYS = 3.0
+"""The planner's floors buy the labels a fixed-sample test needs within this many days."""
+FLOOR_POWER = 0.8
+DAILY_CHEAP_TRAFFIC = 1_000_000.0
+"""Cheap-routed requests per day, all segments; only π = n/N depends on it."""
+COST_PER_SAMPLE_USD = 0.01
+CUSUM_CALIBRATION_PATHS = 300
+SPEEDUP_TARGET = 3.0
+
+PRIMARY_A, PRIMARY_B = "a_uniform_daily", "b_planner_sr"
+STRATEGY_LABELS = {
+    PRIMARY_A: "(a) uniform + daily binomial, Bonferroni",
+    PRIMARY_B: "(b) planner + Shiryaev-Roberts e-detector",
+    "planner_cusum": "planner + CUSUM (simulated h)",
+    "planner_daily_sprt": "planner + mixture SPRT, daily restart",
+    "uniform_sr": "uniform + Shiryaev-Roberts e-detector",
+}
+
+
+# ---------------------------------------------------------------------------
+# Scenario
+
+
+def traffic_shares(segments: int, changed_share: float = 0.05) -> tuple[FloatArray, int]:
+    """Traffic shares, largest first, and the index of the changed segment.
+
+    The changed segment gets `changed_share`; the other K−1 get s_i = 1 % + 29 % · x^i
+    (i = 0 … K−2), x solved so that all shares sum to 1: with K = 20 they run from 30 %
+    down to 1.0 %. With fewer than five segments 30 % each cannot fill the rest, so they
+    share it equally. The changed segment sits at its place in the descending order.
+    """
+    if int(segments) != segments or segments < 2:
+        raise ValueError(f"segments must be an integer ≥ 2, got {segments!r}")
+    if not (0.0 < changed_share < 1.0):
+        raise ValueError(f"changed_share must lie in (0, 1), got {changed_share!r}")
+    others = int(segments) - 1
+    rest = 1.0 - changed_share
+    index = np.arange(others, dtype=np.float64)
+
+    def total(x: float) -> float:
+        return float(others * BOTTOM_SHARE + (TOP_SHARE - BOTTOM_SHARE) * np.sum(x**index))
+
+    if others == 1 or total(1.0) <= rest:
+        unchanged = np.full(others, rest / others)
+    else:
+        if total(0.0) > rest:
+            raise ValueError(
+                f"{segments} segments of at least {BOTTOM_SHARE:.0%} leave no room for a "
+                f"top share of {TOP_SHARE:.0%}; use fewer segments"
+            )
+        lo, hi = 0.0, 1.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if total(mid) < rest else (lo, mid)
+        unchanged = BOTTOM_SHARE + (TOP_SHARE - BOTTOM_SHARE) * hi**index
+        unchanged *= rest / unchanged.sum()  # bisection leaves ~1e-16; make the sum exact
+    position = int(np.sum(unchanged > changed_share))
+    shares = np.insert(unchanged, position, changed_share)
+    return shares, position
+
+
+@dataclass(frozen=True)
+class _Plan:
+    name: str
+    proportions: FloatArray  # share of the day's labels per segment
+    inclusion: FloatArray  # π per segment
+    notes: tuple[str, ...]
+    floor_per_day: float | None = None
+    required_labels: int | None = None
+    floors_met: bool = True
+
+
+def _uniform_plan(shares: FloatArray, labels_per_day: int) -> _Plan:
+    inclusion = np.full(shares.size, labels_per_day / DAILY_CHEAP_TRAFFIC)
+    return _Plan("uniform", shares.copy(), inclusion, ())
+
+
+def _planner_plan(shares: FloatArray, labels_per_day: int) -> _Plan:
+    """Neyman allocation with floors for 0.10 → 0.20 at α/K, power 0.8, within 3 days."""
+    segments = shares.size
+    required = sample_size_for_drop(
+        BASELINE_HARM,
+        CHANGED_HARM,
+        alpha=alpha_per_segment(ALPHA, segments),
+        power=FLOOR_POWER,
+        one_sided=True,
+    )
+    floor = floor_samples_per_day(required, FLOOR_WINDOW_DAYS)
+    # S_h from one reference day of labels at the baseline, the same in every segment.
+    std = stratum_std_dev(round(BASELINE_HARM * labels_per_day), labels_per_day)
+    strata = [
+        Stratum(
+            key=(f"s{i:02d}", "cheap"),
+            expected_traffic=float(share * DAILY_CHEAP_TRAFFIC),
+            cost_per_sample_usd=COST_PER_SAMPLE_USD,
+            std_dev=std,
+            floor_samples=floor,
+        )
+        for i, share in enumerate(shares)
+    ]
+    allocation = neyman_allocation(
+        strata, daily_budget_usd=labels_per_day * COST_PER_SAMPLE_USD, reverse_share=0.0
+    )
+    samples = np.array([allocation.expected_samples_per_day[s.key] for s in strata])
+    inclusion = np.array([allocation.probabilities[s.key] for s in strata])
+    return _Plan(
+        "planner",
+        samples / samples.sum(),
+        inclusion,
+        allocation.notes,
+        floor_per_day=floor,
+        required_labels=required,
+        floors_met=allocation.floors_met,
+    )
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """All labels of all runs, sorted by stream (run × segment), then by arrival time."""
+
+    rep: IntArray
+    segment: IntArray
+    day: IntArray
+    time_days: FloatArray  # arrival time in days since the start
+    harm: NDArray[np.int8]
+    stream: IntArray  # rep × segments + segment
+    position: IntArray  # index of the label within its stream
+    stream_start: IntArray  # first flat index of each stream
+    stream_length: IntArray
+    pooled_se: float  # mean daily Hájek standard error of the pooled harm rate
+
+
+def _simulate_labels(
+    rng: np.random.Generator,
+    plan: _Plan,
+    *,
+    repetitions: int,
+    days: int,
+    change_day: int,
+    labels_per_day: int,
+    changed: int,
+) -> _Labels:
+    segments = plan.proportions.size
+    per_run = days * labels_per_day
+    total = repetitions * per_run
+    rep = np.repeat(np.arange(repetitions, dtype=np.int64), per_run)
+    day = np.tile(np.repeat(np.arange(days, dtype=np.int64), labels_per_day), repetitions)
+    segment = rng.choice(segments, size=total, p=plan.proportions).astype(np.int64)
+    time_days = day + rng.random(total)
+    rate = np.full(total, BASELINE_HARM)
+    rate[(segment == changed) & (day >= change_day)] = CHANGED_HARM
+    harm = (rng.random(total) < rate).astype(np.int8)
+
+    # Pooled harm rate per day, weighted by 1/π: what the planner's floors cost overall.
+    inclusion = plan.inclusion[segment]
+    errors = [
+        hajek_rate(harm[start : start + labels_per_day], inclusion[start : start + labels_per_day])
+        for start in range(0, total, labels_per_day)
+    ]
+    pooled_se = float(np.mean([e.std_error for e in errors]))
+
+    order = np.lexsort((time_days, segment, rep))
+    rep, segment, day, time_days, harm = (
+        rep[order],
+        segment[order],
+        day[order],
+        time_days[order],
+        harm[order],
+    )
+    stream = rep * segments + segment
+    n_streams = repetitions * segments
+    stream_length = np.bincount(stream, minlength=n_streams).astype(np.int64)
+    stream_start = np.concatenate(([0], np.cumsum(stream_length)[:-1])).astype(np.int64)
+    position = np.arange(total, dtype=np.int64) - stream_start[stream]
+    return _Labels(
+        rep, segment, day, time_days, harm, stream, position, stream_start, stream_length, pooled_se
+    )
+
+
+# ---------------------------------------------------------------------------
+# Detectors. Each returns alarm events: flat label index of the alarm (or, for daily tests,
+# of the day's last label of that stream), the event time in days, and whether it used
+# post-change labels.
+
+
+@dataclass(frozen=True)
+class _Alarms:
+    stream: IntArray
+    time_days: FloatArray
+    labels_through: IntArray  # labels of the stream up to and including the alarm
+    after_change: BoolArray
+
+
+def _binomial_critical_counts(n_max: int, p0: float, level: float) -> IntArray:
+    """k(n) = the smallest k with P(Binomial(n, p0) ≥ k) ≤ level, for n = 0 … n_max.
+
+    P(X ≥ k) = I_{p0}(k, n − k + 1) for 1 ≤ k ≤ n; vectorised bisection on k, with the
+    log incomplete beta of `stats.sequential`. k = n + 1 means no count rejects.
+    """
+    n = np.arange(n_max + 1, dtype=np.int64)
+    lo = np.zeros_like(n)  # P(X ≥ 0) = 1 > level
+    hi = n + 1  # P(X ≥ n + 1) = 0 ≤ level
+    log_level = math.log(level)
+    while np.any(hi - lo > 1):
+        active = hi - lo > 1
+        mid = (lo + hi) // 2
+        k = np.where(active, np.maximum(mid, 1), 1)
+        size = np.where(active, n, 1)
+        k = np.minimum(k, size)
+        log_tail = log_regularized_incomplete_beta(k, size - k + 1, p0)
+        small = log_tail <= log_level
+        hi = np.where(active & small, mid, hi)
+        lo = np.where(active & ~small, mid, lo)
+    return hi
+
+
+def _daily_binomial(labels: _Labels, *, segments: int, days: int, change_day: int) -> _Alarms:
+    """(a): exact one-sided binomial test per segment and calendar day at α/K."""
+    n_streams = labels.stream_length.size
+    cell = labels.stream * days + labels.day
+    counts = np.bincount(cell, minlength=n_streams * days).reshape(n_streams, days)
+    harms = np.bincount(cell, weights=labels.harm, minlength=n_streams * days)
+    harms = harms.reshape(n_streams, days).astype(np.int64)
+    critical = _binomial_critical_counts(
+        int(counts.max(initial=0)), BASELINE_HARM, alpha_per_segment(ALPHA, segments)
+    )
+    reject = (counts > 0) & (harms >= critical[counts])
+    stream, day = np.nonzero(reject)
+    through = np.cumsum(counts, axis=1)[stream, day]
+    return _Alarms(
+        stream.astype(np.int64),
+        (day + 1).astype(np.float64),  # the test runs once the day's labels are in
+        through.astype(np.int64),
+        day >= change_day,
+    )
+
+
+def _daily_sprt(
+    labels: _Labels, *, segments: int, days: int, change_day: int, level: float
+) -> _Alarms:
+    """Mixture SPRT restarted at 00:00 each day; at most one alarm per segment-day."""
+    window = labels.stream * days + labels.day
+    starts = np.flatnonzero(np.r_[True, window[1:] != window[:-1]])
+    lengths = np.diff(np.r_[starts, window.size])
+    in_window = np.arange(window.size) - np.repeat(starts, lengths)
+    cumulative = np.cumsum(labels.harm, dtype=np.int64)
+    before = np.repeat(np.r_[0, cumulative][starts], lengths)
+    harms = cumulative - before
+    a, b = beta_prior_for_alternative(CHANGED_HARM)
+    boundary = mixture_sprt_boundary(int(lengths.max()), BASELINE_HARM, a, b, level)
+    crossed = np.flatnonzero(harms >= boundary[in_window])
+    _, first = np.unique(window[crossed], return_index=True)
+    index = crossed[first]
+    return _Alarms(
+        labels.stream[index],
+        labels.time_days[index],
+        labels.position[index] + 1,
+        labels.time_days[index] >= change_day,
+    )
+
+
+def _run_sequential(labels: _Labels, *, kind: str, threshold: float, change_day: int) -> _Alarms:
+    """A restarting per-stream detector over labels in time order, all streams in lockstep.
+
+    kind "sr": Shiryaev–Roberts, R_t = (1 + R_{t−1}) Λ_t with the likelihood ratio
+    Λ = q/p0 for a harm and (1−q)/(1−p0) otherwise (q = 0.20, p0 = 0.10); alarm at
+    R_t ≥ A, then R = 0. R_t = Σ_k Π_{i=k..t} Λ_i is the sum of the e-processes started at
+    every label, an e-detector (Shin, Ramdas & Rinaldo 2024). Guarantee: for any harm rate
+    p ≤ p0, E[Λ] ≤ 1, so R_t plus the values R took at past alarms, minus t, is a
+    supermartingale from 0; each alarm banks at least A, hence E[alarms within n labels]
+    ≤ n/A for every n, restarts included (Pollak 1987 for the first alarm: ARL ≥ A).
+
+    kind "cusum": S_t = max(0, S_{t−1} + ln Λ_t), alarm at S_t ≥ h, then S = 0 (Page 1954).
+    """
+    up, down = CHANGED_HARM / BASELINE_HARM, (1.0 - CHANGED_HARM) / (1.0 - BASELINE_HARM)
+    log_up, log_down = math.log(up), math.log(down)
+    lengths = labels.stream_length
+    # Longest streams first, so column j only touches the streams that reach it.
+    order = np.argsort(-lengths, kind="stable")
+    sorted_lengths = lengths[order]
+    n_streams, width = lengths.size, int(lengths.max(initial=0))
+    grid = np.zeros((n_streams, width), dtype=np.int8)
+    rank = np.empty(n_streams, dtype=np.int64)
+    rank[order] = np.arange(n_streams)
+    grid[rank[labels.stream], labels.position] = labels.harm
+    # reaching[j] = the number of streams longer than j labels
+    reaching = n_streams - np.searchsorted(np.sort(lengths), np.arange(width), side="right")
+    state = np.zeros(n_streams, dtype=np.float64)
+    hit_rows: list[IntArray] = []
+    hit_cols: list[IntArray] = []
+    for j in range(width):
+        m = int(reaching[j])
+        harm = grid[:m, j] == 1
+        if kind == "sr":
+            state[:m] = (1.0 + state[:m]) * np.where(harm, up, down)
+        else:
+            state[:m] = np.maximum(0.0, state[:m] + np.where(harm, log_up, log_down))
+        hit = np.flatnonzero(state[:m] >= threshold)
+        if hit.size:
+            state[hit] = 0.0
+            hit_rows.append(hit.astype(np.int64))
+            hit_cols.append(np.full(hit.size, j, dtype=np.int64))
+    rows = np.concatenate(hit_rows) if hit_rows else np.zeros(0, dtype=np.int64)
+    cols = np.concatenate(hit_cols) if hit_cols else np.zeros(0, dtype=np.int64)
+    stream = order[rows].astype(np.int64)
+    index = labels.stream_start[stream] + cols
+    return _Alarms(
+        stream, labels.time_days[index], cols + 1, labels.time_days[index] >= change_day
+    )
+
+
+# ---------------------------------------------------------------------------
+# Figures
+
+
+def _quantile(values: FloatArray, q: float) -> float | None:
+    """Quantile with misses as +inf; None where it falls on (or between) misses."""
+    if values.size == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        result = float(np.quantile(values, q))
+    return result if math.isfinite(result) else None
+
+
+def _figures(
+    alarms: _Alarms,
+    labels: _Labels,
+    *,
+    repetitions: int,
+    segments: int,
+    changed: int,
+    days: int,
+    change_day: int,
+) -> dict[str, Any]:
+    rep = alarms.stream // segments
+    segment = alarms.stream % segments
+    on_changed = segment == changed
+    unchanged_count = int(np.sum(~on_changed))
+    pre_change_count = int(np.sum(on_changed & ~alarms.after_change))
+    detections = on_changed & alarms.after_change
+    first_time = np.full(repetitions, np.inf)
+    np.minimum.at(first_time, rep[detections], alarms.time_days[detections])
+    # The labels of the changed stream up to and including the first detection.
+    first_through = np.zeros(repetitions, dtype=np.int64)
+    candidates = np.flatnonzero(detections)
+    candidates = candidates[np.lexsort((alarms.time_days[candidates], rep[candidates]))]
+    runs, first = np.unique(rep[candidates], return_index=True)
+    first_through[runs] = alarms.labels_through[candidates[first]]
+    changed_mask = labels.segment == changed
+    before = np.bincount(
+        labels.rep[changed_mask & (labels.time_days < change_day)], minlength=repetitions
+    )
+    detected = np.isfinite(first_time)
+    delay_hours = np.where(detected, (first_time - change_day) * 24.0, np.inf)
+    delay_labels = np.where(detected, (first_through - before).astype(np.float64), np.inf)
+    per_30 = BUDGET_DAYS / days
+    post_labels = np.bincount(
+        labels.rep[changed_mask & (labels.time_days >= change_day)], minlength=repetitions
+    )
+    return {
+        "detection_probability": float(detected.mean()),
+        "delay_hours": {
+            "median": _quantile(delay_hours, 0.5),
+            "p90": _quantile(delay_hours, 0.9),
+        },
+        "delay_labels": {
+            "median": _quantile(delay_labels, 0.5),
+            "p90": _quantile(delay_labels, 0.9),
+        },
+        "false_alarms_per_30_days": unchanged_count / repetitions * per_30,
+        "changed_segment_false_alarms_before_change_per_run": pre_change_count / repetitions,
+        "changed_segment_labels_after_change_mean": float(post_labels.mean()),
+    }
+
+
+def _speedup(a: dict[str, Any], b: dict[str, Any], unit: str) -> float | None:
+    numerator, denominator = a[unit]["median"], b[unit]["median"]
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return float(numerator / denominator)
+
+
+def run_detect_bench(
+    *,
+    repetitions: int = 50,
+    seed: int = 0,
+    days: int = 30,
+    change_day: int = 10,
+    labels_per_day: int = 1000,
+    segments: int = 20,
+    changed_share: float = 0.05,
+) -> dict[str, Any]:
+    """Run every strategy on `repetitions` seeded runs; return JSON-serialisable figures."""
+    started = time.perf_counter()
+    if repetitions < 1 or labels_per_day < 1:
+        raise ValueError("repetitions and labels_per_day must be ≥ 1")
+    if not (0 < change_day < days):
+        raise ValueError(f"change_day must lie in 1 … days−1, got {change_day!r}")
+    shares, changed = traffic_shares(segments, changed_share)
+    uniform, planner = _uniform_plan(shares, labels_per_day), _planner_plan(shares, labels_per_day)
+    seeds = np.random.SeedSequence(seed).spawn(3)
+    common = {
+        "repetitions": repetitions,
+        "days": days,
+        "change_day": change_day,
+        "labels_per_day": labels_per_day,
+        "changed": changed,
+    }
+    uniform_labels = _simulate_labels(np.random.default_rng(seeds[0]), uniform, **common)
+    planner_labels = _simulate_labels(np.random.default_rng(seeds[1]), planner, **common)
+
+    # One false-alarm budget for every sequential detector: 1 per 30 days over all labels.
+    sr_threshold = labels_per_day * BUDGET_DAYS / FALSE_ALARM_BUDGET
+    cusum_h = cusum_threshold_for_arl(
+        BASELINE_HARM,
+        CHANGED_HARM,
+        sr_threshold,
+        rng_seed=int(seeds[2].generate_state(1)[0]),
+        n_paths=CUSUM_CALIBRATION_PATHS,
+    )
+    sprt_level = FALSE_ALARM_BUDGET / (BUDGET_DAYS * segments)
+    alarms = {
+        PRIMARY_A: (
+            uniform_labels,
+            _daily_binomial(uniform_labels, segments=segments, days=days, change_day=change_day),
+        ),
+        PRIMARY_B: (
+            planner_labels,
+            _run_sequential(
+                planner_labels, kind="sr", threshold=sr_threshold, change_day=change_day
+            ),
+        ),
+        "planner_cusum": (
+            planner_labels,
+            _run_sequential(planner_labels, kind="cusum", threshold=cusum_h, change_day=change_day),
+        ),
+        "planner_daily_sprt": (
+            planner_labels,
+            _daily_sprt(
+                planner_labels,
+                segments=segments,
+                days=days,
+                change_day=change_day,
+                level=sprt_level,
+            ),
+        ),
+        "uniform_sr": (
+            uniform_labels,
+            _run_sequential(
+                uniform_labels, kind="sr", threshold=sr_threshold, change_day=change_day
+            ),
+        ),
+    }
+    strategies: dict[str, dict[str, Any]] = {}
+    for key, (labels, events) in alarms.items():
+        strategies[key] = {
+            "label": STRATEGY_LABELS[key],
+            "primary": key in (PRIMARY_A, PRIMARY_B),
+            **_figures(
+                events,
+                labels,
+                repetitions=repetitions,
+                segments=segments,
+                changed=changed,
+                days=days,
+                change_day=change_day,
+            ),
+        }
+    for figures in strategies.values():
+        figures["speedup_vs_a"] = {
+            unit: _speedup(strategies[PRIMARY_A], figures, unit)
+            for unit in ("delay_hours", "delay_labels")
+        }
+    ratio = strategies[PRIMARY_B]["speedup_vs_a"]
+    b_false_alarms = strategies[PRIMARY_B]["false_alarms_per_30_days"]
+    speedup_met = ratio["delay_hours"] is not None and ratio["delay_hours"] >= SPEEDUP_TARGET
+    false_alarms_met = b_false_alarms <= FALSE_ALARM_BUDGET
+
+    a_guarantee = ALPHA * BUDGET_DAYS
+    method = {
+        PRIMARY_A: (
+            "Uniform sampling: each day's labels fall on segments in proportion to traffic. "
+            "At the end of each calendar day, each segment's harm count x of n labels that day "
+            f"is tested with the exact one-sided binomial test of H0: harm <= {BASELINE_HARM} "
+            f"(known baseline), rejecting when P(Binomial(n, {BASELINE_HARM}) >= x) <= "
+            f"{ALPHA}/K (Bonferroni, alpha = {ALPHA} per day family). Alarms are known at the "
+            "day's end. Guarantee: expected false rejections per day <= alpha, so <= "
+            f"{a_guarantee:.2f} per 30 days across all segments (the exact test is "
+            "conservative, the measured rate is lower)."
+        ),
+        PRIMARY_B: (
+            "Planner: neyman_allocation over segments (S_h from a reference day at the "
+            f"baseline), with per-segment floors of sample_size_for_drop({BASELINE_HARM} -> "
+            f"{CHANGED_HARM}, one-sided alpha/K, power {FLOOR_POWER}) = "
+            f"{planner.required_labels} labels per {FLOOR_WINDOW_DAYS:g}-day window "
+            f"(floor_samples_per_day = {planner.floor_per_day:.1f} labels/day). Detection: per "
+            "segment, labels in arrival order, a Shiryaev-Roberts e-detector "
+            f"R_t = (1 + R_(t-1)) * LR_t with LR the likelihood ratio of q = {CHANGED_HARM} "
+            f"against p0 = {BASELINE_HARM}; R_t is the sum of the e-processes started at every "
+            f"label (an e-detector). Alarm when R_t >= A = {sr_threshold:.0f}, then restart at "
+            "0. Guarantee (proved, not simulated): for any harm <= p0, expected alarms within "
+            "n labels <= n/A, restarts included; with A = labels per 30 days / "
+            f"{FALSE_ALARM_BUDGET:g} that is <= {FALSE_ALARM_BUDGET:g} false alarm per 30 days "
+            "across all segments together. Unlike a mixture SPRT started at day 0, it forgets "
+            "the pre-change labels (the sum is dominated by the e-process started near the "
+            "change), so its delay does not grow with the time before the change."
+        ),
+        "planner_cusum": (
+            "Same planner labels; Bernoulli CUSUM (p0 = 0.10, p1 = 0.20) with h = "
+            f"{cusum_h:.3f} from cusum_threshold_for_arl for an in-control ARL of "
+            f"{sr_threshold:.0f} labels ({CUSUM_CALIBRATION_PATHS} simulated paths), restart "
+            "after each alarm. The ARL is simulated, not proved (the proved Lorden bound "
+            f"ARL >= e^h = {math.exp(cusum_h):.0f} is loose): about "
+            f"{FALSE_ALARM_BUDGET:g} false alarm per 30 days, Monte Carlo error ~6 %."
+        ),
+        "planner_daily_sprt": (
+            "Same planner labels; the mixture SPRT (Beta prior of mean 0.20, strength 20) "
+            "restarted at 00:00 each day, alpha_w = "
+            f"{FALSE_ALARM_BUDGET:g}/(30 * K) = {sprt_level:.5f} per segment-day. Guarantee: "
+            "Ville per window, so expected false alarms <= "
+            f"{FALSE_ALARM_BUDGET:g} per 30 days across all segments. It alarms within the "
+            "day, but only on that day's labels."
+        ),
+        "uniform_sr": (
+            "Uniform labels, the same Shiryaev-Roberts e-detector and threshold as (b): "
+            "separates the detector's effect from the allocation's."
+        ),
+    }
+
+    def allocation_summary(plan: _Plan, labels: _Labels) -> dict[str, Any]:
+        per_day = plan.proportions * labels_per_day
+        summary: dict[str, Any] = {
+            "labels_per_day": [round(float(v), 2) for v in per_day],
+            "changed_segment_labels_per_day": float(per_day[changed]),
+            "smallest_segment_labels_per_day": float(per_day.min()),
+            "inclusion_probability": [float(v) for v in plan.inclusion],
+            "pooled_harm_rate_daily_std_error": labels.pooled_se,
+            "notes": list(plan.notes),
+        }
+        if plan.floor_per_day is not None:
+            summary["floor_labels_per_day"] = plan.floor_per_day
+            summary["required_labels_per_window"] = plan.required_labels
+            summary["floor_window_days"] = FLOOR_WINDOW_DAYS
+            summary["floors_met"] = plan.floors_met
+        return summary
+
+    return {
+        "benchmark": "detect",
+        "settings": {
+            "repetitions": repetitions,
+            "seed": seed,
+            "days": days,
+            "change_day": change_day,
+            "labels_per_day": labels_per_day,
+            "segments": segments,
+            "changed_segment": changed,
+            "changed_share": changed_share,
+            "traffic_shares": [float(s) for s in shares],
+            "baseline_harm": BASELINE_HARM,
+            "changed_harm": CHANGED_HARM,
+            "alpha_daily_family": ALPHA,
+            "false_alarm_budget_per_30_days": FALSE_ALARM_BUDGET,
+            "sr_threshold": sr_threshold,
+            "cusum_threshold": cusum_h,
+            "daily_sprt_alpha": sprt_level,
+            "kl_nats_per_label": CHANGED_HARM * math.log(CHANGED_HARM / BASELINE_HARM)
+            + (1 - CHANGED_HARM) * math.log((1 - CHANGED_HARM) / (1 - BASELINE_HARM)),
+        },
+        "allocation": {
+            "uniform": allocation_summary(uniform, uniform_labels),
+            "planner": allocation_summary(planner, planner_labels),
+        },
+        "strategies": strategies,
+        "delay_ratio_a_over_b": {"hours": ratio["delay_hours"], "labels": ratio["delay_labels"]},
+        "target": {
+            "speedup": SPEEDUP_TARGET,
+            "max_false_alarms_per_30_days": FALSE_ALARM_BUDGET,
+            "speedup_met": speedup_met,
+            "false_alarms_met": false_alarms_met,
+            "met": speedup_met and false_alarms_met,
+        },
+        "method": method,
+        "runtime_seconds": time.perf_counter() - started,
+    }
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "n/r" if value is None else f"{value:.{digits}f}"
+
+
+def format_detect_report(figures: dict[str, Any]) -> str:
+    """A plain-text table of `run_detect_bench` figures, with settings and methods."""
+    s = figures["settings"]
+    lines = [
+        f"bench detect: {s['repetitions']} runs x {s['days']} days, {s['segments']} segments, "
+        f"{s['labels_per_day']} labels/day, seed {s['seed']}",
+        f"change: segment {s['changed_segment']} ({s['changed_share']:.0%} of traffic) harm "
+        f"{s['baseline_harm']:.2f} -> {s['changed_harm']:.2f} at day {s['change_day']}; "
+        "other segments stay at the baseline",
+        "",
+        f"{'strategy':<44} {'detect':>6} {'med h':>7} {'p90 h':>7} {'med lab':>8} "
+        f"{'p90 lab':>8} {'FA/30d':>7} {'x(a) h':>7} {'x(a) lab':>8}",
+    ]
+    for figures_row in figures["strategies"].values():
+        hours, labels = figures_row["delay_hours"], figures_row["delay_labels"]
+        speed = figures_row["speedup_vs_a"]
+        lines.append(
+            f"{figures_row['label']:<44} {figures_row['detection_probability']:>6.2f} "
+            f"{_number(hours['median']):>7} {_number(hours['p90']):>7} "
+            f"{_number(labels['median'], 0):>8} {_number(labels['p90'], 0):>8} "
+            f"{figures_row['false_alarms_per_30_days']:>7.2f} "
+            f"{_number(speed['delay_hours'], 2):>7} {_number(speed['delay_labels'], 2):>8}"
+        )
+    ratio, target = figures["delay_ratio_a_over_b"], figures["target"]
+    allocation = figures["allocation"]
+    lines += [
+        "",
+        "detect = detection probability within the horizon; delays after the change, median and "
+        "90th percentile over runs (n/r: not reached, misses count as infinite); FA/30d = false "
+        "alarms per 30 days across the unchanged segments; x(a) = median delay of (a) / this.",
+        f"delay ratio (a)/(b): {_number(ratio['hours'], 2)} in hours, "
+        f"{_number(ratio['labels'], 2)} in labels; target >= {target['speedup']:g}x at <= "
+        f"{target['max_false_alarms_per_30_days']:g} false alarm per 30 days: "
+        f"{'met' if target['met'] else 'NOT met'} "
+        f"(speedup {'met' if target['speedup_met'] else 'missed'}, false alarms "
+        f"{'met' if target['false_alarms_met'] else 'missed'})",
+        "changed segment labels/day: uniform "
+        f"{allocation['uniform']['changed_segment_labels_per_day']:.1f}, planner "
+        f"{allocation['planner']['changed_segment_labels_per_day']:.1f}; smallest segment: "
+        f"uniform {allocation['uniform']['smallest_segment_labels_per_day']:.1f}, planner "
+        f"{allocation['planner']['smallest_segment_labels_per_day']:.1f}",
+        "pooled harm-rate daily std error (Hajek): uniform "
+        f"{allocation['uniform']['pooled_harm_rate_daily_std_error']:.4f}, planner "
+        f"{allocation['planner']['pooled_harm_rate_daily_std_error']:.4f}",
+        f"runtime {figures['runtime_seconds']:.1f} s",
+        "",
+        "methods:",
+    ]
+    for key, text in figures["method"].items():
+        lines.append(f"- {figures['strategies'][key]['label']}: {text}")
+    return "\n".join(lines)
