@@ -353,7 +353,7 @@ def _feed(
         p0,
         prior_a,
         prior_b,
-        1.0,  # α only sets the SPRT's own flag; unused here
+        settings.sequential_alpha,
     )
     cusum = sequential.bernoulli_cusum_update(
         sequential.BernoulliCusumState(statistic=state["cusum"], n=state["labels"]),

@@ -45,7 +45,7 @@ def record_event(
     )
     new = result.first() is not None
     if new:
-        log.warning("event %s %s", kind, dedup_key, extra={"router": router, **(details or {})})
+        log.warning("event %s %s (router %s): %s", kind, dedup_key, router or "-", details or {})
     return new
 
 
