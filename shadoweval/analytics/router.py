@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from shadoweval.analytics import service
+from shadoweval.analytics import calibration_service, service
+from shadoweval.analytics.calibration_service import CalibrationReport
 from shadoweval.analytics.service import (
     DailySpend,
     JudgeQualityReport,
@@ -17,7 +18,11 @@ from shadoweval.analytics.service import (
 )
 from shadoweval.db import SessionDep
 from shadoweval.deps import ReadScope, SettingsDep
+from shadoweval.events import service as events_service
+from shadoweval.events.models import EventPublic
 from shadoweval.judge.models import VerdictPublic
+from shadoweval.sampling import service as sampling_service
+from shadoweval.sampling.models import BudgetPublic, StratumPublic
 
 router = APIRouter(prefix="/v1", tags=["analytics"], dependencies=[ReadScope])
 
@@ -117,3 +122,75 @@ def segments(
     return service.segment_quality(
         session=session, settings=settings, router=router_name, since=since, until=until
     )
+
+
+@router.get("/calibration")
+def router_calibration(
+    session: SessionDep,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    since: Since = None,
+    until: Until = None,
+    reference_since: Since = None,
+    reference_until: Until = None,
+    bins: Annotated[int, Query(ge=2, le=50)] = 10,
+) -> list[CalibrationReport]:
+    """Calibration of `router_score` (p_strong_needed) against `strong_needed`, per judge:
+    reliability curve with intervals, ECE, Brier (CORP), Spiegelhalter z, Cox intercept and
+    slope, the test against perfect calibration, and the drift test against a reference."""
+    return calibration_service.calibration_reports(
+        session=session,
+        router=router_name,
+        since=since,
+        until=until,
+        reference_since=reference_since,
+        reference_until=reference_until,
+        n_bins=bins,
+    )
+
+
+@router.get("/economics")
+def router_economics(
+    session: SessionDep,
+    settings: SettingsDep,
+    router_name: Annotated[str, Query(alias="router")],
+    since: Since = None,
+    until: Until = None,
+    strong_tier: str = "strong",
+) -> dict[str, Any]:
+    """Realized cost per request (USD) against the always-strong baseline, savings, router
+    overhead, the break-even check, escalation/fallback/failover rates and latency tails (ms)."""
+    from shadoweval.providers.pricing import PricingTable
+
+    return calibration_service.router_economics_report(
+        session=session,
+        pricing=PricingTable.from_settings(settings),
+        router=router_name,
+        since=since,
+        until=until,
+        strong_tier=strong_tier,
+    )
+
+
+@router.get("/sampling")
+def sampling_plan(
+    session: SessionDep, router_name: Annotated[str | None, Query(alias="router")] = None
+) -> list[StratumPublic]:
+    """π per stratum as the planner set it, with boosts."""
+    return sampling_service.list_strata(session=session, router=router_name)
+
+
+@router.get("/budget")
+def budget(session: SessionDep, since_day: str | None = None) -> list[BudgetPublic]:
+    """Shadow budget per UTC day and account: reserved USD, samples taken and refused."""
+    return sampling_service.list_budget(session=session, since_day=since_day)
+
+
+@router.get("/events")
+def list_events(
+    session: SessionDep,
+    kind: str | None = None,
+    since: Since = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[EventPublic]:
+    """Budget exhaustion, quality drops and other events, newest first."""
+    return events_service.list_events(session=session, kind=kind, since=since, limit=limit)

@@ -24,8 +24,8 @@ from sqlmodel import Session
 from shadoweval.config import Settings
 from shadoweval.judge.models import Verdict, VerdictStatus
 from shadoweval.shadow.models import ShadowRun, WorkStatus
-from tests.conftest import decision
 from shadoweval.testing.fake_provider import FakeProviderServer, running_fake_provider
+from tests.conftest import decision
 from tests.integration.pipeline.conftest import CHEAP, JUDGE, STRONG, ingest, pipeline_settings
 
 BATCH = 4

@@ -14,8 +14,8 @@ from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
 from shadoweval.providers.pricing import PricingTable
 from shadoweval.runtime.models import WorkerHeartbeat
 from shadoweval.shadow.models import RunKind, ShadowRun, WorkStatus
-from tests.conftest import decision
 from shadoweval.testing.fake_provider import FakeProviderServer
+from tests.conftest import decision
 from tests.integration.pipeline.conftest import (
     CHEAP,
     JUDGE,

@@ -8,8 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
 from shadoweval.config import Settings
-from tests.conftest import Keys, LiveApi, decision
 from shadoweval.testing.fake_provider import FakeProviderServer
+from tests.conftest import Keys, LiveApi, decision
 from tests.integration.pipeline.conftest import JUDGE, STRONG, drain, ingest
 
 

@@ -1,0 +1,207 @@
+"""Router calibration and router economics for the read API (queries + the pure stats)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import datetime
+from typing import Any, cast
+
+import numpy as np
+from pydantic import BaseModel, Field
+from sqlalchemy import Table, select
+from sqlmodel import Session
+
+from shadoweval.ingest.models import Decision
+from shadoweval.judge.models import Verdict, VerdictStatus
+from shadoweval.providers.pricing import PricingTable
+from shadoweval.stats import calibration, economics
+
+VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
+DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
+
+
+def _clean(value: Any) -> Any:
+    """Dataclasses to JSON-able values, NaN/inf to None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _clean(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.floating | np.integer):
+        return _clean(value.item())
+    return value
+
+
+class CalibrationReport(BaseModel):
+    router: str | None
+    judge_key: str
+    n: int = Field(description="labelled pairs with a p_strong_needed router score")
+    window: dict[str, datetime | None]
+    reference_window: dict[str, datetime | None] | None
+    reliability_curve: list[dict[str, Any]]
+    expected_calibration_error: float | None = Field(description="display only; biased upward")
+    brier: dict[str, Any]
+    spiegelhalter: dict[str, Any]
+    cox: dict[str, Any] = Field(description="calibration intercept and slope (ideal 0 and 1)")
+    against_perfect_calibration: dict[str, Any]
+    drift_against_reference: dict[str, Any] | None
+
+
+def _labelled(
+    session: Session, router: str | None, since: datetime | None, until: datetime | None
+) -> dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]]:
+    c = VERDICT_TABLE.c
+    query = select(c.judge_key, c.router_score, c.strong_needed, c.inclusion_probability).where(
+        c.status == VerdictStatus.DONE,
+        c.router_score.is_not(None),
+        c.score_semantics == "p_strong_needed",
+    )
+    if router is not None:
+        query = query.where(c.router == router)
+    if since is not None:
+        query = query.where(c.ts >= since)
+    if until is not None:
+        query = query.where(c.ts < until)
+    groups: dict[str, list[tuple[float, int, float]]] = {}
+    for judge_key, score, label, pi in session.execute(query):
+        groups.setdefault(judge_key, []).append((score, label, pi))
+    return {
+        key: (
+            np.array([r[0] for r in rows], dtype=float),
+            np.array([r[1] for r in rows], dtype=float),
+            1.0 / np.array([r[2] for r in rows], dtype=float),
+        )
+        for key, rows in groups.items()
+    }
+
+
+def calibration_reports(
+    *,
+    session: Session,
+    router: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    reference_since: datetime | None = None,
+    reference_until: datetime | None = None,
+    n_bins: int = 10,
+) -> list[CalibrationReport]:
+    """Calibration of router_score against strong_needed, weighted by 1/π, one report per
+    judge (verdicts of different judges are never pooled), with a drift test against the
+    reference window when one is given."""
+    current = _labelled(session, router, since, until)
+    reference = (
+        _labelled(session, router, reference_since, reference_until)
+        if reference_since is not None or reference_until is not None
+        else {}
+    )
+    reports = []
+    for judge_key, (score, label, weight) in sorted(current.items()):
+        drift = None
+        if judge_key in reference:
+            ref_score, ref_label, ref_weight = reference[judge_key]
+            drift = _clean(
+                calibration.calibration_drift_test(
+                    ref_score, ref_label, score, label, ref_weights=ref_weight, cur_weights=weight
+                )
+            )
+        z, p_value = calibration.spiegelhalter_z(score, label)
+        reports.append(
+            CalibrationReport(
+                router=router,
+                judge_key=judge_key,
+                n=int(score.size),
+                window={"since": since, "until": until},
+                reference_window={"since": reference_since, "until": reference_until}
+                if drift is not None
+                else None,
+                reliability_curve=_clean(
+                    calibration.reliability_curve(score, label, weight, n_bins=n_bins)
+                )["bins"],
+                expected_calibration_error=_clean(
+                    calibration.expected_calibration_error(score, label, weight, n_bins=n_bins)
+                ),
+                brier=_clean(calibration.brier_decomposition(score, label, weight)),
+                spiegelhalter={"z": _clean(z), "p_value": _clean(p_value)},
+                cox=_clean(calibration.cox_calibration(score, label, weight)),
+                against_perfect_calibration=_clean(
+                    calibration.perfect_calibration_test(score, label, weight)
+                ),
+                drift_against_reference=drift,
+            )
+        )
+    return reports
+
+
+def router_economics_report(
+    *,
+    session: Session,
+    pricing: PricingTable,
+    router: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    strong_tier: str = "strong",
+    strong_model: str | None = None,
+) -> dict[str, Any]:
+    """Realized cost against the always-strong baseline, savings, break-even, rates, latency.
+
+    What a request would have cost on the strong tier: its own cost when served
+    there; otherwise the strong model's price applied to its token counts, or, with
+    no token counts, its cost scaled by the strong/served price ratio.
+    """
+    c = DECISION_TABLE.c
+    query = select(
+        c.tier,
+        c.cost_usd,
+        c.router_cost_usd,
+        c.latency_ms,
+        c.escalated_from,
+        c.fallback,
+        c.failover,
+        c.served_model,
+        c.chosen_model,
+        c.input_tokens,
+        c.output_tokens,
+    ).where(c.router == router)
+    if since is not None:
+        query = query.where(c.ts >= since)
+    if until is not None:
+        query = query.where(c.ts < until)
+    rows = session.execute(query).all()
+    if not rows:
+        return {"router": router, "n_requests": 0, "message": "no decisions in this window"}
+    if strong_model is None:
+        strong_models = [r.chosen_model for r in rows if r.tier == strong_tier]
+        strong_model = max(set(strong_models), key=strong_models.count) if strong_models else None
+    strong_price = pricing.lookup(strong_model) if strong_model else None
+
+    def strong_cost(row: Any) -> float:
+        cost = float(row.cost_usd or 0.0)
+        if row.tier == strong_tier or strong_price is None:
+            return cost
+        if row.input_tokens is not None and row.output_tokens is not None:
+            return strong_price.cost_usd(row.input_tokens, row.output_tokens)
+        served = pricing.lookup(row.served_model)
+        if served is None or served.input + served.output == 0:
+            return cost
+        return cost * (strong_price.input + strong_price.output) / (served.input + served.output)
+
+    result = economics.router_economics(
+        tier=[r.tier for r in rows],
+        cost_usd=[float(r.cost_usd or 0.0) for r in rows],
+        strong_cost_usd=[strong_cost(r) for r in rows],
+        router_cost_usd=[
+            math.nan if r.router_cost_usd is None else r.router_cost_usd for r in rows
+        ],
+        latency_ms=[math.nan if r.latency_ms is None else r.latency_ms for r in rows],
+        escalated=[r.escalated_from is not None for r in rows],
+        fallback=[bool(r.fallback) for r in rows],
+        failover=[bool(r.failover) for r in rows],
+        strong_tier=strong_tier,
+    )
+    report: dict[str, Any] = _clean(result)
+    report.update(router=router, strong_model=strong_model, window={"since": since, "until": until})
+    return report
