@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from shadoweval.jobs import (
     aggregate,
+    check_drift,
     enqueue_shadow,
     heartbeat,
     judge_pairs,
@@ -49,6 +50,7 @@ PERIODIC_JOBS = (
         lambda rt: rt.settings.aggregate_interval_seconds,
         leader_only=True,
     ),
+    ScheduledJob("check_drift", check_drift.run, lambda rt: 3600.0, leader_only=True),
     ScheduledJob("heartbeat", heartbeat.run, lambda rt: 10.0),
 )
 # Claimed by every worker in continuous lanes (see runtime.worker), not on a timer.

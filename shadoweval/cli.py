@@ -310,6 +310,26 @@ def bench_shadow(
         typer.echo(json.dumps(figures))
 
 
+@bench_app.command("detect")
+def bench_detect(
+    repetitions: Annotated[int, typer.Option(help="Seeded repetitions.")] = 50,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    changed_share: Annotated[
+        float, typer.Option(help="Traffic share of the degrading segment.")
+    ] = 0.05,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Figures as JSON on the last line.")
+    ] = False,
+) -> None:
+    """Uniform sampling + daily tests against the planner + sequential detection, simulated."""
+    from shadoweval.bench.detect import format_detect_report, run_detect_bench
+
+    figures = run_detect_bench(repetitions=repetitions, seed=seed, changed_share=changed_share)
+    typer.echo(format_detect_report(figures))
+    if as_json:
+        typer.echo(json.dumps(figures))
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

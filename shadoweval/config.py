@@ -123,7 +123,13 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="Time within which a segment's floor detects the drop."
     )
     sequential_alpha: float = Field(
-        default=0.05, gt=0, lt=1, description="False-alarm budget over all segments (split α/K)."
+        default=0.05, gt=0, lt=1, description="Level of the mixture SPRT shown beside the alarm."
+    )
+    sequential_alarm_threshold: float = Field(
+        default=30_000.0,
+        gt=1,
+        description="Shiryaev–Roberts threshold A: at most n/A expected false alarms in n "
+        "labels of a segment (30,000 ≈ 1 per 30 days over 20 segments at 50 labels a day).",
     )
     sequential_reference_labels: int = Field(
         default=100, ge=10, description="Labels that set a segment's baseline harm rate p0."

@@ -1,6 +1,7 @@
 """Imports every table module, so SQLModel.metadata (and Alembic) sees the whole schema."""
 
 from shadoweval.analytics.models import (
+    DriftReport,
     SequentialState,
     TrafficWindowSnapshot,
     VerdictWindowSnapshot,
@@ -18,6 +19,7 @@ __all__ = [
     "BudgetDay",
     "Decision",
     "DecisionPayload",
+    "DriftReport",
     "Event",
     "LeaderLease",
     "SamplingStratum",

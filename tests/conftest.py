@@ -37,6 +37,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 # Children first, so DELETE respects foreign keys on SQLite.
 TABLES = (
+    "drift_report",
     "verdict_window_snapshot",
     "traffic_window_snapshot",
     "sequential_state",

@@ -8,12 +8,13 @@ sufficient statistics, so adding a verdict is an increment and any estimate
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Column, Index, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from shadoweval.db import BigIntId, UtcDateTime
+from shadoweval.db import BigIntId, JsonType, UtcDateTime
 
 # Sufficient statistics of a verdict window, w = 1/π, v = (1 − π)·w², y = the window's label
 # (strong_needed on forward pairs, cheap_acceptable on reverse ones), d = score delta.
@@ -153,8 +154,34 @@ class SequentialState(SQLModel, table=True):
     baseline_positives: int = 0
     labels: int = 0
     positives: int = 0
-    log_e_value: float = 0.0
-    cusum: float = 0.0
+    log_e_value: float = 0.0  # mixture SPRT since the baseline (shown, not alarmed on)
+    log_shiryaev_roberts: float = -1e300  # the alarm statistic, log R (R_0 = 0)
     alarmed_at_ts: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
     alarm_labels: int | None = None
     updated_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+
+
+class DriftReport(SQLModel, table=True):
+    """Feature and router-score drift of one window against its reference (Evidently)."""
+
+    __tablename__ = "drift_report"
+    __table_args__ = (
+        UniqueConstraint("router", "window_start", "window_end", name="uq_drift_report_window"),
+    )
+
+    id: int | None = SQLField(
+        default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True)
+    )
+    router: str = SQLField(max_length=200)
+    window_start: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    window_end: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    reference_start: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    reference_end: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    status: str = SQLField(max_length=32)
+    dataset_drift: bool = False
+    drifted_share: float = 0.0
+    result: dict[str, Any] = SQLField(
+        default_factory=dict, sa_column=Column(JsonType, nullable=False)
+    )
+    report_html: str = SQLField(default="", sa_column=Column(Text, nullable=False))
+    created_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))

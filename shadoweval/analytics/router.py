@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
 from pydantic import AwareDatetime
 
-from shadoweval.analytics import calibration_service, service
+from shadoweval.analytics import calibration_service, drift_service, service
 from shadoweval.analytics.calibration_service import CalibrationReport
+from shadoweval.analytics.drift_service import DriftReportPublic
 from shadoweval.analytics.service import (
     DailySpend,
     JudgeQualityReport,
@@ -194,3 +196,19 @@ def list_events(
 ) -> list[EventPublic]:
     """Budget exhaustion, quality drops and other events, newest first."""
     return events_service.list_events(session=session, kind=kind, since=since, limit=limit)
+
+
+@router.get("/drift")
+def drift_reports(
+    session: SessionDep,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[DriftReportPublic]:
+    """Feature and router-score drift per window against the window before (Evidently)."""
+    return drift_service.list_reports(session=session, router=router_name, limit=limit)
+
+
+@router.get("/drift/{report_id}/report.html", response_class=HTMLResponse)
+def drift_report_html(report_id: int, session: SessionDep) -> HTMLResponse:
+    """The stored Evidently HTML report."""
+    return HTMLResponse(drift_service.report_html(session=session, report_id=report_id))

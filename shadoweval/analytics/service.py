@@ -303,9 +303,9 @@ class SequentialTestState(BaseModel):
     reference_labels: int
     labels_monitored: int
     harm_monitored: int
-    cusum: float
-    alarm_threshold: float = Field(description="CUSUM threshold ln(K/α)")
-    log_e_value: float
+    log_shiryaev_roberts: float = Field(description="the alarm statistic, log R")
+    alarm_threshold: float = Field(description="log A: at most n/A false alarms in n labels")
+    log_e_value: float = Field(description="mixture SPRT since the baseline, for display")
     alarmed_at_ts: datetime | None
     consumed_up_to_ts: datetime | None
 
@@ -418,7 +418,6 @@ def segment_quality(
         (s["router"], s["segment_value"], s["direction"], s["judge_key"]): s
         for s in session.execute(select(states)).mappings()
     }
-    segments_watched = max(1, len(state_rows))
     results = []
     for row in rows:
         r, segment, direction, judge_key, *values = row
@@ -485,8 +484,8 @@ def segment_quality(
                     reference_labels=state["baseline_labels"],
                     labels_monitored=state["labels"],
                     harm_monitored=state["positives"],
-                    cusum=state["cusum"],
-                    alarm_threshold=math.log(segments_watched / settings.sequential_alpha),
+                    log_shiryaev_roberts=state["log_shiryaev_roberts"],
+                    alarm_threshold=math.log(settings.sequential_alarm_threshold),
                     log_e_value=state["log_e_value"],
                     alarmed_at_ts=state["alarmed_at_ts"],
                     consumed_up_to_ts=state["last_ts"],

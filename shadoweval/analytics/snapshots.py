@@ -8,7 +8,6 @@ up to the watermark: the earliest ts still waiting for a verdict.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -213,10 +212,12 @@ def advance_sequential_tests(
 
     The first `sequential_reference_labels` labels of a segment set its baseline
     p0 (the Clopper–Pearson upper bound of their harm rate); later labels feed a
-    Bernoulli CUSUM for a rise of (harm_alert_rate − harm_baseline) over p0 and a
-    mixture SPRT. The CUSUM alarms at h = ln(K/α) with K segments: exp(CUSUM) is an
-    e-detector, so each segment's in-control run length is at least K/α labels
-    (Shin, Ramdas & Rinaldo 2023). A new alarm records a `quality_drop` event.
+    Shiryaev–Roberts e-detector for a rise of (harm_alert_rate − harm_baseline)
+    over p0, which alarms at R ≥ A = `sequential_alarm_threshold`: at most n/A
+    expected false alarms in n labels (Pollak 1985; Shin, Ramdas & Rinaldo 2023),
+    and, unlike a mixture SPRT run from the start, it reacts as fast to a late
+    change as to an early one (`shadoweval bench detect`). The mixture SPRT's
+    e-value is kept for display. A new alarm records a `quality_drop` event.
     """
     now = now or utcnow()
     limit_ts = watermark(engine, now)
@@ -227,8 +228,7 @@ def advance_sequential_tests(
             .where(columns.status == VerdictStatus.DONE, columns.direction == "forward")
             .group_by(columns.router, columns.segment_value, columns.judge_key)
         ).all()
-        segments = max(1, len(keys))
-        threshold = math.log(segments / settings.sequential_alpha)
+        threshold = settings.sequential_alarm_threshold
         rise = settings.harm_alert_rate - settings.harm_baseline
         fed = alarms = 0
         insert = _insert(connection)
@@ -245,7 +245,7 @@ def advance_sequential_tests(
                     labels=0,
                     positives=0,
                     log_e_value=0.0,
-                    cusum=0.0,
+                    log_shiryaev_roberts=-1e300,
                     updated_at=now,
                 )
                 .on_conflict_do_nothing(
@@ -303,8 +303,9 @@ def advance_sequential_tests(
                         or update_values.get("baseline_rate"),
                         "labels_since_baseline": update_values["labels"],
                         "harm_since_baseline": update_values["positives"],
-                        "cusum": update_values["cusum"],
-                        "threshold": threshold,
+                        "log_shiryaev_roberts": update_values["log_shiryaev_roberts"],
+                        "alarm_threshold": threshold,
+                        "alarm_labels": update_values.get("alarm_labels"),
                     },
                 )
             connection.execute(
@@ -355,8 +356,12 @@ def _feed(
         prior_b,
         settings.sequential_alpha,
     )
-    cusum = sequential.bernoulli_cusum_update(
-        sequential.BernoulliCusumState(statistic=state["cusum"], n=state["labels"]),
+    detector = sequential.shiryaev_roberts_update(
+        sequential.ShiryaevRobertsState(
+            log_statistic=state["log_shiryaev_roberts"],
+            n=state["labels"],
+            alarmed=state["alarmed_at_ts"] is not None,
+        ),
         monitored,
         p0,
         p1,
@@ -366,10 +371,10 @@ def _feed(
         labels=state["labels"] + int(monitored.size),
         positives=state["positives"] + int(monitored.sum()),
         log_e_value=float(sprt.log_e_value),
-        cusum=float(cusum.statistic),
+        log_shiryaev_roberts=max(-1e300, float(detector.log_statistic)),
     )
-    if cusum.alarmed and state["alarmed_at_ts"] is None and cusum.alarm_n is not None:
-        index = start + (cusum.alarm_n - state["labels"]) - 1
+    if detector.alarm_n is not None and state["alarmed_at_ts"] is None:
+        index = start + (detector.alarm_n - state["labels"]) - 1
         values["alarmed_at_ts"] = rows[min(max(index, 0), len(rows) - 1)][0]
-        values["alarm_labels"] = cusum.alarm_n
+        values["alarm_labels"] = detector.alarm_n
     return values

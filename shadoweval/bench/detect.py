@@ -6,12 +6,15 @@ What it measures. A simulated router sends cheap-routed traffic in `segments` se
 5 % share (`changed_share`) has its harm rate (`strong_needed`, DESIGN.md, Judge) rise from
 0.10 to 0.20 at 00:00 of `change_day`; every other segment stays at 0.10 throughout (no spread
 of baselines: the simplest honest version). Each day exactly `labels_per_day` labels are
-bought, in two ways:
+bought; each label falls on a segment with the strategy's proportions (multinomial, so the
+daily total is fixed) and arrives at a uniform time within its day. Two strategies:
 
 (a) uniform sampling: labels spread over segments in proportion to traffic; at the end of each
     calendar day every segment's harm count of that day is tested against the known baseline
     with the exact one-sided binomial test, Bonferroni over segments (α = 0.05 per day family);
-(b) the planner: `neyman_allocation` with per-segment floors from `sample_size_for_drop`,
+(b) the planner: `neyman_allocation` with per-segment floors from `sample_size_for_drop`
+    (0.10 → 0.20, one-sided α/K, power 0.8, within a 3-day window: 139 labels, 46.3 a day
+    with K = 20; the rise the issue names, in a window about as long as (a)'s median delay),
     and per-segment sequential detection over labels in time order (arrival times uniform within
     the day): a Shiryaev–Roberts e-detector, restarted after each alarm, whose threshold bounds
     the expected false alarms at 1 per 30 days across all segments (proof in `_run_sequential`).

@@ -584,3 +584,43 @@ def e_bh(e_values: ArrayLike, alpha: float) -> tuple[int, ...]:
     # Exactly k* values reach K/(α k*): more would contradict the maximality of k*.
     rejected = np.flatnonzero(e >= k_total / (alpha * k_star))
     return tuple(int(i) for i in rejected)
+
+
+@dataclass(frozen=True)
+class ShiryaevRobertsState:
+    """One segment's Shiryaev–Roberts statistic, in log space (R_0 = 0)."""
+
+    log_statistic: float = -math.inf
+    n: int = 0
+    alarmed: bool = False
+    alarm_n: int | None = None
+
+
+def shiryaev_roberts_update(
+    state: ShiryaevRobertsState, labels: ArrayLike, p0: float, p1: float, threshold: float
+) -> ShiryaevRobertsState:
+    """Feed labels (1 = harm): R_t = (1 + R_{t−1}) Λ_t, alarm at the first R_t ≥ A = threshold.
+
+    Λ_t = (p1/p0)^y ((1 − p1)/(1 − p0))^(1−y) is the likelihood ratio of a rise to p1.
+    R_t is the sum of the e-processes started at every earlier label, so a change at
+    any time is caught without restarting, and under H0 (harm ≤ p0) E[R_t] ≤ t: the
+    expected number of false alarms within n labels is at most n/A, restarts
+    included (Pollak 1985; Shin, Ramdas & Rinaldo 2023, e-detectors). Alarms are
+    sticky; every label of the chunk is checked.
+    """
+    p0 = _check_probability("p0", p0)
+    p1 = _check_probability("p1", p1)
+    threshold = _check_positive("threshold", threshold)
+    if p1 <= p0:
+        raise ValueError("p1 must exceed p0: the detector looks for a rise")
+    y = _as_labels(labels)
+    up, down = math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
+    log_threshold = math.log(threshold)
+    log_r, alarmed, alarm_n = state.log_statistic, state.alarmed, state.alarm_n
+    for offset, label in enumerate(y):
+        log_r = float(np.logaddexp(0.0, log_r)) + (up if label else down)
+        if not alarmed and log_r >= log_threshold:
+            alarmed, alarm_n = True, state.n + offset + 1
+    return ShiryaevRobertsState(
+        log_statistic=log_r, n=state.n + int(y.size), alarmed=alarmed, alarm_n=alarm_n
+    )

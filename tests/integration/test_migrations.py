@@ -39,6 +39,7 @@ TABLES = {
     "verdict_window_snapshot",
     "traffic_window_snapshot",
     "sequential_state",
+    "drift_report",
 }
 
 

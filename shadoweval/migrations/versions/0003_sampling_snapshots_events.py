@@ -152,7 +152,7 @@ def upgrade() -> None:
         sa.Column("labels", sa.Integer(), nullable=False),
         sa.Column("positives", sa.Integer(), nullable=False),
         sa.Column("log_e_value", sa.Float(), nullable=False),
-        sa.Column("cusum", sa.Float(), nullable=False),
+        sa.Column("log_shiryaev_roberts", sa.Float(), nullable=False),
         sa.Column("alarmed_at_ts", utc),
         sa.Column("alarm_labels", sa.Integer()),
         sa.Column("updated_at", utc, nullable=False),

@@ -330,3 +330,45 @@ def test_e_bh_is_bh_on_one_over_e(e_values: list[float], alpha: float) -> None:
         return
     reject, *_ = multipletests(p_values, alpha=alpha, method="fdr_bh")
     assert sq.e_bh(e_values, alpha) == tuple(int(i) for i in np.flatnonzero(reject))
+
+
+# --- Shiryaev–Roberts (the production alarm) ----------------------------------------------
+
+
+def test_shiryaev_roberts_matches_its_recursion_and_is_incremental() -> None:
+    from shadoweval.stats.sequential import ShiryaevRobertsState, shiryaev_roberts_update
+
+    labels = np.array([0, 1, 0, 0, 1, 1, 0, 1])
+    r = 0.0
+    for y in labels:
+        r = (1 + r) * ((0.2 / 0.1) if y else (0.8 / 0.9))
+    whole = shiryaev_roberts_update(ShiryaevRobertsState(), labels, 0.1, 0.2, 1e9)
+    assert whole.log_statistic == pytest.approx(math.log(r))
+    split = shiryaev_roberts_update(
+        shiryaev_roberts_update(ShiryaevRobertsState(), labels[:3], 0.1, 0.2, 1e9),
+        labels[3:],
+        0.1,
+        0.2,
+        1e9,
+    )
+    assert split == whole
+
+
+def test_shiryaev_roberts_false_alarms_stay_under_n_over_a() -> None:
+    from shadoweval.stats.sequential import ShiryaevRobertsState, shiryaev_roberts_update
+
+    rng = np.random.default_rng(2)
+    threshold, n, streams = 20_000.0, 2000, 200
+    alarms = sum(
+        shiryaev_roberts_update(
+            ShiryaevRobertsState(), rng.binomial(1, 0.1, n), 0.1, 0.2, threshold
+        ).alarmed
+        for _ in range(streams)
+    )
+    # P(any false alarm within n labels) ≤ E[alarms] ≤ n/A = 0.1; allow 3 Monte Carlo SEs.
+    bound = n / threshold
+    assert alarms / streams <= bound + 3 * math.sqrt(bound * (1 - bound) / streams)
+    detected = shiryaev_roberts_update(
+        ShiryaevRobertsState(), rng.binomial(1, 0.4, 400), 0.1, 0.2, threshold
+    )
+    assert detected.alarmed

@@ -1,0 +1,145 @@
+"""Drift service: feature and router-score drift per router and UTC day, stored once per window."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from pydantic import BaseModel
+from sqlalchemy import Table, distinct, select
+from sqlmodel import Session
+
+from shadoweval.analytics.models import DriftReport
+from shadoweval.db import utcnow
+from shadoweval.exceptions import NotFound
+from shadoweval.ingest.models import Decision
+
+log = logging.getLogger(__name__)
+DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
+REPORT_TABLE = cast(Table, DriftReport.__table__)  # type: ignore[attr-defined]
+# Enough rows for a stable distance; more only costs time.
+MAX_ROWS_PER_WINDOW = 20_000
+
+
+class DriftReportPublic(BaseModel):
+    id: int
+    router: str
+    window_start: datetime
+    window_end: datetime
+    reference_start: datetime
+    reference_end: datetime
+    status: str
+    dataset_drift: bool
+    drifted_share: float
+    result: dict[str, Any]
+    created_at: datetime
+
+
+def _columns(session: Session, router: str, start: datetime, end: datetime) -> dict[str, list[Any]]:
+    rows = session.execute(
+        select(DECISION_TABLE.c.features, DECISION_TABLE.c.router_score)
+        .where(
+            DECISION_TABLE.c.router == router,
+            DECISION_TABLE.c.ts >= start,
+            DECISION_TABLE.c.ts < end,
+        )
+        .order_by(DECISION_TABLE.c.id)
+        .limit(MAX_ROWS_PER_WINDOW)
+    ).all()
+    names = sorted({name for features, _ in rows for name in (features or {})})
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    columns["router_score"] = []
+    for features, score in rows:
+        for name in names:
+            columns[name].append((features or {}).get(name))
+        columns["router_score"].append(score)
+    if all(v is None for v in columns["router_score"]):
+        del columns["router_score"]
+    return columns
+
+
+def check_drift(
+    *, session: Session, router: str, window_start: datetime, window_days: float = 1.0
+) -> DriftReport:
+    """Drift of [window_start, +window_days) against the window before it; stored once."""
+    window_end = window_start + timedelta(days=window_days)
+    existing = session.scalars(
+        select(DriftReport).where(
+            REPORT_TABLE.c.router == router,
+            REPORT_TABLE.c.window_start == window_start,
+            REPORT_TABLE.c.window_end == window_end,
+        )
+    ).first()
+    if existing is not None:
+        return existing
+    from shadoweval.stats.drift import feature_drift
+
+    reference_start = window_start - timedelta(days=window_days)
+    reference = _columns(session, router, reference_start, window_start)
+    current = _columns(session, router, window_start, window_end)
+    result = feature_drift(reference, current)
+    report = DriftReport(
+        router=router,
+        window_start=window_start,
+        window_end=window_end,
+        reference_start=reference_start,
+        reference_end=window_start,
+        status=result.status,
+        dataset_drift=result.dataset_drift,
+        drifted_share=result.drifted_share,
+        result=result.to_dict(include_html=False),
+        report_html=result.report_html,
+        created_at=utcnow(),
+    )
+    session.add(report)
+    session.commit()
+    log.info(
+        "drift report %s %s: %s, %.0f %% of columns drifted",
+        router,
+        window_start.date(),
+        result.status,
+        100 * result.drifted_share,
+    )
+    return report
+
+
+def check_completed_days(*, session: Session, now: datetime | None = None) -> int:
+    """A report for yesterday (UTC) per router with traffic; windows already done are skipped."""
+    now = now or utcnow()
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = today - timedelta(days=1)
+    routers = session.scalars(
+        select(distinct(DECISION_TABLE.c.router)).where(
+            DECISION_TABLE.c.ts >= yesterday, DECISION_TABLE.c.ts < today
+        )
+    ).all()
+    made = 0
+    for router in routers:
+        before = session.scalars(
+            select(REPORT_TABLE.c.id).where(
+                REPORT_TABLE.c.router == router, REPORT_TABLE.c.window_start == yesterday
+            )
+        ).first()
+        if before is None:
+            check_drift(session=session, router=router, window_start=yesterday)
+            made += 1
+    return made
+
+
+def list_reports(
+    *, session: Session, router: str | None = None, limit: int = 100
+) -> list[DriftReportPublic]:
+    query = select(DriftReport).order_by(REPORT_TABLE.c.window_start.desc()).limit(limit)
+    if router is not None:
+        query = query.where(REPORT_TABLE.c.router == router)
+    return [
+        DriftReportPublic.model_validate(r, from_attributes=True) for r in session.scalars(query)
+    ]
+
+
+def report_html(*, session: Session, report_id: int) -> str:
+    report = session.get(DriftReport, report_id)
+    if report is None:
+        raise NotFound(f"drift report {report_id} does not exist")
+    return report.report_html
