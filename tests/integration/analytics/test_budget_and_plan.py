@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -205,3 +206,42 @@ def test_ingest_samples_by_the_plan_and_boosts_charge_their_own_budget(
     regular = budgets[("2026-11-27", "shadow")].sampled
     assert boosted > 0
     assert boosted + regular == sum(r["sampled"] for r in during + after)
+
+
+def test_a_week_of_bursty_traffic_never_exceeds_the_daily_budget(
+    engine: Engine, base_settings: Settings
+) -> None:
+    """The planner re-plans every 6 hours; bursts of 10× traffic arrive between plans."""
+    rng = np.random.default_rng(17)
+    settings = base_settings.model_copy(
+        update={"daily_shadow_budget_usd": 0.50, "default_cost_per_sample_usd": 0.01}
+    )
+    start = datetime(2026, 11, 16, tzinfo=UTC)
+    plan = SamplingPlan()
+    counter = 0
+    for step in range(7 * 4):
+        now = start + timedelta(hours=6 * step)
+        with Session(engine) as session:
+            sampling_service.plan_sampling(session=session, settings=settings, now=now)
+        plan.refresh_if_stale(engine, 0)
+        burst = 10 if rng.random() < 0.25 else 1
+        items = []
+        for _ in range(int(rng.poisson(30)) * burst):
+            counter += 1
+            topic = ["billing", "code", "legal"][int(rng.integers(3))]
+            offset = timedelta(seconds=float(rng.uniform(0, 6 * 3600)))
+            items.append(
+                decision(f"w-{counter}", segment={"topic": topic}, ts=(now + offset).isoformat())
+            )
+        for chunk in range(0, len(items), 500):
+            ingest(engine, settings, items[chunk : chunk + 500], plan)
+    budgets = budget_rows(engine)
+    assert len({day for day, _ in budgets}) == 7
+    for (day, account), budget in budgets.items():
+        assert budget.reserved_usd <= budget.budget_usd + 1e-9, (day, account)
+    with Session(engine) as session:
+        sampled = session.scalars(select(Decision).where(Decision.sampled.is_(True))).all()  # type: ignore[attr-defined]
+    by_day: dict[str, int] = {}
+    for d in sampled:
+        by_day[d.ts.strftime("%Y-%m-%d")] = by_day.get(d.ts.strftime("%Y-%m-%d"), 0) + 1
+    assert all(n * 0.01 <= 0.50 + 1e-9 for n in by_day.values())
