@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy import Integer, Table, and_, func, or_, select, update
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -378,3 +379,57 @@ def _feed(
         values["alarmed_at_ts"] = rows[min(max(index, 0), len(rows) - 1)][0]
         values["alarm_labels"] = detector.alarm_n
     return values
+
+
+def rebuild_traffic_snapshots(engine: Engine) -> int:
+    """Recompute the hourly traffic snapshots from the decision log in one GROUP BY.
+
+    Ingest keeps them up to date; this repairs or backfills them (and is what
+    `shadoweval bench analytics` times from empty tables).
+    """
+    from shadoweval.analytics.models import TrafficWindowSnapshot
+
+    traffic = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
+    d = DECISION_TABLE.c
+    hour: Any
+    if engine.dialect.name == "postgresql":
+        hour = func.date_trunc("hour", func.timezone("UTC", d.ts)).op("AT TIME ZONE")("UTC")
+    else:
+        hour = func.strftime("%Y-%m-%d %H:00:00.000000", d.ts)
+    as_int = Integer()
+    grouped = select(
+        d.router,
+        d.segment_value,
+        d.tier,
+        hour.label("window_start"),
+        func.count().label("decisions"),
+        func.sum(cast_(d.sampled, as_int)).label("sampled"),
+        func.sum(cast_(d.sampling_skip_reason == "budget_exhausted", as_int)).label(
+            "budget_refused"
+        ),
+        func.sum(cast_(d.has_request, as_int)).label("with_payload"),
+        func.sum(cast_(d.failover, as_int)).label("failover"),
+        func.sum(cast_(d.fallback, as_int)).label("fallback"),
+        func.sum(cast_(d.escalated_from.is_not(None), as_int)).label("escalated"),
+        func.coalesce(func.sum(d.cost_usd), 0.0).label("cost_usd"),
+        func.coalesce(func.sum(d.router_cost_usd), 0.0).label("router_cost_usd"),
+    ).group_by(d.router, d.segment_value, d.tier, hour)
+    names = [
+        "router",
+        "segment_value",
+        "tier",
+        "window_start",
+        "decisions",
+        "sampled",
+        "budget_refused",
+        "with_payload",
+        "failover",
+        "fallback",
+        "escalated",
+        "cost_usd",
+        "router_cost_usd",
+    ]
+    with engine.begin() as connection:
+        connection.execute(traffic.delete())
+        connection.execute(traffic.insert().from_select(names, grouped))
+        return int(connection.scalar(select(func.count()).select_from(traffic)) or 0)

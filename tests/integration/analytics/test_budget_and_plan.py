@@ -245,3 +245,46 @@ def test_a_week_of_bursty_traffic_never_exceeds_the_daily_budget(
     for d in sampled:
         by_day[d.ts.strftime("%Y-%m-%d")] = by_day.get(d.ts.strftime("%Y-%m-%d"), 0) + 1
     assert all(n * 0.01 <= 0.50 + 1e-9 for n in by_day.values())
+
+
+def test_rebuilt_traffic_snapshots_equal_the_ones_kept_at_ingest(
+    engine: Engine, tight: Settings
+) -> None:
+    from shadoweval.analytics import snapshots
+    from shadoweval.analytics.models import TrafficWindowSnapshot
+
+    items = [
+        decision(
+            f"rb-{i}",
+            ts=f"2026-11-27T{i % 5:02d}:{i % 60:02d}:00Z",
+            segment={"topic": ["a", "b"][i % 2]},
+            fallback=i % 7 == 0,
+            escalated_from="cheap" if i % 11 == 0 else None,
+        )
+        for i in range(120)
+    ]
+    ingest(engine, tight, items)
+
+    def rows() -> list[tuple[object, ...]]:
+        with Session(engine) as session:
+            return sorted(
+                (
+                    s.router,
+                    s.segment_value,
+                    s.tier,
+                    s.window_start,
+                    s.decisions,
+                    s.sampled,
+                    s.budget_refused,
+                    s.with_payload,
+                    s.fallback,
+                    s.escalated,
+                    round(s.cost_usd, 9),
+                )
+                for s in session.scalars(select(TrafficWindowSnapshot))
+            )
+
+    kept = rows()
+    assert sum(r[4] for r in kept) == 120
+    assert snapshots.rebuild_traffic_snapshots(engine) == len(kept)
+    assert rows() == kept
