@@ -330,6 +330,29 @@ def bench_detect(
         typer.echo(json.dumps(figures))
 
 
+@bench_app.command("analytics")
+def bench_analytics(
+    decisions: Annotated[int, typer.Option(help="Decisions in the log.")] = 1_000_000,
+    verdicts: Annotated[int, typer.Option(help="Finished verdicts.")] = 50_000,
+    database_url: Annotated[str | None, typer.Option(help="Default: a fresh SQLite file.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Figures as JSON on the last line.")
+    ] = False,
+) -> None:
+    """Aggregate decisions and verdicts into every per-segment figure and the calibration,
+    beside a pandas groupby of the same numbers, and check they agree."""
+    from shadoweval.bench.analytics import run_analytics_bench
+
+    figures = run_analytics_bench(decisions=decisions, verdicts=verdicts, database_url=database_url)
+    typer.echo(
+        f"{figures['database']}: {figures['decisions']} decisions, {figures['verdicts']} verdicts "
+        f"-> {figures['segments']} segment rows in {figures['shadoweval_seconds']:.2f} s "
+        f"(pandas read + groupby: {figures['pandas_seconds']:.2f} s); agree: {figures['agree']}"
+    )
+    if as_json:
+        typer.echo(json.dumps(figures))
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

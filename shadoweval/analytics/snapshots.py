@@ -14,8 +14,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Integer, Table, and_, func, or_, select, update
-from sqlalchemy import cast as cast_
+from sqlalchemy import Table, and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -145,40 +144,43 @@ def aggregate_finished_verdicts(engine: Engine, *, limit: int = 5000) -> int:
                 total = totals[key]
                 for name, value in sums.items():
                     total[name] += value
+        if not totals:
+            return 0
         insert = _insert(connection)
-        # Sorted keys: concurrent aggregators lock rows in the same order.
-        for key, sums in sorted(totals.items(), key=lambda item: tuple(map(str, item[0]))):
-            router, segment, direction, judge_key, window, start = key
-            values = {
-                k: (v if k.startswith("sum") or k.endswith("usd") else int(v))
-                for k, v in sums.items()
+        statement = insert(SNAPSHOT_TABLE)
+        statement = statement.on_conflict_do_update(
+            index_elements=[
+                "router",
+                "segment_value",
+                "direction",
+                "judge_key",
+                "window",
+                "window_start",
+            ],
+            set_={
+                **{k: SNAPSHOT_TABLE.c[k] + statement.excluded[k] for k in SNAPSHOT_SUMS},
+                "updated_at": statement.excluded["updated_at"],
+            },
+        )
+        parameters = [
+            {
+                "router": key[0],
+                "segment_value": key[1],
+                "direction": key[2],
+                "judge_key": key[3],
+                "window": key[4],
+                "window_start": key[5],
+                "updated_at": now,
+                **{
+                    k: (v if k.startswith("sum") or k.endswith("usd") else int(v))
+                    for k, v in sums.items()
+                },
             }
-            statement = insert(SNAPSHOT_TABLE).values(
-                router=router,
-                segment_value=segment,
-                direction=direction,
-                judge_key=judge_key,
-                window=window,
-                window_start=start,
-                updated_at=now,
-                **values,
-            )
-            connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[
-                        "router",
-                        "segment_value",
-                        "direction",
-                        "judge_key",
-                        "window",
-                        "window_start",
-                    ],
-                    set_={
-                        **{k: SNAPSHOT_TABLE.c[k] + statement.excluded[k] for k in values},
-                        "updated_at": now,
-                    },
-                )
-            )
+            # Sorted keys: concurrent aggregators lock rows in the same order.
+            for key, sums in sorted(totals.items(), key=lambda item: tuple(map(str, item[0])))
+        ]
+        # One statement, many parameter sets: thousands of windows in one round trip.
+        connection.execute(statement, parameters)
     return len(claimed)
 
 
@@ -396,21 +398,23 @@ def rebuild_traffic_snapshots(engine: Engine) -> int:
         hour = func.date_trunc("hour", func.timezone("UTC", d.ts)).op("AT TIME ZONE")("UTC")
     else:
         hour = func.strftime("%Y-%m-%d %H:00:00.000000", d.ts)
-    as_int = Integer()
+
+    def count_where(condition: Any) -> Any:
+        # CASE, not a cast: a comparison with NULL is NULL, and a sum of NULLs is NULL.
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
     grouped = select(
         d.router,
         d.segment_value,
         d.tier,
         hour.label("window_start"),
         func.count().label("decisions"),
-        func.sum(cast_(d.sampled, as_int)).label("sampled"),
-        func.sum(cast_(d.sampling_skip_reason == "budget_exhausted", as_int)).label(
-            "budget_refused"
-        ),
-        func.sum(cast_(d.has_request, as_int)).label("with_payload"),
-        func.sum(cast_(d.failover, as_int)).label("failover"),
-        func.sum(cast_(d.fallback, as_int)).label("fallback"),
-        func.sum(cast_(d.escalated_from.is_not(None), as_int)).label("escalated"),
+        count_where(d.sampled.is_(True)).label("sampled"),
+        count_where(d.sampling_skip_reason == "budget_exhausted").label("budget_refused"),
+        count_where(d.has_request.is_(True)).label("with_payload"),
+        count_where(d.failover.is_(True)).label("failover"),
+        count_where(d.fallback.is_(True)).label("fallback"),
+        count_where(d.escalated_from.is_not(None)).label("escalated"),
         func.coalesce(func.sum(d.cost_usd), 0.0).label("cost_usd"),
         func.coalesce(func.sum(d.router_cost_usd), 0.0).label("router_cost_usd"),
     ).group_by(d.router, d.segment_value, d.tier, hour)
