@@ -84,6 +84,7 @@ class DatabaseCollector(Collector):
         try:
             depths = runtime_service.queue_depths(self.engine)
             beats = runtime_service.heartbeats(self.engine)
+            budgets = runtime_service.budget_today(self.engine, utcnow())
         except SQLAlchemyError as error:
             log.warning("metrics: database gauges unavailable: %s", error)
             return
@@ -113,3 +114,31 @@ class DatabaseCollector(Collector):
                 failures.add_metric([beat["worker_id"], job], float(stats.get("failures", 0)))
         yield age
         yield failures
+        reserved = GaugeMetricFamily(
+            "shadoweval_budget_reserved_usd",
+            "Shadow spend reserved for today's (UTC) decisions, by budget account.",
+            labels=["account"],
+        )
+        limit = GaugeMetricFamily(
+            "shadoweval_budget_limit_usd", "Today's budget by account.", labels=["account"]
+        )
+        refused = GaugeMetricFamily(
+            "shadoweval_budget_refused_decisions",
+            "Decisions not sampled today because the budget was spent.",
+            labels=["account"],
+        )
+        exhausted = GaugeMetricFamily(
+            "shadoweval_budget_exhausted",
+            "1 when today's budget of the account is spent and sampling has stopped.",
+            labels=["account"],
+        )
+        for budget in budgets:
+            account = str(budget["account"])
+            reserved.add_metric([account], float(budget["reserved_usd"]))
+            limit.add_metric([account], float(budget["budget_usd"]))
+            refused.add_metric([account], float(budget["refused"]))
+            exhausted.add_metric([account], 1.0 if budget["exhausted_at"] is not None else 0.0)
+        yield reserved
+        yield limit
+        yield refused
+        yield exhausted

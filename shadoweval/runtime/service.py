@@ -62,3 +62,17 @@ def queue_depths(engine: Engine) -> dict[tuple[str, str], int]:
 def heartbeats(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(select(HEARTBEAT_TABLE))]
+
+
+def budget_today(engine: Engine, now: datetime) -> list[dict[str, Any]]:
+    """Today's (UTC) budget rows per account."""
+    from shadoweval.sampling.models import BudgetDay
+
+    table = cast(Table, BudgetDay.__table__)  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        return [
+            dict(row._mapping)
+            for row in connection.execute(
+                select(table).where(table.c.day == now.strftime("%Y-%m-%d"))
+            )
+        ]

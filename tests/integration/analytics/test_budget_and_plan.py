@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -19,7 +20,7 @@ from shadoweval.ingest.parsing import ParsedBody
 from shadoweval.sampling import service as sampling_service
 from shadoweval.sampling.models import BudgetDay, SamplingStratum
 from shadoweval.sampling.service import SamplingPlan
-from tests.conftest import decision
+from tests.conftest import Keys, LiveApi, decision, use_settings
 
 
 def ingest(
@@ -288,3 +289,27 @@ def test_rebuilt_traffic_snapshots_equal_the_ones_kept_at_ingest(
     assert sum(r[4] for r in kept) == 120
     assert snapshots.rebuild_traffic_snapshots(engine) == len(kept)
     assert rows() == kept
+
+
+def test_metrics_say_when_todays_budget_is_spent(live_api: LiveApi, keys: Keys) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    use_settings(
+        live_api,
+        sampling_rate_by_tier={"cheap": 1.0},
+        daily_shadow_budget_usd=0.04,
+        default_cost_per_sample_usd=0.02,
+    )
+    now = datetime.now(UTC).isoformat()
+    with live_api.client(keys.ingest) as client:
+        client.post("/v1/decisions", json=[decision(f"m-{i}", ts=now) for i in range(5)])
+    text = httpx.get(f"{live_api.url}/metrics").text
+    values = {
+        (s.name, s.labels.get("account")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("shadoweval_budget")
+    }
+    assert values[("shadoweval_budget_exhausted", "shadow")] == 1.0
+    assert values[("shadoweval_budget_reserved_usd", "shadow")] == pytest.approx(0.04)
+    assert values[("shadoweval_budget_refused_decisions", "shadow")] == 3.0
