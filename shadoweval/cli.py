@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -244,6 +246,50 @@ Ctrl-C stops the demo.
 """,
     )
     _serve(settings, host, port)
+
+
+@app.command()
+def replay(
+    log_file: Annotated[
+        Path, typer.Argument(help="NDJSON decision log.", exists=True, dir_okay=False)
+    ],
+    url: Annotated[str, typer.Option(help="API base URL.")] = "http://127.0.0.1:8000",
+    key: Annotated[
+        str | None,
+        typer.Option(help="Ingest key (default: $SHADOWEVAL_KEY).", envvar="SHADOWEVAL_KEY"),
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            help="Replay speed relative to the recorded ts; omit for as fast as possible."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Decisions per request.")] = 500,
+) -> None:
+    """Post a recorded decision log through the ingest API in ts order (backfills, offline runs)."""
+    from shadoweval.exceptions import InvalidRequest
+    from shadoweval.ingest.replay import read_log
+    from shadoweval.ingest.replay import replay as run_replay
+
+    if not key:
+        raise _fail("an ingest key is needed: --key or SHADOWEVAL_KEY", 2)
+    try:
+        items = read_log(log_file)
+        with typer.progressbar(length=len(items), label="replaying", file=sys.stderr) as bar:
+            result = run_replay(
+                items=items,
+                url=url,
+                key=key,
+                speed=speed,
+                batch_size=batch_size,
+                on_batch=bar.update,
+            )
+    except InvalidRequest as error:
+        raise _fail(error.message) from error
+    typer.echo(
+        f"posted {result.posted}: stored {result.stored}, duplicates {result.duplicates}, "
+        f"invalid {result.invalid}"
+    )
 
 
 @app.command()
