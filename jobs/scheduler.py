@@ -15,6 +15,7 @@ from shadoweval.jobs import (
     judge_pairs,
     leadership,
     plan_sampling,
+    purge_payloads,
     run_shadow,
 )
 
@@ -51,6 +52,7 @@ PERIODIC_JOBS = (
         leader_only=True,
     ),
     ScheduledJob("check_drift", check_drift.run, lambda rt: 3600.0, leader_only=True),
+    ScheduledJob("purge_payloads", purge_payloads.run, lambda rt: 3600.0, leader_only=True),
     ScheduledJob("heartbeat", heartbeat.run, lambda rt: 10.0),
 )
 # Claimed by every worker in continuous lanes (see runtime.worker), not on a timer.

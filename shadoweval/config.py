@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shadoweval.ingest.redaction import DEFAULT_PATTERNS as DEFAULT_REDACTION_PATTERNS
+
 StorePayloads = Literal["sampled", "all", "none"]
 
 
@@ -48,7 +50,15 @@ class Settings(BaseSettings):
         default="sampled",
         description="Keep request/response payloads for sampled decisions only, all, or none.",
     )
-    # Until the sampling planner lands, π is a constant per tier.
+    redaction_patterns: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_REDACTION_PATTERNS),
+        description="Regexes applied to payload text before it is written, by name; a "
+        "decision whose payload they change is stored but not shadowed (an unfair pair).",
+    )
+    payload_retention_days: float = Field(
+        default=30.0, gt=0, description="Stored payloads older than this are deleted."
+    )
+    # π for strata the planner has not seen yet.
     sampling_rate_by_tier: dict[str, float] = Field(
         default_factory=lambda: {"cheap": 0.2, "strong": 0.05},
         description="Inclusion probability π per routed tier (JSON in the environment).",

@@ -23,6 +23,7 @@ SNAPSHOT_SUMS = (
     "judge_errors",
     "skipped_no_payload",
     "skipped_provider_failure",
+    "skipped_redacted",
     "skipped_other",
     "inconsistent",
     "sum_w",
@@ -69,6 +70,7 @@ class VerdictWindowSnapshot(SQLModel, table=True):
     judge_errors: int = 0
     skipped_no_payload: int = 0
     skipped_provider_failure: int = 0
+    skipped_redacted: int = 0
     skipped_other: int = 0
     inconsistent: int = 0
     sum_w: float = 0.0

@@ -318,6 +318,7 @@ class Coverage(BaseModel):
     budget_refused: int
     without_payload: int
     provider_failures: int
+    redacted: int = Field(description="payload changed by redaction: not shadowed")
     judge_errors: int
     other_skips: int
     labels: int
@@ -471,6 +472,7 @@ def segment_quality(
                     budget_refused=refused,
                     without_payload=int(sums["skipped_no_payload"]),
                     provider_failures=int(sums["skipped_provider_failure"]),
+                    redacted=int(sums["skipped_redacted"]),
                     judge_errors=int(sums["judge_errors"]),
                     other_skips=int(sums["skipped_other"]),
                     labels=n,

@@ -220,6 +220,9 @@ class Decision(SQLModel, table=True):
     inclusion_probability: float
     sampled: bool
     payload_stored: bool = False
+    # Redaction changed the stored payload: a redacted prompt against the original answer
+    # is not a fair comparison, so the decision is not shadowed (and is counted).
+    payload_redacted: bool = False
     # Why a decision was not sampled although its stratum is (budget_exhausted).
     sampling_skip_reason: str | None = SQLField(default=None, max_length=64)
 
@@ -274,6 +277,7 @@ class DecisionPublic(BaseModel):
     inclusion_probability: float
     sampled: bool
     payload_stored: bool
+    payload_redacted: bool = False
     sampling_skip_reason: str | None = None
     request: dict[str, Any] | None = None
     response: dict[str, Any] | None = None

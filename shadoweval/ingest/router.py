@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from shadoweval.db import SessionDep
-from shadoweval.deps import IngestScope, ReadScope, SettingsDep
+from shadoweval.deps import AdminScope, IngestScope, ReadScope, SettingsDep
 from shadoweval.exceptions import PayloadTooLarge
 from shadoweval.ingest import service
 from shadoweval.ingest.models import DecisionPage, DecisionPublic, IngestResponse
@@ -141,3 +141,24 @@ def list_decisions(
 def get_decision(decision_id: int, session: SessionDep) -> DecisionPublic:
     """One decision, with its stored request/response payload when one was kept."""
     return service.get_decision(session=session, decision_id=decision_id)
+
+
+@router.delete("", dependencies=[AdminScope])
+def delete_decisions(
+    session: SessionDep,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    request_id: str | None = None,
+    segment: Annotated[str | None, Query(description="Segment value.")] = None,
+    payloads_only: Annotated[
+        bool, Query(description="Delete request/response content only, keep the decisions.")
+    ] = False,
+) -> service.DeletionResult:
+    """Delete decisions by request id, segment value and/or router, with everything derived
+    from them (payloads, shadow runs, verdicts); at least one filter is required."""
+    return service.delete_decisions(
+        session=session,
+        router=router_name,
+        request_id=request_id,
+        segment=segment,
+        payloads_only=payloads_only,
+    )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from pydantic import ValidationError
-from sqlalchemy import Table, and_, or_, select
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Table, and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -30,6 +31,7 @@ from shadoweval.ingest.models import (
     ItemResult,
 )
 from shadoweval.ingest.parsing import ParsedBody
+from shadoweval.ingest.redaction import Redactor
 from shadoweval.sampling import policy
 from shadoweval.sampling import service as sampling_service
 from shadoweval.sampling.service import Candidate, SamplingPlan
@@ -108,6 +110,7 @@ def _decision_row(
         "inclusion_probability": inclusion_probability,
         "sampled": hash_value < inclusion_probability,
         "payload_stored": False,
+        "payload_redacted": False,
         "sampling_skip_reason": None,
     }, _Reservation(
         # Sampled only thanks to a boost: the boost budget pays.
@@ -159,6 +162,11 @@ def _count_traffic(session: Session, rows: list[dict[str, Any]]) -> None:
                 set_={k: TRAFFIC_TABLE.c[k] + statement.excluded[k] for k in values},
             )
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _redactor(patterns: tuple[tuple[str, str], ...]) -> Redactor:
+    return Redactor.from_patterns(dict(patterns))
 
 
 def _keeps_payload(settings: Settings, item: DecisionIn, sampled: bool) -> bool:
@@ -258,22 +266,34 @@ def ingest_decisions(
     _count_traffic(session, [row_by_key[key] for key in inserted])
 
     payload_rows: list[dict[str, Any]] = []
+    redacted_ids: list[int] = []
+    redactor = _redactor(tuple(settings.redaction_patterns.items()))
     for key, decision_id in inserted.items():
         item = items_by_key[key]
         if _keeps_payload(settings, item, row_by_key[key]["sampled"]):
+            # Kept as the router sent it (validated, no filled-in defaults), then redacted.
+            request, request_hits = redactor.payload(
+                item.request.model_dump(mode="json", exclude_unset=True) if item.request else None
+            )
+            response, response_hits = redactor.payload(
+                item.response.model_dump(mode="json", exclude_unset=True) if item.response else None
+            )
+            if request_hits or response_hits:
+                redacted_ids.append(decision_id)
             payload_rows.append(
                 {
                     "decision_id": decision_id,
-                    # Kept as the router sent it (validated), without filled-in defaults.
-                    "request": item.request.model_dump(mode="json", exclude_unset=True)
-                    if item.request
-                    else None,
-                    "response": item.response.model_dump(mode="json", exclude_unset=True)
-                    if item.response
-                    else None,
+                    "request": request,
+                    "response": response,
                     "stored_at": received_at,
                 }
             )
+    if redacted_ids:
+        session.execute(
+            DECISION_TABLE.update()
+            .where(DECISION_TABLE.c.id.in_(redacted_ids))
+            .values(payload_redacted=True)
+        )
     if payload_rows:
         for chunk in _chunks(payload_rows, _INSERT_CHUNK):
             session.execute(PAYLOAD_TABLE.insert().values(list(chunk)))
@@ -430,3 +450,107 @@ def get_decision(*, session: Session, decision_id: int) -> DecisionPublic:
     if decision is None:
         raise NotFound(f"decision {decision_id} does not exist")
     return to_public(decision, session.get(DecisionPayload, decision_id))
+
+
+# --- retention and deletion ---------------------------------------------------------------
+
+
+class DeletionResult(BaseModel):
+    decisions: int
+    payloads: int
+    shadow_runs: int
+    verdicts: int
+
+
+def _selection(router: str | None, request_id: str | None, segment: str | None) -> Any:
+    columns = DECISION_TABLE.c
+    conditions = [
+        column == value
+        for column, value in (
+            (columns.router, router),
+            (columns.request_id, request_id),
+            (columns.segment_value, segment),
+        )
+        if value is not None
+    ]
+    if not conditions:
+        raise InvalidRequest("name what to delete: router, request_id and/or segment")
+    return and_(*conditions)
+
+
+def delete_decisions(
+    *,
+    session: Session,
+    router: str | None = None,
+    request_id: str | None = None,
+    segment: str | None = None,
+    payloads_only: bool = False,
+) -> DeletionResult:
+    """Delete decisions (with their payloads, shadow runs and verdicts), or only their payloads.
+
+    Window snapshots keep their counts: they hold sums, no request content.
+    """
+    from shadoweval.judge.models import Verdict
+    from shadoweval.shadow.models import ShadowRun
+
+    runs = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
+    verdicts = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
+    ids = select(DECISION_TABLE.c.id).where(_selection(router, request_id, segment))
+    counted = {
+        name: int(session.scalar(select(func.count()).where(column.in_(ids))) or 0)
+        for name, column in (
+            ("decisions", DECISION_TABLE.c.id),
+            ("payloads", PAYLOAD_TABLE.c.decision_id),
+            ("shadow_runs", runs.c.decision_id),
+            ("verdicts", verdicts.c.decision_id),
+        )
+    }
+    session.execute(PAYLOAD_TABLE.delete().where(PAYLOAD_TABLE.c.decision_id.in_(ids)))
+    if payloads_only:
+        session.execute(
+            DECISION_TABLE.update().where(DECISION_TABLE.c.id.in_(ids)).values(payload_stored=False)
+        )
+        # Answers from shadow runs are payload too.
+        session.execute(runs.update().where(runs.c.decision_id.in_(ids)).values(response_text=None))
+        session.commit()
+        return DeletionResult(decisions=0, payloads=counted["payloads"], shadow_runs=0, verdicts=0)
+    # Children first: the same on databases that do and do not enforce ON DELETE CASCADE.
+    session.execute(verdicts.delete().where(verdicts.c.decision_id.in_(ids)))
+    session.execute(runs.delete().where(runs.c.decision_id.in_(ids)))
+    session.execute(DECISION_TABLE.delete().where(DECISION_TABLE.c.id.in_(ids)))
+    session.commit()
+    log.warning(
+        "deleted decisions (router=%s request_id=%s segment=%s): %s",
+        router,
+        request_id,
+        segment,
+        counted,
+    )
+    return DeletionResult(**counted)
+
+
+def purge_expired_payloads(
+    engine: Any, *, retention_days: float, now: datetime | None = None, batch: int = 1000
+) -> int:
+    """Delete payloads stored longer than the retention period; returns how many."""
+    cutoff = (now or utcnow()) - timedelta(days=retention_days)
+    total = 0
+    while True:
+        with engine.begin() as connection:
+            ids = [
+                row[0]
+                for row in connection.execute(
+                    select(PAYLOAD_TABLE.c.decision_id)
+                    .where(PAYLOAD_TABLE.c.stored_at < cutoff)
+                    .limit(batch)
+                )
+            ]
+            if not ids:
+                return total
+            connection.execute(PAYLOAD_TABLE.delete().where(PAYLOAD_TABLE.c.decision_id.in_(ids)))
+            connection.execute(
+                DECISION_TABLE.update()
+                .where(DECISION_TABLE.c.id.in_(ids))
+                .values(payload_stored=False)
+            )
+            total += len(ids)

@@ -130,6 +130,8 @@ def enqueue_sampled_decisions(
         skip_reason = None
         if payload is None or not payload.request:
             skip_reason = "no_payload"
+        elif decision.payload_redacted:
+            skip_reason = "redacted"
         elif plan is None:
             skip_reason = "no_other_tier"
         judge_key, prompt_hash = judge_identity(settings, decision.segment_value)

@@ -20,6 +20,7 @@ from tests.conftest import Keys, LiveApi, decision
 SCOPE_MATRIX = [
     ("POST", "/v1/decisions", Scope.INGEST, "/v1/decisions", decision("m"), 202),
     ("GET", "/v1/decisions", Scope.READ, "/v1/decisions", None, 200),
+    ("DELETE", "/v1/decisions", Scope.ADMIN, "/v1/decisions?router=nobody", None, 200),
     ("GET", "/v1/decisions/{decision_id}", Scope.READ, "/v1/decisions/999999", None, 404),
     ("GET", "/v1/verdicts", Scope.READ, "/v1/verdicts", None, 200),
     ("GET", "/v1/verdicts/{verdict_id}", Scope.READ, "/v1/verdicts/999999", None, 404),

@@ -25,6 +25,7 @@ VERDICT_SUMS = (
     "judge_errors",
     "skipped_no_payload",
     "skipped_provider_failure",
+    "skipped_redacted",
     "skipped_other",
     "inconsistent",
 )

@@ -1,0 +1,19 @@
+"""Leader job: delete request/response payloads older than the retention period."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from shadoweval.ingest import service as ingest_service
+
+if TYPE_CHECKING:
+    from shadoweval.runtime.worker import WorkerRuntime
+
+
+async def run(runtime: WorkerRuntime) -> int:
+    return await asyncio.to_thread(
+        ingest_service.purge_expired_payloads,
+        runtime.engine,
+        retention_days=runtime.settings.payload_retention_days,
+    )

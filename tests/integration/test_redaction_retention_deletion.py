@@ -1,0 +1,135 @@
+"""Redaction before writing, payload retention, and deletion that leaves nothing behind."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from shadoweval.config import Settings
+from shadoweval.db import utcnow
+from shadoweval.ingest import service as ingest_service
+from shadoweval.ingest.models import Decision, DecisionPayload
+from shadoweval.ingest.parsing import ParsedBody
+from shadoweval.judge.models import Verdict
+from shadoweval.shadow import service as shadow_service
+from shadoweval.shadow.models import ShadowRun
+from tests.conftest import Keys, LiveApi, decision
+
+
+def store(engine: Engine, settings: Settings, items: list[dict[str, object]]) -> None:
+    with Session(engine) as session:
+        ingest_service.ingest_decisions(
+            session=session, settings=settings, parsed=ParsedBody(items=items)
+        )
+
+
+def count(engine: Engine, table: type) -> int:
+    with Session(engine) as session:
+        return int(session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def test_redacted_payloads_are_stored_redacted_and_not_shadowed(
+    engine: Engine, base_settings: Settings
+) -> None:
+    settings = base_settings.model_copy(
+        update={
+            "store_payloads": "all",
+            "sampling_rate_by_tier": {"cheap": 1.0},
+            "tier_models": {"*": {"cheap": "a", "strong": "b"}},
+        }
+    )
+    leaky = decision(
+        "leak", request={"messages": [{"role": "user", "content": "I'm bob@corp.com"}]}
+    )
+    store(engine, settings, [leaky, decision("clean")])
+
+    with Session(engine, expire_on_commit=False) as session:
+        rows = {d.request_id: d for d in session.scalars(select(Decision))}
+        payload = session.get(DecisionPayload, rows["leak"].id)
+        result = shadow_service.enqueue_sampled_decisions(
+            session=session, settings=settings, price_per_mtok=lambda _m: None
+        )
+    assert rows["leak"].payload_redacted
+    assert not rows["clean"].payload_redacted
+    assert payload is not None
+    assert payload.request == {"messages": [{"role": "user", "content": "I'm [REDACTED:email]"}]}
+    # Nothing readable was written anywhere.
+    with engine.connect() as connection:
+        dump = " ".join(str(r) for r in connection.execute(text("SELECT * FROM decision_payload")))
+    assert "bob@corp.com" not in dump
+    assert result.skipped == {"redacted": 1}
+    assert result.enqueued == 1
+
+
+def test_expired_payloads_are_purged(engine: Engine, base_settings: Settings) -> None:
+    settings = base_settings.model_copy(update={"store_payloads": "all"})
+    store(engine, settings, [decision(f"p-{i}") for i in range(5)])
+    assert ingest_service.purge_expired_payloads(engine, retention_days=30) == 0
+    later = utcnow() + timedelta(days=31)
+    assert ingest_service.purge_expired_payloads(engine, retention_days=30, now=later) == 5
+    assert count(engine, DecisionPayload) == 0
+    with Session(engine) as session:
+        assert not any(d.payload_stored for d in session.scalars(select(Decision)))
+
+
+def test_deletion_by_request_segment_or_router_leaves_nothing_behind(
+    engine: Engine, base_settings: Settings, live_api: LiveApi, keys: Keys
+) -> None:
+    settings = base_settings.model_copy(
+        update={
+            "store_payloads": "all",
+            "sampling_rate_by_tier": {"cheap": 1.0},
+            "tier_models": {"*": {"cheap": "a", "strong": "b"}},
+        }
+    )
+    store(
+        engine,
+        settings,
+        [
+            decision("keep", segment={"topic": "chat"}),
+            decision("one", segment={"topic": "chat"}),
+            decision("seg-1", segment={"topic": "legal"}),
+            decision("seg-2", segment={"topic": "legal"}),
+            decision("other", router="other-router"),
+        ],
+    )
+    with Session(engine) as session:
+        shadow_service.enqueue_sampled_decisions(
+            session=session, settings=settings, price_per_mtok=lambda _m: None
+        )
+    assert count(engine, ShadowRun) == 5
+
+    with live_api.client(keys.admin) as admin:
+        by_request = admin.delete(
+            "/v1/decisions", params={"router": "support-router", "request_id": "one"}
+        ).json()
+        by_segment = admin.delete("/v1/decisions", params={"segment": "legal"}).json()
+        by_router = admin.delete("/v1/decisions", params={"router": "other-router"}).json()
+        nothing_named = admin.delete("/v1/decisions")
+    assert by_request == {"decisions": 1, "payloads": 1, "shadow_runs": 1, "verdicts": 1}
+    assert by_segment["decisions"] == 2
+    assert by_router["decisions"] == 1
+    assert nothing_named.status_code == 400
+    with Session(engine) as session:
+        assert [d.request_id for d in session.scalars(select(Decision))] == ["keep"]
+    assert (count(engine, DecisionPayload), count(engine, ShadowRun), count(engine, Verdict)) == (
+        1,
+        1,
+        1,
+    )
+
+
+def test_payload_only_deletion_keeps_the_decision(
+    engine: Engine, base_settings: Settings, live_api: LiveApi, keys: Keys
+) -> None:
+    store(engine, base_settings.model_copy(update={"store_payloads": "all"}), [decision("pii")])
+    with live_api.client(keys.admin) as admin:
+        result = admin.delete(
+            "/v1/decisions", params={"request_id": "pii", "payloads_only": True}
+        ).json()
+    assert result["payloads"] == 1
+    assert count(engine, DecisionPayload) == 0
+    assert count(engine, Decision) == 1
