@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from shadoweval import __version__, exceptions
 from shadoweval.analytics.router import router as analytics_router
@@ -39,6 +41,7 @@ ERROR_STATUS: dict[type[exceptions.ShadowevalError], int] = {
     exceptions.PayloadTooLarge: 413,
     exceptions.UnsupportedMediaType: 415,
     exceptions.DatabaseNotReady: 503,
+    exceptions.Overloaded: 503,
 }
 
 
@@ -80,6 +83,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.metrics = metrics = ApiMetrics(engine)
     app.state.sampling_plan = SamplingPlan()
+    # Bounded ingest concurrency: past it, clients are told to come back (503), not queued.
+    app.state.ingest_slots = threading.BoundedSemaphore(settings.ingest_max_concurrent)
 
     @app.exception_handler(exceptions.ShadowevalError)
     async def domain_error(request: Request, error: exceptions.ShadowevalError) -> JSONResponse:
@@ -87,7 +92,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         if request.url.path == "/v1/decisions" and code in (400, 413, 415):
             metrics.record_request_rejected(error.code)
         headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+        if isinstance(error, exceptions.Overloaded):
+            metrics.record_request_rejected(error.code)
+            headers = {"Retry-After": str(error.retry_after_s)}
         return JSONResponse(_error_body(error), status_code=code, headers=headers)
+
+    @app.exception_handler(OperationalError)
+    async def database_busy(request: Request, error: OperationalError) -> JSONResponse:
+        # Lock timeouts and lost connections are transient: tell clients when to come back.
+        log.warning("database error on %s: %s", request.url.path, str(error).splitlines()[0])
+        busy = exceptions.Overloaded("the database is busy or unreachable; retry shortly")
+        return await domain_error(request, busy)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameters(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     sampling_default_rate: float = Field(default=0.2, ge=0.0, le=1.0)
 
     ingest_max_items: int = Field(default=1000, ge=1)
+    ingest_max_concurrent: int = Field(
+        default=8, ge=1, description="Ingest transactions at once per API process."
+    )
+    ingest_wait_seconds: float = Field(
+        default=2.0, ge=0, description="Wait for a slot before answering 503 with Retry-After."
+    )
     ingest_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 
     # --- providers (model backends; secrets only from the environment) ---
@@ -186,6 +192,33 @@ class Settings(BaseSettings):
     leader_lease_seconds: float = Field(
         default=30.0, gt=0, description="A dead leader is replaced within this time."
     )
+
+    # --- litellm integration ---
+    litellm_router_name: str = Field(
+        default="litellm",
+        min_length=1,
+        max_length=200,
+        description="Router name of decisions posted to /v1/integrations/litellm "
+        "(a `?router=` query parameter overrides it per logger).",
+    )
+    litellm_group_tiers: dict[str, str] = Field(
+        default_factory=dict,
+        description='Tier of each LiteLLM model group, e.g. {"gpt-4o-mini": "cheap", '
+        '"gpt-4o": "strong"}; "*" is the default. An unmapped group is its own tier name.',
+    )
+    litellm_segment_key_source: str | None = Field(
+        default=None,
+        description="The LiteLLM label whose value is the segment (segment_key): the key of "
+        "a `key:value` request tag or of the caller's metadata, or team, key_alias, user, "
+        "org, project, end_user, tags. Default: the label named like segment_key.",
+    )
+    litellm_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Body limit of /v1/integrations/litellm: LiteLLM flushes up to 512 "
+        "records of ~14 KB at once.",
+    )
+    # --- end litellm integration ---
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -13,7 +13,8 @@ that clients can branch on and a human-readable message.
     ├── NotFound                  (404)
     ├── AuthenticationFailed      no key, unknown, revoked or expired key (401)
     ├── PermissionDenied          the key lacks the scope (403)
-    └── DatabaseNotReady          unreachable or not migrated (503)
+    ├── DatabaseNotReady          unreachable or not migrated (503)
+    └── Overloaded                the database cannot keep up; retry after `retry_after_s` (503)
 """
 
 from __future__ import annotations
@@ -66,3 +67,11 @@ class PermissionDenied(ShadowevalError):
 
 class DatabaseNotReady(ShadowevalError):
     code = "database_not_ready"
+
+
+class Overloaded(ShadowevalError):
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s

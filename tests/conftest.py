@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,10 +169,9 @@ class LiveApi:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-@pytest.fixture(scope="session")
-def shared_live_api(base_settings: Settings, shared_engine: Engine) -> Iterator[LiveApi]:
-    """The real app under uvicorn on a local port, over real HTTP."""
-    app = create_app(base_settings, shared_engine)
+@contextmanager
+def serve(app: FastAPI) -> Iterator[LiveApi]:
+    """Run `app` under uvicorn on a free local port for the duration of the block."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
@@ -183,9 +183,18 @@ def shared_live_api(base_settings: Settings, shared_engine: Engine) -> Iterator[
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("test API server did not start")
         time.sleep(0.02)
-    yield LiveApi(app=app, url=f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield LiveApi(app=app, url=f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def shared_live_api(base_settings: Settings, shared_engine: Engine) -> Iterator[LiveApi]:
+    """The real app under uvicorn on a local port, over real HTTP."""
+    with serve(create_app(base_settings, shared_engine)) as api:
+        yield api
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime
 
 from shadoweval.db import SessionDep
 from shadoweval.deps import AdminScope, IngestScope, ReadScope, SettingsDep
-from shadoweval.exceptions import PayloadTooLarge
+from shadoweval.exceptions import Overloaded, PayloadTooLarge
 from shadoweval.ingest import service
 from shadoweval.ingest.models import DecisionPage, DecisionPublic, IngestResponse
 from shadoweval.ingest.parsing import (
@@ -78,6 +78,7 @@ async def read_decision_body(request: Request, settings: SettingsDep) -> ParsedB
         400: {"description": "Body empty or not JSON/NDJSON."},
         413: {"description": "Over 1,000 decisions or 5 MB."},
         415: {"description": "Content-Type or Content-Encoding not accepted."},
+        503: {"description": "Overloaded: retry after the Retry-After header's seconds."},
     },
     response_model=IngestResponse,
 )
@@ -89,8 +90,20 @@ def post_decisions(
 ) -> JSONResponse:
     """Store routing decisions. Answers only after the rows are committed."""
     plan: SamplingPlan = request.app.state.sampling_plan
-    plan.refresh_if_stale(request.app.state.engine, settings.plan_refresh_seconds)
-    outcome = service.ingest_decisions(session=session, settings=settings, parsed=parsed, plan=plan)
+    slots = request.app.state.ingest_slots
+    if not slots.acquire(timeout=settings.ingest_wait_seconds):
+        raise Overloaded(
+            f"{settings.ingest_max_concurrent} ingest requests are being written already; "
+            "retry after the Retry-After delay",
+            retry_after_s=1,
+        )
+    try:
+        plan.refresh_if_stale(request.app.state.engine, settings.plan_refresh_seconds)
+        outcome = service.ingest_decisions(
+            session=session, settings=settings, parsed=parsed, plan=plan
+        )
+    finally:
+        slots.release()
     metrics: ApiMetrics = request.app.state.metrics
     stored, duplicates = outcome.count("stored"), outcome.count("duplicate")
     metrics.decisions_ingested.inc(stored)
