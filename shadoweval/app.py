@@ -25,7 +25,9 @@ from shadoweval.auth.router import router as keys_router
 from shadoweval.config import Settings, get_settings
 from shadoweval.db import check_database_ready, create_db_engine
 from shadoweval.deps import require_scope
+from shadoweval.ingest.litellm_router import router as litellm_router
 from shadoweval.ingest.models import DecisionIn
+from shadoweval.ingest.otlp_router import router as otlp_router
 from shadoweval.ingest.router import router as decisions_router
 from shadoweval.metrics import ApiMetrics
 from shadoweval.sampling.service import SamplingPlan
@@ -138,6 +140,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             )
 
     app.include_router(decisions_router)
+    app.include_router(litellm_router)
+    app.include_router(otlp_router)
     app.include_router(keys_router)
     app.include_router(analytics_router)
     _add_operational_routes(app, settings, engine, metrics)

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="Wait for a slot before answering 503 with Retry-After."
     )
     ingest_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    otlp_router_name: str = Field(
+        default="otel", description="Router of OTLP spans without shadoweval.route.router."
+    )
 
     # --- providers (model backends; secrets only from the environment) ---
     anthropic_api_key: str | None = Field(default=None, repr=False)

@@ -62,12 +62,16 @@ class ResponsePayload(BaseModel):
     finish_reason: str | None = Field(default=None, max_length=64)
 
 
+# Token counts fit a 32-bit column on every database; no single call comes near it.
+TokenCount = Annotated[int, Field(ge=0, le=2_000_000_000)]
+
+
 class Usage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    input_tokens: int | None = Field(default=None, ge=0)
-    output_tokens: int | None = Field(default=None, ge=0)
-    cache_read_tokens: int | None = Field(default=None, ge=0)
+    input_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
+    cache_read_tokens: TokenCount | None = None
 
 
 class DecisionIn(BaseModel):

@@ -19,8 +19,17 @@ from tests.conftest import Keys, LiveApi, decision
 # (method, path template, required scope, path used, json body, status when allowed)
 SCOPE_MATRIX = [
     ("POST", "/v1/decisions", Scope.INGEST, "/v1/decisions", decision("m"), 202),
+    (
+        "POST",
+        "/v1/integrations/litellm",
+        Scope.INGEST,
+        "/v1/integrations/litellm",
+        {"litellm_call_id": "m", "model": "gpt-4o-mini", "model_group": "cheap"},
+        202,
+    ),
     ("GET", "/v1/decisions", Scope.READ, "/v1/decisions", None, 200),
     ("DELETE", "/v1/decisions", Scope.ADMIN, "/v1/decisions?router=nobody", None, 200),
+    ("POST", "/v1/traces", Scope.INGEST, "/v1/traces", {"resourceSpans": []}, 200),
     ("GET", "/v1/decisions/{decision_id}", Scope.READ, "/v1/decisions/999999", None, 404),
     ("GET", "/v1/verdicts", Scope.READ, "/v1/verdicts", None, 200),
     ("GET", "/v1/verdicts/{verdict_id}", Scope.READ, "/v1/verdicts/999999", None, 404),

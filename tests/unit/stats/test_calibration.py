@@ -500,10 +500,12 @@ def calibration_data(draw: st.DrawFn, min_size: int = 1) -> tuple[FloatArray, Fl
 
 
 def _same(a: Any, b: Any) -> None:
+    # The logistic fits are iterative: summing in another order moves the last digits of a
+    # statistic (4e-7 relative seen near separation), so equality is to 1e-5.
     np.testing.assert_allclose(
         np.asarray(_flatten(a), dtype=float),
         np.asarray(_flatten(b), dtype=float),
-        rtol=1e-7,
+        rtol=1e-5,
         atol=1e-9,
         equal_nan=True,
     )

@@ -1,0 +1,1 @@
+"""Adapters: pure mappings from the logs other routers emit onto the decision log (v1)."""

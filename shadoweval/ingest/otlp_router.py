@@ -1,0 +1,82 @@
+"""`POST /v1/traces`: OTLP/HTTP JSON spans carrying routing decisions."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from shadoweval.db import SessionDep
+from shadoweval.deps import IngestScope, SettingsDep
+from shadoweval.exceptions import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from shadoweval.ingest import service
+from shadoweval.ingest.adapters import otlp
+from shadoweval.ingest.parsing import ParsedBody, decode_content, media_type_of
+from shadoweval.metrics import ApiMetrics
+from shadoweval.sampling.service import SamplingPlan
+
+router = APIRouter(tags=["integrations"])
+
+
+async def read_otlp_body(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    media_type = media_type_of(request.headers.get("content-type"))
+    if media_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type {media_type or 'none'} is not accepted; send OTLP/HTTP JSON "
+            "(application/json); protobuf is not supported",
+        )
+    limit = settings.ingest_max_bytes
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(
+                f"body exceeds the limit of {limit} bytes per request", limit_bytes=limit
+            )
+    body = decode_content(body, request.headers.get("content-encoding"), max_bytes=limit)
+    try:
+        document = json.loads(body or b"{}")
+    except json.JSONDecodeError as error:
+        raise MalformedBody(
+            f"body is not valid JSON: {error.msg} at line {error.lineno}"
+        ) from error
+    if not isinstance(document, dict):
+        raise MalformedBody("body must be an ExportTraceServiceRequest object")
+    return document
+
+
+@router.post("/v1/traces", dependencies=[IngestScope])
+def post_traces(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    document: Annotated[dict[str, Any], Depends(read_otlp_body)],
+) -> dict[str, Any]:
+    """Store the routing decisions among OTLP spans (spans with `shadoweval.route.tier`).
+
+    Answers OTLP's ExportTraceServiceResponse: 200 with `partialSuccess` counting the
+    routing spans that could not be stored and why; other spans are ignored.
+    """
+    batch = otlp.map_spans(document, default_router=settings.otlp_router_name)
+    rejected = list(batch.rejected)
+    if batch.decisions:
+        plan: SamplingPlan = request.app.state.sampling_plan
+        plan.refresh_if_stale(request.app.state.engine, settings.plan_refresh_seconds)
+        outcome = service.ingest_decisions(
+            session=session,
+            settings=settings,
+            parsed=ParsedBody(items=batch.decisions),
+            plan=plan,
+        )
+        metrics: ApiMetrics = request.app.state.metrics
+        metrics.decisions_ingested.inc(outcome.count("stored"))
+        metrics.decisions_duplicate.inc(outcome.count("duplicate"))
+        metrics.record_item_errors(outcome.errors)
+        for error in outcome.errors:
+            request_id = batch.decisions[error.index].get("request_id")
+            rejected.append(f"{request_id}: {'.'.join(map(str, error.loc))}: {error.msg}")
+    partial: dict[str, Any] = {}
+    if rejected:
+        partial = {"rejectedSpans": len(rejected), "errorMessage": "; ".join(rejected)[:4000]}
+    return {"partialSuccess": partial}
