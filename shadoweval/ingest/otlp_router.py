@@ -36,7 +36,9 @@ async def read_otlp_body(request: Request, settings: SettingsDep) -> dict[str, A
             )
     body = decode_content(body, request.headers.get("content-encoding"), max_bytes=limit)
     try:
-        document = json.loads(body or b"{}")
+        document = json.loads((body or b"{}").decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise MalformedBody(f"body is not UTF-8: {error.reason} at byte {error.start}") from error
     except json.JSONDecodeError as error:
         raise MalformedBody(
             f"body is not valid JSON: {error.msg} at line {error.lineno}"
@@ -46,7 +48,74 @@ async def read_otlp_body(request: Request, settings: SettingsDep) -> dict[str, A
     return document
 
 
-@router.post("/v1/traces", dependencies=[IngestScope])
+_ANY_VALUE = {
+    "type": "object",
+    "properties": {
+        "stringValue": {"type": "string"},
+        "intValue": {"type": "string", "description": "int64 as a decimal string"},
+        "doubleValue": {"type": "number"},
+        "boolValue": {"type": "boolean"},
+    },
+}
+_KEY_VALUE = {
+    "type": "object",
+    "required": ["key", "value"],
+    "properties": {"key": {"type": "string"}, "value": _ANY_VALUE},
+}
+_SPAN = {
+    "type": "object",
+    "required": ["traceId", "spanId", "name"],
+    "properties": {
+        "traceId": {"type": "string"},
+        "spanId": {"type": "string"},
+        "parentSpanId": {"type": "string"},
+        "name": {"type": "string"},
+        "startTimeUnixNano": {"type": "string"},
+        "endTimeUnixNano": {"type": "string"},
+        "attributes": {"type": "array", "items": _KEY_VALUE},
+    },
+}
+# The OTLP/HTTP JSON ExportTraceServiceRequest, as far as routing decisions use it.
+_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "resourceSpans": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "resource": {
+                                        "type": "object",
+                                        "properties": {
+                                            "attributes": {"type": "array", "items": _KEY_VALUE}
+                                        },
+                                    },
+                                    "scopeSpans": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "spans": {"type": "array", "items": _SPAN}
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/v1/traces", dependencies=[IngestScope], openapi_extra=_REQUEST_BODY)
 def post_traces(
     request: Request,
     session: SessionDep,
@@ -58,7 +127,10 @@ def post_traces(
     Answers OTLP's ExportTraceServiceResponse: 200 with `partialSuccess` counting the
     routing spans that could not be stored and why; other spans are ignored.
     """
-    batch = otlp.map_spans(document, default_router=settings.otlp_router_name)
+    try:
+        batch = otlp.map_spans(document, default_router=settings.otlp_router_name)
+    except otlp.OtlpShapeError as error:
+        raise MalformedBody(f"not an OTLP ExportTraceServiceRequest: {error}") from error
     rejected = list(batch.rejected)
     if batch.decisions:
         plan: SamplingPlan = request.app.state.sampling_plan
@@ -73,9 +145,10 @@ def post_traces(
         metrics.decisions_ingested.inc(outcome.count("stored"))
         metrics.decisions_duplicate.inc(outcome.count("duplicate"))
         metrics.record_item_errors(outcome.errors)
-        for error in outcome.errors:
-            request_id = batch.decisions[error.index].get("request_id")
-            rejected.append(f"{request_id}: {'.'.join(map(str, error.loc))}: {error.msg}")
+        for item_error in outcome.errors:
+            request_id = batch.decisions[item_error.index].get("request_id")
+            where = ".".join(map(str, item_error.loc))
+            rejected.append(f"{request_id}: {where}: {item_error.msg}")
     partial: dict[str, Any] = {}
     if rejected:
         partial = {"rejectedSpans": len(rejected), "errorMessage": "; ".join(rejected)[:4000]}

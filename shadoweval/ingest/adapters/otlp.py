@@ -45,7 +45,10 @@ def _value(value: dict[str, Any]) -> Any:
         if kind in value:
             return value[kind]
     if "intValue" in value:  # int64 travels as a string in OTLP JSON
-        return int(value["intValue"])
+        try:
+            return int(value["intValue"])
+        except (TypeError, ValueError):
+            return None  # not an integer: the attribute is dropped, not the request
     if "arrayValue" in value:
         return [_value(v) for v in value["arrayValue"].get("values", [])]
     if "kvlistValue" in value:
@@ -55,10 +58,26 @@ def _value(value: dict[str, Any]) -> Any:
     return None
 
 
+class OtlpShapeError(ValueError):
+    """The body is JSON but not an ExportTraceServiceRequest."""
+
+
+def _items(container: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OtlpShapeError(f"`{key}` must be an array, got {type(value).__name__}")
+    return [item for item in value if isinstance(item, dict)]
+
+
 def attributes(span: dict[str, Any]) -> dict[str, Any]:
+    values = span.get("attributes")
+    if not isinstance(values, list):
+        return {}
     return {
-        kv["key"]: _value(kv.get("value", {}))
-        for kv in span.get("attributes", [])
+        str(kv["key"]): _value(kv["value"] if isinstance(kv.get("value"), dict) else {})
+        for kv in values
         if isinstance(kv, dict) and "key" in kv
     }
 
@@ -116,20 +135,20 @@ def map_spans(body: dict[str, Any], *, default_router: str) -> OtlpBatch:
     """The routing decisions of an ExportTraceServiceRequest (JSON encoding)."""
     batch = OtlpBatch()
     spans: list[dict[str, Any]] = []
-    for resource_spans in body.get("resourceSpans", []) or []:
-        for scope_spans in resource_spans.get("scopeSpans", []) or []:
-            spans.extend(s for s in scope_spans.get("spans", []) or [] if isinstance(s, dict))
+    for resource_spans in _items(body, "resourceSpans"):
+        for scope_spans in _items(resource_spans, "scopeSpans"):
+            spans.extend(_items(scope_spans, "spans"))
     children: dict[str, list[dict[str, Any]]] = {}
     for span in spans:
         parent = span.get("parentSpanId")
-        if parent:
+        if isinstance(parent, str) and parent:
             children.setdefault(parent, []).append(span)
     for span in spans:
         attrs = attributes(span)
         if f"{ROUTE}tier" not in attrs:
             batch.not_routing += 1
             continue
-        for child in children.get(span.get("spanId", ""), []):
+        for child in children.get(str(span.get("spanId", "")), []):
             for key, value in attributes(child).items():
                 if key.startswith("gen_ai.") and key not in attrs:
                     attrs[key] = value
