@@ -56,6 +56,8 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         port=port,
         log_config=None,  # our own logging, set up in _settings()
         access_log=False,  # the app logs each request with its key prefix
+        # In-flight requests get this long to finish on SIGTERM; idle keep-alives do not wait.
+        timeout_graceful_shutdown=15,
     )
     uvicorn.Server(config).run()
 
@@ -372,6 +374,40 @@ def bench_detect(
 
     figures = run_detect_bench(repetitions=repetitions, seed=seed, changed_share=changed_share)
     typer.echo(format_detect_report(figures))
+    if as_json:
+        typer.echo(json.dumps(figures))
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    decisions: Annotated[int, typer.Option(help="Decisions posted in batches of 500.")] = 50_000,
+    single_posts: Annotated[int, typer.Option(help="Single posts for the latency test.")] = 2_000,
+    rate: Annotated[float, typer.Option(help="Offered rate of single posts, per second.")] = 200,
+    connections: Annotated[int, typer.Option(help="Concurrent batch connections.")] = 4,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL server; default SQLite.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Figures as JSON on the last line.")
+    ] = False,
+) -> None:
+    """Ingest throughput over HTTP beside the in-process path and a raw executemany."""
+    from shadoweval.bench.ingest import run_ingest_bench
+
+    figures = run_ingest_bench(
+        decisions=decisions,
+        single_posts=single_posts,
+        rate=rate,
+        connections=connections,
+        database_url=database_url,
+    )
+    typer.echo(
+        f"{figures['database']}: batched {figures['batched_decisions_per_second']}/s over HTTP, "
+        f"{figures['in_process_decisions_per_second']}/s in-process "
+        f"(ratio {figures['http_over_in_process']}), raw executemany "
+        f"{figures['raw_executemany_rows_per_second']} rows/s; single posts at {rate:.0f}/s: "
+        f"p50 {figures['single_post_p50_ms']} ms, p99 {figures['single_post_p99_ms']} ms"
+    )
     if as_json:
         typer.echo(json.dumps(figures))
 

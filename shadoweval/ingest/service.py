@@ -7,7 +7,7 @@ import binascii
 import functools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
 PAYLOAD_TABLE = cast(Table, DecisionPayload.__table__)  # type: ignore[attr-defined]
 TRAFFIC_TABLE = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
-# Rows per INSERT statement: keeps SQLite under its bound-parameter limit.
-_INSERT_CHUNK = 200
 
 SortOrder = Literal["asc", "desc"]
 
@@ -150,18 +148,24 @@ def _count_traffic(session: Session, rows: list[dict[str, Any]]) -> None:
         entry["router_cost_usd"] += row["router_cost_usd"] or 0.0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # Sorted keys: concurrent batches lock the same rows in the same order (no deadlock).
-    for (router, segment, tier, hour), sums in sorted(counts.items()):
-        values = {k: (v if k.endswith("usd") else int(v)) for k, v in sums.items()}
-        statement = insert(TRAFFIC_TABLE).values(
-            router=router, segment_value=segment, tier=tier, window_start=hour, **values
-        )
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["router", "segment_value", "tier", "window_start"],
-                set_={k: TRAFFIC_TABLE.c[k] + statement.excluded[k] for k in values},
-            )
-        )
+    statement = insert(TRAFFIC_TABLE)
+    statement = statement.on_conflict_do_update(
+        index_elements=["router", "segment_value", "tier", "window_start"],
+        set_={k: TRAFFIC_TABLE.c[k] + statement.excluded[k] for k in TRAFFIC_SUMS},
+    )
+    parameters = [
+        {
+            "router": router,
+            "segment_value": segment,
+            "tier": tier,
+            "window_start": hour,
+            **{k: (v if k.endswith("usd") else int(v)) for k, v in sums.items()},
+        }
+        # Sorted keys: concurrent batches lock the same rows in the same order (no deadlock).
+        for (router, segment, tier, hour), sums in sorted(counts.items())
+    ]
+    if parameters:
+        session.execute(statement, parameters)
 
 
 @functools.lru_cache(maxsize=8)
@@ -177,11 +181,6 @@ def _keeps_payload(settings: Settings, item: DecisionIn, sampled: bool) -> bool:
     return settings.store_payloads == "sampled" and sampled
 
 
-def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[dict[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
 def _insert_new_decisions(
     session: Session, rows: Sequence[dict[str, Any]]
 ) -> dict[tuple[str, str], int]:
@@ -192,17 +191,18 @@ def _insert_new_decisions(
     """
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    inserted: dict[tuple[str, str], int] = {}
-    for chunk in _chunks(rows, _INSERT_CHUNK):
-        statement = (
-            insert(DECISION_TABLE)
-            .values(list(chunk))
-            .on_conflict_do_nothing(index_elements=["router", "request_id"])
-            .returning(DECISION_TABLE.c.id, DECISION_TABLE.c.router, DECISION_TABLE.c.request_id)
-        )
-        for decision_id, router, request_id in session.execute(statement):
-            inserted[(router, request_id)] = decision_id
-    return inserted
+    statement = (
+        insert(DECISION_TABLE)
+        .on_conflict_do_nothing(index_elements=["router", "request_id"])
+        .returning(DECISION_TABLE.c.id, DECISION_TABLE.c.router, DECISION_TABLE.c.request_id)
+    )
+    # One statement with many parameter sets: compiled once and cached, sent by SQLAlchemy's
+    # "insertmanyvalues" in pages (a multi-row VALUES built per batch spent most of the time
+    # compiling).
+    return {
+        (router, request_id): decision_id
+        for decision_id, router, request_id in session.execute(statement, list(rows))
+    }
 
 
 def ingest_decisions(
@@ -295,8 +295,7 @@ def ingest_decisions(
             .values(payload_redacted=True)
         )
     if payload_rows:
-        for chunk in _chunks(payload_rows, _INSERT_CHUNK):
-            session.execute(PAYLOAD_TABLE.insert().values(list(chunk)))
+        session.execute(PAYLOAD_TABLE.insert(), payload_rows)
         session.execute(
             DECISION_TABLE.update()
             .where(DECISION_TABLE.c.id.in_([row["decision_id"] for row in payload_rows]))

@@ -1,0 +1,351 @@
+"""`shadoweval bench ingest`: decisions/s through the HTTP API, beside two ceilings.
+
+The API runs as its own process (uvicorn, one worker) on a fresh database; a load
+generator in this process posts realistic decisions (payloads kept for the 20 %
+sampled) in batches of 500 over several connections, then single decisions at a
+fixed offered rate to measure latency. In the same run, two ceilings for the same
+rows into the same kind of database: the same parse-validate-insert path called
+in-process without HTTP, and a raw `executemany` of the decision rows alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+TOPICS = ["billing", "code", "chat", "legal", "travel", "health", "shopping", "math"]
+
+
+def make_decisions(n: int, prefix: str, seed: int = 0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    words = [
+        "the",
+        "a",
+        "router",
+        "cheap",
+        "strong",
+        "model",
+        "answer",
+        "question",
+        "billing",
+        "refund",
+        "code",
+        "python",
+    ]
+    out = []
+    for i in range(n):
+        strong = rng.random() < 0.3
+        prompt = " ".join(rng.choice(words, size=int(rng.integers(20, 120))))
+        out.append(
+            {
+                "request_id": f"{prefix}-{i}",
+                "router": "bench-router",
+                "ts": f"2026-11-27T{i % 24:02d}:{i % 60:02d}:{(i // 60) % 60:02d}Z",
+                "tier": "strong" if strong else "cheap",
+                "chosen_model": "claude-sonnet-4-6" if strong else "claude-haiku-4-5",
+                "router_score": float(rng.random()),
+                "threshold": 0.5,
+                "segment": {"topic": TOPICS[i % len(TOPICS)], "language": "en"},
+                "features": {"input_tokens": int(rng.integers(10, 2000)), "has_code": bool(i % 3)},
+                "request": {"messages": [{"role": "user", "content": prompt}]},
+                "response": {"text": prompt[::-1], "finish_reason": "stop"},
+                "usage": {"input_tokens": len(prompt) // 4, "output_tokens": 120},
+                "cost_usd": 0.002,
+                "latency_ms": float(rng.integers(200, 2000)),
+            }
+        )
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _settings_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    return {
+        "SHADOWEVAL_DATABASE_URL": database_url,
+        "SHADOWEVAL_DATA_DIR": str(data_dir),
+        "SHADOWEVAL_SAMPLING_RATE_BY_TIER": json.dumps({"cheap": 0.2, "strong": 0.2}),
+        "SHADOWEVAL_DAILY_SHADOW_BUDGET_USD": "1000000000",
+        "SHADOWEVAL_LOG_LEVEL": "WARNING",
+        "SHADOWEVAL_INGEST_MAX_CONCURRENT": "8",
+    }
+
+
+def _fresh_database(database_url: str | None, name: str) -> tuple[str, Path]:
+    from sqlalchemy import create_engine, text
+
+    data_dir = Path(tempfile.mkdtemp(prefix=f"shadoweval-bench-{name}-"))
+    if database_url is None:
+        return f"sqlite:///{data_dir / 'bench.db'}", data_dir
+    from shadoweval.config import Settings
+
+    url = Settings(database_url=database_url).resolved_database_url
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    database = f"shadoweval_bench_{name}_{os.getpid()}"
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{database}"'))
+    engine.dispose()
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=database).render_as_string(hide_password=False), data_dir
+
+
+def _prepare(database_url: str, data_dir: Path) -> str:
+    """Migrate and return an ingest key."""
+    from shadoweval.auth import service as auth_service
+    from shadoweval.auth.models import Scope
+    from shadoweval.config import Settings
+    from shadoweval.db import create_db_engine, session_scope, upgrade_database
+
+    settings = Settings(database_url=database_url, data_dir=data_dir)
+    upgrade_database(settings)
+    engine = create_db_engine(settings)
+    with session_scope(engine) as session:
+        key = auth_service.create_key(session=session, scopes=[Scope.INGEST]).key
+    engine.dispose()
+    return key
+
+
+def _batched(url: str, key: str, decisions: list[dict[str, Any]], connections: int) -> float:
+    bodies = [
+        "\n".join(json.dumps(d) for d in decisions[i : i + 500])
+        for i in range(0, len(decisions), 500)
+    ]
+    queue = list(reversed(bodies))
+    lock = threading.Lock()
+    failures: list[int] = []
+
+    def worker() -> None:
+        with httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"},
+            timeout=120,
+        ) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                while True:
+                    response = client.post("/v1/decisions", content=body)
+                    if response.status_code == 503:
+                        time.sleep(float(response.headers.get("retry-after", "1")))
+                        continue
+                    if response.status_code != 202:
+                        failures.append(response.status_code)
+                    break
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"batched posts failed: {failures[:5]}")
+    return len(decisions) / elapsed
+
+
+async def _single_posts(
+    url: str, key: str, decisions: list[dict[str, Any]], rate: float
+) -> list[float]:
+    """Open-loop: send at a fixed offered rate, measure each request's latency."""
+    latencies: list[float] = []
+    async with httpx.AsyncClient(
+        base_url=url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+    ) as client:
+
+        async def one(decision: dict[str, Any]) -> None:
+            started = time.perf_counter()
+            response = await client.post("/v1/decisions", json=decision)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 202:
+                raise RuntimeError(f"single post answered {response.status_code}")
+
+        start = time.perf_counter()
+        tasks = []
+        for i, decision in enumerate(decisions):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(decision)))
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+def _in_process(database_url: str, data_dir: Path, decisions: list[dict[str, Any]]) -> float:
+    """The same parse → validate → insert path, without HTTP."""
+    from sqlmodel import Session
+
+    from shadoweval.config import Settings
+    from shadoweval.db import create_db_engine
+    from shadoweval.ingest import service
+    from shadoweval.ingest.parsing import parse_items
+    from shadoweval.sampling.service import SamplingPlan
+
+    settings = Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        sampling_rate_by_tier={"cheap": 0.2, "strong": 0.2},
+        daily_shadow_budget_usd=1e9,
+    )
+    engine = create_db_engine(settings)
+    plan = SamplingPlan()
+    bodies = [
+        "\n".join(json.dumps(d) for d in decisions[i : i + 500]).encode()
+        for i in range(0, len(decisions), 500)
+    ]
+    started = time.perf_counter()
+    for body in bodies:
+        parsed = parse_items(body, "application/x-ndjson", max_items=1000)
+        with Session(engine) as session:
+            service.ingest_decisions(session=session, settings=settings, parsed=parsed, plan=plan)
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return len(decisions) / elapsed
+
+
+def _raw_executemany(database_url: str, decisions: list[dict[str, Any]]) -> float:
+    """The decision rows alone, one executemany per 500, no validation, no payloads."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url)
+    rows = [
+        (
+            d["router"],
+            d["request_id"],
+            d["ts"].replace("T", " ").replace("Z", ""),
+            d["ts"].replace("T", " ").replace("Z", ""),
+            d["tier"],
+            d["chosen_model"],
+            d["chosen_model"],
+            False,
+            False,
+            "[]",
+            d["router_score"],
+            "p_strong_needed",
+            json.dumps(d["segment"]),
+            d["segment"]["topic"],
+            json.dumps(d["features"]),
+            "{}",
+            True,
+            True,
+            0.2,
+            False,
+            False,
+            False,
+        )
+        for d in decisions
+    ]
+    columns = (
+        "router, request_id, ts, received_at, tier, chosen_model, served_model, failover, "
+        "fallback, candidates, router_score, score_semantics, segment, segment_value, features, "
+        "extra, has_request, has_response, inclusion_probability, sampled, payload_stored, "
+        "payload_redacted"
+    )
+    marker = "%s" if engine.dialect.name == "postgresql" else "?"
+    statement = f"INSERT INTO decision ({columns}) VALUES ({', '.join([marker] * 22)})"  # noqa: S608
+    raw = engine.raw_connection()
+    started = time.perf_counter()
+    try:
+        cursor = raw.cursor()
+        for i in range(0, len(rows), 500):
+            cursor.executemany(statement, rows[i : i + 500])
+            raw.commit()
+    finally:
+        raw.close()
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return len(rows) / elapsed
+
+
+def run_ingest_bench(
+    *,
+    decisions: int = 50_000,
+    single_posts: int = 2_000,
+    rate: float = 200.0,
+    connections: int = 4,
+    database_url: str | None = None,
+) -> dict[str, Any]:
+    api_url, api_dir = _fresh_database(database_url, "api")
+    key = _prepare(api_url, api_dir)
+    port = _free_port()
+    env = {**os.environ, **_settings_env(api_url, api_dir)}
+    server = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+        [sys.executable, "-m", "shadoweval", "api", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not start")
+            time.sleep(0.1)
+        rows = make_decisions(decisions, "batched")
+        batched = _batched(url, key, rows, connections)
+        latencies = asyncio.run(
+            _single_posts(url, key, make_decisions(single_posts, "single", seed=1), rate)
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    process_url, process_dir = _fresh_database(database_url, "process")
+    _prepare(process_url, process_dir)
+    in_process = _in_process(process_url, process_dir, make_decisions(decisions, "inproc"))
+    raw_url, raw_dir = _fresh_database(database_url, "raw")
+    _prepare(raw_url, raw_dir)
+    raw = _raw_executemany(raw_url, make_decisions(decisions, "raw"))
+    p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
+    dialect = "postgresql" if database_url else "sqlite"
+    return {
+        "benchmark": "ingest",
+        "database": dialect,
+        "decisions": decisions,
+        "connections": connections,
+        "batched_decisions_per_second": round(batched),
+        "in_process_decisions_per_second": round(in_process),
+        "raw_executemany_rows_per_second": round(raw),
+        "http_over_in_process": round(batched / in_process, 3),
+        "in_process_over_raw": round(in_process / raw, 3),
+        "single_post_rate_per_second": rate,
+        "single_post_p50_ms": round(p50, 2),
+        "single_post_p99_ms": round(p99, 2),
+        "targets": {
+            "batched_decisions_per_second": 20_000 if dialect == "sqlite" else 10_000,
+            "http_over_in_process": 0.5,
+            "single_post_p99_ms": 15,
+        },
+    }
