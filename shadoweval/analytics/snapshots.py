@@ -397,7 +397,9 @@ def rebuild_traffic_snapshots(engine: Engine) -> int:
     if engine.dialect.name == "postgresql":
         hour = func.date_trunc("hour", func.timezone("UTC", d.ts)).op("AT TIME ZONE")("UTC")
     else:
-        hour = func.strftime("%Y-%m-%d %H:00:00.000000", d.ts)
+        # SQLite keeps ts as 'YYYY-MM-DD HH:MM:SS.ffffff' text: cutting the string is
+        # several times faster than strftime on a million rows.
+        hour = func.substr(d.ts, 1, 13).concat(":00:00.000000")
 
     def count_where(condition: Any) -> Any:
         # CASE, not a cast: a comparison with NULL is NULL, and a sum of NULLs is NULL.
