@@ -107,6 +107,23 @@ def _fresh_database(database_url: str | None, name: str) -> tuple[str, Path]:
     return make_url(url).set(database=database).render_as_string(hide_password=False), data_dir
 
 
+def _drop_databases(server_url: str, urls: list[str]) -> None:
+    """Remove the databases this benchmark created on a PostgreSQL server."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from shadoweval.config import Settings
+
+    engine = create_engine(
+        Settings(database_url=server_url).resolved_database_url, isolation_level="AUTOCOMMIT"
+    )
+    with engine.connect() as connection:
+        for url in urls:
+            name = make_url(url).database
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
 def _prepare(database_url: str, data_dir: Path) -> str:
     """Migrate and return an ingest key."""
     from shadoweval.auth import service as auth_service
@@ -334,6 +351,8 @@ def run_ingest_bench(
     raw_url, raw_dir = _fresh_database(database_url, "raw")
     _prepare(raw_url, raw_dir)
     raw = _raw_executemany(raw_url, make_decisions(decisions, "raw"))
+    if database_url is not None:
+        _drop_databases(database_url, [api_url, process_url, raw_url])
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
     dialect = "postgresql" if database_url else "sqlite"
     return {
