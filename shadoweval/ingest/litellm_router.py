@@ -34,15 +34,15 @@ from pydantic import Field
 
 from shadoweval.db import SessionDep
 from shadoweval.deps import IngestScope, SettingsDep
-from shadoweval.exceptions import MalformedBody, Overloaded, PayloadTooLarge, ShadowevalError
+from shadoweval.exceptions import MalformedBody, Overloaded, ShadowevalError
 from shadoweval.ingest import service
 from shadoweval.ingest.adapters import litellm as adapter
+from shadoweval.ingest.body import read_body_within
 from shadoweval.ingest.models import IngestResponse, ItemError, ItemResult
 from shadoweval.ingest.parsing import (
     NDJSON_MEDIA_TYPES,
     ParsedBody,
     check_media_type,
-    decode_content,
     parse_items,
 )
 from shadoweval.metrics import ApiMetrics
@@ -171,24 +171,10 @@ async def read_litellm_body(request: Request, settings: SettingsDep) -> LiteLLMB
     metrics: ApiMetrics = request.app.state.metrics
     try:
         media_type = check_media_type(request.headers.get("content-type"))
-        limit = settings.litellm_max_bytes
-        too_large = PayloadTooLarge(
-            f"body exceeds the limit of {limit} bytes per request "
-            "(SHADOWEVAL_LITELLM_MAX_BYTES); lower LiteLLM's batch size",
-            limit_bytes=limit,
-        )
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        body = decode_content(
-            b"".join(chunks), request.headers.get("content-encoding"), max_bytes=limit
+        body = await read_body_within(
+            request,
+            settings.litellm_max_bytes,
+            advice="lower LiteLLM's batch size (or raise SHADOWEVAL_LITELLM_MAX_BYTES)",
         )
         parsed = await run_in_threadpool(_parse, body, media_type, settings.ingest_max_items)
     except ShadowevalError as error:

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Request
 
 from shadoweval.db import SessionDep
 from shadoweval.deps import IngestScope, SettingsDep
-from shadoweval.exceptions import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from shadoweval.exceptions import MalformedBody, UnsupportedMediaType
 from shadoweval.ingest import service
 from shadoweval.ingest.adapters import otlp
-from shadoweval.ingest.parsing import ParsedBody, decode_content, media_type_of
+from shadoweval.ingest.body import read_body_within
+from shadoweval.ingest.parsing import ParsedBody, media_type_of
 from shadoweval.metrics import ApiMetrics
 from shadoweval.sampling.service import SamplingPlan
 
@@ -26,15 +27,7 @@ async def read_otlp_body(request: Request, settings: SettingsDep) -> dict[str, A
             f"Content-Type {media_type or 'none'} is not accepted; send OTLP/HTTP JSON "
             "(application/json); protobuf is not supported",
         )
-    limit = settings.ingest_max_bytes
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(
-                f"body exceeds the limit of {limit} bytes per request", limit_bytes=limit
-            )
-    body = decode_content(body, request.headers.get("content-encoding"), max_bytes=limit)
+    body = await read_body_within(request, settings.ingest_max_bytes)
     try:
         document = json.loads((body or b"{}").decode("utf-8"))
     except UnicodeDecodeError as error:

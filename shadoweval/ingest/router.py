@@ -11,13 +11,13 @@ from pydantic import AwareDatetime
 
 from shadoweval.db import SessionDep
 from shadoweval.deps import AdminScope, IngestScope, ReadScope, SettingsDep
-from shadoweval.exceptions import Overloaded, PayloadTooLarge
+from shadoweval.exceptions import Overloaded
 from shadoweval.ingest import service
+from shadoweval.ingest.body import read_body_within
 from shadoweval.ingest.models import DecisionPage, DecisionPublic, IngestResponse
 from shadoweval.ingest.parsing import (
     ParsedBody,
     check_media_type,
-    decode_content,
     parse_items,
 )
 from shadoweval.metrics import ApiMetrics
@@ -44,24 +44,7 @@ _REQUEST_BODY: dict[str, Any] = {
 async def read_decision_body(request: Request, settings: SettingsDep) -> ParsedBody:
     """Read the body within the size limit and split it into items."""
     media_type = check_media_type(request.headers.get("content-type"))
-    limit = settings.ingest_max_bytes
-    too_large = PayloadTooLarge(
-        f"body exceeds the limit of {limit} bytes per request; split the batch",
-        limit_bytes=limit,
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    body = decode_content(
-        b"".join(chunks), request.headers.get("content-encoding"), max_bytes=limit
-    )
+    body = await read_body_within(request, settings.ingest_max_bytes)
     return await run_in_threadpool(
         parse_items, body, media_type, max_items=settings.ingest_max_items
     )
