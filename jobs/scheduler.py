@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -84,7 +85,12 @@ def build_scheduler(runtime: WorkerRuntime) -> AsyncIOScheduler:
         async def fire(job: ScheduledJob = job) -> None:
             if job.leader_only and not runtime.is_leader:
                 return
-            await runtime.run_job(job.name, job.run)
+            try:
+                await runtime.run_job(job.name, job.run)
+            except asyncio.CancelledError:
+                # The worker is shutting down mid-job; leases and locks are released by the
+                # shutdown path, and a traceback here would only alarm on-call.
+                return
 
         scheduler.add_job(
             fire,

@@ -9,6 +9,7 @@ they fail: CI must never pass without having run them.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -104,6 +105,16 @@ def make_empty_database_url(backend: str, tmp_path: Path, postgres_factory: obje
 
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """CLI tests configure logging onto CliRunner's stream, which closes after the call."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

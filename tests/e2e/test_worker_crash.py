@@ -104,15 +104,22 @@ def test_sigkilled_worker_loses_nothing_and_repeats_nothing_finished(
 ) -> None:
     settings = pipeline_settings(base_settings, fake)
     env = worker_env(settings, fake)
-    first_batch = [decision(f"k-{i:03d}") for i in range(24)]
+    first_batch = [decision(f"k-{i:03d}") for i in range(60)]
     ingest(engine, settings, first_batch)
 
     doomed = start_worker(env, tmp_path / "worker-a.log")
     survivor = start_worker(env, tmp_path / "worker-b.log")
     replacement = None
     try:
-        wait_for(lambda: count(engine, Verdict, status=VerdictStatus.DONE) >= 4, 60, "progress")
-        wait_for(lambda: held_by(engine, doomed.pid) > 0, 30, "the doomed worker to hold leases")
+        # Kill it mid-run: some work finished, and the doomed worker holding leases right now.
+        wait_for(
+            lambda: (
+                count(engine, Verdict, status=VerdictStatus.DONE) >= 4
+                and held_by(engine, doomed.pid) > 0
+            ),
+            60,
+            "progress while the doomed worker holds leases",
+        )
         held = held_by(engine, doomed.pid)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=10)
