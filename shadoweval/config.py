@@ -226,6 +226,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    @field_validator("judge_temperature", mode="before")
+    @classmethod
+    def _no_temperature(cls, value: object) -> object:
+        # From the environment, "" or "none" means: send no temperature at all.
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            return None
+        return value
+
     @field_validator("sampling_rate_by_tier")
     @classmethod
     def _rates_are_probabilities(cls, rates: dict[str, float]) -> dict[str, float]:

@@ -47,3 +47,11 @@ def test_invalid_settings_say_which(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHADOWEVAL_STORE_PAYLOADS", "sometimes")
     with pytest.raises(ValidationError, match="store_payloads"):
         Settings()
+
+
+@pytest.mark.parametrize(("env", "expected"), [("0.2", 0.2), ("", None), ("none", None)])
+def test_judge_temperature_can_be_left_to_the_model(
+    monkeypatch: pytest.MonkeyPatch, env: str, expected: float | None
+) -> None:
+    monkeypatch.setenv("SHADOWEVAL_JUDGE_TEMPERATURE", env)
+    assert Settings().judge_temperature == expected
