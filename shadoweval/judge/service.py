@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, select
@@ -271,20 +270,15 @@ async def _provider_failure(
         verdict.attempts,
         settings.work_max_attempts,
     )
-    if error.worth_requeueing and verdict.attempts < settings.work_max_attempts:
-        delay = max(
-            leases.retry_delay_seconds(
-                verdict.attempts, settings.work_retry_base_s, settings.work_retry_max_s
-            ),
-            error.retry_after_s or 0.0,
-        )
+    retry_at = leases.next_retry(error, attempts=verdict.attempts, settings=settings, now=now)
+    if retry_at is not None:
         await asyncio.to_thread(
             leases.release_for_retry,
             engine,
             VERDICT_TABLE,
             item_id=verdict.id,
             owner=owner,
-            retry_at=now + timedelta(seconds=delay),
+            retry_at=retry_at,
             values={"error_detail": f"{error.reason}: {error.message}"[:2000]},
         )
         return VerdictStatus.QUEUED

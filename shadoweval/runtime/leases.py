@@ -19,6 +19,9 @@ from typing import Any
 from sqlalchemy import Table, and_, or_, select, update
 from sqlalchemy.engine import Engine
 
+from shadoweval.config import Settings
+from shadoweval.providers.base import ProviderError
+
 QUEUED, RUNNING = "queued", "running"
 
 
@@ -112,3 +115,17 @@ def release_for_retry(
 def retry_delay_seconds(attempts: int, base_seconds: float, max_seconds: float) -> float:
     """Exponential backoff between attempts of one work item: base · 2^(attempts−1), capped."""
     return float(min(max_seconds, base_seconds * 2 ** max(0, attempts - 1)))
+
+
+def next_retry(
+    error: ProviderError, *, attempts: int, settings: Settings, now: datetime
+) -> datetime | None:
+    """When an item whose provider call failed should run again; None when it has had its
+    chances (or the failure is not one a later attempt could cure)."""
+    if not error.worth_requeueing or attempts >= settings.work_max_attempts:
+        return None
+    delay = max(
+        retry_delay_seconds(attempts, settings.work_retry_base_s, settings.work_retry_max_s),
+        error.retry_after_s or 0.0,
+    )
+    return now + timedelta(seconds=delay)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, exists, func, select, update
@@ -392,20 +392,15 @@ async def _handle_failure(
         run.attempts,
         settings.work_max_attempts,
     )
-    if error.worth_requeueing and run.attempts < settings.work_max_attempts:
-        delay = max(
-            leases.retry_delay_seconds(
-                run.attempts, settings.work_retry_base_s, settings.work_retry_max_s
-            ),
-            error.retry_after_s or 0.0,
-        )
+    retry_at = leases.next_retry(error, attempts=run.attempts, settings=settings, now=now)
+    if retry_at is not None:
         await asyncio.to_thread(
             leases.release_for_retry,
             engine,
             RUN_TABLE,
             item_id=run.id,
             owner=owner,
-            retry_at=now + timedelta(seconds=delay),
+            retry_at=retry_at,
             values={"failure_reason": error.reason, "failure_detail": error.message[:2000]},
         )
         return WorkStatus.QUEUED
