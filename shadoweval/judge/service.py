@@ -323,28 +323,21 @@ async def process_due_verdicts(
     limit: int,
 ) -> dict[str, int]:
     await asyncio.to_thread(fail_exhausted, engine, max_attempts=settings.work_max_attempts)
-    ids = await asyncio.to_thread(
-        leases.claim,
+
+    async def handle(verdict_id: int) -> str:
+        return await judge_one(
+            engine=engine,
+            provider_for_model=provider_for_model,
+            settings=settings,
+            owner=owner,
+            verdict_id=verdict_id,
+        )
+
+    return await leases.claim_and_process(
         engine,
         VERDICT_TABLE,
         owner=owner,
         limit=limit,
         lease_seconds=settings.work_lease_seconds,
-        now=utcnow(),
+        handle=handle,
     )
-    outcomes = await asyncio.gather(
-        *(
-            judge_one(
-                engine=engine,
-                provider_for_model=provider_for_model,
-                settings=settings,
-                owner=owner,
-                verdict_id=verdict_id,
-            )
-            for verdict_id in ids
-        )
-    )
-    counts: dict[str, int] = {}
-    for status in outcomes:
-        counts[status] = counts.get(status, 0) + 1
-    return counts

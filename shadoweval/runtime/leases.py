@@ -12,7 +12,8 @@ cannot record a result twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy import Table, and_, or_, select, update
 from sqlalchemy.engine import Engine
 
 from shadoweval.config import Settings
+from shadoweval.db import utcnow
 from shadoweval.providers.base import ProviderError
 
 QUEUED, RUNNING = "queued", "running"
@@ -129,3 +131,25 @@ def next_retry(
         error.retry_after_s or 0.0,
     )
     return now + timedelta(seconds=delay)
+
+
+async def claim_and_process(
+    engine: Engine,
+    table: Table,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    handle: Callable[[int], Awaitable[str]],
+) -> dict[str, int]:
+    """Claim up to `limit` due items and handle them concurrently; counts per resulting status.
+
+    Concurrency is bounded by the providers the handlers call, not here.
+    """
+    ids = await asyncio.to_thread(
+        claim, engine, table, owner=owner, limit=limit, lease_seconds=lease_seconds, now=utcnow()
+    )
+    counts: dict[str, int] = {}
+    for status in await asyncio.gather(*(handle(item_id) for item_id in ids)):
+        counts[status] = counts.get(status, 0) + 1
+    return counts

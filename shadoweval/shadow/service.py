@@ -440,30 +440,22 @@ async def process_due_runs(
     limit: int,
 ) -> dict[str, int]:
     """Claim up to `limit` due runs and run them concurrently (providers bound concurrency)."""
-    now = utcnow()
     await asyncio.to_thread(fail_exhausted, engine, max_attempts=settings.work_max_attempts)
-    ids = await asyncio.to_thread(
-        leases.claim,
+
+    async def handle(run_id: int) -> str:
+        return await run_one(
+            engine=engine,
+            provider_for_model=provider_for_model,
+            settings=settings,
+            owner=owner,
+            run_id=run_id,
+        )
+
+    return await leases.claim_and_process(
         engine,
         RUN_TABLE,
         owner=owner,
         limit=limit,
         lease_seconds=settings.work_lease_seconds,
-        now=now,
+        handle=handle,
     )
-    outcomes = await asyncio.gather(
-        *(
-            run_one(
-                engine=engine,
-                provider_for_model=provider_for_model,
-                settings=settings,
-                owner=owner,
-                run_id=run_id,
-            )
-            for run_id in ids
-        )
-    )
-    counts: dict[str, int] = {}
-    for status in outcomes:
-        counts[status] = counts.get(status, 0) + 1
-    return counts
