@@ -1,0 +1,1 @@
+"""The one-command demo: traffic generator, local alert receiver, orchestration."""

@@ -1,0 +1,1 @@
+"""Human feedback and reviewer labels beside judge verdicts; judge–human agreement."""

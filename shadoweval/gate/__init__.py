@@ -1,0 +1,1 @@
+"""Release gate: replay stored requests on a candidate, judge pairwise, test non-inferiority."""
