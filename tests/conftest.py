@@ -26,8 +26,9 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
+from shadoweval import models as _all_tables  # noqa: F401  (fills SQLModel.metadata)
 from shadoweval.app import create_app
 from shadoweval.auth import service as auth_service
 from shadoweval.auth.models import Scope
@@ -37,22 +38,11 @@ from shadoweval.db import create_db_engine, upgrade_database
 POSTGRES_ADMIN_URL = os.environ.get(
     "SHADOWEVAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-# Children first, so DELETE respects foreign keys on SQLite.
-TABLES = (
-    "drift_report",
-    "verdict_window_snapshot",
-    "traffic_window_snapshot",
-    "sequential_state",
-    "sampling_stratum",
-    "budget_day",
-    "event",
-    "verdict",
-    "shadow_run",
-    "decision_payload",
-    "decision",
-    "api_key",
-    "worker_heartbeat",
-    "leader_lease",
+# Every table but Alembic's own, children first so DELETE respects foreign keys on SQLite.
+TABLES = tuple(
+    table.name
+    for table in reversed(SQLModel.metadata.sorted_tables)
+    if table.name != "alembic_version"
 )
 
 
