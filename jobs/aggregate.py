@@ -1,4 +1,5 @@
-"""Leader job: fold finished verdicts into window snapshots, then advance the sequential tests."""
+"""Leader job: fold finished verdicts and ingest's traffic deltas into window snapshots, then
+advance the sequential tests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def _aggregate(runtime: WorkerRuntime) -> dict[str, Any]:
     aggregated = snapshots.aggregate_finished_verdicts(runtime.engine)
     return {
         "aggregated": aggregated,
+        "traffic_deltas_folded": snapshots.fold_traffic_deltas(runtime.engine),
         **snapshots.advance_sequential_tests(runtime.engine, runtime.settings),
     }
 

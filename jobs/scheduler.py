@@ -11,13 +11,21 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from shadoweval.jobs import (
     aggregate,
     check_drift,
+    deliver_alerts,
     enqueue_shadow,
+    evaluate_alerts,
     heartbeat,
     judge_pairs,
     leadership,
     plan_sampling,
+    poll_batches,
     purge_payloads,
+    retrain_triggers,
+    run_gates,
     run_shadow,
+    submit_batches,
+    watch_judges,
+    watch_models,
 )
 
 if TYPE_CHECKING:
@@ -53,13 +61,43 @@ PERIODIC_JOBS = (
         leader_only=True,
     ),
     ScheduledJob("check_drift", check_drift.run, lambda rt: 3600.0, leader_only=True),
+    ScheduledJob(
+        "evaluate_alerts",
+        evaluate_alerts.run,
+        lambda rt: rt.settings.alert_evaluate_interval_seconds,
+        leader_only=True,
+    ),
     ScheduledJob("purge_payloads", purge_payloads.run, lambda rt: 3600.0, leader_only=True),
+    ScheduledJob("retrain_triggers", retrain_triggers.run, lambda rt: 15.0, leader_only=True),
+    ScheduledJob(
+        "watch_judges",
+        watch_judges.run,
+        lambda rt: rt.settings.judge_watch_interval_seconds,
+        leader_only=True,
+    ),
+    ScheduledJob(
+        "watch_models",
+        watch_models.run,
+        lambda rt: rt.settings.model_watch_interval_seconds,
+        leader_only=True,
+    ),
+    # Batch mode (every worker: batch rows are claimed under a lease, like work items).
+    ScheduledJob(
+        "submit_batches",
+        submit_batches.run,
+        lambda rt: rt.settings.batch_submit_interval_seconds,
+    ),
+    ScheduledJob(
+        "poll_batches", poll_batches.run, lambda rt: rt.settings.batch_poll_interval_seconds
+    ),
     ScheduledJob("heartbeat", heartbeat.run, lambda rt: 10.0),
 )
 # Claimed by every worker in continuous lanes (see runtime.worker), not on a timer.
 WORK_JOBS = (
     ScheduledJob("run_shadow", run_shadow.run, lambda rt: rt.settings.worker_poll_seconds),
     ScheduledJob("judge_pairs", judge_pairs.run, lambda rt: rt.settings.worker_poll_seconds),
+    ScheduledJob("run_gates", run_gates.run, lambda rt: rt.settings.worker_poll_seconds),
+    ScheduledJob("deliver_alerts", deliver_alerts.run, lambda rt: rt.settings.worker_poll_seconds),
 )
 
 # `shadoweval worker --once`: plan, work, then report.
@@ -69,10 +107,18 @@ ONE_PASS = tuple(
     for name in (
         "leadership",
         "plan_sampling",
+        "watch_models",
         "enqueue_shadow",
         "run_shadow",
         "judge_pairs",
+        "submit_batches",
+        "poll_batches",
+        "run_gates",
         "aggregate",
+        "watch_judges",
+        "evaluate_alerts",
+        "retrain_triggers",
+        "deliver_alerts",
         "heartbeat",
     )
 )

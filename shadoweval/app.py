@@ -19,17 +19,22 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from shadoweval import __version__, exceptions
+from shadoweval.alerts.delivery_router import router as alert_deliveries_router
+from shadoweval.alerts.router import router as alerts_router
 from shadoweval.analytics.router import router as analytics_router
 from shadoweval.auth.models import Scope
 from shadoweval.auth.router import router as keys_router
 from shadoweval.config import Settings, get_settings
 from shadoweval.db import check_database_ready, create_db_engine
 from shadoweval.deps import require_scope
+from shadoweval.feedback.router import router as feedback_router
+from shadoweval.gate.router import router as gates_router
 from shadoweval.ingest.litellm_router import router as litellm_router
 from shadoweval.ingest.models import DecisionIn
 from shadoweval.ingest.otlp_router import router as otlp_router
 from shadoweval.ingest.router import router as decisions_router
 from shadoweval.metrics import ApiMetrics
+from shadoweval.pool.router import router as pool_router
 from shadoweval.sampling.service import SamplingPlan
 
 log = logging.getLogger("shadoweval.api")
@@ -144,6 +149,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(otlp_router)
     app.include_router(keys_router)
     app.include_router(analytics_router)
+    app.include_router(feedback_router)
+    app.include_router(gates_router)
+    app.include_router(pool_router)
+    app.include_router(alert_deliveries_router)
+    app.include_router(alerts_router)
     _add_operational_routes(app, settings, engine, metrics)
     _document_decision_schema(app)
     return app

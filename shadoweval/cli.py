@@ -1,9 +1,8 @@
-"""The `shadoweval` command line: api, db, keys, demo."""
+"""The `shadoweval` command line: api, db, keys, demo, dashboard."""
 
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -194,60 +193,124 @@ def keys_rotate(
     typer.echo(f"prefix {created.prefix} replaces {prefix}", err=True)
 
 
-def _free_port(host: str, preferred: int) -> int:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, preferred))
-            return preferred
-        except OSError:
-            probe.bind((host, 0))
-            return int(probe.getsockname()[1])
-
-
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="API port (a free one if taken).")] = 8000,
+    dashboard_port: Annotated[
+        int, typer.Option(help="Dashboard port (a free one if taken).")
+    ] = 8501,
+    speed: Annotated[
+        float, typer.Option(help="Decision-time seconds per wall second (the compressed clock).")
+    ] = 12.0,
+    rate: Annotated[float, typer.Option(help="Routed requests per wall second.")] = 4.0,
+    real: Annotated[
+        bool,
+        typer.Option("--real", help="Use the real providers (needs their keys; spends money)."),
+    ] = False,
+    traffic: Annotated[
+        bool, typer.Option(help="Run the traffic generator, worker and alert receiver.")
+    ] = True,
+    dashboard: Annotated[bool, typer.Option(help="Start the dashboard.")] = True,
 ) -> None:
-    """Run shadoweval on the embedded SQLite default: migrate, make keys, serve the API."""
-    from shadoweval.auth import service
-    from shadoweval.auth.models import Scope
-    from shadoweval.db import create_db_engine, session_scope, upgrade_database
+    """The whole system on the embedded SQLite default: API, worker, dashboard, router traffic."""
+    from shadoweval.demo.run import DemoOptions, run_demo
+
+    options = DemoOptions(
+        port=port,
+        dashboard_port=dashboard_port,
+        speed=speed,
+        rate=rate,
+        real=real,
+        traffic=traffic,
+        dashboard=dashboard,
+    )
+    try:
+        run_demo(options, serve=_serve, configure=_settings)
+    except ValueError as error:
+        raise _fail(str(error), code=2) from error
+
+
+@app.command()
+def dashboard(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    api_url: Annotated[str | None, typer.Option(help="API base URL to read.")] = None,
+) -> None:
+    """Run the Streamlit dashboard; it reads the API with SHADOWEVAL_DASHBOARD_READ_KEY."""
+    import os
+
+    from shadoweval.dashboard import __file__ as package_file
 
     settings = _settings()
-    upgrade_database(settings)
-    engine = create_db_engine(settings)
-    with session_scope(engine) as session:
-        ingest_key = service.create_key(session=session, scopes=[Scope.INGEST], name="demo ingest")
-        read_key = service.create_key(session=session, scopes=[Scope.READ], name="demo read")
-    host = settings.api_host
-    port = _free_port(host, port)
-    url = f"http://{host}:{port}"
-    example = json.dumps(
-        {
-            "request_id": "demo-1",
-            "router": "demo-router",
-            "tier": "cheap",
-            "chosen_model": "claude-haiku-4-5",
-            "segment": {"topic": "billing"},
-        }
-    )
-    typer.echo(
-        f"""
-shadoweval demo (database: {engine.url.render_as_string(hide_password=True)})
-  API:         {url}   (OpenAPI docs at {url}/docs)
-  ingest key:  {ingest_key.key}
-  read key:    {read_key.key}
+    if api_url:
+        os.environ["SHADOWEVAL_DASHBOARD_API_URL"] = api_url
+    if not settings.dashboard_read_key:
+        typer.secho(
+            "warning: SHADOWEVAL_DASHBOARD_READ_KEY is not set; the API will refuse reads.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    app_path = Path(package_file).with_name("app.py")
+    argv = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path),
+        "--server.address",
+        host or settings.dashboard_host,
+        "--server.port",
+        str(settings.dashboard_port if port is None else port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    # exec: Streamlit owns the process, so Ctrl-C and SIGTERM reach it directly.
+    os.execv(sys.executable, argv)  # noqa: S606
 
-Post a decision:
-  curl -s -X POST {url}/v1/decisions -H 'Authorization: Bearer {ingest_key.key}' \\
-       -H 'Content-Type: application/json' -d '{example}'
-Read them back:
-  curl -s {url}/v1/decisions -H 'Authorization: Bearer {read_key.key}'
 
-Ctrl-C stops the demo.
-""",
+@app.command()
+def gate(
+    router: Annotated[str, typer.Option(help="Router whose stored requests are replayed.")],
+    candidate: Annotated[str, typer.Option(help="The new model.")],
+    replace: Annotated[str, typer.Option(help="The model the candidate would replace.")],
+    sample: Annotated[int, typer.Option(min=1, help="Stored requests to replay in all.")],
+    max_drop: Annotated[
+        float, typer.Option(help="Margin: largest acceptable P(replaced wins) - P(candidate wins).")
+    ],
+    segments: Annotated[
+        str | None, typer.Option(help="Comma-separated segment values (default: all).")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="One-sided level (default SHADOWEVAL_GATE_ALPHA).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified sample.")] = 0,
+    max_cost_usd: Annotated[
+        float | None, typer.Option(help="Spending cap in USD (default: gate_max_cost_usd).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the Markdown report here.")] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here.")] = None,
+) -> None:
+    """Release gate: replay stored requests on the candidate and the replaced model, judge them
+    pairwise, test non-inferiority. Exit 0 pass, 100 fail, 1 error, 2 usage error."""
+    from shadoweval.gate.cli import run_gate_command
+
+    code = run_gate_command(
+        settings=_settings(),
+        router=router,
+        candidate=candidate,
+        replace=replace,
+        sample=sample,
+        max_drop=max_drop,
+        segments=segments,
+        alpha=alpha,
+        seed=seed,
+        max_cost_usd=max_cost_usd,
+        report_path=report,
+        junit_path=junit,
     )
-    _serve(settings, host, port)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -294,6 +357,111 @@ def replay(
     )
 
 
+@app.command("export-training")
+def export_training(
+    router: Annotated[str, typer.Option(help="Router name.")],
+    since: Annotated[
+        str | None, typer.Option(help="Decision time ts ≥ since (RFC 3339, with offset).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Decision time ts < until (RFC 3339).")] = None,
+    export_format: Annotated[
+        str, typer.Option("--format", help="jsonl (all fields), routellm or notdiamond (CSV).")
+    ] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option(help="File to write; default standard output.", dir_okay=False)
+    ] = None,
+) -> None:
+    """Stream a router's judged pairs as labelled training tuples (as /v1/exports/training)."""
+    from shadoweval.db import check_database_ready, create_db_engine
+    from shadoweval.exceptions import ShadowevalError
+    from shadoweval.pool import export
+
+    try:
+        query = export.parse_query(router=router, since=since, until=until)
+        chosen = export.parse_format(export_format)
+    except ValueError as error:
+        raise _fail(str(error), 2) from error
+    settings = _settings()
+    engine = create_db_engine(settings)
+    try:
+        check_database_ready(engine)
+        written = export.write_export(
+            engine=engine,
+            settings=settings,
+            query=query,
+            export_format=chosen,
+            output=output,
+            progress=lambda total: typer.progressbar(
+                length=total, label="exporting", file=sys.stderr
+            ),
+        )
+    except ShadowevalError as error:
+        raise _fail(error.message) from error
+    typer.echo(f"exported {written} pairs", err=True)
+
+
+@app.command()
+def rejudge(
+    router: Annotated[str, typer.Option(help="Router whose judged pairs are re-judged.")],
+    sample: Annotated[int, typer.Option(min=1, help="Pairs to re-judge, both orders each.")] = 100,
+    judge_model: Annotated[
+        str | None, typer.Option(help="Judge model to try (default: the configured one).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random sample.")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Pairs judged at once.")] = 8,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Figures as JSON on the last line.")
+    ] = False,
+) -> None:
+    """Re-judge a stored sample with the current judge and report how often it agrees with the
+    stored verdicts (rate, Cohen's kappa with 95 % CI) before the switch is trusted. Writes
+    nothing: stored verdicts stay as they are."""
+    import asyncio
+
+    from shadoweval.db import check_database_ready, create_db_engine
+    from shadoweval.exceptions import DatabaseNotReady
+    from shadoweval.feedback import rejudge as rejudging
+    from shadoweval.providers.base import ProviderError
+    from shadoweval.providers.registry import build_provider_registry
+
+    settings = _settings()
+    if judge_model:
+        settings = settings.model_copy(update={"judge_model": judge_model})
+    engine = create_db_engine(settings)
+    try:
+        check_database_ready(engine)
+    except DatabaseNotReady as error:
+        raise _fail(error.message) from error
+
+    async def main() -> rejudging.RejudgeReport:
+        registry = build_provider_registry(settings)
+        try:
+            with typer.progressbar(length=sample, label="re-judging", file=sys.stderr) as bar:
+                return await rejudging.rejudge(
+                    engine=engine,
+                    settings=settings,
+                    provider_for_model=registry.for_model,
+                    router=router,
+                    sample=sample,
+                    seed=seed,
+                    concurrency=concurrency,
+                    on_pair=lambda _: bar.update(1),
+                )
+        finally:
+            await registry.aclose()
+
+    try:
+        report = asyncio.run(main())
+    except ProviderError as error:
+        raise _fail(f"judge provider: {error.reason}: {error.message}") from error
+    if not report.pairs:
+        raise _fail(f"router {router!r} has no judged pairs with stored answers to re-judge")
+    for line in rejudging.summary_lines(report):
+        typer.echo(line)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+
+
 @app.command()
 def worker(
     once: Annotated[
@@ -335,16 +503,31 @@ def bench_shadow(
     as_json: Annotated[
         bool, typer.Option("--json", help="Figures as JSON on the last line.")
     ] = False,
+    mode: Annotated[
+        str, typer.Option(help="realtime, or batch: realtime then batch mode, cost ratio.")
+    ] = "realtime",
+    batch_delay_ms: Annotated[
+        float, typer.Option(help="Batch mode: the fake ends each batch this long after creation.")
+    ] = 1000,
 ) -> None:
     """Shadow runs with their two judge calls each against a fake provider with fixed latency."""
-    from shadoweval.bench.shadow import run_bench
+    from shadoweval.bench.shadow import format_batch_report, run_bench
 
+    if mode not in ("realtime", "batch"):
+        raise _fail("--mode must be realtime or batch", 2)
     figures = run_bench(
         sizes=[int(n) for n in runs.split(",")],
         in_flight=in_flight,
         latency_ms=latency_ms,
         database_url=database_url,
+        mode=mode,
+        batch_delay_ms=batch_delay_ms,
     )
+    if mode == "batch":
+        typer.echo("\n".join(format_batch_report(figures)))
+        if as_json:
+            typer.echo(json.dumps(figures))
+        return
     ceiling = figures["ceiling_calls_per_second"]
     typer.echo(f"ceiling: {in_flight} in flight / {latency_ms:.0f} ms = {ceiling} calls/s")
     for row in figures["results"]:

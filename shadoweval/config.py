@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="Wait for a slot before answering 503 with Retry-After."
     )
     ingest_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Ingest skips the key lookup (a DB read and a thread hop per request) for a key it
+    # authenticated this recently; also the bound on how long a key revoked through another
+    # API process keeps working for ingest (revocations through this process apply at once).
+    ingest_key_cache_seconds: float = Field(
+        default=5.0, ge=0, description="Seconds ingest trusts an authenticated API key; 0 = off."
+    )
     otlp_router_name: str = Field(
         default="otel", description="Router of OTLP spans without shadoweval.route.router."
     )
@@ -179,7 +185,46 @@ class Settings(BaseSettings):
     judge_char_budget: int = Field(
         default=24_000, ge=1_000, description="Characters of conversation + answers per judge call."
     )
+    # Human feedback is compared with the judge as one bit; a grade needs a cut-off.
+    feedback_acceptable_min_grade: int = Field(
+        default=3, ge=1, le=5, description="A 1–5 grade at or above this is 'acceptable'."
+    )
+    judge_watch_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often the leader looks for a new judge key."
+    )
+    # Release gate (`shadoweval gate`, POST /v1/gates): the one-sided level of its
+    # non-inferiority tests, and the share of replayed requests that may fail (provider or
+    # judge errors) before a run reports an error instead of a verdict on a biased sample.
+    gate_alpha: float = Field(
+        default=0.05, gt=0, lt=0.5, description="One-sided level of the gate's tests."
+    )
+    gate_max_error_share: float = Field(
+        default=0.05, ge=0, le=1, description="Share of gate items allowed to end in error."
+    )
+    gate_max_cost_usd: float | None = Field(
+        default=50.0, gt=0, description="Default spending cap of one gate run, USD."
+    )
     shadow_default_max_tokens: int = Field(default=1024, ge=1)
+    # Batch mode halves the price of shadow and judge calls at the cost of latency (a batch
+    # may take up to 24 h); gates and the demo always stay realtime.
+    shadow_mode: Literal["realtime", "batch"] = Field(
+        default="realtime", description="realtime | batch: how shadow and judge calls are made."
+    )
+    shadow_mode_by_router: dict[str, Literal["realtime", "batch"]] = Field(
+        default_factory=dict, description="Per-router override of shadow_mode."
+    )
+    batch_max_items: int = Field(
+        default=1000, ge=1, le=50_000, description="Items per provider batch (OpenAI max 50,000)."
+    )
+    batch_max_age_seconds: float = Field(
+        default=600.0, ge=0, description="Seconds an item waits for a fuller batch before it goes."
+    )
+    batch_submit_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often due items are gathered into batches."
+    )
+    batch_poll_interval_seconds: float = Field(
+        default=60.0, gt=0, description="Seconds between status checks of one submitted batch."
+    )
     work_max_attempts: int = Field(
         default=5, ge=1, description="Claims of one work item before it is recorded as failed."
     )
@@ -222,6 +267,107 @@ class Settings(BaseSettings):
         "records of ~14 KB at once.",
     )
     # --- end litellm integration ---
+
+    # --- model watcher (pool) ---
+    model_watch_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often the leader scans new decisions for new models."
+    )
+    model_watch_batch_size: int = Field(
+        default=5000, ge=1, description="Decisions the model watcher reads per transaction."
+    )
+    # Ingest transactions commit out of id order on PostgreSQL; reading only decisions older
+    # than this keeps a later-committing lower id from slipping behind the watermark.
+    model_watch_settle_seconds: float = Field(
+        default=30.0, ge=0, description="Seconds after receipt before the watcher reads a decision."
+    )
+    model_change_boost_hours: float = Field(
+        default=24.0, ge=0, description="Hours of decision time a model change boosts sampling."
+    )
+    model_change_boost_factor: float = Field(
+        default=5.0, ge=1, description="How many times more often a changed tier is sampled."
+    )
+    # --- end model watcher ---
+
+    # --- dashboard (`shadoweval dashboard` reads the HTTP API only, never the database) ---
+    dashboard_api_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL of the API the dashboard reads."
+    )
+    dashboard_read_key: str | None = Field(
+        default=None, repr=False, description="Read-scope API key the dashboard sends."
+    )
+    dashboard_operate_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="Operate-scope key; when set the dashboard offers acknowledge and silence.",
+    )
+    dashboard_host: str = Field(default="127.0.0.1", description="Dashboard bind address.")
+    dashboard_port: int = Field(default=8501, ge=0, le=65535, description="Dashboard port.")
+    # --- end dashboard ---
+
+    # --- alert rules and lifecycle ---
+    alert_rules_file: Path | None = Field(
+        default=None,
+        description="YAML rule file; default: the packaged default_rules.yaml. A rule set "
+        "put through PUT /v1/alert-rules replaces it.",
+    )
+    alert_evaluate_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often the leader evaluates the alert rules."
+    )
+    alert_reminder_minutes: float = Field(
+        default=240.0,
+        gt=0,
+        description="Minutes a firing, unacknowledged alert waits before a reminder.",
+    )
+    dashboard_url: str = Field(
+        default="http://127.0.0.1:8501",
+        description="Public URL of the dashboard, for the links alerts carry.",
+    )
+    # --- end alert rules and lifecycle ---
+
+    # --- alert delivery (outbox; URLs and keys are secrets, never logged or shown whole) ---
+    alert_webhook_url: str | None = Field(
+        default=None, description="Generic webhook receiving every alert notification as JSON."
+    )
+    alert_webhook_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="Shared secret signing webhook and retrain bodies (X-Shadoweval-Signature).",
+    )
+    alert_slack_webhook_url: str | None = Field(
+        default=None, repr=False, description="Slack incoming-webhook URL (its path is a secret)."
+    )
+    alert_pagerduty_routing_key: str | None = Field(
+        default=None, repr=False, description="PagerDuty Events API v2 integration (routing) key."
+    )
+    alert_pagerduty_url: str = Field(
+        default="https://events.pagerduty.com/v2/enqueue",
+        description="PagerDuty Events API v2 endpoint.",
+    )
+    retrain_webhook_url: str | None = Field(
+        default=None,
+        description="Signed webhook told of every model change, with a training-export link.",
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Public URL of this API, for absolute links in notifications.",
+    )
+    delivery_max_age_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Hours a delivery keeps being retried before it is recorded as failed.",
+    )
+    delivery_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Seconds one delivery POST may take."
+    )
+    # Backoff between attempts of one delivery: base · 2^(n−1) with jitter, capped, so a
+    # receiver back after an outage gets its backlog within a few minutes.
+    delivery_retry_base_seconds: float = Field(
+        default=10.0, gt=0, description="Seconds before the first retry of a delivery."
+    )
+    delivery_retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between two attempts of a delivery."
+    )
+    # --- end alert delivery ---
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -142,3 +145,237 @@ class DatabaseCollector(Collector):
         yield limit
         yield refused
         yield exhausted
+        yield from _delivery_gauges(self.engine)
+        yield from _quality_gauges(self.engine)
+
+
+def _delivery_gauges(engine: Engine) -> Iterator[Metric]:
+    """Alert outbox backlog per channel: a receiver that is down shows as pending rising."""
+    from shadoweval.alerts import outbox
+
+    try:
+        counts = outbox.open_counts(engine, utcnow())
+    except SQLAlchemyError as error:
+        log.warning("metrics: alert delivery gauges unavailable: %s", error)
+        return
+    pending = GaugeMetricFamily(
+        "shadoweval_alert_deliveries_pending",
+        "Alert deliveries not yet delivered (pending or in flight), by channel.",
+        labels=["channel"],
+    )
+    failed = GaugeMetricFamily(
+        "shadoweval_alert_deliveries_failed",
+        "Alert deliveries given up on (refused, or older than the max age), by channel.",
+        labels=["channel"],
+    )
+    oldest = GaugeMetricFamily(
+        "shadoweval_alert_delivery_oldest_pending_age_seconds",
+        "Age of the oldest undelivered alert delivery, by channel (0 when none).",
+        labels=["channel"],
+    )
+    for row in counts:
+        pending.add_metric([row["channel"]], float(row["pending"]))
+        failed.add_metric([row["channel"]], float(row["failed"]))
+        oldest.add_metric([row["channel"]], float(row["oldest_open_age_s"]))
+    yield pending
+    yield failed
+    yield oldest
+
+
+# Quality gauges read the last day of decision time; calibration refits on every verdict of
+# that day, so it is cached between scrapes (several Prometheus servers may scrape).
+QUALITY_WINDOW = timedelta(hours=24)
+CALIBRATION_CACHE_SECONDS = 60.0
+CalibrationFigure = tuple[str, str, float | None, float | None, int]  # router, judge, ECE, Brier, n
+_calibration_cache: dict[str, tuple[float, list[CalibrationFigure]]] = {}
+
+
+def _quality_gauges(engine: Engine) -> Iterator[Metric]:
+    """Harm rate per segment with its 95 % interval, calibration per router, alert states and
+    label freshness, for teams that alert through Alertmanager."""
+    try:
+        families = _quality_families(engine, utcnow())
+    except SQLAlchemyError as error:
+        log.warning("metrics: quality gauges unavailable: %s", error)
+        return
+    yield from families
+
+
+def _quality_families(engine: Engine, now: datetime) -> list[Metric]:
+    from sqlmodel import Session
+
+    from shadoweval.alerts import service as alerts_service
+    from shadoweval.analytics import snapshots
+
+    with Session(engine) as session:
+        harm = _harm_rates(session, now - QUALITY_WINDOW)
+        calibration = _calibration(engine, session, now)
+        firing_counts = alerts_service.firing_counts(session)
+        firing = alerts_service.firing_alerts(session)
+        lags = _verdict_lags(session, now)
+    watermark_lag = (now - snapshots.watermark(engine, now)).total_seconds()
+
+    labels = ["router", "segment", "judge"]
+    rate = GaugeMetricFamily(
+        "shadoweval_harm_rate",
+        "Weighted share of cheap-routed requests that needed the strong tier, last 24 h of ts.",
+        labels=labels,
+    )
+    low = GaugeMetricFamily(
+        "shadoweval_harm_rate_ci_low", "Lower end of the harm rate's 95 % interval.", labels=labels
+    )
+    high = GaugeMetricFamily(
+        "shadoweval_harm_rate_ci_high", "Upper end of the harm rate's 95 % interval.", labels=labels
+    )
+    n = GaugeMetricFamily(
+        "shadoweval_harm_labels", "Judged pairs behind the harm rate, last 24 h.", labels=labels
+    )
+    for key, estimate in harm:
+        n.add_metric(list(key), float(estimate.n))
+        if estimate.estimate == estimate.estimate:  # NaN: no weight yet
+            rate.add_metric(list(key), estimate.estimate)
+            low.add_metric(list(key), estimate.ci_low)
+            high.add_metric(list(key), estimate.ci_high)
+    ece = GaugeMetricFamily(
+        "shadoweval_calibration_ece",
+        "Weighted expected calibration error of router_score, last 24 h (biased upward).",
+        labels=["router", "judge"],
+    )
+    brier = GaugeMetricFamily(
+        "shadoweval_calibration_brier",
+        "Weighted Brier score of router_score against strong_needed, last 24 h.",
+        labels=["router", "judge"],
+    )
+    calibration_n = GaugeMetricFamily(
+        "shadoweval_calibration_labels",
+        "Labelled pairs with a p_strong_needed score, last 24 h.",
+        labels=["router", "judge"],
+    )
+    for router, judge, ece_value, brier_value, count in calibration:
+        calibration_n.add_metric([router, judge], float(count))
+        if ece_value is not None:
+            ece.add_metric([router, judge], ece_value)
+        if brier_value is not None:
+            brier.add_metric([router, judge], brier_value)
+    counts = GaugeMetricFamily(
+        "shadoweval_alerts_firing",
+        "Firing alerts by rule, severity and level (warn | alert).",
+        labels=["rule", "severity", "level"],
+    )
+    for rule, severity, level, count in firing_counts:
+        counts.add_metric([rule, severity, level], float(count))
+    states = GaugeMetricFamily(
+        "shadoweval_alert_firing",
+        "1 per firing alert, labelled by its dedup key's parts.",
+        labels=["rule", "router", "segment", "level", "severity"],
+    )
+    for alert in firing:
+        states.add_metric(
+            [alert.rule, alert.router or "", alert.segment or "", alert.level, alert.severity], 1.0
+        )
+    lag = GaugeMetricFamily(
+        "shadoweval_verdict_lag_seconds",
+        "Seconds from a decision's ts to its finished verdict, over verdicts of the last hour.",
+        labels=["quantile"],
+    )
+    for quantile, seconds in lags:
+        lag.add_metric([quantile], seconds)
+    watermark = GaugeMetricFamily(
+        "shadoweval_label_watermark_lag_seconds",
+        "Seconds from the oldest decision still waiting for its verdict to now (0 when none).",
+    )
+    watermark.add_metric([], max(0.0, watermark_lag))
+    return [rate, low, high, n, ece, brier, calibration_n, counts, states, lag, watermark]
+
+
+def _harm_rates(session: Any, since: datetime) -> list[tuple[tuple[str, str, str], Any]]:
+    from sqlalchemy import Table, func, select
+
+    from shadoweval.analytics.models import VerdictWindowSnapshot
+    from shadoweval.stats.rates import WeightedSums, hajek_rate_from_sums
+
+    s = cast(Table, VerdictWindowSnapshot.__table__).c  # type: ignore[attr-defined]
+    rows = session.execute(
+        select(
+            s.router,
+            s.segment_value,
+            s.judge_key,
+            func.sum(s.labels),
+            func.sum(s.sum_w),
+            func.sum(s.sum_w2),
+            func.sum(s.sum_wy),
+            func.sum(s.sum_vw),
+            func.sum(s.sum_vwy),
+        )
+        .where(s.window == "hour", s.direction == "forward", s.window_start >= since)
+        .group_by(s.router, s.segment_value, s.judge_key)
+    ).all()
+    out = []
+    for router, segment, judge, labels, w, w2, wy, vw, vwy in rows:
+        sums = WeightedSums(
+            int(labels or 0),
+            float(w or 0),
+            float(w2 or 0),
+            float(wy or 0),
+            float(vw or 0),
+            float(vwy or 0),
+            float(vwy or 0),
+        )
+        out.append(((router, segment, judge), hajek_rate_from_sums(sums)))
+    return out
+
+
+def _calibration(engine: Engine, session: Any, now: datetime) -> list[CalibrationFigure]:
+    from sqlalchemy import Table, select
+
+    from shadoweval.analytics import calibration_service
+    from shadoweval.judge.models import Verdict
+
+    key = engine.url.render_as_string(hide_password=True)
+    cached = _calibration_cache.get(key)
+    if cached is not None and time.monotonic() - cached[0] < CALIBRATION_CACHE_SECONDS:
+        return cached[1]
+    v = cast(Table, Verdict.__table__).c  # type: ignore[attr-defined]
+    since = now - QUALITY_WINDOW
+    routers = session.scalars(
+        select(v.router)
+        .where(v.ts >= since, v.router_score.is_not(None), v.status == "done")
+        .group_by(v.router)
+    ).all()
+    figures = []
+    for router in routers:
+        for report in calibration_service.calibration_reports(
+            session=session, router=router, since=since
+        ):
+            figures.append(
+                (
+                    router,
+                    report.judge_key,
+                    report.expected_calibration_error,
+                    report.brier.get("brier"),
+                    report.n,
+                )
+            )
+    _calibration_cache[key] = (time.monotonic(), figures)
+    return figures
+
+
+def _verdict_lags(session: Any, now: datetime) -> list[tuple[str, float]]:
+    from sqlalchemy import Table, select
+
+    from shadoweval.judge.models import Verdict
+
+    v = cast(Table, Verdict.__table__).c  # type: ignore[attr-defined]
+    rows = session.execute(
+        select(v.ts, v.finished_at)
+        .where(v.status == "done", v.finished_at >= now - timedelta(hours=1))
+        .limit(100_000)
+    ).all()
+    lags = sorted((finished - ts).total_seconds() for ts, finished in rows)
+    if not lags:
+        return []
+    return [
+        ("0.5", lags[len(lags) // 2]),
+        ("0.95", lags[min(len(lags) - 1, int(0.95 * len(lags)))]),
+        ("1", lags[-1]),
+    ]

@@ -1,5 +1,7 @@
 """Imports every table module, so SQLModel.metadata (and Alembic) sees the whole schema."""
 
+from shadoweval.alerts.delivery_models import AlertDelivery, AlertDeliveryAttempt
+from shadoweval.alerts.models import Alert, AlertRuleSet
 from shadoweval.analytics.models import (
     DriftReport,
     SequentialState,
@@ -8,23 +10,39 @@ from shadoweval.analytics.models import (
 )
 from shadoweval.auth.models import ApiKey
 from shadoweval.events.models import Event
-from shadoweval.ingest.models import Decision, DecisionPayload
+from shadoweval.feedback.models import Feedback, ReviewAssignment, ReviewLabel
+from shadoweval.gate.models import GateItem, GateRun
+from shadoweval.ingest.models import Decision, DecisionPayload, TrafficDelta
 from shadoweval.judge.models import Verdict
+from shadoweval.pool.models import ModelWatchState, RouterModel
 from shadoweval.runtime.models import LeaderLease, WorkerHeartbeat
 from shadoweval.sampling.models import BudgetDay, SamplingStratum
-from shadoweval.shadow.models import ShadowRun
+from shadoweval.shadow.models import ProviderBatch, ShadowRun
 
 __all__ = [
+    "Alert",
+    "AlertDelivery",
+    "AlertDeliveryAttempt",
+    "AlertRuleSet",
     "ApiKey",
     "BudgetDay",
     "Decision",
     "DecisionPayload",
     "DriftReport",
     "Event",
+    "Feedback",
+    "GateItem",
+    "GateRun",
     "LeaderLease",
+    "ModelWatchState",
+    "ProviderBatch",
+    "ReviewAssignment",
+    "ReviewLabel",
+    "RouterModel",
     "SamplingStratum",
     "SequentialState",
     "ShadowRun",
+    "TrafficDelta",
     "TrafficWindowSnapshot",
     "Verdict",
     "VerdictWindowSnapshot",

@@ -12,13 +12,16 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Table, select
 from sqlmodel import Session
 
+from shadoweval.events.models import Event
 from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Verdict, VerdictStatus
+from shadoweval.pool.service import MODEL_CHANGE
 from shadoweval.providers.pricing import PricingTable
 from shadoweval.stats import calibration, economics
 
 VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
 DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
+EVENT_TABLE = cast(Table, Event.__table__)  # type: ignore[attr-defined]
 
 
 def _clean(value: Any) -> Any:
@@ -49,6 +52,14 @@ class CalibrationReport(BaseModel):
     cox: dict[str, Any] = Field(description="calibration intercept and slope (ideal 0 and 1)")
     against_perfect_calibration: dict[str, Any]
     drift_against_reference: dict[str, Any] | None
+    window_starts_at: str = Field(
+        default="requested",
+        description="model_change: the window starts at the router's latest model change and "
+        "the reference is the window before it; requested: since/until as given; all: no bounds",
+    )
+    model_change: dict[str, Any] | None = Field(
+        default=None, description="the model_change event that starts the window, if any"
+    )
 
 
 def _labelled(
@@ -91,7 +102,22 @@ def calibration_reports(
 ) -> list[CalibrationReport]:
     """Calibration of router_score against strong_needed, weighted by 1/π, one report per
     judge (verdicts of different judges are never pooled), with a drift test against the
-    reference window when one is given."""
+    reference window when one is given.
+
+    For one router with no window given, the current window starts at the router's latest
+    model_change event and the reference is the window before it (back to the previous
+    change): a reset never hides a miscalibrated router, since every report also carries
+    the test against perfect calibration.
+    """
+    window_starts_at = "all" if since is None and until is None else "requested"
+    change: Event | None = None
+    no_window = since is None and reference_since is None and reference_until is None
+    if router is not None and no_window:
+        change, previous = _model_changes(session, router, until)
+        if change is not None:
+            window_starts_at = "model_change"
+            since, reference_until = change.ts, change.ts
+            reference_since = previous.ts if previous is not None else None
     current = _labelled(session, router, since, until)
     reference = (
         _labelled(session, router, reference_since, reference_until)
@@ -131,9 +157,42 @@ def calibration_reports(
                     calibration.perfect_calibration_test(score, label, weight)
                 ),
                 drift_against_reference=drift,
+                window_starts_at=window_starts_at,
+                model_change=_change_details(change),
             )
         )
     return reports
+
+
+def _model_changes(
+    session: Session, router: str, until: datetime | None
+) -> tuple[Event | None, Event | None]:
+    """The router's latest model_change event (before `until`) and the one before it."""
+    c = EVENT_TABLE.c
+    query = select(Event).where(c.kind == MODEL_CHANGE, c.router == router)
+    if until is not None:
+        query = query.where(c.ts < until)
+    latest = session.scalars(query.order_by(c.ts.desc(), c.id.desc()).limit(1)).first()
+    if latest is None:
+        return None, None
+    # Changes of several tiers at one ts open one window, not an empty reference.
+    previous = session.scalars(
+        query.where(c.ts < latest.ts).order_by(c.ts.desc(), c.id.desc()).limit(1)
+    ).first()
+    return latest, previous
+
+
+def _change_details(change: Event | None) -> dict[str, Any] | None:
+    if change is None:
+        return None
+    return {
+        "event_id": change.id,
+        "ts": change.ts,
+        "tier": change.details.get("tier"),
+        "model": change.details.get("model"),
+        "previous_models": change.details.get("previous_models", []),
+        "source": change.details.get("source"),
+    }
 
 
 def router_economics_report(

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from shadoweval.db import utc_day
 from shadoweval.exceptions import InvalidRequest, NotFound
+from shadoweval.feedback.judge_changes import judge_event_key
 from shadoweval.ingest.models import DecisionPayload
 from shadoweval.judge import quality
 from shadoweval.judge.models import Outcome, Verdict, VerdictPublic, VerdictStatus
@@ -329,7 +330,15 @@ class SegmentQuality(BaseModel):
     router: str
     segment: str
     direction: str = Field(description="forward: cheap-routed (harm); reverse: missed savings")
+    # One row per judge: verdicts of two judges are never pooled (DESIGN.md, Judge).
     judge_key: str
+    judge_model: str
+    prompt_hash: str
+    judge_changed_at: datetime | None = Field(
+        default=None,
+        description="ts of the judge_changed event this judge's window starts at; null for "
+        "the router's first judge",
+    )
     label: str = Field(description="harm_rate or missed_savings_rate")
     rate: Estimate
     cheaper_wins: Estimate
@@ -351,6 +360,16 @@ def _estimate(value: Any) -> Estimate:
         n=value.n,
         effective_n=_nan_to_none(value.effective_n),
     )
+
+
+def _judge_change_times(session: Session) -> dict[str, datetime]:
+    """judge_changed events by dedup key (router|judge_key) → the ts they split at."""
+    from shadoweval.events.models import Event
+    from shadoweval.feedback.judge_changes import JUDGE_CHANGED
+
+    events = cast(Table, Event.__table__)  # type: ignore[attr-defined]
+    query = select(events.c.dedup_key, events.c.ts).where(events.c.kind == JUDGE_CHANGED)
+    return {str(key): ts for key, ts in session.execute(query)}
 
 
 def segment_quality(
@@ -419,6 +438,7 @@ def segment_quality(
         (s["router"], s["segment_value"], s["direction"], s["judge_key"]): s
         for s in session.execute(select(states)).mappings()
     }
+    judge_started = _judge_change_times(session)
     results = []
     for row in rows:
         r, segment, direction, judge_key, *values = row
@@ -452,12 +472,16 @@ def segment_quality(
         )
         decisions, sampled, refused = funnel_top.get((r, segment), (0, 0, 0))
         state = state_rows.get((r, segment, direction, judge_key))
+        judge_model, _, prompt_hash = judge_key.rpartition("#")
         results.append(
             SegmentQuality(
                 router=r,
                 segment=segment,
                 direction=direction,
                 judge_key=judge_key,
+                judge_model=judge_model or judge_key,
+                prompt_hash=prompt_hash,
+                judge_changed_at=judge_started.get(judge_event_key(r, judge_key)),
                 label="harm_rate" if direction == "forward" else "missed_savings_rate",
                 rate=_estimate(label_rate),
                 cheaper_wins=_estimate(cheaper),

@@ -383,15 +383,69 @@ def _feed(
     return values
 
 
+def fold_traffic_deltas(engine: Engine, *, limit: int = 100_000) -> int:
+    """Add up to `limit` traffic deltas written by ingest to their hourly snapshots.
+
+    The deltas are deleted in the transaction that adds them, so each is counted once
+    however many workers fold (on PostgreSQL a second folder skips rows the first has
+    locked). Returns how many deltas were folded.
+    """
+    from shadoweval.analytics.models import TRAFFIC_SUMS, TrafficWindowSnapshot
+    from shadoweval.ingest.models import TrafficDelta
+
+    traffic = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
+    deltas = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
+    keys = ("router", "segment_value", "tier", "window_start")
+    with engine.begin() as connection:
+        pending = select(deltas.c.id).order_by(deltas.c.id).limit(limit)
+        if connection.dialect.name == "postgresql":
+            pending = pending.with_for_update(skip_locked=True)
+        folded = connection.execute(
+            deltas.delete()
+            .where(deltas.c.id.in_(pending.scalar_subquery()))
+            .returning(*(deltas.c[name] for name in keys + TRAFFIC_SUMS))
+        ).all()
+        totals: dict[tuple[Any, ...], list[float]] = {}
+        for row in folded:
+            total = totals.setdefault(tuple(row[:4]), [0.0] * len(TRAFFIC_SUMS))
+            for position, value in enumerate(row[4:]):
+                total[position] += value or 0
+        if not totals:
+            return 0
+        statement = _insert(connection)(traffic)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: traffic.c[name] + statement.excluded[name] for name in TRAFFIC_SUMS},
+        )
+        connection.execute(
+            statement,
+            [
+                {
+                    **dict(zip(keys, key, strict=True)),
+                    **{
+                        name: (value if name.endswith("usd") else int(value))
+                        for name, value in zip(TRAFFIC_SUMS, sums, strict=True)
+                    },
+                }
+                # Sorted keys: concurrent folders lock snapshot rows in the same order.
+                for key, sums in sorted(totals.items())
+            ],
+        )
+    return len(folded)
+
+
 def rebuild_traffic_snapshots(engine: Engine) -> int:
     """Recompute the hourly traffic snapshots from the decision log in one GROUP BY.
 
-    Ingest keeps them up to date; this repairs or backfills them (and is what
-    `shadoweval bench analytics` times from empty tables).
+    Ingest keeps them up to date (through deltas the aggregator folds); this repairs or
+    backfills them (and is what `shadoweval bench analytics` times from empty tables).
+    Pending deltas are dropped: the decision log already holds what they count.
     """
     from shadoweval.analytics.models import TrafficWindowSnapshot
+    from shadoweval.ingest.models import TrafficDelta
 
     traffic = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
+    deltas = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
     d = DECISION_TABLE.c
     hour: Any
     if engine.dialect.name == "postgresql":
@@ -436,6 +490,7 @@ def rebuild_traffic_snapshots(engine: Engine) -> int:
         "router_cost_usd",
     ]
     with engine.begin() as connection:
+        connection.execute(deltas.delete())
         connection.execute(traffic.delete())
         connection.execute(traffic.insert().from_select(names, grouped))
         return int(connection.scalar(select(func.count()).select_from(traffic)) or 0)

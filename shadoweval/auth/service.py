@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from datetime import datetime, timedelta
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from shadoweval.auth.models import ApiKey, ApiKeyCreated, ApiKeyPublic, Principal, Scope
@@ -91,6 +94,7 @@ def revoke_key(*, session: Session, prefix: str) -> ApiKeyPublic:
         key.revoked_at = utcnow()
         session.add(key)
         session.commit()
+    _note_revocation()
     return to_public(key)
 
 
@@ -113,11 +117,16 @@ def rotate_key(*, session: Session, prefix: str, grace_hours: float = 0) -> ApiK
         old.revoked_at = now
     session.add(old)
     session.commit()
+    _note_revocation()
     return new
 
 
 def authenticate(*, session: Session, key: str) -> Principal:
     """The principal for a presented key, or AuthenticationFailed saying why."""
+    return _authenticate(session, key)[0]
+
+
+def _authenticate(session: Session, key: str) -> tuple[Principal, datetime | None]:
     parts = key.split("_")
     if len(parts) < 3 or parts[0] != KEY_MARKER:
         raise AuthenticationFailed("malformed API key; expected `sek_<prefix>_<secret>`")
@@ -134,4 +143,73 @@ def authenticate(*, session: Session, key: str) -> Principal:
         row.last_used_at = now
         session.add(row)
         session.commit()
-    return Principal(prefix=prefix, scopes=frozenset(row.scopes))
+    return Principal(prefix=prefix, scopes=frozenset(row.scopes)), row.expires_at
+
+
+# --- key cache ----------------------------------------------------------------------------
+
+# Bumped by every revocation and rotation in this process: caches drop what they hold, so a
+# key revoked through this process stops working at once; through another process, within
+# a cache's `ttl_s`.
+_revocation_generation = 0
+_revocation_lock = threading.Lock()
+
+
+def _note_revocation() -> None:
+    global _revocation_generation
+    with _revocation_lock:
+        _revocation_generation += 1
+
+
+class KeyCache:
+    """Principals of keys authenticated in the last `ttl_s` seconds, so that hot paths
+    (ingest) skip the key lookup and its threadpool hop.
+
+    Bound: a key revoked or expired elsewhere keeps working here for at most `ttl_s`
+    seconds (never past its own expiry); `ttl_s = 0` turns the cache off. Entries are
+    keyed by the key's SHA-256, so no secret is held in memory beyond the request.
+    """
+
+    def __init__(self, ttl_s: float, *, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._generation = _revocation_generation
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Principal | None:
+        if self.ttl_s <= 0:
+            return None
+        digest = _hash(key)
+        with self._lock:
+            if self._generation != _revocation_generation:
+                self._entries.clear()
+                self._generation = _revocation_generation
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry[1] <= time.monotonic():
+                del self._entries[digest]
+                return None
+            return entry[0]
+
+    def authenticate(self, *, engine: Engine, key: str) -> Principal:
+        """The principal from the cache, or from the database (then cached)."""
+        principal = self.get(key)
+        if principal is not None:
+            return principal
+        generation = _revocation_generation
+        with Session(engine, expire_on_commit=False) as session:
+            principal, expires_at = _authenticate(session, key)
+        if self.ttl_s <= 0:
+            return principal
+        valid_for = self.ttl_s
+        if expires_at is not None:
+            valid_for = min(valid_for, (expires_at - utcnow()).total_seconds())
+        with self._lock:
+            # A revocation while the key was being read: do not cache what may be stale.
+            if generation == _revocation_generation == self._generation and valid_for > 0:
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+                self._entries[_hash(key)] = (principal, time.monotonic() + valid_for)
+        return principal

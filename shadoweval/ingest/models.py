@@ -244,6 +244,34 @@ class DecisionPayload(SQLModel, table=True):
     stored_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
 
 
+class TrafficDelta(SQLModel, table=True):
+    """Decisions an ingest transaction added to one stratum-hour, appended, never updated.
+
+    Every ingest upserting the same hourly snapshot rows serialised concurrent writers on
+    their row locks; appends do not conflict. The aggregator job folds these rows into
+    `traffic_window_snapshot` (analytics/snapshots.py) and deletes them in one transaction.
+    """
+
+    __tablename__ = "traffic_delta"
+
+    id: int | None = SQLField(
+        default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True)
+    )
+    router: str = SQLField(max_length=200)
+    segment_value: str = SQLField(max_length=200)
+    tier: str = SQLField(max_length=64)
+    window_start: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    decisions: int = 0
+    sampled: int = 0
+    budget_refused: int = 0
+    with_payload: int = 0
+    failover: int = 0
+    fallback: int = 0
+    escalated: int = 0
+    cost_usd: float = 0.0
+    router_cost_usd: float = 0.0
+
+
 # --- read schema ---------------------------------------------------------------------------
 
 

@@ -7,19 +7,19 @@ import binascii
 import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Table, and_, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import JSON, Table, and_, func, or_, select
 from sqlmodel import Session
 
-from shadoweval.analytics.models import TRAFFIC_SUMS, TrafficWindowSnapshot
+from shadoweval.analytics.models import TRAFFIC_SUMS
 from shadoweval.config import Settings
-from shadoweval.db import utcnow
+from shadoweval.db import UtcDateTime, utcnow
 from shadoweval.exceptions import InvalidRequest, NotFound
 from shadoweval.ingest.models import (
     Decision,
@@ -29,8 +29,9 @@ from shadoweval.ingest.models import (
     DecisionPublic,
     ItemError,
     ItemResult,
+    TrafficDelta,
 )
-from shadoweval.ingest.parsing import ParsedBody
+from shadoweval.ingest.parsing import ParsedBody, RawJson
 from shadoweval.ingest.redaction import Redactor
 from shadoweval.sampling import policy
 from shadoweval.sampling import service as sampling_service
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
 PAYLOAD_TABLE = cast(Table, DecisionPayload.__table__)  # type: ignore[attr-defined]
-TRAFFIC_TABLE = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
+DELTA_TABLE = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
 
 SortOrder = Literal["asc", "desc"]
 
@@ -56,13 +57,47 @@ class IngestOutcome:
 
 def _validation_errors(index: int, exc: ValidationError) -> list[ItemError]:
     return [
-        ItemError(index=index, loc=list(error["loc"]), msg=error["msg"], type=error["type"])
+        ItemError.model_construct(
+            index=index, loc=list(error["loc"]), msg=error["msg"], type=error["type"]
+        )
         for error in exc.errors(include_url=False, include_input=False)
     ]
 
 
+@dataclass(frozen=True)
+class _Reservation:
+    account: str
+    cost_usd: float
+    hash_value: float
+
+
+@dataclass
+class _Pending:
+    """A valid, new-in-this-batch decision on its way into the database."""
+
+    item: DecisionIn
+    row: dict[str, Any]
+    reservation: _Reservation
+    payload: dict[str, Any] | None  # redacted request/response to keep, or None
+
+
+class _PlanLookup:
+    """π per stratum for one batch: the plan is looked up once per stratum, not per item."""
+
+    def __init__(self, settings: Settings, plan: SamplingPlan) -> None:
+        self.settings, self.plan = settings, plan
+        self.cache: dict[tuple[str, str, str], sampling_service.PlannedStratum] = {}
+
+    def __call__(self, router: str, segment: str, tier: str) -> sampling_service.PlannedStratum:
+        key = (router, segment, tier)
+        planned = self.cache.get(key)
+        if planned is None:
+            planned = self.cache[key] = self.plan.lookup(self.settings, router, segment, tier)
+        return planned
+
+
 def _decision_row(
-    item: DecisionIn, *, settings: Settings, plan: SamplingPlan, received_at: datetime
+    item: DecisionIn, *, settings: Settings, lookup: _PlanLookup, received_at: datetime
 ) -> tuple[dict[str, Any], _Reservation]:
     extra = dict(item.model_extra or {})
     usage = item.usage
@@ -72,7 +107,7 @@ def _decision_row(
         item.segment, settings.segment_key, settings.unlabelled_segment
     )
     ts = item.ts or received_at
-    planned = plan.lookup(settings, item.router, segment_value, item.tier)
+    planned = lookup(item.router, segment_value, item.tier)
     inclusion_probability, base_probability = planned.probability_at(ts)
     hash_value = policy.sampling_hash(item.router, item.request_id)
     return {
@@ -120,23 +155,22 @@ def _decision_row(
     )
 
 
-@dataclass(frozen=True)
-class _Reservation:
-    account: str
-    cost_usd: float
-    hash_value: float
-
-
 def _hour(ts: datetime) -> datetime:
     return ts.replace(minute=0, second=0, microsecond=0)
 
 
-def _count_traffic(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Add stored decisions to the hourly traffic snapshots (the top of the coverage funnel)."""
+def _count_traffic(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Append the stored decisions' counts per stratum-hour (the top of the coverage funnel).
+
+    Appended as deltas, never upserted into the snapshot rows every writer shares: concurrent
+    ingest transactions do not wait on each other's row locks. The aggregator job folds them.
+    """
     counts: dict[tuple[str, str, str, datetime], dict[str, float]] = {}
     for row in rows:
         key = (row["router"], row["segment_value"], row["tier"], _hour(row["ts"]))
-        entry = counts.setdefault(key, dict.fromkeys(TRAFFIC_SUMS, 0.0))
+        entry = counts.get(key)
+        if entry is None:
+            entry = counts[key] = dict.fromkeys(TRAFFIC_SUMS, 0.0)
         entry["decisions"] += 1
         entry["sampled"] += row["sampled"]
         entry["budget_refused"] += row["sampling_skip_reason"] == "budget_exhausted"
@@ -146,26 +180,20 @@ def _count_traffic(session: Session, rows: list[dict[str, Any]]) -> None:
         entry["escalated"] += row["escalated_from"] is not None
         entry["cost_usd"] += row["cost_usd"] or 0.0
         entry["router_cost_usd"] += row["router_cost_usd"] or 0.0
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(TRAFFIC_TABLE)
-    statement = statement.on_conflict_do_update(
-        index_elements=["router", "segment_value", "tier", "window_start"],
-        set_={k: TRAFFIC_TABLE.c[k] + statement.excluded[k] for k in TRAFFIC_SUMS},
-    )
-    parameters = [
-        {
-            "router": router,
-            "segment_value": segment,
-            "tier": tier,
-            "window_start": hour,
-            **{k: (v if k.endswith("usd") else int(v)) for k, v in sums.items()},
-        }
-        # Sorted keys: concurrent batches lock the same rows in the same order (no deadlock).
-        for (router, segment, tier, hour), sums in sorted(counts.items())
-    ]
-    if parameters:
-        session.execute(statement, parameters)
+    if counts:
+        session.execute(
+            DELTA_TABLE.insert(),
+            [
+                {
+                    "router": router,
+                    "segment_value": segment,
+                    "tier": tier,
+                    "window_start": hour,
+                    **{k: (v if k.endswith("usd") else int(v)) for k, v in sums.items()},
+                }
+                for (router, segment, tier, hour), sums in counts.items()
+            ],
+        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -181,6 +209,17 @@ def _keeps_payload(settings: Settings, item: DecisionIn, sampled: bool) -> bool:
     return settings.store_payloads == "sampled" and sampled
 
 
+def _redacted_payload(redactor: Redactor, item: DecisionIn) -> tuple[dict[str, Any], bool]:
+    """The payload as the router sent it (validated, no filled-in defaults), redacted."""
+    request, request_hits = redactor.payload(
+        item.request.model_dump(mode="json", exclude_unset=True) if item.request else None
+    )
+    response, response_hits = redactor.payload(
+        item.response.model_dump(mode="json", exclude_unset=True) if item.response else None
+    )
+    return {"request": request, "response": response}, bool(request_hits or response_hits)
+
+
 def _insert_new_decisions(
     session: Session, rows: Sequence[dict[str, Any]]
 ) -> dict[tuple[str, str], int]:
@@ -188,21 +227,68 @@ def _insert_new_decisions(
 
     Concurrent resends of one batch race on the unique key; the database decides
     the winner, so nothing is stored twice and no request fails.
+
+    Sent to the driver directly, one short prepared statement per row: SQLAlchemy's
+    multi-row VALUES with RETURNING spent more time binding parameters than SQLite
+    spent storing them, and on PostgreSQL the statement outgrew psycopg's query cache,
+    which then re-parsed it with regexes on every batch (over half of the ingest time).
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(DECISION_TABLE)
-        .on_conflict_do_nothing(index_elements=["router", "request_id"])
-        .returning(DECISION_TABLE.c.id, DECISION_TABLE.c.router, DECISION_TABLE.c.request_id)
+    names = list(rows[0])
+    columns, markers = ", ".join(names), ", ".join(["%s"] * len(names))
+    sql = (
+        f"INSERT INTO decision ({columns}) VALUES ({markers}) "  # noqa: S608 (the table's columns)
+        "ON CONFLICT (router, request_id) DO NOTHING RETURNING id, router, request_id"
     )
-    # One statement with many parameter sets: compiled once and cached, sent by SQLAlchemy's
-    # "insertmanyvalues" in pages (a multi-row VALUES built per batch spent most of the time
-    # compiling).
-    return {
-        (router, request_id): decision_id
-        for decision_id, router, request_id in session.execute(statement, list(rows))
-    }
+    driver: Any = session.connection().connection.driver_connection
+    inserted: dict[tuple[str, str], int] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        parameters = [
+            [Jsonb(row[name]) if name in _JSON_COLUMNS else row[name] for name in names]
+            for row in rows
+        ]
+        # Pipelined: one round trip for the batch, the statement prepared once.
+        with driver.cursor() as cursor:
+            cursor.executemany(sql, parameters, returning=True)
+            while True:
+                for decision_id, router, request_id in cursor.fetchall():
+                    inserted[(router, request_id)] = decision_id
+                if not cursor.nextset():
+                    break
+        return inserted
+    # SQLite: executemany drops RETURNING rows; a per-row execute of a cached statement
+    # costs a few µs. Values are stored as SQLAlchemy would (JSON text, naive UTC text).
+    sql = sql.replace("%s", "?")
+    encoders = [_SQLITE_ENCODERS.get(name) for name in names]
+    cursor = driver.cursor()
+    try:
+        for row in rows:
+            values = [
+                row[name] if encode is None or row[name] is None else encode(row[name])
+                for name, encode in zip(names, encoders, strict=True)
+            ]
+            for decision_id, router, request_id in cursor.execute(sql, values):
+                inserted[(router, request_id)] = decision_id
+    finally:
+        cursor.close()
+    return inserted
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    # SQLAlchemy's SQLite DATETIME text form, of the naive UTC time (see db.UtcDateTime).
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+_JSON_COLUMNS = frozenset(
+    name for name, column in DECISION_TABLE.c.items() if isinstance(column.type, JSON)
+)
+_SQLITE_ENCODERS: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(_JSON_COLUMNS, json.dumps),
+    **{
+        name: _sqlite_datetime
+        for name, column in DECISION_TABLE.c.items()
+        if isinstance(column.type, UtcDateTime)
+    },
+}
 
 
 def ingest_decisions(
@@ -218,7 +304,8 @@ def ingest_decisions(
     invalid ones, and a resend of the whole batch stores nothing twice.
     """
     received_at = utcnow()
-    plan = plan or SamplingPlan()
+    lookup = _PlanLookup(settings, plan or SamplingPlan())
+    redactor = _redactor(tuple(settings.redaction_patterns.items()))
     results: list[ItemResult | None] = [None] * len(parsed.items)
     errors: list[ItemError] = []
     valid: list[tuple[int, DecisionIn]] = []
@@ -226,17 +313,32 @@ def ingest_decisions(
     for index, raw in enumerate(parsed.items):
         if index in parsed.unparsable:
             errors.append(
-                ItemError(index=index, loc=[], msg=parsed.unparsable[index], type="json_invalid")
+                ItemError.model_construct(
+                    index=index, loc=[], msg=parsed.unparsable[index], type="json_invalid"
+                )
             )
-            results[index] = ItemResult(index=index, status="invalid")
+            results[index] = ItemResult.model_construct(index=index, status="invalid")
             continue
         try:
-            item = DecisionIn.model_validate(raw)
+            if type(raw) is RawJson:
+                item = DecisionIn.model_validate_json(raw)
+            else:
+                item = DecisionIn.model_validate(raw)
         except ValidationError as exc:
+            if type(raw) is RawJson:
+                raw, unreadable = raw.decoded()
+                if unreadable is not None:
+                    errors.append(
+                        ItemError.model_construct(
+                            index=index, loc=[], msg=unreadable, type="json_invalid"
+                        )
+                    )
+                    results[index] = ItemResult.model_construct(index=index, status="invalid")
+                    continue
             errors.extend(_validation_errors(index, exc))
             known = raw if isinstance(raw, dict) else {}
             request_id, router = known.get("request_id"), known.get("router")
-            results[index] = ItemResult(
+            results[index] = ItemResult.model_construct(
                 index=index,
                 status="invalid",
                 request_id=request_id if isinstance(request_id, str) else None,
@@ -245,69 +347,42 @@ def ingest_decisions(
             continue
         valid.append((index, item))
 
-    rows: list[dict[str, Any]] = []
-    reservations: dict[tuple[str, str], _Reservation] = {}
+    pending: dict[tuple[str, str], _Pending] = {}
     first_index_of_key: dict[tuple[str, str], int] = {}
-    items_by_key: dict[tuple[str, str], DecisionIn] = {}
     for index, item in valid:
         key = (item.router, item.request_id)
         if key in first_index_of_key:
             continue
         first_index_of_key[key] = index
-        items_by_key[key] = item
-        row, reservations[key] = _decision_row(
-            item, settings=settings, plan=plan, received_at=received_at
+        row, reservation = _decision_row(
+            item, settings=settings, lookup=lookup, received_at=received_at
         )
-        rows.append(row)
+        payload = None
+        if _keeps_payload(settings, item, row["sampled"]):
+            # Decided before the insert, so the decision row is written once, complete.
+            payload, row["payload_redacted"] = _redacted_payload(redactor, item)
+            row["payload_stored"] = True
+        pending[key] = _Pending(item, row, reservation, payload)
 
+    rows = [p.row for p in pending.values()]
     inserted = _insert_new_decisions(session, rows) if rows else {}
-    row_by_key = {(row["router"], row["request_id"]): row for row in rows}
-    _reserve_budget(session, settings, inserted, row_by_key, reservations)
-    _count_traffic(session, [row_by_key[key] for key in inserted])
-
-    payload_rows: list[dict[str, Any]] = []
-    redacted_ids: list[int] = []
-    redactor = _redactor(tuple(settings.redaction_patterns.items()))
-    for key, decision_id in inserted.items():
-        item = items_by_key[key]
-        if _keeps_payload(settings, item, row_by_key[key]["sampled"]):
-            # Kept as the router sent it (validated, no filled-in defaults), then redacted.
-            request, request_hits = redactor.payload(
-                item.request.model_dump(mode="json", exclude_unset=True) if item.request else None
-            )
-            response, response_hits = redactor.payload(
-                item.response.model_dump(mode="json", exclude_unset=True) if item.response else None
-            )
-            if request_hits or response_hits:
-                redacted_ids.append(decision_id)
-            payload_rows.append(
-                {
-                    "decision_id": decision_id,
-                    "request": request,
-                    "response": response,
-                    "stored_at": received_at,
-                }
-            )
-    if redacted_ids:
-        session.execute(
-            DECISION_TABLE.update()
-            .where(DECISION_TABLE.c.id.in_(redacted_ids))
-            .values(payload_redacted=True)
-        )
+    payload_rows = [
+        {**pending[key].payload, "decision_id": decision_id, "stored_at": received_at}  # type: ignore[dict-item]
+        for key, decision_id in inserted.items()
+        if pending[key].payload is not None
+    ]
     if payload_rows:
         session.execute(PAYLOAD_TABLE.insert(), payload_rows)
-        session.execute(
-            DECISION_TABLE.update()
-            .where(DECISION_TABLE.c.id.in_([row["decision_id"] for row in payload_rows]))
-            .values(payload_stored=True)
-        )
+    # Last before the commit: on PostgreSQL the budget row stays locked until then.
+    _reserve_budget(session, settings, inserted, pending)
+    _count_traffic(session, [pending[key].row for key in inserted])
     session.commit()
 
     for index, item in valid:
         key = (item.router, item.request_id)
-        stored_row = row_by_key[key]
+        stored_row = pending[key].row
         new = first_index_of_key[key] == index and key in inserted
-        results[index] = ItemResult(
+        results[index] = ItemResult.model_construct(
             index=index,
             status="stored" if new else "duplicate",
             request_id=item.request_id,
@@ -324,40 +399,45 @@ def _reserve_budget(
     session: Session,
     settings: Settings,
     inserted: dict[tuple[str, str], int],
-    row_by_key: dict[tuple[str, str], dict[str, Any]],
-    reservations: dict[tuple[str, str], _Reservation],
+    pending: dict[tuple[str, str], _Pending],
 ) -> None:
     """Reserve the budget of newly sampled decisions; unsample the ones it cannot cover.
 
     Refused decisions keep no inclusion probability (π = 0: they could not have been
-    sampled) and say why, so the coverage funnel counts them.
+    sampled) and say why, so the coverage funnel counts them; a payload kept only
+    because the decision was sampled is removed again.
     """
     candidates = [
         Candidate(
             decision_id=decision_id,
-            day=row_by_key[key]["ts"].strftime("%Y-%m-%d"),
-            account=reservations[key].account,
-            cost_usd=reservations[key].cost_usd,
-            hash_value=reservations[key].hash_value,
+            day=pending[key].row["ts"].strftime("%Y-%m-%d"),
+            account=pending[key].reservation.account,
+            cost_usd=pending[key].reservation.cost_usd,
+            hash_value=pending[key].reservation.hash_value,
         )
         for key, decision_id in inserted.items()
-        if row_by_key[key]["sampled"]
+        if pending[key].row["sampled"]
     ]
     if not candidates:
         return
     refused = set(sampling_service.reserve_budget(session, settings, candidates).refused_ids)
     if not refused:
         return
+    values: dict[str, Any] = {
+        "sampled": False,
+        "inclusion_probability": 0.0,
+        "sampling_skip_reason": "budget_exhausted",
+    }
+    drop_payloads = settings.store_payloads == "sampled"
+    if drop_payloads:
+        values.update(payload_stored=False, payload_redacted=False)
+        session.execute(PAYLOAD_TABLE.delete().where(PAYLOAD_TABLE.c.decision_id.in_(refused)))
     session.execute(
-        DECISION_TABLE.update()
-        .where(DECISION_TABLE.c.id.in_(sorted(refused)))
-        .values(sampled=False, inclusion_probability=0.0, sampling_skip_reason="budget_exhausted")
+        DECISION_TABLE.update().where(DECISION_TABLE.c.id.in_(sorted(refused))).values(**values)
     )
     for key, decision_id in inserted.items():
         if decision_id in refused:
-            row = row_by_key[key]
-            row.update(sampled=False, inclusion_probability=0.0)
-            row["sampling_skip_reason"] = "budget_exhausted"
+            pending[key].row.update(values)
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select
@@ -52,16 +53,42 @@ class PairInput:
 
 
 def _load_pair(engine: Engine, verdict_id: int) -> PairInput:
+    return load_pairs(engine, [verdict_id])[verdict_id]
+
+
+def load_pairs(engine: Engine, verdict_ids: list[int]) -> dict[int, PairInput]:
+    """Each verdict with its conversation and both answers (the routed one and the
+    shadow's), in three queries whatever the count."""
     with Session(engine) as session:
-        verdict = session.get(Verdict, verdict_id)
-        assert verdict is not None
-        payload = session.get(DecisionPayload, verdict.decision_id)
-        runs = {
-            run.kind: run
-            for run in session.scalars(
-                select(ShadowRun).where(ShadowRun.decision_id == verdict.decision_id)  # type: ignore[arg-type]
+        verdicts = session.scalars(
+            select(Verdict).where(Verdict.id.in_(verdict_ids))  # type: ignore[union-attr]
+        ).all()
+        decision_ids = [v.decision_id for v in verdicts]
+        payloads = {
+            p.decision_id: p
+            for p in session.scalars(
+                select(DecisionPayload).where(
+                    DecisionPayload.decision_id.in_(decision_ids)  # type: ignore[attr-defined]
+                )
             )
         }
+        runs: dict[int, dict[str, ShadowRun]] = {}
+        for run in session.scalars(
+            select(ShadowRun).where(ShadowRun.decision_id.in_(decision_ids))  # type: ignore[attr-defined]
+        ):
+            runs.setdefault(run.decision_id, {})[run.kind] = run
+    pairs: dict[int, PairInput] = {}
+    for verdict in verdicts:
+        assert verdict.id is not None
+        pairs[verdict.id] = _pair(
+            verdict, payloads.get(verdict.decision_id), runs.get(verdict.decision_id, {})
+        )
+    return pairs
+
+
+def _pair(
+    verdict: Verdict, payload: DecisionPayload | None, runs: dict[str, ShadowRun]
+) -> PairInput:
     request = (payload.request if payload else None) or {}
     routed = (payload.response or {}).get("text") if payload else None
     rerun = runs.get(RunKind.ROUTED_RERUN)
@@ -163,33 +190,16 @@ async def judge_one(
         )
         return VerdictStatus.SKIPPED
 
-    rubric = settings.judge_rubric_by_segment.get(verdict.segment_value, settings.judge_rubric)
-    prompt = build_judge_prompt(rubric)
-    turns = {
-        "order_cheaper_first": (pair.cheaper_answer, pair.stronger_answer),
-        "order_stronger_first": (pair.stronger_answer, pair.cheaper_answer),
-    }
-    existing = {
-        name: OrderResult.model_validate(getattr(verdict, name))
-        for name in ORDERS
-        if getattr(verdict, name) and getattr(verdict, name).get("winner")
-    }
+    system, turns = order_turns(pair, settings)
+    existing = finished_orders(verdict)
     try:
         provider = provider_for_model(settings.judge_model)
     except ProviderError as error:
         return await _provider_failure(engine, verdict, owner, error, settings)
 
     async def run_order(name: str) -> tuple[str, OrderResult]:
-        answer_a, answer_b = turns[name]
-        user_turn = build_user_turn(
-            messages=pair.messages,
-            system=pair.system,
-            answer_a=answer_a,
-            answer_b=answer_b,
-            char_budget=settings.judge_char_budget,
-        )
         result = await judge_order(
-            provider=provider, settings=settings, system=prompt.system, user_turn=user_turn
+            provider=provider, settings=settings, system=system, user_turn=turns[name]
         )
         # Stored at once: a crash after one order never pays for that order again.
         await asyncio.to_thread(
@@ -212,25 +222,78 @@ async def judge_one(
             raise outcome
         results[outcome[0]] = outcome[1]
 
-    cheaper_first, stronger_first = results[ORDERS[0]], results[ORDERS[1]]
-    now = utcnow()
+    status, values = final_values(pair, results[ORDERS[0]], results[ORDERS[1]], settings)
+    if not await asyncio.to_thread(_store, engine, verdict_id, owner, values):
+        log.warning("verdict %s finished after its lease was taken over; dropped", verdict_id)
+    return status
+
+
+def order_turns(pair: PairInput, settings: Settings) -> tuple[str, dict[str, str]]:
+    """The judge's system prompt and the user turn of each order (cheaper answer as A, then
+    as B); the realtime and batch paths send exactly these."""
+    assert pair.cheaper_answer is not None
+    assert pair.stronger_answer is not None
+    rubric = settings.judge_rubric_by_segment.get(pair.verdict.segment_value, settings.judge_rubric)
+    prompt = build_judge_prompt(rubric)
+    answers = {
+        "order_cheaper_first": (pair.cheaper_answer, pair.stronger_answer),
+        "order_stronger_first": (pair.stronger_answer, pair.cheaper_answer),
+    }
+    turns = {
+        name: build_user_turn(
+            messages=pair.messages,
+            system=pair.system,
+            answer_a=answer_a,
+            answer_b=answer_b,
+            char_budget=settings.judge_char_budget,
+        )
+        for name, (answer_a, answer_b) in answers.items()
+    }
+    return prompt.system, turns
+
+
+def finished_orders(verdict: Verdict) -> dict[str, OrderResult]:
+    """The orders of a verdict that already have the judge's answer (kept across retries)."""
+    return {
+        name: OrderResult.model_validate(getattr(verdict, name))
+        for name in ORDERS
+        if getattr(verdict, name) and getattr(verdict, name).get("winner")
+    }
+
+
+def final_values(
+    pair: PairInput,
+    cheaper_first: OrderResult,
+    stronger_first: OrderResult,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The terminal status and column values of a verdict whose two orders are settled:
+    `done` with its labels, or `error` when either order has no usable answer."""
+    now = now or utcnow()
+    assert pair.cheaper_answer is not None
+    assert pair.stronger_answer is not None
+    rubric = settings.judge_rubric_by_segment.get(pair.verdict.segment_value, settings.judge_rubric)
+    prompt_hash = build_judge_prompt(rubric).prompt_hash
     common: dict[str, Any] = {
         "judge_model": settings.judge_model,
-        "prompt_hash": prompt.prompt_hash,
-        "judge_key": f"{settings.judge_model}#{prompt.prompt_hash}",
+        "prompt_hash": prompt_hash,
+        "judge_key": f"{settings.judge_model}#{prompt_hash}",
         "judge_cost_usd": cheaper_first.cost_usd + stronger_first.cost_usd,
         "judge_latency_ms": cheaper_first.latency_ms + stronger_first.latency_ms,
         "cheaper_chars": len(pair.cheaper_answer),
         "stronger_chars": len(pair.stronger_answer),
         "simulated": pair.simulated,
+        ORDERS[0]: cheaper_first.model_dump(mode="json"),
+        ORDERS[1]: stronger_first.model_dump(mode="json"),
     }
     errors = [r.error for r in (cheaper_first, stronger_first) if r.winner is None]
     if errors:
         values = _terminal(
-            VerdictStatus.ERROR, now, error_detail="; ".join(e or "" for e in errors)
+            VerdictStatus.ERROR, now, error_detail="; ".join(e or "" for e in errors)[:2000]
         )
-        await asyncio.to_thread(_store, engine, verdict_id, owner, {**values, **common})
-        return VerdictStatus.ERROR
+        return VerdictStatus.ERROR, {**values, **common}
     labels = combine_orders(cheaper_first, stronger_first)
     values = _terminal(VerdictStatus.DONE, now)
     values.update(
@@ -242,9 +305,7 @@ async def judge_one(
         score_stronger=labels.score_stronger,
         score_delta=labels.score_delta,
     )
-    if not await asyncio.to_thread(_store, engine, verdict_id, owner, {**values, **common}):
-        log.warning("verdict %s finished after its lease was taken over; dropped", verdict_id)
-    return VerdictStatus.DONE
+    return VerdictStatus.DONE, {**values, **common}
 
 
 def _terminal(status: str, now: Any, **values: Any) -> dict[str, Any]:

@@ -28,12 +28,20 @@ retry-after(-ms) header in `retry_after_s`, 529 overloaded, 5xx server_error,
 408 timeout, 401/403 authentication, other 4xx bad_request), timeouts,
 connection errors, and bodies that do not parse -> malformed_response.
 The client never retries (`max_retries=0`): ResilientProvider does.
+
+Batches (`BatchProvider`): Message Batches over the same request mapping
+(sampling parameters go into `params` directly), results matched by
+`custom_id` and priced at the batch rate. Message Batches carry no metadata,
+so `find_batches` can only list batches of the right size created since the
+submission started.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import anthropic
@@ -42,6 +50,9 @@ from anthropic import AsyncAnthropic
 from anthropic.types import Message
 
 from shadoweval.providers.base import (
+    BatchItemResult,
+    BatchRequest,
+    BatchState,
     Completion,
     OutputSchema,
     ProviderError,
@@ -227,6 +238,7 @@ class AnthropicProvider:
         output_schema: OutputSchema | None,
         latency_ms: float,
         dropped: list[str],
+        batch: bool = False,
     ) -> Completion:
         stop_reason = response.stop_reason
         if stop_reason == "refusal":
@@ -262,7 +274,9 @@ class AnthropicProvider:
         cache_write = int(usage.cache_creation_input_tokens or 0)
         served_model = str(response.model or model)
         served_price = self._pricing.lookup(served_model) or price
-        cost = served_price.cost_usd(input_tokens, output_tokens, cache_read, cache_write)
+        cost = served_price.cost_usd(
+            input_tokens, output_tokens, cache_read, cache_write, batch=batch
+        )
         raw = response.model_dump(mode="json")
         if dropped:
             raw["dropped_params"] = dropped
@@ -280,3 +294,113 @@ class AnthropicProvider:
             structured=structured,
             raw=raw,
         )
+
+    # --- Message Batches ---------------------------------------------------------------------
+
+    async def submit_batch(self, *, requests: list[BatchRequest], tag: str) -> str:
+        items: list[dict[str, Any]] = []
+        for item in requests:
+            self._pricing.price_for(item.model, provider=self.name)  # before spending anything
+            params = self._build_request(
+                item.model,
+                item.messages,
+                item.system,
+                item.params,
+                item.output_schema,
+                item.cache_system,
+            )
+            params.pop("_dropped")
+            params.update(params.pop("extra_body", None) or {})
+            items.append({"custom_id": item.custom_id, "params": params})
+        try:
+            batch = await self._client.messages.batches.create(requests=items)  # type: ignore[arg-type]
+        except (anthropic.AnthropicError, ValueError) as exc:
+            raise map_anthropic_error(exc, self.name) from exc
+        return str(batch.id)
+
+    async def find_batches(self, *, tag: str, created_after: datetime, size: int) -> list[str]:
+        found: list[tuple[datetime, str]] = []
+        try:
+            async for batch in self._client.messages.batches.list(limit=100):
+                if batch.created_at < created_after:
+                    break  # newest first: everything after this is older still
+                counts = batch.request_counts
+                total = (
+                    counts.processing
+                    + counts.succeeded
+                    + counts.errored
+                    + counts.canceled
+                    + counts.expired
+                )
+                if total == size:
+                    found.append((batch.created_at, batch.id))
+        except (anthropic.AnthropicError, ValueError) as exc:
+            raise map_anthropic_error(exc, self.name) from exc
+        return [batch_id for _, batch_id in sorted(found)]
+
+    async def batch_state(self, batch_id: str) -> BatchState:
+        try:
+            batch = await self._client.messages.batches.retrieve(batch_id)
+        except (anthropic.AnthropicError, ValueError) as exc:
+            raise map_anthropic_error(exc, self.name) from exc
+        return BatchState(
+            batch_id=batch.id,
+            ended=batch.processing_status == "ended",
+            status=batch.processing_status,
+            counts=batch.request_counts.model_dump(),
+        )
+
+    async def batch_results(
+        self, batch_id: str, *, output_schemas: Mapping[str, OutputSchema] | None = None
+    ) -> list[BatchItemResult]:
+        schemas = output_schemas or {}
+        results: list[BatchItemResult] = []
+        try:
+            decoder = await self._client.messages.batches.results(batch_id)
+            async for item in decoder:
+                outcome = item.result.type
+                if item.result.type == "succeeded":
+                    message = item.result.message
+                    try:
+                        price = self._pricing.price_for(message.model, provider=self.name)
+                        completion = self._completion(
+                            message,
+                            message.model,
+                            price,
+                            schemas.get(item.custom_id),
+                            0.0,
+                            [],
+                            batch=True,
+                        )
+                    except ProviderError as unusable:
+                        results.append(BatchItemResult(item.custom_id, outcome, error=unusable))
+                        continue
+                    results.append(BatchItemResult(item.custom_id, outcome, completion))
+                elif item.result.type == "errored":
+                    detail = item.result.error.error
+                    failure = ProviderError(
+                        f"batch item errored: {detail.type}: {detail.message}",
+                        reason=_BATCH_ERROR_REASONS.get(detail.type, "server_error"),
+                        provider=self.name,
+                    )
+                    results.append(BatchItemResult(item.custom_id, outcome, error=failure))
+                else:
+                    results.append(BatchItemResult(item.custom_id, outcome))
+        except (anthropic.AnthropicError, ValueError) as exc:
+            raise map_anthropic_error(exc, self.name) from exc
+        return results
+
+
+# The `error.type` of an errored batch item -> the failure reason a realtime call would get.
+_BATCH_ERROR_REASONS = {
+    "invalid_request_error": "bad_request",
+    "not_found_error": "bad_request",
+    "request_too_large": "bad_request",
+    "authentication_error": "authentication",
+    "permission_error": "authentication",
+    "billing_error": "authentication",
+    "rate_limit_error": "rate_limited",
+    "overloaded_error": "overloaded",
+    "timeout_error": "timeout",
+    "api_error": "server_error",
+}

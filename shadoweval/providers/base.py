@@ -187,3 +187,85 @@ def content_text(content: Any) -> str:
                 parts.append(block["text"])
         return "\n".join(parts)
     return str(content)
+
+
+# --- Batch APIs (Anthropic Message Batches, OpenAI Batch API) --------------------------------
+
+BATCH_ITEM_OUTCOMES = ("succeeded", "errored", "expired", "canceled")
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One call inside a batch, matched back to its work item by `custom_id`
+    (1–64 characters of letters, digits, `-` and `_`: Anthropic's rule, the stricter one)."""
+
+    custom_id: str
+    model: str
+    messages: list[dict[str, Any]]
+    system: str | list[dict[str, Any]] | None = None
+    params: dict[str, Any] | None = None
+    output_schema: OutputSchema | None = None
+    cache_system: bool = False
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """A submitted batch as the provider reports it."""
+
+    batch_id: str
+    ended: bool  # every item has a result (succeeded, errored, expired or canceled)
+    status: str  # the provider's own word: in_progress, ended, completed, expired…
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    """One item of an ended batch. `outcome` is one of BATCH_ITEM_OUTCOMES; a succeeded
+    item carries its Completion (priced at the batch rate) or, when its output is unusable
+    (refused, truncated, no structured output), the ProviderError the realtime call raises."""
+
+    custom_id: str
+    outcome: str
+    completion: Completion | None = None
+    error: ProviderError | None = None
+
+
+@runtime_checkable
+class BatchProvider(Protocol):
+    """A backend with a batch API. Calls are not retried here: a failed submit, poll or
+    download is simply tried again on the next tick of the batch jobs."""
+
+    name: str
+
+    async def submit_batch(self, *, requests: list[BatchRequest], tag: str) -> str:
+        """Create one batch of `requests`; returns the provider's batch id. `tag` (≤ 64
+        characters) identifies it for `find_batch` when the answer to this call is lost."""
+        ...
+
+    async def find_batches(self, *, tag: str, created_after: datetime, size: int) -> list[str]:
+        """Ids of batches that may be the one `submit_batch(tag=tag)` created, oldest first:
+        exactly that one where the API keeps a metadata tag (OpenAI), else every batch of
+        `size` items created since `created_after` (Anthropic; results are then checked
+        against the expected custom_ids, so a wrong guess is never booked)."""
+        ...
+
+    async def batch_state(self, batch_id: str) -> BatchState: ...
+
+    async def batch_results(
+        self, batch_id: str, *, output_schemas: Mapping[str, OutputSchema] | None = None
+    ) -> list[BatchItemResult]:
+        """Every item of an ended batch, in no particular order. `output_schemas` names the
+        schema each structured item (by custom_id) was submitted with."""
+        ...
+
+
+def as_batch_provider(provider: object) -> BatchProvider | None:
+    """The batch API behind `provider` (looking through wrappers with an `inner`), if any."""
+    seen = 0
+    current: object | None = provider
+    while current is not None and seen < 5:
+        if isinstance(current, BatchProvider):
+            return current
+        current = getattr(current, "inner", None)
+        seen += 1
+    return None

@@ -35,13 +35,21 @@ Failures raise ProviderError: a non-null `message.refusal` or finish_reason
 `content_filter` -> refused; finish_reason `length` with a schema -> truncated;
 content that is not a JSON object when a schema was asked for ->
 no_structured_output; SDK errors mapped as in the Anthropic provider.
+
+Batches (`BatchProvider`): one JSONL file of `/v1/chat/completions` lines
+(`files.create(purpose="batch")`), then `batches.create` with
+`metadata={"shadoweval_tag": tag}` so `find_batches` can find it again. Results
+come from the output file (status 200) and the error file (other statuses ->
+`errored`; `batch_expired` -> `expired`; `batch_cancelled` -> `canceled`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
 
 import openai
 import pydantic
@@ -49,6 +57,9 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
 from shadoweval.providers.base import (
+    BatchItemResult,
+    BatchRequest,
+    BatchState,
     Completion,
     OutputSchema,
     ProviderError,
@@ -59,6 +70,9 @@ from shadoweval.providers.base import (
 from shadoweval.providers.pricing import ModelPrice, PricingTable
 
 MAX_TOKENS_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+BATCH_ENDPOINT: Final = "/v1/chat/completions"
+BATCH_TAG_KEY = "shadoweval_tag"
+BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 PASSTHROUGH_PARAMS = (
     "temperature",
     "top_p",
@@ -240,6 +254,7 @@ class OpenAIProvider:
         output_schema: OutputSchema | None,
         latency_ms: float,
         dropped: list[str],
+        batch: bool = False,
     ) -> Completion:
         if not response.choices:
             raise self._error("the response has no choices", "malformed_response")
@@ -288,7 +303,7 @@ class OpenAIProvider:
             raw["usage_estimated"] = True
         served_model = str(response.model or model)
         served_price = self._pricing.lookup(served_model) or price
-        cost = served_price.cost_usd(input_tokens, output_tokens, cached, 0)
+        cost = served_price.cost_usd(input_tokens, output_tokens, cached, 0, batch=batch)
         if dropped:
             raw["dropped_params"] = dropped
         return Completion(
@@ -305,3 +320,123 @@ class OpenAIProvider:
             structured=structured,
             raw=raw,
         )
+
+    # --- Batch API ---------------------------------------------------------------------------
+
+    async def submit_batch(self, *, requests: list[BatchRequest], tag: str) -> str:
+        lines: list[str] = []
+        for item in requests:
+            self._pricing.price_for(item.model, provider=self.name)  # before spending anything
+            body, _ = self._build_request(
+                item.model, item.messages, item.system, item.params, item.output_schema
+            )
+            lines.append(
+                json.dumps(
+                    {
+                        "custom_id": item.custom_id,
+                        "method": "POST",
+                        "url": BATCH_ENDPOINT,
+                        "body": body,
+                    }
+                )
+            )
+        data = ("\n".join(lines) + "\n").encode()
+        try:
+            uploaded = await self._client.files.create(
+                file=(f"{tag}.jsonl", data, "application/jsonl"), purpose="batch"
+            )
+            batch = await self._client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint=BATCH_ENDPOINT,
+                completion_window="24h",
+                metadata={BATCH_TAG_KEY: tag},
+            )
+        except (openai.OpenAIError, ValueError) as exc:
+            raise map_openai_error(exc, self.name) from exc
+        return str(batch.id)
+
+    async def find_batches(self, *, tag: str, created_after: datetime, size: int) -> list[str]:
+        after = created_after.astimezone(UTC).timestamp()
+        try:
+            async for batch in self._client.batches.list(limit=100):
+                if batch.created_at < after:
+                    break  # newest first
+                if (batch.metadata or {}).get(BATCH_TAG_KEY) == tag:
+                    return [batch.id]
+        except (openai.OpenAIError, ValueError) as exc:
+            raise map_openai_error(exc, self.name) from exc
+        return []
+
+    async def batch_state(self, batch_id: str) -> BatchState:
+        try:
+            batch = await self._client.batches.retrieve(batch_id)
+        except (openai.OpenAIError, ValueError) as exc:
+            raise map_openai_error(exc, self.name) from exc
+        counts = batch.request_counts.model_dump() if batch.request_counts else {}
+        return BatchState(
+            batch_id=batch.id,
+            ended=batch.status in BATCH_ENDED,
+            status=batch.status,
+            counts=counts,
+        )
+
+    async def batch_results(
+        self, batch_id: str, *, output_schemas: Mapping[str, OutputSchema] | None = None
+    ) -> list[BatchItemResult]:
+        schemas = output_schemas or {}
+        results: list[BatchItemResult] = []
+        try:
+            batch = await self._client.batches.retrieve(batch_id)
+            for file_id in (batch.output_file_id, batch.error_file_id):
+                if not file_id:
+                    continue
+                content = await self._client.files.content(file_id)
+                for line in content.text.splitlines():
+                    if line.strip():
+                        results.append(self._batch_item(json.loads(line), schemas))
+        except (openai.OpenAIError, ValueError) as exc:
+            raise map_openai_error(exc, self.name) from exc
+        return results
+
+    def _batch_item(
+        self, line: dict[str, Any], schemas: Mapping[str, OutputSchema]
+    ) -> BatchItemResult:
+        custom_id = str(line.get("custom_id"))
+        response = line.get("response") or None
+        if response is None:
+            code = str((line.get("error") or {}).get("code") or "")
+            if code == "batch_expired":
+                return BatchItemResult(custom_id, "expired")
+            if code == "batch_cancelled":
+                return BatchItemResult(custom_id, "canceled")
+            error = self._error(f"batch item failed: {line.get('error')}", "server_error")
+            return BatchItemResult(custom_id, "errored", error=error)
+        status = int(response.get("status_code") or 0)
+        if status != 200:
+            failure = ProviderError(
+                f"batch item answered HTTP {status}: {response.get('body')}"[:2000],
+                reason=reason_for_status(status),
+                provider=self.name,
+                status_code=status,
+            )
+            return BatchItemResult(custom_id, "errored", error=failure)
+        try:
+            completion_body = ChatCompletion.model_validate(response.get("body"))
+            model = str(completion_body.model)
+            price = self._pricing.price_for(model, provider=self.name)
+            completion = self._completion(
+                completion_body,
+                model,
+                price,
+                {"messages": []},
+                schemas.get(custom_id),
+                0.0,
+                [],
+                batch=True,
+            )
+        except ProviderError as unusable:
+            return BatchItemResult(custom_id, "succeeded", error=unusable)
+        except (pydantic.ValidationError, AttributeError, TypeError, KeyError, IndexError) as exc:
+            error = self._error(f"unexpected batch item shape: {exc}", "malformed_response")
+            return BatchItemResult(custom_id, "succeeded", error=error)
+        return BatchItemResult(custom_id, "succeeded", completion)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, func, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -19,6 +19,7 @@ from shadoweval.analytics.models import TrafficWindowSnapshot, VerdictWindowSnap
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.events import service as events
+from shadoweval.ingest.models import TrafficDelta
 from shadoweval.sampling import allocation, policy
 from shadoweval.sampling.models import BudgetDay, BudgetPublic, SamplingStratum, StratumPublic
 from shadoweval.stats.rates import sample_size_for_drop
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 STRATUM_TABLE = cast(Table, SamplingStratum.__table__)  # type: ignore[attr-defined]
 BUDGET_TABLE = cast(Table, BudgetDay.__table__)  # type: ignore[attr-defined]
 TRAFFIC_TABLE = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
+DELTA_TABLE = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
 VERDICT_SNAPSHOT_TABLE = cast(Table, VerdictWindowSnapshot.__table__)  # type: ignore[attr-defined]
 
 SHADOW_ACCOUNT, BOOST_ACCOUNT = "shadow", "boost"
@@ -238,16 +240,27 @@ def plan_sampling(
     """
     now = now or utcnow()
     since = now - timedelta(days=settings.planner_traffic_days)
+    # Snapshots plus the deltas ingest appended since the aggregator last folded them.
+    counted = union_all(
+        *(
+            select(
+                table.c.router,
+                table.c.segment_value,
+                table.c.tier,
+                table.c.decisions,
+                table.c.cost_usd,
+            ).where(table.c.window_start >= since)
+            for table in (TRAFFIC_TABLE, DELTA_TABLE)
+        )
+    ).subquery()
     traffic_rows = session.execute(
         select(
-            TRAFFIC_TABLE.c.router,
-            TRAFFIC_TABLE.c.segment_value,
-            TRAFFIC_TABLE.c.tier,
-            func.sum(TRAFFIC_TABLE.c.decisions),
-            func.sum(TRAFFIC_TABLE.c.cost_usd),
-        )
-        .where(TRAFFIC_TABLE.c.window_start >= since)
-        .group_by(TRAFFIC_TABLE.c.router, TRAFFIC_TABLE.c.segment_value, TRAFFIC_TABLE.c.tier)
+            counted.c.router,
+            counted.c.segment_value,
+            counted.c.tier,
+            func.sum(counted.c.decisions),
+            func.sum(counted.c.cost_usd),
+        ).group_by(counted.c.router, counted.c.segment_value, counted.c.tier)
     ).all()
     label_rows = session.execute(
         select(

@@ -1,16 +1,17 @@
-"""Shadow runs: one provider call per row, claimed by workers under a lease."""
+"""Shadow runs (one provider call per row, claimed under a lease) and provider batches."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Column, ForeignKey, Index, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, String, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from shadoweval.db import BigIntId, UtcDateTime
+from shadoweval.db import BigIntId, JsonType, UtcDateTime
 
 
 class RunKind(StrEnum):
@@ -30,6 +31,68 @@ class WorkStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+class ShadowMode(StrEnum):
+    REALTIME = "realtime"  # one call per item, claimed by the worker lanes
+    BATCH = "batch"  # through the provider's batch API at the batch price
+
+
+# `next_attempt_at` of a queued item waiting for the next batch, and `lease_until` of an
+# item inside a submitted batch: no realtime lane ever finds them due.
+BATCH_HOLD = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+class BatchState(StrEnum):
+    SUBMITTING = "submitting"  # row and custom_ids committed; the create call may not have landed
+    SUBMITTED = "submitted"  # the provider holds it: poll until it ends
+    COLLECTED = "collected"  # every item's result recorded
+    FAILED = "failed"  # the provider refused or lost it; its items went back to the queue
+
+
+class BatchKind(StrEnum):
+    SHADOW = "shadow"
+    JUDGE = "judge"
+
+
+class ProviderBatch(SQLModel, table=True):
+    """One batch at a provider. Committed with its custom_ids BEFORE the create call, so a
+    crash during submission is reconciled (looked up at the provider) rather than resubmitted,
+    and a restarted worker resumes polling the batch id stored here."""
+
+    __tablename__ = "provider_batch"
+    __table_args__ = (
+        UniqueConstraint("tag", name="uq_provider_batch_tag"),
+        UniqueConstraint("provider", "provider_batch_id", name="uq_provider_batch_provider_id"),
+        Index("ix_provider_batch_due", "state", "next_check_at"),
+    )
+
+    id: int | None = SQLField(
+        default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True)
+    )
+    # Local id: the OpenAI metadata tag and the prefix of every custom_id in the batch.
+    tag: str = SQLField(max_length=64)
+    provider: str = SQLField(max_length=64)
+    kind: str = SQLField(max_length=16)
+    model: str = SQLField(max_length=200)
+    state: str = SQLField(default=BatchState.SUBMITTING, max_length=16)
+    provider_batch_id: str | None = SQLField(default=None, max_length=200)
+    provider_status: str | None = SQLField(default=None, max_length=32)
+    # [{"custom_id", "item_id", "order"?}]: shadow_run ids, or verdict ids and judge order.
+    items: list[dict[str, Any]] = SQLField(default_factory=list, sa_column=Column(JsonType))
+    item_count: int = 0
+    attempts: int = 0  # submit and poll calls that failed
+    lease_owner: str | None = SQLField(default=None, max_length=100)
+    lease_until: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+    next_check_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    created_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    submitted_at: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+    ended_at: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+    collected_at: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+    # Outcome counts at collection: succeeded, errored, expired, canceled, missing, retried…
+    counts: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JsonType))
+    cost_usd: float = 0.0  # USD, at the batch price, of every item collected
+    error_detail: str | None = SQLField(default=None, max_length=2000)
 
 
 class ShadowRun(SQLModel, table=True):
@@ -70,6 +133,11 @@ class ShadowRun(SQLModel, table=True):
     failure_reason: str | None = SQLField(default=None, max_length=64)
     failure_detail: str | None = SQLField(default=None, max_length=2000)
     simulated: bool = False
+    mode: str = SQLField(
+        default=ShadowMode.REALTIME,
+        sa_column=Column(String(16), nullable=False, server_default=ShadowMode.REALTIME.value),
+    )
+    batch_id: int | None = SQLField(default=None, sa_column=Column(BigIntId))  # provider_batch
 
 
 class ShadowRunPublic(BaseModel):
@@ -93,3 +161,4 @@ class ShadowRunPublic(BaseModel):
     failure_reason: str | None
     failure_detail: str | None
     simulated: bool
+    mode: str = ShadowMode.REALTIME  # realtime | batch (billed at the batch price)

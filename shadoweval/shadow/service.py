@@ -21,7 +21,14 @@ from shadoweval.judge.models import Verdict, VerdictStatus
 from shadoweval.judge.prompts import build_judge_prompt
 from shadoweval.providers.base import Provider, ProviderError
 from shadoweval.runtime import leases
-from shadoweval.shadow.models import Direction, RunKind, ShadowRun, WorkStatus
+from shadoweval.shadow.models import (
+    BATCH_HOLD,
+    Direction,
+    RunKind,
+    ShadowMode,
+    ShadowRun,
+    WorkStatus,
+)
 from shadoweval.shadow.policy import ShadowPlan, plan_shadow
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,12 @@ def judge_identity(settings: Settings, segment_value: str) -> tuple[str, str]:
     return f"{settings.judge_model}#{prompt_hash}", prompt_hash
 
 
+def shadow_mode_for(settings: Settings, router: str) -> ShadowMode:
+    """How this router's shadow and judge calls are made: the per-router override, else the
+    global `shadow_mode`."""
+    return ShadowMode(settings.shadow_mode_by_router.get(router, settings.shadow_mode))
+
+
 def resolve_pool(
     session: Session, decision: Decision, settings: Settings, learned: dict[str, dict[str, str]]
 ) -> dict[str, str]:
@@ -76,7 +89,8 @@ def resolve_pool(
                 DECISION_TABLE.c.id.in_(latest.scalar_subquery())
             )
         )
-        learned[decision.router] = dict(rows)
+        # A Result has .keys(), so dict(result) would treat it as a mapping.
+        learned[decision.router] = {str(tier): str(model) for tier, model in rows}
     return {**learned[decision.router], **from_candidates}
 
 
@@ -144,9 +158,10 @@ def enqueue_sampled_decisions(
             session.add(verdict)
             continue
         assert plan is not None
+        mode = shadow_mode_for(settings, decision.router)
         session.add(verdict)
         session.add(
-            _run_row(decision, plan, RunKind.SHADOW, plan.target_tier, plan.target_model, now)
+            _run_row(decision, plan, RunKind.SHADOW, plan.target_tier, plan.target_model, now, mode)
         )
         if _routed_answer(payload) is None:
             session.add(
@@ -157,6 +172,7 @@ def enqueue_sampled_decisions(
                     decision.tier,
                     decision.served_model or decision.chosen_model,
                     now,
+                    mode,
                 )
             )
         result.enqueued += 1
@@ -217,6 +233,7 @@ def _run_row(
     target_tier: str,
     target_model: str,
     now: datetime,
+    mode: ShadowMode = ShadowMode.REALTIME,
 ) -> ShadowRun:
     assert decision.id is not None
     return ShadowRun(
@@ -228,8 +245,10 @@ def _run_row(
         target_model=target_model,
         ts=decision.ts,
         status=WorkStatus.QUEUED,
-        next_attempt_at=now,
+        # Batch-mode runs wait for the batch submitter, never for a realtime lane.
+        next_attempt_at=BATCH_HOLD if mode == ShadowMode.BATCH else now,
         created_at=now,
+        mode=mode,
     )
 
 
@@ -271,6 +290,11 @@ def _load_run(engine: Engine, run_id: int) -> tuple[ShadowRun, dict[str, Any] | 
         return run, payload.request if payload else None
 
 
+def advance_verdict(connection: Connection, decision_id: int, now: datetime) -> None:
+    """Public name of `_advance_verdict`, for the batch collector."""
+    _advance_verdict(connection, decision_id, now)
+
+
 def _advance_verdict(connection: Connection, decision_id: int, now: datetime) -> None:
     """After a run finished: queue the verdict once all its runs succeeded, or skip it.
 
@@ -281,12 +305,12 @@ def _advance_verdict(connection: Connection, decision_id: int, now: datetime) ->
     if connection.dialect.name == "postgresql":
         lock = lock.with_for_update()
     connection.execute(lock).all()
-    statuses = [
-        row[0]
-        for row in connection.execute(
-            select(RUN_TABLE.c.status).where(RUN_TABLE.c.decision_id == decision_id)
-        )
-    ]
+    runs = connection.execute(
+        select(RUN_TABLE.c.status, RUN_TABLE.c.mode).where(RUN_TABLE.c.decision_id == decision_id)
+    ).all()
+    statuses = [row[0] for row in runs]
+    # A decision shadowed in batch mode is judged in batch mode too.
+    judge_due = BATCH_HOLD if any(row[1] == ShadowMode.BATCH for row in runs) else now
     waiting = VERDICT_TABLE.c.status == VerdictStatus.WAITING
     if WorkStatus.FAILED in statuses:
         connection.execute(
@@ -298,7 +322,7 @@ def _advance_verdict(connection: Connection, decision_id: int, now: datetime) ->
         connection.execute(
             update(VERDICT_TABLE)
             .where(VERDICT_TABLE.c.decision_id == decision_id, waiting)
-            .values(status=VerdictStatus.QUEUED, next_attempt_at=now)
+            .values(status=VerdictStatus.QUEUED, next_attempt_at=judge_due)
         )
 
 

@@ -129,6 +129,13 @@ class FakeState:
     anthropic_cached: set[str] = field(default_factory=set)
     openai_prompts: list[list[str]] = field(default_factory=list)
     counter: int = 0
+    # Batch APIs (see install_batch_routes): stored batches and files, how long a batch
+    # stays in progress, per-item result overrides, and how many batches were created.
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batch_delay_s: float = 0.0
+    batch_item_faults: list[dict[str, Any]] = field(default_factory=list)
+    batch_creates: int = 0
 
     generation: int = 0
 
@@ -364,6 +371,8 @@ def create_fake_provider_app(state: FakeState | None = None) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         return await handle(request, "openai")
 
+    install_batch_routes(app, fake)
+
     @app.post("/_control/faults")
     async def add_faults(request: Request) -> dict[str, Any]:
         payload = await request.json()
@@ -390,10 +399,19 @@ def create_fake_provider_app(state: FakeState | None = None) -> FastAPI:
     @app.post("/_control/config")
     async def config(request: Request) -> dict[str, Any]:
         payload = await request.json()
-        for key in ("latency_s", "openai_cache_min_tokens", "model_aliases", "judge_prefers"):
+        for key in (
+            "latency_s",
+            "openai_cache_min_tokens",
+            "model_aliases",
+            "judge_prefers",
+            "batch_delay_s",
+            "batch_item_faults",
+        ):
             if key in payload:
                 setattr(fake, key, payload[key])
         return {
+            "batch_delay_s": fake.batch_delay_s,
+            "batch_item_faults": fake.batch_item_faults,
             "latency_s": fake.latency_s,
             "openai_cache_min_tokens": fake.openai_cache_min_tokens,
             "model_aliases": fake.model_aliases,
@@ -533,6 +551,417 @@ def openai_answer(
     }
 
 
+# --- Batch APIs: Anthropic Message Batches, OpenAI Files + Batches ---------------------------
+
+BATCH_RESULT_OVERRIDES = frozenset({"errored", "expired", "canceled"})
+ERROR_FAULT_KINDS = frozenset({"rate_limit", "server_error", "overloaded", "status"})
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _batch_override(fake: FakeState, custom_id: str, prompt: str) -> str | None:
+    """The result forced on one batch item by `batch_item_faults`, consuming one use."""
+    for rule in fake.batch_item_faults:
+        if rule.get("count", 1) == 0:
+            continue
+        wanted_id, wanted_text = rule.get("custom_id_contains"), rule.get("prompt_contains")
+        if wanted_id is not None and wanted_id not in custom_id:
+            continue
+        if wanted_text is not None and wanted_text not in prompt:
+            continue
+        if rule.get("count", 1) is not None:
+            rule["count"] = rule.get("count", 1) - 1
+        result = str(rule.get("result", "errored"))
+        assert result in BATCH_RESULT_OVERRIDES, result
+        return result
+    return None
+
+
+def _batch_item(fake: FakeState, api: str, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One item's outcome: {"type": succeeded|errored|expired|canceled, ...}."""
+    messages = list(body.get("messages", []))
+    prompt = last_user_text(messages)
+    model = str(body.get("model", ""))
+    fake.calls.append(
+        {
+            "api": api,
+            "path": "batch",
+            "model": model,
+            "headers": {},
+            "body": body,
+            "fault": None,
+            "ts": time.time(),
+            "custom_id": custom_id,
+        }
+    )
+    fake.counter += 1
+    override = _batch_override(fake, custom_id, prompt)
+    if override is not None:
+        return {"type": override}
+    fault = magic_fault(prompt)
+    if fault is not None and fault.kind in ERROR_FAULT_KINDS:
+        return {"type": "errored", "status": 500 if fault.kind != "status" else fault.status or 400}
+    served = fake.model_aliases.get(model, model)
+    if api == "anthropic":
+        return {"type": "succeeded", "body": anthropic_answer(fake, body, served, prompt, fault)}
+    return {"type": "succeeded", "body": openai_answer(fake, body, served, prompt, fault)}
+
+
+def _finish_batch(fake: FakeState, batch: dict[str, Any], *, cancel: bool = False) -> None:
+    """End a batch: answer every item (or cancel it). Runs once, when its delay has passed."""
+    if batch["ended_at"] is not None:
+        return
+    results = {}
+    for custom_id, body in batch["requests"]:
+        results[custom_id] = (
+            {"type": "canceled"} if cancel else _batch_item(fake, batch["api"], custom_id, body)
+        )
+    batch["results"] = results
+    batch["ended_at"] = time.time()
+    batch["canceled"] = cancel
+
+
+def _due(fake: FakeState, batch: dict[str, Any]) -> None:
+    if batch["ended_at"] is None and time.time() - batch["created"] >= fake.batch_delay_s:
+        _finish_batch(fake, batch)
+
+
+def _anthropic_counts(batch: dict[str, Any]) -> dict[str, int]:
+    counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+    if batch["results"] is None:
+        counts["processing"] = len(batch["requests"])
+    else:
+        for result in batch["results"].values():
+            counts[result["type"]] += 1
+    return counts
+
+
+def _anthropic_batch(batch: dict[str, Any], base_url: str) -> dict[str, Any]:
+    ended = batch["ended_at"]
+    return {
+        "id": batch["id"],
+        "type": "message_batch",
+        "processing_status": "ended" if ended is not None else "in_progress",
+        "request_counts": _anthropic_counts(batch),
+        "created_at": _iso(batch["created"]),
+        "expires_at": _iso(batch["created"] + 86400),
+        "ended_at": _iso(ended) if ended is not None else None,
+        "cancel_initiated_at": _iso(ended) if batch["canceled"] else None,
+        "archived_at": None,
+        "results_url": f"{base_url}v1/messages/batches/{batch['id']}/results"
+        if ended is not None
+        else None,
+    }
+
+
+def _anthropic_result_line(custom_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    kind = result["type"]
+    if kind == "succeeded":
+        return {"custom_id": custom_id, "result": {"type": "succeeded", "message": result["body"]}}
+    if kind == "errored":
+        status = result.get("status", 500)
+        error_type = "invalid_request_error" if status < 500 else "api_error"
+        return {
+            "custom_id": custom_id,
+            "result": {
+                "type": "errored",
+                "error": {
+                    "type": "error",
+                    "error": {"type": error_type, "message": f"fake batch item error ({status})"},
+                },
+            },
+        }
+    return {"custom_id": custom_id, "result": {"type": kind}}
+
+
+def _openai_file(fake: FakeState, content: bytes, filename: str, purpose: str) -> dict[str, Any]:
+    file_id = f"file-fake-{len(fake.files) + 1}"
+    fake.files[file_id] = {
+        "id": file_id,
+        "object": "file",
+        "bytes": len(content),
+        "created_at": int(time.time()),
+        "filename": filename,
+        "purpose": purpose,
+        "status": "processed",
+        "content": content,
+    }
+    return fake.files[file_id]
+
+
+def _public_file(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "content"}
+
+
+def _openai_outputs(fake: FakeState, batch: dict[str, Any]) -> None:
+    """Write the output and error files of an ended OpenAI batch (once)."""
+    if batch["results"] is None or batch.get("output_file_id") or batch.get("error_file_id"):
+        return
+    output, errors = [], []
+    for n, (custom_id, result) in enumerate(batch["results"].items()):
+        line: dict[str, Any] = {"id": f"batch_req_fake_{batch['id']}_{n}", "custom_id": custom_id}
+        kind = result["type"]
+        if kind == "succeeded":
+            line.update(
+                response={"status_code": 200, "request_id": f"req_{n}", "body": result["body"]},
+                error=None,
+            )
+            output.append(line)
+        elif kind == "errored":
+            status = result.get("status", 500)
+            body = {
+                "error": {
+                    "message": f"fake batch item error ({status})",
+                    "type": "api_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+            line.update(
+                response={"status_code": status, "request_id": f"req_{n}", "body": body}, error=None
+            )
+            errors.append(line)
+        else:
+            code = "batch_expired" if kind == "expired" else "batch_cancelled"
+            line.update(response=None, error={"code": code, "message": f"fake {kind} item"})
+            errors.append(line)
+    for name, lines in (("output_file_id", output), ("error_file_id", errors)):
+        if lines:
+            content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+            batch[name] = _openai_file(
+                fake, content, f"{batch['id']}_{name}.jsonl", "batch_output"
+            )["id"]
+
+
+def _openai_batch(fake: FakeState, batch: dict[str, Any]) -> dict[str, Any]:
+    _openai_outputs(fake, batch)
+    results = batch["results"]
+    if results is None:
+        status, completed, failed = "in_progress", 0, 0
+    else:
+        kinds = [r["type"] for r in results.values()]
+        completed = kinds.count("succeeded")
+        failed = len(kinds) - completed
+        status = (
+            "cancelled" if batch["canceled"] else "expired" if "expired" in kinds else "completed"
+        )
+    ended = batch["ended_at"]
+    return {
+        "id": batch["id"],
+        "object": "batch",
+        "endpoint": batch["endpoint"],
+        "input_file_id": batch["input_file_id"],
+        "completion_window": "24h",
+        "status": status,
+        "created_at": int(batch["created"]),
+        "in_progress_at": int(batch["created"]),
+        "completed_at": int(ended) if ended is not None and status == "completed" else None,
+        "expired_at": int(ended) if ended is not None and status == "expired" else None,
+        "cancelled_at": int(ended) if ended is not None and status == "cancelled" else None,
+        "output_file_id": batch.get("output_file_id"),
+        "error_file_id": batch.get("error_file_id"),
+        "request_counts": {
+            "total": len(batch["requests"]),
+            "completed": completed,
+            "failed": failed,
+        },
+        "metadata": batch["metadata"],
+        "errors": None,
+    }
+
+
+def _parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """Form fields of a multipart body, name -> (filename, bytes), with the stdlib only."""
+    import email.parser
+    import email.policy
+
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
+    return fields
+
+
+def install_batch_routes(app: FastAPI, fake: FakeState) -> None:
+    """Anthropic `/v1/messages/batches` and OpenAI `/v1/files` + `/v1/batches`.
+
+    A batch stays `in_progress` for `batch_delay_s` seconds after its creation and
+    is answered when it is first looked at after that (each item as the realtime
+    route would answer it; magic error strings make the item `errored`).
+    `batch_item_faults` ({"result": errored|expired|canceled, "custom_id_contains",
+    "prompt_contains", "count": 1 (null = always)}) force given items' results.
+    `GET /_control/batches` -> {"creates": batches created, "batches": [{id, api, size}]}.
+    """
+
+    def not_found(api: str) -> Response:
+        return _error_response(api, Fault(kind="status", status=404, count=None))
+
+    @app.post("/v1/messages/batches")
+    async def create_message_batch(request: Request) -> Response:
+        body = await request.json()
+        requests = [(str(r["custom_id"]), dict(r["params"])) for r in body.get("requests", [])]
+        ids = [custom_id for custom_id, _ in requests]
+        if not requests or len(set(ids)) != len(ids):
+            return _error_response("anthropic", Fault(kind="status", status=400, count=None))
+        fake.batch_creates += 1
+        batch_id = f"msgbatch_fake_{fake.batch_creates:04d}"
+        fake.batches[batch_id] = {
+            "id": batch_id,
+            "api": "anthropic",
+            "created": time.time(),
+            "requests": requests,
+            "results": None,
+            "ended_at": None,
+            "canceled": False,
+            "metadata": None,
+        }
+        return JSONResponse(_anthropic_batch(fake.batches[batch_id], str(request.base_url)))
+
+    @app.get("/v1/messages/batches")
+    async def list_message_batches(request: Request) -> Response:
+        items = [b for b in fake.batches.values() if b["api"] == "anthropic"]
+        data = [_anthropic_batch(b, str(request.base_url)) for b in reversed(items)]
+        return JSONResponse(
+            {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        )
+
+    @app.get("/v1/messages/batches/{batch_id}")
+    async def retrieve_message_batch(batch_id: str, request: Request) -> Response:
+        batch = fake.batches.get(batch_id)
+        if batch is None or batch["api"] != "anthropic":
+            return not_found("anthropic")
+        _due(fake, batch)
+        return JSONResponse(_anthropic_batch(batch, str(request.base_url)))
+
+    @app.post("/v1/messages/batches/{batch_id}/cancel")
+    async def cancel_message_batch(batch_id: str, request: Request) -> Response:
+        batch = fake.batches.get(batch_id)
+        if batch is None or batch["api"] != "anthropic":
+            return not_found("anthropic")
+        _finish_batch(fake, batch, cancel=True)
+        return JSONResponse(_anthropic_batch(batch, str(request.base_url)))
+
+    @app.get("/v1/messages/batches/{batch_id}/results")
+    async def message_batch_results(batch_id: str) -> Response:
+        batch = fake.batches.get(batch_id)
+        if batch is None or batch["api"] != "anthropic":
+            return not_found("anthropic")
+        _due(fake, batch)
+        if batch["results"] is None:
+            return _error_response("anthropic", Fault(kind="status", status=404, count=None))
+        lines = [_anthropic_result_line(cid, r) for cid, r in batch["results"].items()]
+        return Response(
+            "".join(json.dumps(line) + "\n" for line in reversed(lines)),  # any order
+            media_type="application/binary",
+        )
+
+    @app.post("/v1/files")
+    async def create_file(request: Request) -> Response:
+        fields = _parse_multipart(request.headers.get("content-type", ""), await request.body())
+        filename, content = fields.get("file", (None, b""))
+        purpose = fields.get("purpose", (None, b""))[1].decode()
+        return JSONResponse(
+            _public_file(_openai_file(fake, content, filename or "upload", purpose))
+        )
+
+    @app.get("/v1/files/{file_id}")
+    async def retrieve_file(file_id: str) -> Response:
+        record = fake.files.get(file_id)
+        return JSONResponse(_public_file(record)) if record else not_found("openai")
+
+    @app.get("/v1/files/{file_id}/content")
+    async def file_content(file_id: str) -> Response:
+        record = fake.files.get(file_id)
+        if record is None:
+            return not_found("openai")
+        return Response(record["content"], media_type="application/octet-stream")
+
+    @app.post("/v1/batches")
+    async def create_batch(request: Request) -> Response:
+        body = await request.json()
+        record = fake.files.get(str(body.get("input_file_id")))
+        if record is None or body.get("completion_window") != "24h":
+            return _error_response("openai", Fault(kind="status", status=400, count=None))
+        requests = []
+        for line in record["content"].decode().splitlines():
+            if line.strip():
+                item = json.loads(line)
+                if item.get("url") != body.get("endpoint"):
+                    return _error_response("openai", Fault(kind="status", status=400, count=None))
+                requests.append((str(item["custom_id"]), dict(item["body"])))
+        fake.batch_creates += 1
+        batch_id = f"batch_fake_{fake.batch_creates:04d}"
+        fake.batches[batch_id] = {
+            "id": batch_id,
+            "api": "openai",
+            "created": time.time(),
+            "requests": requests,
+            "results": None,
+            "ended_at": None,
+            "canceled": False,
+            "metadata": body.get("metadata"),
+            "endpoint": body.get("endpoint"),
+            "input_file_id": record["id"],
+        }
+        return JSONResponse(_openai_batch(fake, fake.batches[batch_id]))
+
+    @app.get("/v1/batches")
+    async def list_batches() -> Response:
+        items = [b for b in fake.batches.values() if b["api"] == "openai"]
+        data = [_openai_batch(fake, b) for b in reversed(items)]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        )
+
+    @app.get("/v1/batches/{batch_id}")
+    async def retrieve_batch(batch_id: str) -> Response:
+        batch = fake.batches.get(batch_id)
+        if batch is None or batch["api"] != "openai":
+            return not_found("openai")
+        _due(fake, batch)
+        return JSONResponse(_openai_batch(fake, batch))
+
+    @app.post("/v1/batches/{batch_id}/cancel")
+    async def cancel_batch(batch_id: str) -> Response:
+        batch = fake.batches.get(batch_id)
+        if batch is None or batch["api"] != "openai":
+            return not_found("openai")
+        _finish_batch(fake, batch, cancel=True)
+        return JSONResponse(_openai_batch(fake, batch))
+
+    @app.get("/_control/batches")
+    async def batch_control() -> dict[str, Any]:
+        return {
+            "creates": fake.batch_creates,
+            "batches": [
+                {
+                    "id": b["id"],
+                    "api": b["api"],
+                    "size": len(b["requests"]),
+                    "ended": b["ended_at"] is not None,
+                }
+                for b in fake.batches.values()
+            ],
+        }
+
+
 @dataclass
 class FakeProviderServer:
     """A running fake: its URLs and a client for its control API."""
@@ -571,6 +1000,11 @@ class FakeProviderServer:
 
     def configure(self, **config: Any) -> None:
         self._control("POST", "/_control/config", config)
+
+    def batches(self) -> dict[str, Any]:
+        """Batches created so far (`creates`) and each one's id, api and size."""
+        result: dict[str, Any] = self._control("GET", "/_control/batches")
+        return result
 
 
 @contextmanager
@@ -613,9 +1047,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-s", type=float, default=0.0)
+    parser.add_argument("--batch-delay-s", type=float, default=0.0)
     args = parser.parse_args()
     app = create_fake_provider_app()
     app.state.fake.latency_s = args.latency_s
+    app.state.fake.batch_delay_s = args.batch_delay_s
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
+from shadoweval.demo import receiver
 from tests.conftest import decision, free_port
 
 
 def test_demo_serves_the_api_with_a_fresh_ingest_key(tmp_path: Path) -> None:
+    """The bare API (no traffic): keys printed, a posted decision reads back."""
     port = free_port()
     env = {
         **os.environ,
@@ -24,7 +29,16 @@ def test_demo_serves_the_api_with_a_fresh_ingest_key(tmp_path: Path) -> None:
     }
     env.pop("SHADOWEVAL_DATABASE_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "shadoweval", "demo", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "shadoweval",
+            "demo",
+            "--port",
+            str(port),
+            "--no-traffic",
+            "--no-dashboard",
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -71,3 +85,242 @@ def test_demo_serves_the_api_with_a_fresh_ingest_key(tmp_path: Path) -> None:
     assert process.returncode in (0, 130), log
     assert "Application shutdown complete" in log
     assert "Traceback" not in log
+
+
+def _get(url: str, key: str, path: str, **params: object) -> httpx.Response:
+    return httpx.get(f"{url}{path}", params=params, headers={"Authorization": f"Bearer {key}"})
+
+
+@pytest.mark.timeout(900)
+def test_the_degrading_segment_alarms_and_the_upgrade_is_a_model_event(tmp_path: Path) -> None:
+    """The whole demo on a compressed clock: only the degrading segment raises a quality drop
+    (and, with the alert engine, a signed alert reaches the receiver); the cheap-model
+    upgrade raises a model event; nothing else fires."""
+    port, dashboard_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "SHADOWEVAL_DATA_DIR": str(tmp_path / "state"),
+    }
+    for name in list(env):
+        # The demo's own settings, not the developer's.
+        if name.startswith("SHADOWEVAL_") and name != "SHADOWEVAL_DATA_DIR":
+            env.pop(name)
+    log_path = tmp_path / "demo.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shadoweval",
+                "demo",
+                "--port",
+                str(port),
+                "--dashboard-port",
+                str(dashboard_port),
+                # The README's defaults: 1 wall second = 12 s of decision time, so the
+                # degradation starts after 2.5 min and the upgrade after 5 min (Scenario:
+                # 30 and 60 decision minutes); 4 requests/s leave SQLite room for the jobs.
+                "--speed",
+                "12",
+                "--rate",
+                "4",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        read_key = _wait_for_key(log_path, "read key")
+        _wait_for(log_path, r"Application startup complete")
+        events: list[dict[str, object]] = []
+        deadline = time.monotonic() + 720
+        while time.monotonic() < deadline:
+            events = _get(url, read_key, "/v1/events").json()
+            kinds = {e["kind"] for e in events}
+            if {"quality_drop", "model_change"} <= kinds:
+                break
+            assert process.poll() is None, log_path.read_text()
+            time.sleep(5)
+        drops = [e for e in events if e["kind"] == "quality_drop"]
+        changes = [e for e in events if e["kind"] == "model_change"]
+        assert [d["details"]["segment"] for d in drops] == ["legal"], events
+        assert [(c["details"]["tier"], c["details"]["model"]) for c in changes] == [
+            ("cheap", "gpt-5.4-mini")
+        ], events
+        assert {e["kind"] for e in events} <= {"quality_drop", "model_change", "judge_changed"}
+        # The demo printed both as they happened.
+        printed = log_path.read_text()
+        assert "[demo] event quality_drop router=demo-router segment=legal" in printed
+        assert "[demo] event model_change router=demo-router tier=cheap" in printed
+
+        alerts = _get(url, read_key, "/v1/alerts", state="all")
+        if alerts.status_code != 404:
+            received: list[dict[str, object]] = []
+            # Rules are evaluated every 10 s in the demo, deliveries polled every second.
+            alert_deadline = min(deadline, time.monotonic() + 240)
+            while time.monotonic() < alert_deadline:
+                received = receiver.read_log(tmp_path / "state" / "alerts-received.jsonl")
+                if any(
+                    "legal" in json.dumps(r["payload"]) for r in received if r["path"] == "/alerts"
+                ):
+                    break
+                time.sleep(3)
+            delivered = [r for r in received if r["path"] == "/alerts"]
+            worker_log = (tmp_path / "state" / "logs" / "worker.log").read_text()
+            failures = [
+                line for line in worker_log.splitlines() if "could not be evaluated" in line
+            ]
+            assert any("legal" in json.dumps(r["payload"]) for r in delivered), (
+                f"no quality_drop alert for legal reached the receiver; received {received}; "
+                f"{len(failures)} failed rule evaluations in the worker log, e.g. {failures[:2]}"
+            )
+            assert all(r["signature_verified"] is True for r in received), received
+            # Only the degrading segment has segment-level alerts; router-level ones are
+            # the consequences of the same drift and of the upgrade.
+            items = _get(url, read_key, "/v1/alerts", state="all").json()["items"]
+            assert {a["segment"] for a in items if a["segment"]} == {"legal"}, items
+        # The dashboard the demo started is up.
+        health = httpx.get(f"http://127.0.0.1:{dashboard_port}/_stcore/health", timeout=10)
+        assert health.status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    text = log_path.read_text()
+    assert process.returncode in (0, 130), text
+    assert "Application shutdown complete" in text
+    assert "Traceback" not in text
+    worker_log = (tmp_path / "state" / "logs" / "worker.log").read_text()
+    assert "Traceback" not in worker_log, worker_log[-5000:]
+
+
+def _wait_for(log_path: Path, pattern: str) -> re.Match[str]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        match = re.search(pattern, log_path.read_text())
+        if match:
+            return match
+        time.sleep(0.5)
+    raise AssertionError(log_path.read_text())
+
+
+def _wait_for_key(log_path: Path, label: str) -> str:
+    return _wait_for(log_path, rf"{label}:\s+(\S+)").group(1)
+
+
+def test_the_scenario_degrades_one_segment_and_upgrades_the_cheap_model() -> None:
+    """The generator's ground truth, checked on its own (fast): what the demo test relies on."""
+    from shadoweval.demo.traffic import Scenario, TrafficGenerator
+    from shadoweval.providers.simulated import answer_quality, read_answer_quality
+
+    scenario = Scenario()
+    start = datetime(2026, 11, 27, tzinfo=UTC)
+
+    def harm_by_segment(elapsed_s: float) -> dict[str, float]:
+        generator = TrafficGenerator(scenario, seed=3)
+        harmful: dict[str, list[int]] = {}
+        for _ in range(4000):
+            item = generator.decision(start + timedelta(seconds=elapsed_s), elapsed_s)
+            if item["tier"] != "cheap":
+                continue
+            messages = item["request"]["messages"]
+            cheap = answer_quality(item["chosen_model"], messages)
+            strong = answer_quality(scenario.strong_model, messages)
+            # The simulated judge's scores: 1 + round(9 q); strong_needed when strong wins.
+            strong_wins = round(9 * strong) > round(9 * cheap)
+            harmful.setdefault(item["segment"]["topic"], []).append(int(strong_wins))
+            assert read_answer_quality(item["response"]["text"]) == pytest.approx(cheap)
+        return {segment: sum(v) / len(v) for segment, v in harmful.items()}
+
+    before = harm_by_segment(0)
+    after = harm_by_segment(scenario.degrade_after_s + 1)
+    assert before["legal"] < 0.1
+    assert after["legal"] > 0.5
+    for segment in ("billing", "smalltalk", "coding"):
+        assert after[segment] == pytest.approx(before[segment], abs=0.03)
+
+    generator = TrafficGenerator(scenario, seed=3)
+    early = generator.decision(start, 0)
+    late = generator.decision(start, scenario.upgrade_after_s)
+    cheap_models = {early["chosen_model"], late["chosen_model"]} - {scenario.strong_model}
+    assert generator.cheap_model_at(0) == scenario.cheap_model
+    assert generator.cheap_model_at(scenario.upgrade_after_s) == scenario.upgraded_cheap_model
+    assert cheap_models <= {scenario.cheap_model, scenario.upgraded_cheap_model}
+
+
+def test_real_providers_never_see_the_hidden_tag() -> None:
+    from shadoweval.demo.traffic import TrafficGenerator
+
+    generator = TrafficGenerator(seed=5, simulated=False)
+    item = generator.decision(datetime(2026, 11, 27, tzinfo=UTC), 0)
+    assert "shadoweval-sim" not in json.dumps(item)
+    # Without the simulated provider the routed answer is unknown: the pipeline re-runs it.
+    assert "response" not in item
+
+
+def test_the_compressed_clock_runs_fast_but_never_ahead_of_now() -> None:
+    from shadoweval.demo.traffic import CompressedClock
+
+    wall = [1_000_000.0]
+    clock = CompressedClock(speed=10, horizon_s=100, wall=lambda: wall[0])
+    assert clock.elapsed_s() == 0
+    wall[0] += 5
+    assert clock.elapsed_s() == 50
+    wall[0] += 100
+    # Caught up with the wall clock: decision time now runs in real time.
+    assert clock.now() == datetime.fromtimestamp(wall[0], UTC)
+
+
+def test_the_receiver_logs_each_delivery_and_checks_its_signature(tmp_path: Path) -> None:
+    from shadoweval.alerts.channels import sign
+
+    log_path = tmp_path / "received.jsonl"
+    body = json.dumps({"title": "quality drop in legal"}).encode()
+    now = int(time.time())
+    with receiver.run_receiver(secret="s3cret", log_path=log_path) as url:
+        good = httpx.post(
+            f"{url}/alerts",
+            content=body,
+            headers={
+                receiver.TIMESTAMP_HEADER: str(now),
+                receiver.SIGNATURE_HEADER: sign("s3cret", now, body),
+            },
+        )
+        forged = httpx.post(
+            f"{url}/alerts",
+            content=body,
+            headers={
+                receiver.TIMESTAMP_HEADER: str(now),
+                receiver.SIGNATURE_HEADER: sign("other", now, body),
+            },
+        )
+    assert (good.status_code, forged.status_code) == (200, 401)
+    entries = receiver.read_log(log_path)
+    assert [e["signature_verified"] for e in entries] == [True, False]
+    assert entries[0]["payload"] == {"title": "quality drop in legal"}
+    assert receiver.describe(entries[0]).endswith("quality drop in legal  (signature ok)")
+
+
+def test_real_providers_are_never_used_without_their_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from shadoweval.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHADOWEVAL_DATA_DIR", str(tmp_path / "state"))
+    for name in ("SHADOWEVAL_ANTHROPIC_API_KEY", "SHADOWEVAL_OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["demo", "--real", "--no-dashboard"])
+    assert result.exit_code == 2, result.output
+    assert "--real needs SHADOWEVAL_ANTHROPIC_API_KEY" in result.output
+    # Refused before anything was set up: no database was created.
+    assert not (tmp_path / "state" / "shadoweval.db").exists()

@@ -13,7 +13,7 @@ from shadoweval.exceptions import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from shadoweval.ingest.parsing import check_media_type, decode_content, parse_items
+from shadoweval.ingest.parsing import RawJson, check_media_type, decode_content, parse_items
 
 
 def test_object_array_and_ndjson() -> None:
@@ -35,6 +35,17 @@ def test_bad_ndjson_line_is_reported_by_index_and_line() -> None:
     assert parsed.items[2] == {"a": 3}
     assert list(parsed.unparsable) == [1]
     assert parsed.unparsable[1].startswith("line 3 is not JSON")
+
+
+def test_deferred_ndjson_lines_stay_text_and_say_their_line_when_not_json() -> None:
+    body = b'{"a": 1}\n\n{oops\n'
+    parsed = parse_items(body, "application/x-ndjson", max_items=10, defer_decoding=True)
+    assert all(isinstance(item, RawJson) for item in parsed.items)
+    assert parsed.items[0].decoded() == ({"a": 1}, None)
+    value, reason = parsed.items[1].decoded()
+    assert value is None
+    assert reason is not None
+    assert reason.startswith("line 3 is not JSON")
 
 
 def test_utf8_bom_is_tolerated() -> None:

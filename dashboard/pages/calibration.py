@@ -1,0 +1,110 @@
+"""Is the router still calibrated? Reliability diagram, ECE and Brier over time, drift tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd  # type: ignore[import-untyped]
+import streamlit as st
+from shadoweval.dashboard import charts, data, ui
+
+st.title("Is the router still calibrated?")
+ctx = ui.context()
+reports = ctx.api.get("/v1/calibration", router=ctx.router, since=ctx.since)
+if ui.unavailable(reports, "Calibration"):
+    st.stop()
+reports = [r for r in data.items(reports) if r.get("n")]
+if not reports:
+    ui.empty(
+        "No calibration labels yet: they come from judged pairs of decisions with a "
+        "router_score (p_strong_needed)."
+    )
+    st.stop()
+
+judges = [r["judge_key"] for r in reports]
+judge = st.selectbox("Judge (model#prompt hash)", judges, key="calibration_judge")
+report = next(r for r in reports if r["judge_key"] == judge)
+brier = report.get("brier") or {}
+perfect = report.get("against_perfect_calibration") or {}
+cox = report.get("cox") or {}
+a, b, c = st.columns(3)
+a.metric(
+    "ECE (adaptive bins)",
+    charts.pct(report.get("expected_calibration_error")),
+    help="Weighted expected calibration error; 0 % is perfectly calibrated.",
+)
+b.metric(
+    "Brier score",
+    f"{brier.get('brier', 0):.4f}" if brier.get("brier") is not None else "—",
+    help="Mean squared error of the score against strong_needed (0 best).",
+)
+c.metric("Labels (n)", report.get("n", 0))
+st.markdown(
+    f"- **Calibration intercept / slope (Cox):** {charts.number(cox.get('intercept'))} / "
+    f"{charts.number(cox.get('slope'))} (perfect: 0 / 1)\n"
+    f"- **Test against perfect calibration:** p = {charts.number(perfect.get('p_value'), 3)}"
+)
+st.subheader("Reliability diagram (95 % intervals per bin)")
+st.altair_chart(
+    charts.reliability_chart(charts.reliability_frame(report["reliability_curve"])),
+    width="stretch",
+)
+
+st.subheader("ECE and Brier over decision time")
+first = data.items(ctx.api.get("/v1/decisions", router=ctx.router, order="asc", limit=1))
+last = data.items(ctx.api.get("/v1/decisions", router=ctx.router, order="desc", limit=1))
+events = charts.events_frame(
+    e
+    for e in data.items(ctx.api.get("/v1/events"))
+    if e.get("kind") in ("model_change", "judge_changed")
+)
+if first and last:
+    start = datetime.fromisoformat(first[0]["ts"].replace("Z", "+00:00"))
+    if ctx.since is not None:
+        start = max(start, ctx.since)
+    end = datetime.fromisoformat(last[0]["ts"].replace("Z", "+00:00"))
+    windows = charts.time_windows(start, end, 6)
+    rows = []
+    for index, (low, high) in enumerate(windows):
+        window_reports = data.items(
+            ctx.api.get(
+                "/v1/calibration",
+                router=ctx.router,
+                since=low,
+                until=high if index < len(windows) - 1 else None,
+                reference_since=windows[0][0],
+                reference_until=windows[0][1],
+            )
+        )
+        match = next((r for r in window_reports if r["judge_key"] == judge), None)
+        if match and match.get("n"):
+            drift = match.get("drift_against_reference") or {}
+            rows.append(
+                {
+                    "window start": low,
+                    "labels": match["n"],
+                    "ECE": match.get("expected_calibration_error"),
+                    "Brier": (match.get("brier") or {}).get("brier"),
+                    "drift p-value vs first window": drift.get("p_value") if index else None,
+                    "drift test": (drift.get("method") or "") if index else "reference window",
+                }
+            )
+    series = pd.DataFrame.from_records(rows)
+    if len(series) >= 2:
+        st.caption("Six equal windows of decision time; red rules mark model and judge events.")
+        st.altair_chart(
+            charts.series_with_events(
+                series, x="window start", y="ECE", y_title="ECE (share)", events=events
+            ),
+            width="stretch",
+        )
+        st.altair_chart(
+            charts.series_with_events(
+                series, x="window start", y="Brier", y_title="Brier score", events=events
+            ),
+            width="stretch",
+        )
+        st.subheader("Calibration drift tests (each window against the first)")
+        st.dataframe(series, hide_index=True)
+    else:
+        ui.empty("Too few labelled windows yet to draw calibration over time.")

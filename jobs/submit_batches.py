@@ -1,0 +1,19 @@
+"""Every worker: reconcile batches left `submitting`, gather held items into new batches."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shadoweval.shadow import batch as batch_service
+
+if TYPE_CHECKING:
+    from shadoweval.runtime.worker import WorkerRuntime
+
+
+async def run(runtime: WorkerRuntime) -> dict[str, int]:
+    return await batch_service.submit_due_batches(
+        engine=runtime.engine,
+        settings=runtime.settings,
+        provider_for_model=runtime.provider_for_model,
+        owner=runtime.worker_id,
+    )

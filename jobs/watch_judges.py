@@ -1,0 +1,21 @@
+"""Leader job: record a `judge_changed` event when a router's verdicts come from a new judge."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from shadoweval.db import session_scope
+from shadoweval.feedback import judge_changes
+
+if TYPE_CHECKING:
+    from shadoweval.runtime.worker import WorkerRuntime
+
+
+def _watch(runtime: WorkerRuntime) -> int:
+    with session_scope(runtime.engine) as session:
+        return judge_changes.record_judge_changes(session)
+
+
+async def run(runtime: WorkerRuntime) -> int:
+    return await asyncio.to_thread(_watch, runtime)

@@ -1,0 +1,21 @@
+"""Leader job: scan new decisions for models new to a router's tier (model_change events)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from shadoweval.pool import service as pool_service
+
+if TYPE_CHECKING:
+    from shadoweval.runtime.worker import WorkerRuntime
+
+
+def _watch(runtime: WorkerRuntime) -> dict[str, Any]:
+    result = pool_service.watch_models(engine=runtime.engine, settings=runtime.settings)
+    # Only the counts: a watermark alone would make every idle run look busy in the log.
+    return result.model_dump(exclude={"watermark"})
+
+
+async def run(runtime: WorkerRuntime) -> dict[str, Any]:
+    return await asyncio.to_thread(_watch, runtime)

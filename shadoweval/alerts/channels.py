@@ -1,0 +1,353 @@
+"""How a notification is said on each channel, and how a delivery attempt is judged (pure).
+
+Generic webhooks are signed: `X-Shadoweval-Timestamp` carries unix seconds and
+`X-Shadoweval-Signature` carries `v1=` + hex HMAC-SHA256 of `f"{timestamp}."` + body,
+so a receiver can check both who sent a body and that it is not a replay of an old one.
+Payloads never hold secrets (PagerDuty's routing key is added at send time), because
+they are stored in the outbox and shown by the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from shadoweval.alerts.notification import Notification
+
+Channel = Literal["webhook", "slack", "pagerduty", "retrain"]
+CHANNELS: tuple[Channel, ...] = ("webhook", "slack", "pagerduty", "retrain")
+Outcome = Literal["delivered", "retry", "failed"]
+
+TIMESTAMP_HEADER = "X-Shadoweval-Timestamp"
+SIGNATURE_HEADER = "X-Shadoweval-Signature"
+DELIVERY_HEADER = "X-Shadoweval-Delivery"  # the outbox row id: receivers dedup redeliveries by it
+SIGNATURE_VERSION = "v1"
+PAYLOAD_VERSION = 1
+
+# PagerDuty Events API v2 accepts critical|error|warning|info.
+PAGERDUTY_SEVERITY = {"info": "info", "warning": "warning", "critical": "critical"}
+PAGERDUTY_DEDUP_KEY_MAX = 255
+PAGERDUTY_SUMMARY_MAX = 1024
+SLACK_HEADER_MAX = 150  # plain_text limit of a header block
+SLACK_TEXT_MAX = 3000  # text limit of a section block
+
+
+# --- signing -------------------------------------------------------------------------------
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The signature header value of `body` sent at `timestamp` (unix seconds)."""
+    message = f"{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return f"{SIGNATURE_VERSION}={digest}"
+
+
+def verify_signature(
+    secret: str,
+    timestamp_header: str,
+    signature_header: str,
+    body: bytes,
+    *,
+    now: float,
+    tolerance_seconds: float = 300,
+) -> bool:
+    """True when the signature matches and the timestamp is within the tolerance of `now`.
+
+    The header may list several comma-separated signatures (as during a secret rotation);
+    one match is enough. Comparison is constant-time.
+    """
+    try:
+        timestamp = int(timestamp_header.strip())
+    except ValueError:
+        return False
+    if abs(now - timestamp) > tolerance_seconds:
+        return False  # a replayed (or badly clocked) request
+    expected = sign(secret, timestamp, body)
+    return any(
+        hmac.compare_digest(candidate.strip(), expected)
+        for candidate in signature_header.split(",")
+        if candidate.strip()
+    )
+
+
+def webhook_headers(body: bytes, *, secret: str | None, timestamp: int) -> dict[str, str]:
+    """Headers of a generic webhook POST; signed when a secret is configured."""
+    headers = {"Content-Type": "application/json", "User-Agent": "shadoweval-alerts"}
+    if secret:
+        headers[TIMESTAMP_HEADER] = str(timestamp)
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    return headers
+
+
+# --- payloads ------------------------------------------------------------------------------
+
+
+def webhook_payload(notification: Notification) -> dict[str, Any]:
+    """The generic webhook JSON: the whole notification with its numbers and links."""
+    return {
+        "version": PAYLOAD_VERSION,
+        "source": "shadoweval",
+        "kind": notification.kind,
+        "dedup_key": notification.dedup_key,
+        "rule": notification.rule,
+        "severity": notification.severity,
+        "title": notification.title,
+        "summary": notification.summary,
+        "ts": notification.ts.isoformat(),
+        "router": notification.router,
+        "segment": notification.segment,
+        "alert_id": notification.alert_id,
+        "numbers": _jsonable(notification.numbers),
+        "links": _links(notification),
+        "details": _jsonable(notification.details),
+    }
+
+
+def slack_payload(notification: Notification) -> dict[str, Any]:
+    """A Slack incoming-webhook message: header, the numbers as fields, link buttons.
+
+    `text` is the fallback shown in notifications and by clients without blocks.
+    """
+    icon = _slack_icon(notification)
+    header = _clip(f"{icon} {_state_word(notification)}: {notification.title}", SLACK_HEADER_MAX)
+    context = " · ".join(
+        part
+        for part in (
+            f"rule `{notification.rule}`",
+            f"router `{notification.router}`" if notification.router else "",
+            f"segment `{notification.segment}`" if notification.segment else "",
+            f"severity *{notification.severity}*",
+        )
+        if part
+    )
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": _clip(notification.summary or "-", SLACK_TEXT_MAX)},
+        },
+    ]
+    fields = [
+        {"type": "mrkdwn", "text": _clip(f"*{label}*\n{value}", 2000)}
+        for label, value in number_fields(notification.numbers)
+    ]
+    if fields:
+        blocks.append({"type": "section", "fields": fields[:10]})  # Slack allows 10 fields
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    buttons = [
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": text},
+            "url": url,
+            **({"style": "primary"} if text == "Dashboard" else {}),
+        }
+        for text, url in (
+            ("Dashboard", notification.dashboard_url),
+            ("Runbook", notification.runbook_url),
+            ("Training export", notification.details.get("export_url")),
+        )
+        if isinstance(url, str) and url
+    ]
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
+    fallback = f"{_state_word(notification)}: {notification.title}"
+    if notification.summary:
+        fallback += f" — {notification.summary}"
+    return {"text": _clip(fallback, SLACK_TEXT_MAX), "blocks": blocks}
+
+
+def pagerduty_payload(notification: Notification, *, source: str) -> dict[str, Any]:
+    """A PagerDuty Events API v2 event, without its routing key (added when sending).
+
+    `resolve` closes the incident opened by `trigger` with the same dedup key; reminders
+    are sent as `trigger` again, which PagerDuty folds into the open incident.
+    """
+    dedup_key = notification.dedup_key[:PAGERDUTY_DEDUP_KEY_MAX]
+    if notification.kind == "resolve":
+        return {"event_action": "resolve", "dedup_key": dedup_key}
+    custom_details: dict[str, Any] = {
+        "rule": notification.rule,
+        "router": notification.router,
+        "segment": notification.segment,
+        "kind": notification.kind,
+        "summary": notification.summary,
+        "numbers": _jsonable(notification.numbers),
+    }
+    if notification.alert_id is not None:
+        custom_details["alert_id"] = notification.alert_id
+    links = [
+        {"href": url, "text": text}
+        for text, url in (
+            ("Dashboard", notification.dashboard_url),
+            ("Runbook", notification.runbook_url),
+        )
+        if url
+    ]
+    event: dict[str, Any] = {
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "payload": {
+            "summary": _clip(notification.title, PAGERDUTY_SUMMARY_MAX),
+            "source": source,
+            "severity": PAGERDUTY_SEVERITY[notification.severity],
+            "timestamp": notification.ts.isoformat(),
+            "component": notification.router or "shadoweval",
+            "group": notification.segment or "all",
+            "class": notification.rule,
+            "custom_details": custom_details,
+        },
+        "client": "shadoweval",
+        "links": links,
+    }
+    if notification.dashboard_url:
+        event["client_url"] = notification.dashboard_url
+    return event
+
+
+def payload_for(channel: Channel, notification: Notification, *, source: str) -> dict[str, Any]:
+    if channel == "slack":
+        return slack_payload(notification)
+    if channel == "pagerduty":
+        return pagerduty_payload(notification, source=source)
+    return webhook_payload(notification)
+
+
+def number_fields(numbers: dict[str, Any]) -> list[tuple[str, str]]:
+    """The numbers behind an alert as readable (label, value) pairs, estimate ± interval first."""
+    shown: list[tuple[str, str]] = []
+    used: set[str] = set()
+    estimate = numbers.get("estimate")
+    if estimate is not None:
+        text = _number(estimate)
+        low, high = numbers.get("ci_low"), numbers.get("ci_high")
+        if low is not None and high is not None:
+            text += f" (95 % CI {_number(low)} – {_number(high)})"
+        shown.append(("Estimate", text))
+        used.update(("estimate", "ci_low", "ci_high"))
+    if numbers.get("n") is not None:
+        shown.append(("Sample size n", _number(numbers["n"])))
+        used.add("n")
+    if numbers.get("threshold") is not None:
+        shown.append(("Threshold", _number(numbers["threshold"])))
+        used.add("threshold")
+    start, end = numbers.get("window_start"), numbers.get("window_end")
+    if start is not None or end is not None:
+        shown.append(("Window (decision time)", f"{_number(start)} → {_number(end)}"))
+        used.update(("window_start", "window_end"))
+    for key, value in numbers.items():
+        if key not in used and value is not None:
+            shown.append((key.replace("_", " ").capitalize(), _number(value)))
+    return shown
+
+
+# --- attempts ------------------------------------------------------------------------------
+
+
+def classify_status(status_code: int) -> Outcome:
+    """2xx delivered; 408, 429 and 5xx worth retrying; any other answer is final."""
+    if 200 <= status_code < 300:
+        return "delivered"
+    if status_code in (408, 429) or status_code >= 500:
+        return "retry"
+    return "failed"  # 3xx (configure the final URL) and 4xx: a resend would fail the same way
+
+
+def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+def backoff_seconds(
+    attempt: int, *, base_seconds: float, max_seconds: float, rng: random.Random
+) -> float:
+    """Exponential backoff with jitter: half of base · 2^(attempt−1) (capped) plus up to as much
+    again at random, so receivers coming back are not hit by every sender at once."""
+    ceiling = float(min(max_seconds, base_seconds * 2.0 ** max(0, attempt - 1)))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def redact_url(url: str, channel: str) -> str:
+    """A URL safe to log and show: Slack webhook paths and any query or credentials are secrets."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    path = "/***" if channel == "slack" and parts.path not in ("", "/") else parts.path
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, host, path, query, ""))
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _links(notification: Notification) -> dict[str, str]:
+    links = {
+        "dashboard": notification.dashboard_url,
+        "runbook": notification.runbook_url,
+        "export": notification.details.get("export_url"),
+    }
+    return {name: url for name, url in links.items() if isinstance(url, str) and url}
+
+
+def _state_word(notification: Notification) -> str:
+    return {
+        "trigger": "Firing",
+        "reminder": "Still firing",
+        "resolve": "Resolved",
+        "retrain": "Retrain",
+    }[notification.kind]
+
+
+def _slack_icon(notification: Notification) -> str:
+    if notification.kind == "resolve":
+        return ":white_check_mark:"
+    if notification.kind == "retrain":
+        return ":arrows_counterclockwise:"
+    return {"info": ":information_source:", "warning": ":warning:", "critical": ":rotating_light:"}[
+        notification.severity
+    ]
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return "-" if value is None else str(value)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _jsonable(value: Any) -> Any:
+    """Numbers and details may hold datetimes; stored payloads are plain JSON."""
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and value != value:
+        return None  # NaN is not JSON
+    return value

@@ -1,0 +1,36 @@
+"""GET /v1/alert-deliveries: what the outbox sent where, with every attempt (read scope)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from shadoweval.alerts import outbox
+from shadoweval.alerts.delivery_models import AlertDeliveryPage
+from shadoweval.db import SessionDep
+from shadoweval.deps import ReadScope
+
+router = APIRouter(prefix="/v1", tags=["alerts"], dependencies=[ReadScope])
+
+
+@router.get("/alert-deliveries")
+def list_alert_deliveries(
+    session: SessionDep,
+    alert_id: int | None = None,
+    event_id: int | None = None,
+    status: Literal["pending", "in_flight", "delivered", "failed"] | None = None,
+    channel: Literal["webhook", "slack", "pagerduty", "retrain"] | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> AlertDeliveryPage:
+    """Deliveries newest first; URLs are redacted and secrets never included."""
+    return outbox.list_deliveries(
+        session=session,
+        alert_id=alert_id,
+        event_id=event_id,
+        status=status,
+        channel=channel,
+        cursor=cursor,
+        limit=limit,
+    )

@@ -1,0 +1,597 @@
+"""The alert outbox: notifications become delivery rows, workers send them until they land.
+
+`enqueue_notification` writes one row per configured channel in the caller's
+transaction, so an alert and its notifications commit (or vanish) together.
+Workers claim due rows under a lease (PostgreSQL `FOR UPDATE SKIP LOCKED`, as
+runtime/leases.py) and POST them: 2xx is delivered; 408, 429, 5xx, timeouts and
+connection errors are retried with jittered exponential backoff (never sooner than
+`Retry-After`) until the row is `delivery_max_age_hours` old; any other answer fails
+the row at once. Every attempt is a row of its own. A worker that dies mid-send
+leaves its lease to expire and the row is sent again: delivery is at least once,
+and receivers can drop repeats by the `X-Shadoweval-Delivery` id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from sqlalchemy import Table, and_, case, exists, func, insert, or_, select, type_coerce, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from shadoweval.alerts import channels
+from shadoweval.alerts.channels import Channel
+from shadoweval.alerts.delivery_models import (
+    AlertDelivery,
+    AlertDeliveryAttempt,
+    AlertDeliveryPage,
+    AlertDeliveryPublic,
+    DeliveryAttemptPublic,
+    DeliveryStatus,
+)
+from shadoweval.alerts.notification import Notification
+from shadoweval.config import Settings, get_settings
+from shadoweval.db import UtcDateTime, utcnow
+from shadoweval.events.models import Event
+from shadoweval.exceptions import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+DELIVERY_TABLE = cast(Table, AlertDelivery.__table__)  # type: ignore[attr-defined]
+ATTEMPT_TABLE = cast(Table, AlertDeliveryAttempt.__table__)  # type: ignore[attr-defined]
+EVENT_TABLE = cast(Table, Event.__table__)  # type: ignore[attr-defined]
+
+MODEL_CHANGE = "model_change"
+OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)
+Clock = Callable[[], datetime]
+
+
+# --- enqueueing ----------------------------------------------------------------------------
+
+
+def configured_channels(settings: Settings, kind: str) -> list[tuple[Channel, str]]:
+    """Where a notification of `kind` goes: retrain triggers to their own webhook only."""
+    if kind == "retrain":
+        return [("retrain", settings.retrain_webhook_url)] if settings.retrain_webhook_url else []
+    targets: list[tuple[Channel, str]] = []
+    if settings.alert_webhook_url:
+        targets.append(("webhook", settings.alert_webhook_url))
+    if settings.alert_slack_webhook_url:
+        targets.append(("slack", settings.alert_slack_webhook_url))
+    if settings.alert_pagerduty_routing_key:
+        targets.append(("pagerduty", settings.alert_pagerduty_url))
+    return targets
+
+
+def enqueue_notification(
+    session: Session,
+    notification: Notification,
+    *,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> list[int]:
+    """One pending delivery per configured channel, in the caller's transaction; their ids.
+
+    No channel configured: []. A retrain notification carrying `details["event_id"]`
+    is enqueued at most once per channel: a second call for the same event returns [].
+    `now` is wall-clock time (never a decision `ts`): rows are due from it and retried
+    until `delivery_max_age_hours` after it.
+    """
+    settings = settings or get_settings()
+    now = now or utcnow()
+    event_id = notification.details.get("event_id") if notification.kind == "retrain" else None
+    source = _source(settings)
+    bind = session.get_bind()
+    ids: list[int] = []
+    for channel, url in configured_channels(settings, notification.kind):
+        values: dict[str, Any] = {
+            "channel": channel,
+            "url": url,
+            "payload": channels.payload_for(channel, notification, source=source),
+            "dedup_key": notification.dedup_key[:300],
+            "kind": notification.kind,
+            "rule": notification.rule[:100],
+            "alert_id": notification.alert_id,
+            "event_id": event_id,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        if event_id is None:
+            statement: Any = insert(DELIVERY_TABLE).values(**values)
+        else:
+            # ON CONFLICT keeps the caller's transaction usable on PostgreSQL, where a
+            # unique violation would abort it.
+            dialect_insert = (
+                postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
+            )
+            statement = (
+                dialect_insert(DELIVERY_TABLE)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["event_id", "channel"])
+            )
+        row = session.execute(statement.returning(DELIVERY_TABLE.c.id)).first()
+        if row is not None:
+            ids.append(int(row[0]))
+    if ids:
+        log.info(
+            "notification %s %s queued for %s",
+            notification.kind,
+            notification.dedup_key,
+            ", ".join(channel for channel, _ in configured_channels(settings, notification.kind)),
+        )
+    return ids
+
+
+def _source(settings: Settings) -> str:
+    return urlsplit(settings.public_base_url).hostname or "shadoweval"
+
+
+# --- retrain triggers ----------------------------------------------------------------------
+
+
+def retrain_notification(
+    *,
+    event_id: int,
+    dedup_key: str,
+    ts: datetime,
+    router: str | None,
+    details: dict[str, Any],
+    public_base_url: str,
+) -> Notification:
+    """The retrain trigger for one `model_change` event, with an absolute training-export link."""
+    tier, model = details.get("tier"), details.get("model")
+    relative = details.get("export_url")
+    if not isinstance(relative, str) or not relative:
+        query = urlencode({"router": router or "", "since": ts.isoformat()})
+        relative = f"/v1/exports/training?{query}"
+    export_url = relative if "://" in relative else public_base_url.rstrip("/") + relative
+    previous = ", ".join(str(m) for m in details.get("previous_models") or []) or "none"
+    return Notification(
+        kind="retrain",
+        dedup_key=f"{MODEL_CHANGE}|{dedup_key}",
+        rule=MODEL_CHANGE,
+        severity="info",
+        title=f"Router {router} now routes {tier} traffic to {model}",
+        summary=(
+            f"Model change on router {router}, tier {tier}: {model} (before: {previous}), "
+            f"first seen in decisions at {ts.isoformat()}. Labelled training tuples: {export_url}"
+        ),
+        ts=ts,
+        router=router,
+        details={
+            "event_id": event_id,
+            "event": {
+                "id": event_id,
+                "kind": MODEL_CHANGE,
+                "dedup_key": dedup_key,
+                "ts": ts.isoformat(),
+                "router": router,
+                "details": details,
+            },
+            "export_url": export_url,
+        },
+    )
+
+
+def enqueue_retrain_triggers(
+    *, session: Session, settings: Settings, now: datetime | None = None, limit: int = 100
+) -> int:
+    """Queue one retrain delivery per `model_change` event that has none yet; how many.
+
+    Exactly once per event: the NOT EXISTS skips events already triggered, and the
+    unique (event_id, channel) settles two runs racing. Events older than the delivery
+    max age are not triggered late (e.g. when the webhook is configured after them).
+    """
+    if not settings.retrain_webhook_url:
+        return 0
+    now = now or utcnow()
+    since = now - timedelta(hours=settings.delivery_max_age_hours)
+    e, d = EVENT_TABLE.c, DELIVERY_TABLE.c
+    triggered = exists().where(d.event_id == e.id, d.channel == "retrain")
+    rows = session.execute(
+        select(e.id, e.dedup_key, e.ts, e.router, e.details)
+        .where(e.kind == MODEL_CHANGE, e.created_at >= since, ~triggered)
+        .order_by(e.id)
+        .limit(limit)
+    ).all()
+    queued = 0
+    for event_id, dedup_key, ts, router, details in rows:
+        notification = retrain_notification(
+            event_id=int(event_id),
+            dedup_key=str(dedup_key),
+            ts=ts,
+            router=router,
+            details=dict(details or {}),
+            public_base_url=settings.public_base_url,
+        )
+        queued += len(enqueue_notification(session, notification, settings=settings, now=now))
+    return queued
+
+
+# --- claiming and sending ------------------------------------------------------------------
+
+
+def claim_due(
+    engine: Engine, *, owner: str, limit: int, lease_seconds: float, now: datetime
+) -> list[int]:
+    """Claim up to `limit` due deliveries for `owner` (committed); their ids.
+
+    Per channel and dedup key, deliveries go out in the order they were queued: a row
+    waits while an older one for the same key is still open, so a `resolve` can never
+    overtake its `trigger` after a receiver outage and leave an incident open.
+    """
+    c = DELIVERY_TABLE.c
+    due = or_(
+        and_(c.status == DeliveryStatus.PENDING, c.next_attempt_at <= now),
+        and_(c.status == DeliveryStatus.IN_FLIGHT, c.lease_until < now),
+    )
+    older = DELIVERY_TABLE.alias("older")
+    older_open = exists().where(
+        older.c.channel == c.channel,
+        older.c.dedup_key == c.dedup_key,
+        older.c.id < c.id,
+        older.c.status.in_(OPEN_STATUSES),
+    )
+    candidates = select(c.id).where(due, ~older_open).order_by(c.next_attempt_at, c.id).limit(limit)
+    if engine.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    statement = (
+        update(DELIVERY_TABLE)
+        .where(c.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=DeliveryStatus.IN_FLIGHT,
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=c.attempts + 1,
+        )
+        .returning(c.id)
+    )
+    # The UPDATE comes first on its connection: on SQLite a read-first transaction
+    # could not upgrade to a write without risking SQLITE_BUSY.
+    with engine.begin() as connection:
+        return sorted(int(row[0]) for row in connection.execute(statement))
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    outcome: channels.Outcome
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    retry_after_s: float | None = None
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes ~50 ms: once per process, not once per batch.
+    return httpx.create_ssl_context()
+
+
+def lease_seconds(settings: Settings) -> float:
+    # Long enough for one POST to time out, short enough that a dead worker's rows resume soon.
+    return settings.delivery_timeout_seconds * 2 + 60
+
+
+async def process_due_deliveries(
+    *,
+    engine: Engine,
+    settings: Settings,
+    owner: str,
+    limit: int,
+    clock: Clock = utcnow,
+    rng: random.Random | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> dict[str, int]:
+    """Claim up to `limit` due deliveries and send them concurrently; counts per new status.
+
+    `clock` drives scheduling (claims, backoff, max age), so tests can move time;
+    signature timestamps always use the wall clock, which is what receivers check.
+    """
+    ids = await asyncio.to_thread(
+        claim_due,
+        engine,
+        owner=owner,
+        limit=limit,
+        lease_seconds=lease_seconds(settings),
+        now=clock(),
+    )
+    if not ids:
+        return {}
+    jitter = rng or random.Random()  # noqa: S311  (jitter spreads retries; not a secret)
+    counts: dict[str, int] = {}
+    async with httpx.AsyncClient(
+        timeout=settings.delivery_timeout_seconds,
+        transport=transport,
+        follow_redirects=False,
+        verify=_ssl_context(),
+    ) as client:
+        results = await asyncio.gather(
+            *(
+                deliver_one(
+                    engine=engine,
+                    settings=settings,
+                    client=client,
+                    owner=owner,
+                    delivery_id=delivery_id,
+                    clock=clock,
+                    rng=jitter,
+                )
+                for delivery_id in ids
+            )
+        )
+    for status in results:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+async def deliver_one(
+    *,
+    engine: Engine,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    owner: str,
+    delivery_id: int,
+    clock: Clock,
+    rng: random.Random,
+) -> str:
+    """Send one claimed delivery and record the attempt; returns the delivery's new status."""
+    row = await asyncio.to_thread(_load, engine, delivery_id)
+    if row is None or row["status"] != DeliveryStatus.IN_FLIGHT or row["lease_owner"] != owner:
+        return "lease_lost"
+    result = await send(client, row, settings)
+    now = clock()
+    attempt = int(row["attempts"])
+    deadline = row["created_at"] + timedelta(hours=settings.delivery_max_age_hours)
+    shown_url = channels.redact_url(row["url"], row["channel"])
+    retry_at: datetime | None = None
+    attempt_outcome: str = result.outcome
+    if result.outcome == "delivered":
+        values: dict[str, Any] = {
+            "status": DeliveryStatus.DELIVERED,
+            "delivered_at": now,
+            "last_error": None,
+        }
+    elif result.outcome == "retry" and now < deadline:
+        delay = channels.backoff_seconds(
+            attempt,
+            base_seconds=settings.delivery_retry_base_seconds,
+            max_seconds=settings.delivery_retry_max_seconds,
+            rng=rng,
+        )
+        delay = max(delay, result.retry_after_s or 0.0)
+        # One last try at the deadline rather than giving up early on a long Retry-After.
+        retry_at = min(now + timedelta(seconds=delay), deadline)
+        values = {
+            "status": DeliveryStatus.PENDING,
+            "next_attempt_at": retry_at,
+            "last_error": result.error,
+        }
+    else:
+        error = result.error or "refused"
+        attempt_outcome = "failed"
+        if result.outcome == "retry":
+            error = (
+                f"gave up after {attempt} attempts over "
+                f"{settings.delivery_max_age_hours:g} h: {error}"
+            )
+        values = {"status": DeliveryStatus.FAILED, "failed_at": now, "last_error": error[:2000]}
+    values.update(lease_owner=None, lease_until=None)
+    attempt_row = {
+        "delivery_id": delivery_id,
+        "attempt": attempt,
+        "at": now,
+        "outcome": attempt_outcome,
+        "status_code": result.status_code,
+        "error": result.error,
+        "duration_ms": result.duration_ms,
+        "retry_at": retry_at,
+    }
+    recorded = await asyncio.to_thread(_record, engine, delivery_id, owner, values, attempt_row)
+    status = str(values["status"])
+    log_level = logging.WARNING if status == DeliveryStatus.FAILED else logging.INFO
+    log.log(
+        log_level,
+        "alert delivery %s (%s %s to %s) attempt %s: %s%s",
+        delivery_id,
+        row["kind"],
+        row["channel"],
+        shown_url,
+        attempt,
+        status,
+        f" ({result.error})" if result.error else "",
+    )
+    if not recorded:
+        log.warning("alert delivery %s: lease taken over while sending; outcome kept", delivery_id)
+        return "lease_lost"
+    return status
+
+
+async def send(client: httpx.AsyncClient, row: dict[str, Any], settings: Settings) -> AttemptResult:
+    """One POST of a stored delivery; secrets (signature, routing key) are added only here."""
+    channel, url = str(row["channel"]), str(row["url"])
+    payload = dict(row["payload"])
+    if channel == "pagerduty":
+        if not settings.alert_pagerduty_routing_key:
+            return AttemptResult("failed", None, "alert_pagerduty_routing_key is not set", 0.0)
+        payload = {"routing_key": settings.alert_pagerduty_routing_key, **payload}
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    if channel in ("webhook", "retrain"):
+        headers = channels.webhook_headers(
+            body, secret=settings.alert_webhook_secret, timestamp=int(time.time())
+        )
+    else:
+        headers = {"Content-Type": "application/json", "User-Agent": "shadoweval-alerts"}
+    headers[channels.DELIVERY_HEADER] = str(row["id"])
+    started = time.perf_counter()
+    try:
+        response = await client.post(url, content=body, headers=headers)
+    except httpx.TimeoutException as error:
+        return AttemptResult("retry", None, f"timeout: {error.__class__.__name__}", _ms(started))
+    except httpx.HTTPError as error:
+        # Transport errors name the host at most; never the URL's secret path.
+        message = f"{error.__class__.__name__}: {error}".replace(url, "<url>")
+        return AttemptResult("retry", None, message[:2000], _ms(started))
+    duration = _ms(started)
+    outcome = channels.classify_status(response.status_code)
+    error_text = None
+    if outcome != "delivered":
+        error_text = f"HTTP {response.status_code}: {response.text[:500]}"
+    retry_after = channels.retry_after_seconds(response.headers.get("retry-after"), now=utcnow())
+    return AttemptResult(outcome, response.status_code, error_text, duration, retry_after)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _load(engine: Engine, delivery_id: int) -> dict[str, Any] | None:
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(DELIVERY_TABLE).where(DELIVERY_TABLE.c.id == delivery_id)
+        ).first()
+    return None if row is None else dict(row._mapping)
+
+
+def _record(
+    engine: Engine,
+    delivery_id: int,
+    owner: str,
+    values: dict[str, Any],
+    attempt_row: dict[str, Any],
+) -> bool:
+    """The attempt always (it happened); the delivery's new state only while still ours."""
+    c = DELIVERY_TABLE.c
+    with engine.begin() as connection:
+        result = connection.execute(
+            update(DELIVERY_TABLE)
+            .where(
+                c.id == delivery_id,
+                c.lease_owner == owner,
+                c.status == DeliveryStatus.IN_FLIGHT,
+            )
+            .values(**values)
+        )
+        connection.execute(insert(ATTEMPT_TABLE).values(**attempt_row))
+        return bool(result.rowcount == 1)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def list_deliveries(
+    *,
+    session: Session,
+    alert_id: int | None = None,
+    event_id: int | None = None,
+    status: str | None = None,
+    channel: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> AlertDeliveryPage:
+    """Deliveries newest first, each with its attempts; URLs redacted, no secrets."""
+    c = DELIVERY_TABLE.c
+    query = select(DELIVERY_TABLE)
+    for column, value in (
+        (c.alert_id, alert_id),
+        (c.event_id, event_id),
+        (c.status, status),
+        (c.channel, channel),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if cursor:
+        query = query.where(c.id < _cursor_id(cursor))
+    rows = [dict(r._mapping) for r in session.execute(query.order_by(c.id.desc()).limit(limit + 1))]
+    page = rows[:limit]
+    attempts: dict[int, list[DeliveryAttemptPublic]] = {int(r["id"]): [] for r in page}
+    if page:
+        a = ATTEMPT_TABLE.c
+        for attempt in session.execute(
+            select(ATTEMPT_TABLE)
+            .where(a.delivery_id.in_(list(attempts)))
+            .order_by(a.delivery_id, a.attempt, a.id)
+        ):
+            attempts[int(attempt.delivery_id)].append(
+                DeliveryAttemptPublic.model_validate(attempt._mapping)
+            )
+    items = [_public(row, attempts[int(row["id"])]) for row in page]
+    next_cursor = _encode_cursor(int(page[-1]["id"])) if len(rows) > limit else None
+    return AlertDeliveryPage(items=items, next_cursor=next_cursor)
+
+
+def _public(row: dict[str, Any], attempts: list[DeliveryAttemptPublic]) -> AlertDeliveryPublic:
+    open_ = row["status"] in OPEN_STATUSES
+    return AlertDeliveryPublic(
+        id=row["id"],
+        channel=row["channel"],
+        url=channels.redact_url(row["url"], row["channel"]),
+        status=row["status"],
+        kind=row["kind"],
+        rule=row["rule"],
+        dedup_key=row["dedup_key"],
+        alert_id=row["alert_id"],
+        event_id=row["event_id"],
+        attempt_count=row["attempts"],
+        next_attempt_at=row["next_attempt_at"] if open_ else None,
+        created_at=row["created_at"],
+        delivered_at=row["delivered_at"],
+        failed_at=row["failed_at"],
+        last_error=row["last_error"],
+        payload=row["payload"],
+        attempts=attempts,
+    )
+
+
+def _encode_cursor(delivery_id: int) -> str:
+    raw = json.dumps({"id": delivery_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_id(cursor: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
+        return int(data["id"])
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise InvalidRequest("cursor is not valid; pass next_cursor from a previous page") from exc
+
+
+def open_counts(engine: Engine, now: datetime) -> list[dict[str, Any]]:
+    """Per channel: deliveries not yet delivered, failed ones, and the oldest open one's age."""
+    c = DELIVERY_TABLE.c
+    is_open = c.status.in_(OPEN_STATUSES)
+    oldest_open = type_coerce(func.min(case((is_open, c.created_at))), UtcDateTime())
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                c.channel,
+                func.sum(case((is_open, 1), else_=0)),
+                func.sum(case((c.status == DeliveryStatus.FAILED, 1), else_=0)),
+                oldest_open,
+            ).group_by(c.channel)
+        ).all()
+    return [
+        {
+            "channel": channel,
+            "pending": int(pending or 0),
+            "failed": int(failed or 0),
+            "oldest_open_age_s": max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+        }
+        for channel, pending, failed, oldest in rows
+    ]

@@ -1,0 +1,127 @@
+"""Routes: human feedback, the blind review queue and labels, judge–human agreement."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+
+from shadoweval.db import SessionDep
+from shadoweval.deps import IngestScope, OperateScope, ReadScope, SettingsDep
+from shadoweval.feedback import service
+from shadoweval.feedback.models import (
+    AgreementReport,
+    FeedbackIn,
+    FeedbackResponse,
+    ReviewLabelIn,
+    ReviewLabelOut,
+    ReviewQueue,
+)
+from shadoweval.ingest.body import read_body_within
+from shadoweval.ingest.parsing import ParsedBody, check_media_type, parse_items
+
+router = APIRouter(tags=["feedback"])
+
+
+def _inline_defs(schema: Any, defs: dict[str, Any]) -> Any:
+    """The schema with its local `$defs` references inlined, for use outside components."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inline_defs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline_defs(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline_defs(v, defs) for v in schema]
+    return schema
+
+
+_FEEDBACK_SCHEMA = FeedbackIn.model_json_schema()
+_FEEDBACK_REF = _inline_defs(_FEEDBACK_SCHEMA, _FEEDBACK_SCHEMA.get("$defs", {}))
+_FEEDBACK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One feedback object, a JSON array of them, or NDJSON.",
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [_FEEDBACK_REF, {"type": "array", "items": _FEEDBACK_REF}]}
+            },
+            "application/x-ndjson": {"schema": _FEEDBACK_REF},
+        },
+    }
+}
+
+
+async def read_feedback_body(request: Request, settings: SettingsDep) -> ParsedBody:
+    media_type = check_media_type(request.headers.get("content-type"))
+    body = await read_body_within(request, settings.ingest_max_bytes)
+    return await run_in_threadpool(
+        parse_items, body, media_type, max_items=settings.ingest_max_items
+    )
+
+
+@router.post(
+    "/v1/feedback",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[IngestScope],
+    openapi_extra=_FEEDBACK_BODY,
+    responses={
+        202: {"model": FeedbackResponse, "description": "Every item stored or a duplicate."},
+        422: {"model": FeedbackResponse, "description": "Some items invalid; valid ones stored."},
+    },
+    response_model=FeedbackResponse,
+)
+def post_feedback(
+    session: SessionDep,
+    settings: SettingsDep,
+    parsed: Annotated[ParsedBody, Depends(read_feedback_body)],
+) -> JSONResponse:
+    """Thumbs up/down or a 1–5 grade on a decision's served answer, from its end user or a
+    reviewer. Idempotent on (router, request_id, source, reviewer): the first is kept.
+    Feedback on a decision not (yet) logged is stored with `decision_known: false`."""
+    outcome = service.ingest_feedback(session=session, settings=settings, parsed=parsed)
+    code = 422 if outcome.detail else status.HTTP_202_ACCEPTED
+    return JSONResponse(outcome.model_dump(mode="json"), status_code=code)
+
+
+@router.get("/v1/review/queue", dependencies=[OperateScope])
+def review_queue(
+    session: SessionDep,
+    reviewer: Annotated[str, Query(min_length=1, max_length=200)],
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ReviewQueue:
+    """Judged pairs for `reviewer` to label blind: tiers and models hidden, A/B order random
+    per pair, disagreements, inconsistent pairs and every segment represented."""
+    return service.review_queue(session=session, reviewer=reviewer, router=router_name, limit=limit)
+
+
+@router.post(
+    "/v1/review/labels",
+    dependencies=[OperateScope],
+    responses={
+        201: {"model": ReviewLabelOut, "description": "Stored."},
+        200: {"model": ReviewLabelOut, "description": "Already labelled: the first is kept."},
+        404: {"description": "No review item with this token for this reviewer."},
+    },
+    response_model=ReviewLabelOut,
+)
+def post_review_label(session: SessionDep, label: ReviewLabelIn) -> JSONResponse:
+    """A reviewer's choice on a queued pair: A, B, tie or both_bad."""
+    out, created = service.store_label(session=session, label=label)
+    return JSONResponse(out.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@router.get("/v1/judge/agreement", dependencies=[ReadScope])
+def judge_agreement(
+    session: SessionDep,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="ts ≥ since (RFC 3339).")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="ts < until (RFC 3339).")] = None,
+) -> AgreementReport:
+    """Cohen's κ (95 % interval) between judge and human labels, both reduced to "the
+    served answer was acceptable", per judge model and prompt hash."""
+    groups = service.judge_agreement(session=session, router=router_name, since=since, until=until)
+    return AgreementReport(items=groups)

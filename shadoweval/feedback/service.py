@@ -1,0 +1,510 @@
+"""Feedback ingest, the blind review queue, reviewer labels and judge–human agreement."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from pydantic import ValidationError
+from sqlalchemy import Table, and_, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from shadoweval.config import Settings
+from shadoweval.db import utcnow
+from shadoweval.exceptions import NotFound
+from shadoweval.feedback import labels as reductions
+from shadoweval.feedback.models import (
+    AgreementGroup,
+    Feedback,
+    FeedbackIn,
+    FeedbackItemResult,
+    FeedbackResponse,
+    PresentedOrder,
+    ReviewAnswer,
+    ReviewAssignment,
+    ReviewItem,
+    ReviewLabel,
+    ReviewLabelIn,
+    ReviewLabelOut,
+    ReviewQueue,
+)
+from shadoweval.feedback.queue import Candidate, stratified_order
+from shadoweval.ingest.models import Decision, DecisionPayload
+from shadoweval.ingest.parsing import ParsedBody
+from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
+from shadoweval.shadow.models import RunKind, ShadowRun
+from shadoweval.stats.agreement import cohen_kappa
+
+FEEDBACK = cast(Table, Feedback.__table__)  # type: ignore[attr-defined]
+ASSIGNMENT = cast(Table, ReviewAssignment.__table__)  # type: ignore[attr-defined]
+LABEL = cast(Table, ReviewLabel.__table__)  # type: ignore[attr-defined]
+VERDICT = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
+DECISION = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
+RUN = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
+# The queue stratifies over this many of the newest unlabelled judged pairs: enough for
+# every segment and the rare disagreements, bounded so a large history stays cheap.
+QUEUE_CANDIDATES = 2000
+QUEUE_RARE_CANDIDATES = 500
+
+
+def _insert(session: Session, table: Table) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+# --- feedback ------------------------------------------------------------------------------
+
+
+def ingest_feedback(
+    *, session: Session, settings: Settings, parsed: ParsedBody
+) -> FeedbackResponse:
+    """Store every valid item once per (router, request_id, source, reviewer); report per item.
+
+    Invalid items never block valid ones (the route answers 422 listing them), and a
+    resend stores nothing twice: the first feedback of a key is kept.
+    """
+    now = utcnow()
+    results: list[FeedbackItemResult] = []
+    detail: list[dict[str, Any]] = []
+    valid: list[tuple[int, FeedbackIn]] = []
+    for index, raw in enumerate(parsed.items):
+        if index in parsed.unparsable:
+            detail.append(
+                {"index": index, "loc": [], "msg": parsed.unparsable[index], "type": "json_invalid"}
+            )
+            results.append(FeedbackItemResult(index=index, status="invalid"))
+            continue
+        try:
+            valid.append((index, FeedbackIn.model_validate(raw)))
+        except ValidationError as exc:
+            detail.extend(
+                {"index": index, "loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False, include_input=False)
+            )
+            results.append(FeedbackItemResult(index=index, status="invalid"))
+            continue
+        results.append(FeedbackItemResult(index=index, status="pending"))
+
+    keys = {(item.router, item.request_id) for _, item in valid}
+    known = _known_decisions(session, keys)
+    for index, item in valid:
+        reviewer = item.reviewer or ""
+        value = item.numeric_value
+        row_known = (item.router, item.request_id) in known
+        inserted = session.execute(
+            _insert(session, FEEDBACK)
+            .values(
+                router=item.router,
+                request_id=item.request_id,
+                kind=item.kind.value,
+                value=value,
+                acceptable=reductions.feedback_acceptable(
+                    item.kind, value, min_grade=settings.feedback_acceptable_min_grade
+                ),
+                source=item.source.value,
+                reviewer=reviewer,
+                comment=item.comment,
+                decision_known=row_known,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["router", "request_id", "source", "reviewer"])
+            .returning(FEEDBACK.c.id)
+        ).first()
+        if inserted is not None:
+            results[index] = FeedbackItemResult(
+                index=index, status="stored", id=int(inserted[0]), decision_known=row_known
+            )
+            continue
+        existing = session.execute(
+            select(FEEDBACK.c.id).where(
+                FEEDBACK.c.router == item.router,
+                FEEDBACK.c.request_id == item.request_id,
+                FEEDBACK.c.source == item.source.value,
+                FEEDBACK.c.reviewer == reviewer,
+            )
+        ).scalar_one()
+        results[index] = FeedbackItemResult(
+            index=index, status="duplicate", id=int(existing), decision_known=row_known
+        )
+    session.commit()
+    return FeedbackResponse(
+        stored=sum(r.status == "stored" for r in results),
+        duplicates=sum(r.status == "duplicate" for r in results),
+        invalid=sum(r.status == "invalid" for r in results),
+        results=results,
+        detail=detail,
+    )
+
+
+def _known_decisions(session: Session, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    if not keys:
+        return set()
+    found: set[tuple[str, str]] = set()
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
+        rows = session.execute(
+            select(DECISION.c.router, DECISION.c.request_id).where(
+                tuple_(DECISION.c.router, DECISION.c.request_id).in_(chunk)
+            )
+        )
+        found.update((r, q) for r, q in rows)
+    return found
+
+
+# --- the pair as a reviewer or a judge sees it ----------------------------------------------
+
+
+@dataclass
+class PairTexts:
+    messages: list[dict[str, Any]]
+    system: Any
+    cheaper_answer: str | None
+    stronger_answer: str | None
+
+
+def load_pairs(session: Session, verdicts: list[Verdict]) -> dict[int, PairTexts]:
+    """Request and both answers per verdict id: the routed answer (or its re-run) and the
+    shadow answer, placed as cheaper/stronger by the pair's direction."""
+    decision_ids = [v.decision_id for v in verdicts]
+    if not decision_ids:
+        return {}
+    payloads = {
+        p.decision_id: p
+        for p in session.scalars(
+            select(DecisionPayload).where(
+                DecisionPayload.decision_id.in_(decision_ids)  # type: ignore[attr-defined]
+            )
+        )
+    }
+    runs: dict[int, dict[str, str | None]] = defaultdict(dict)
+    for decision_id, kind, text in session.execute(
+        select(RUN.c.decision_id, RUN.c.kind, RUN.c.response_text).where(
+            RUN.c.decision_id.in_(decision_ids)
+        )
+    ):
+        runs[decision_id][kind] = text
+    pairs = {}
+    for verdict in verdicts:
+        assert verdict.id is not None
+        payload = payloads.get(verdict.decision_id)
+        request = (payload.request if payload else None) or {}
+        routed = ((payload.response if payload else None) or {}).get("text")
+        by_kind = runs.get(verdict.decision_id, {})
+        if RunKind.ROUTED_RERUN in by_kind:
+            routed = by_kind[RunKind.ROUTED_RERUN]
+        shadow = by_kind.get(RunKind.SHADOW)
+        forward = reductions.served_is_cheaper(verdict.direction)
+        pairs[verdict.id] = PairTexts(
+            messages=list(request.get("messages") or []),
+            system=request.get("system"),
+            cheaper_answer=routed if forward else shadow,
+            stronger_answer=shadow if forward else routed,
+        )
+    return pairs
+
+
+# --- review queue and labels ----------------------------------------------------------------
+
+
+def review_queue(
+    *,
+    session: Session,
+    reviewer: str,
+    router: str | None = None,
+    limit: int = 20,
+    rng: random.Random | None = None,
+) -> ReviewQueue:
+    """Judged pairs this reviewer has not labelled, blind and stratified (see queue.py).
+
+    Each pair gets one assignment per reviewer: an opaque random token and an order
+    drawn at random once, so serving the pair again shows the same order.
+    """
+    rng = rng or secrets.SystemRandom()
+    labelled = select(LABEL.c.verdict_id).where(LABEL.c.reviewer == reviewer)
+    conditions = [VERDICT.c.status == VerdictStatus.DONE, VERDICT.c.id.not_in(labelled)]
+    if router is not None:
+        conditions.append(VERDICT.c.router == router)
+    with_feedback = select(VERDICT.c.id).join(
+        FEEDBACK,
+        and_(FEEDBACK.c.router == VERDICT.c.router, FEEDBACK.c.request_id == VERDICT.c.request_id),
+    )
+    with_labels = select(LABEL.c.verdict_id).where(LABEL.c.reviewer != reviewer)
+    # The newest pairs, plus the newest of the rare kinds, however old the bulk has grown.
+    pools = (
+        (QUEUE_CANDIDATES, ()),
+        (QUEUE_RARE_CANDIDATES, (VERDICT.c.outcome == Outcome.INCONSISTENT,)),
+        (QUEUE_RARE_CANDIDATES, (VERDICT.c.id.in_(with_feedback.union(with_labels)),)),
+    )
+    verdicts: dict[int, Verdict] = {}
+    for size, extra in pools:
+        query = select(Verdict).where(*conditions, *extra).order_by(VERDICT.c.id.desc()).limit(size)
+        verdicts.update((v.id, v) for v in session.scalars(query) if v.id is not None)
+    human = _human_labels(session, list(verdicts.values()), exclude_reviewer=reviewer)
+    candidates = []
+    for verdict_id, verdict in verdicts.items():
+        judge = reductions.judge_served_acceptable(verdict.direction, verdict.outcome or "")
+        if any(label != judge for label in human.get(verdict_id, ())):
+            category = "disagreement"
+        elif verdict.outcome == Outcome.INCONSISTENT:
+            category = "inconsistent"
+        else:
+            category = "routine"
+        candidates.append(Candidate(verdict_id, verdict.segment_value, category))
+
+    chosen: list[tuple[Verdict, PairTexts]] = []
+    ordered = stratified_order(candidates, rng)
+    # Pairs whose payload was purged have no answers to show: skip them, page by page.
+    for start in range(0, len(ordered), max(limit, 1) * 2):
+        if len(chosen) >= limit:
+            break
+        page = [verdicts[c.verdict_id] for c in ordered[start : start + max(limit, 1) * 2]]
+        texts = load_pairs(session, page)
+        for verdict in page:
+            assert verdict.id is not None
+            pair = texts[verdict.id]
+            if pair.cheaper_answer and pair.stronger_answer and len(chosen) < limit:
+                chosen.append((verdict, pair))
+    rng.shuffle(chosen)
+
+    assignments = _assign(session, reviewer, [v.id for v, _ in chosen if v.id is not None], rng)
+    items = []
+    for verdict, pair in chosen:
+        assert verdict.id is not None
+        assert pair.cheaper_answer is not None
+        assert pair.stronger_answer is not None
+        token, order = assignments[verdict.id]
+        first, second = (
+            (pair.cheaper_answer, pair.stronger_answer)
+            if order == PresentedOrder.CHEAPER_FIRST
+            else (pair.stronger_answer, pair.cheaper_answer)
+        )
+        items.append(
+            ReviewItem(
+                token=token,
+                router=verdict.router,
+                segment=verdict.segment_value,
+                ts=verdict.ts,
+                system=pair.system,
+                messages=pair.messages,
+                answers=[
+                    ReviewAnswer(position="A", text=first),
+                    ReviewAnswer(position="B", text=second),
+                ],
+            )
+        )
+    return ReviewQueue(items=items)
+
+
+def _human_labels(
+    session: Session, verdicts: list[Verdict], *, exclude_reviewer: str | None = None
+) -> dict[int, list[int]]:
+    """Served-acceptable bits humans gave each verdict's pair: labels and feedback."""
+    found: dict[int, list[int]] = defaultdict(list)
+    if not verdicts:
+        return found
+    by_id = {v.id: v for v in verdicts if v.id is not None}
+    for start in range(0, len(verdicts), 500):
+        ids = [v.id for v in verdicts[start : start + 500]]
+        query = select(LABEL.c.verdict_id, LABEL.c.served_acceptable).where(
+            LABEL.c.verdict_id.in_(ids)
+        )
+        if exclude_reviewer is not None:
+            query = query.where(LABEL.c.reviewer != exclude_reviewer)
+        for verdict_id, acceptable in session.execute(query):
+            found[verdict_id].append(int(acceptable))
+    by_key: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for verdict_id, verdict in by_id.items():
+        assert verdict_id is not None
+        by_key[(verdict.router, verdict.request_id)].append(verdict_id)
+    keys = sorted(by_key)
+    for start in range(0, len(keys), 500):
+        rows = session.execute(
+            select(FEEDBACK.c.router, FEEDBACK.c.request_id, FEEDBACK.c.acceptable).where(
+                tuple_(FEEDBACK.c.router, FEEDBACK.c.request_id).in_(keys[start : start + 500])
+            )
+        )
+        for router, request_id, acceptable in rows:
+            for verdict_id in by_key[(router, request_id)]:
+                found[verdict_id].append(int(acceptable))
+    return found
+
+
+def _assign(
+    session: Session, reviewer: str, verdict_ids: list[int], rng: random.Random
+) -> dict[int, tuple[str, str]]:
+    """Token and order per verdict for this reviewer, created once (a concurrent fetch by
+    the same reviewer keeps whichever assignment was committed first)."""
+    if not verdict_ids:
+        return {}
+    now = utcnow()
+    for verdict_id in verdict_ids:
+        order = rng.choice([PresentedOrder.CHEAPER_FIRST, PresentedOrder.STRONGER_FIRST])
+        session.execute(
+            _insert(session, ASSIGNMENT)
+            .values(
+                token=secrets.token_urlsafe(24),
+                verdict_id=verdict_id,
+                reviewer=reviewer,
+                presented_order=order.value,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["verdict_id", "reviewer"])
+        )
+    rows = session.execute(
+        select(ASSIGNMENT.c.verdict_id, ASSIGNMENT.c.token, ASSIGNMENT.c.presented_order).where(
+            ASSIGNMENT.c.reviewer == reviewer, ASSIGNMENT.c.verdict_id.in_(verdict_ids)
+        )
+    )
+    assigned = {int(v): (t, o) for v, t, o in rows}
+    session.commit()
+    return assigned
+
+
+def store_label(*, session: Session, label: ReviewLabelIn) -> tuple[ReviewLabelOut, bool]:
+    """Store a reviewer's blind choice as the tier it picked; (label, True when new)."""
+    assignment = session.execute(
+        select(ASSIGNMENT).where(
+            ASSIGNMENT.c.token == label.token, ASSIGNMENT.c.reviewer == label.reviewer
+        )
+    ).first()
+    if assignment is None:
+        raise NotFound(
+            f"no review item with this token for reviewer {label.reviewer!r}; fetch "
+            "GET /v1/review/queue as this reviewer first",
+            field="token",
+        )
+    verdict = session.get(Verdict, assignment.verdict_id)
+    if verdict is None:  # deleted between fetch and label
+        raise NotFound("the judged pair behind this token no longer exists", field="token")
+    value = reductions.derandomise(label.choice, assignment.presented_order)
+    now = utcnow()
+    inserted = session.execute(
+        _insert(session, LABEL)
+        .values(
+            verdict_id=assignment.verdict_id,
+            reviewer=label.reviewer,
+            choice=label.choice.value,
+            presented_order=assignment.presented_order,
+            label=value.value,
+            served_acceptable=reductions.review_served_acceptable(value, verdict.direction),
+            comment=label.comment,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["verdict_id", "reviewer"])
+        .returning(LABEL.c.id)
+    ).first()
+    session.commit()
+    stored = session.execute(
+        select(LABEL.c.choice, LABEL.c.created_at).where(
+            LABEL.c.verdict_id == assignment.verdict_id, LABEL.c.reviewer == label.reviewer
+        )
+    ).one()
+    out = ReviewLabelOut(
+        token=label.token,
+        reviewer=label.reviewer,
+        choice=stored.choice,
+        status="stored" if inserted is not None else "duplicate",
+        created_at=stored.created_at,
+    )
+    return out, inserted is not None
+
+
+# --- agreement ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    judge_model: str
+    prompt_hash: str
+    judge: list[int] = field(default_factory=list)
+    human: list[int] = field(default_factory=list)
+    verdict_ids: set[int] = field(default_factory=set)
+    from_labels: int = 0
+    from_feedback: int = 0
+
+
+def judge_agreement(
+    *,
+    session: Session,
+    router: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[AgreementGroup]:
+    """Cohen's κ between the judge and humans per judge (model + prompt hash), on "the
+    served answer was acceptable". One observation per (judged pair, human label): a pair
+    labelled by two reviewers and thumbed by its user counts three times."""
+    conditions: list[Any] = [VERDICT.c.status == VerdictStatus.DONE]
+    if router is not None:
+        conditions.append(VERDICT.c.router == router)
+    if since is not None:
+        conditions.append(VERDICT.c.ts >= since)
+    if until is not None:
+        conditions.append(VERDICT.c.ts < until)
+    columns = (
+        VERDICT.c.id,
+        VERDICT.c.judge_key,
+        VERDICT.c.judge_model,
+        VERDICT.c.prompt_hash,
+        VERDICT.c.direction,
+        VERDICT.c.outcome,
+    )
+    from_labels = session.execute(
+        select(*columns, LABEL.c.served_acceptable)
+        .join(LABEL, LABEL.c.verdict_id == VERDICT.c.id)
+        .where(*conditions)
+    ).all()
+    from_feedback = session.execute(
+        select(*columns, FEEDBACK.c.acceptable)
+        .join(
+            FEEDBACK,
+            and_(
+                FEEDBACK.c.router == VERDICT.c.router,
+                FEEDBACK.c.request_id == VERDICT.c.request_id,
+            ),
+        )
+        .where(*conditions)
+    ).all()
+    groups: dict[str, _Group] = {}
+    for source, rows in (("labels", from_labels), ("feedback", from_feedback)):
+        for verdict_id, judge_key, judge_model, prompt_hash, direction, outcome, human in rows:
+            group = groups.setdefault(judge_key, _Group(judge_model, prompt_hash))
+            group.judge.append(reductions.judge_served_acceptable(direction, outcome or ""))
+            group.human.append(int(human))
+            group.verdict_ids.add(int(verdict_id))
+            if source == "labels":
+                group.from_labels += 1
+            else:
+                group.from_feedback += 1
+    return [_agreement_group(key, group) for key, group in sorted(groups.items())]
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value else value  # NaN → null
+
+
+def _agreement_group(judge_key: str, group: _Group) -> AgreementGroup:
+    kappa = cohen_kappa(group.judge, group.human)
+    n = kappa.n
+    return AgreementGroup(
+        judge_model=group.judge_model,
+        prompt_hash=group.prompt_hash,
+        judge_key=judge_key,
+        n=n,
+        verdicts=len(group.verdict_ids),
+        from_review_labels=group.from_labels,
+        from_feedback=group.from_feedback,
+        observed_agreement=_finite(kappa.observed_agreement),
+        expected_agreement=_finite(kappa.expected_agreement),
+        kappa=_finite(kappa.kappa),
+        kappa_std_error=_finite(kappa.std_error),
+        kappa_ci_low=_finite(kappa.ci_low),
+        kappa_ci_high=_finite(kappa.ci_high),
+        judge_acceptable_rate=sum(group.judge) / n if n else None,
+        human_acceptable_rate=sum(group.human) / n if n else None,
+    )

@@ -1,0 +1,920 @@
+"""Gate service: create a run, sample its requests, replay and judge each item, reach a verdict.
+
+Every step is a leased row (runtime.leases): a queued `gate_run` is claimed to
+draw its sample (the items are inserted in the same transaction that marks it
+planned), each `gate_item` is claimed to replay and judge one request, and
+partial results (each answer, each judge order) are stored as soon as they
+exist. A worker that dies loses only the call in flight; whoever takes the
+lease over continues from what was stored. The run's verdict is written once,
+by a conditional update, when its last item finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
+
+from shadoweval.config import Settings
+from shadoweval.db import utcnow
+from shadoweval.exceptions import InvalidRequest, NotFound
+from shadoweval.gate import evaluation, report
+from shadoweval.gate.models import (
+    FINISHED_GATE_STATUSES,
+    GateCreate,
+    GateItem,
+    GateItemStatus,
+    GateRun,
+    GateStatus,
+)
+from shadoweval.gate.sample import allocate, choose
+from shadoweval.ingest.models import Decision, DecisionPayload
+from shadoweval.judge import service as judge_service
+from shadoweval.judge.models import OrderResult, Outcome
+from shadoweval.judge.parsing import combine_orders
+from shadoweval.judge.prompts import build_judge_prompt, build_user_turn, render_conversation
+from shadoweval.providers.base import Completion, Provider, ProviderError
+from shadoweval.runtime import leases
+from shadoweval.shadow.service import replay_params
+
+log = logging.getLogger(__name__)
+
+RUN_TABLE = cast(Table, GateRun.__table__)  # type: ignore[attr-defined]
+ITEM_TABLE = cast(Table, GateItem.__table__)  # type: ignore[attr-defined]
+DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
+PAYLOAD_TABLE = cast(Table, DecisionPayload.__table__)  # type: ignore[attr-defined]
+
+ProviderForModel = Callable[[str], Provider]
+KnowsModel = Callable[[str], bool]
+OPEN_ITEM_STATUSES = (GateItemStatus.QUEUED, GateItemStatus.RUNNING)
+# Item outcomes from the candidate's side (the candidate sits in the judge's "cheaper" slot).
+OUTCOME_NAMES = {
+    Outcome.CHEAPER_WINS: "candidate_wins",
+    Outcome.STRONGER_WINS: "replaced_wins",
+    Outcome.TIE: "tie",
+    Outcome.INCONSISTENT: "inconsistent",
+}
+LABELS = {"candidate_wins": 1, "replaced_wins": -1, "tie": 0, "inconsistent": 0}
+
+
+# --- creating --------------------------------------------------------------------------------
+
+
+def validate_request(session: Session, spec: GateCreate, knows_model: KnowsModel) -> None:
+    """Refuse a gate whose arguments name nothing that exists (InvalidRequest, with `field`)."""
+    if spec.candidate == spec.replace:
+        raise InvalidRequest(
+            "candidate and replace are the same model; a gate compares two models",
+            field="candidate",
+        )
+    decisions = DECISION_TABLE.c
+    routers = session.execute(
+        select(func.count()).select_from(DECISION_TABLE).where(decisions.router == spec.router)
+    ).scalar_one()
+    if not routers:
+        raise InvalidRequest(f"unknown router {spec.router!r}: no decisions logged", field="router")
+    per_segment = _traffic(session, spec.router, spec.replace, [])
+    if not per_segment:
+        raise InvalidRequest(
+            f"router {spec.router!r} never routed to {spec.replace!r}; "
+            "--replace must be a model the router chooses",
+            field="replace",
+        )
+    unknown = [s for s in spec.segments if s not in per_segment]
+    if unknown:
+        raise InvalidRequest(
+            f"no decisions of router {spec.router!r} to {spec.replace!r} in segment(s) "
+            f"{', '.join(unknown)}; known: {', '.join(sorted(per_segment))}",
+            field="segments",
+        )
+    for field, model in (("candidate", spec.candidate), ("replace", spec.replace)):
+        if not knows_model(model):
+            raise InvalidRequest(
+                f"unknown model {model!r}: no price for it (add it to "
+                "SHADOWEVAL_PRICING_OVERRIDES if the id is right)",
+                field=field,
+            )
+
+
+def create_gate(
+    *,
+    session: Session,
+    settings: Settings,
+    spec: GateCreate,
+    knows_model: KnowsModel,
+    requested_by: str | None = None,
+    now: datetime | None = None,
+) -> GateRun:
+    """Validate and store a queued gate run (committed); a worker or the CLI runs it."""
+    validate_request(session, spec, knows_model)
+    now = now or utcnow()
+    run = GateRun(
+        router=spec.router,
+        candidate_model=spec.candidate,
+        replaced_model=spec.replace,
+        sample_size=spec.sample,
+        max_drop=spec.max_drop,
+        alpha=spec.alpha if spec.alpha is not None else settings.gate_alpha,
+        segments=list(spec.segments),
+        seed=spec.seed,
+        max_cost_usd=spec.max_cost_usd or settings.gate_max_cost_usd,
+        requested_by=requested_by,
+        status=GateStatus.QUEUED,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(run)
+    session.commit()
+    session.refresh(run)
+    return run
+
+
+def _traffic(
+    session: Session | Connection, router: str, model: str, segments: list[str]
+) -> dict[str, int]:
+    """Decisions per segment that the router sent to `model` (the weights of the overall test)."""
+    columns = DECISION_TABLE.c
+    query = (
+        select(columns.segment_value, func.count())
+        .where(columns.router == router, columns.chosen_model == model)
+        .group_by(columns.segment_value)
+    )
+    if segments:
+        query = query.where(columns.segment_value.in_(segments))
+    return {str(segment): int(count) for segment, count in session.execute(query)}
+
+
+# --- planning: draw the sample ---------------------------------------------------------------
+
+
+def _eligible(connection: Connection, run: GateRun) -> dict[str, list[tuple[int, str]]]:
+    """Replayable requests per segment: routed to the replaced model, request payload kept,
+    not redacted (a redacted prompt against the logged answer is not a fair comparison)."""
+    d, p = DECISION_TABLE.c, PAYLOAD_TABLE.c
+    query = (
+        select(d.id, d.request_id, d.segment_value)
+        .join(PAYLOAD_TABLE, p.decision_id == d.id)
+        .where(
+            d.router == run.router,
+            d.chosen_model == run.replaced_model,
+            d.has_request.is_(True),
+            d.payload_redacted.is_(False),
+            p.request.is_not(None),
+        )
+    )
+    if run.segments:
+        query = query.where(d.segment_value.in_(run.segments))
+    eligible: dict[str, list[tuple[int, str]]] = {}
+    for decision_id, request_id, segment in connection.execute(query):
+        eligible.setdefault(str(segment), []).append((int(decision_id), str(request_id)))
+    return eligible
+
+
+def plan_run(engine: Engine, *, run_id: int, owner: str, now: datetime | None = None) -> str:
+    """Draw a claimed run's stratified sample and insert its items, atomically; its status."""
+    now = now or utcnow()
+    with Session(engine) as session:
+        run = session.get(GateRun, run_id)
+        assert run is not None
+    with engine.begin() as connection:
+        eligible = _eligible(connection, run)
+        if not eligible:
+            message = (
+                f"no replayable stored requests: router {run.router!r} has no decision routed "
+                f"to {run.replaced_model!r} with a stored, unredacted request"
+                + (f" in segment(s) {', '.join(run.segments)}" if run.segments else "")
+                + " (payloads kept per SHADOWEVAL_STORE_PAYLOADS and purged after retention)"
+            )
+            if not leases._finish(
+                connection,
+                RUN_TABLE,
+                item_id=run_id,
+                owner=owner,
+                values=_error_values(run, message, now),
+            ):
+                raise _LeaseLost(run_id)
+            return GateStatus.ERROR
+        allocation = allocate({s: len(rows) for s, rows in eligible.items()}, run.sample_size)
+        rows: list[dict[str, Any]] = []
+        for segment, candidates in sorted(eligible.items()):
+            by_request = {request_id: decision_id for decision_id, request_id in candidates}
+            for request_id in choose(by_request, allocation[segment], run.seed):
+                rows.append(
+                    {
+                        "gate_run_id": run_id,
+                        "decision_id": by_request[request_id],
+                        "request_id": request_id,
+                        "segment_value": segment,
+                        "status": GateItemStatus.QUEUED,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "replaced_reused": False,
+                        "candidate_cost_usd": 0.0,
+                        "replaced_cost_usd": 0.0,
+                        "judge_cost_usd": 0.0,
+                    }
+                )
+        traffic = _traffic(connection, run.router, run.replaced_model, run.segments)
+        values = {
+            "status": GateStatus.RUNNING,
+            "lease_owner": None,
+            "lease_until": None,
+            "planned_at": now,
+            "items_total": len(rows),
+            "segment_traffic": {s: traffic.get(s, 0) for s in eligible},
+        }
+        if not leases._finish(connection, RUN_TABLE, item_id=run_id, owner=owner, values=values):
+            raise _LeaseLost(run_id)  # rolls the items back: the new lease holder plans it
+        connection.execute(insert(ITEM_TABLE), rows)
+    return GateStatus.RUNNING
+
+
+class _LeaseLost(Exception):
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"gate run {run_id}: lease lost while planning")
+
+
+def _error_values(run: GateRun, message: str, now: datetime) -> dict[str, Any]:
+    names = {
+        "router": run.router,
+        "candidate_model": run.candidate_model,
+        "replaced_model": run.replaced_model,
+        "error": message,
+    }
+    return {
+        "status": GateStatus.ERROR,
+        "lease_owner": None,
+        "lease_until": None,
+        "finished_at": now,
+        "error": message[:2000],
+        "report_markdown": report.render_error_markdown(**names),
+        "junit_xml": report.render_error_junit(**names),
+    }
+
+
+def plan_due_runs(engine: Engine, *, owner: str, settings: Settings, limit: int = 4) -> int:
+    """Claim queued (or abandoned mid-planning) runs and plan them; how many were planned."""
+    ids = leases.claim(
+        engine,
+        RUN_TABLE,
+        owner=owner,
+        limit=limit,
+        lease_seconds=settings.work_lease_seconds,
+        now=utcnow(),
+    )
+    for run_id in ids:
+        try:
+            plan_run(engine, run_id=run_id, owner=owner)
+        except _LeaseLost:
+            log.warning("gate run %s was taken over while planning", run_id)
+    return len(ids)
+
+
+def _claim_run(engine: Engine, run_id: int, *, owner: str, lease_seconds: float) -> bool:
+    """leases.claim for one given run (the CLI runs its own gate, not whichever is due)."""
+    now = utcnow()
+    columns = RUN_TABLE.c
+    due = or_(
+        columns.status == GateStatus.QUEUED,
+        and_(columns.status == GateStatus.RUNNING, columns.lease_until < now),
+    )
+    with engine.begin() as connection:
+        result = connection.execute(
+            update(RUN_TABLE)
+            .where(columns.id == run_id, due)
+            .values(
+                status=GateStatus.RUNNING,
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=columns.attempts + 1,
+            )
+        )
+        return bool(result.rowcount == 1)
+
+
+# --- items: replay and judge -----------------------------------------------------------------
+
+
+@dataclass
+class _ItemContext:
+    item: GateItem
+    run: GateRun
+    served_model: str
+    request: dict[str, Any] | None
+    logged_answer: str | None
+
+
+def _load_item(engine: Engine, item_id: int) -> _ItemContext:
+    with Session(engine) as session:
+        item = session.get(GateItem, item_id)
+        assert item is not None
+        run = session.get(GateRun, item.gate_run_id)
+        decision = session.get(Decision, item.decision_id)
+        payload = session.get(DecisionPayload, item.decision_id)
+    assert run is not None
+    request = payload.request if payload else None
+    response = (payload.response if payload else None) or {}
+    text = response.get("text")
+    return _ItemContext(
+        item=item,
+        run=run,
+        served_model=decision.served_model if decision else "",
+        request=request if request and request.get("messages") else None,
+        logged_answer=text if isinstance(text, str) and text.strip() else None,
+    )
+
+
+def _store(engine: Engine, item_id: int, owner: str, values: dict[str, Any]) -> bool:
+    return leases.finish(engine, ITEM_TABLE, item_id=item_id, owner=owner, values=values)
+
+
+def _finish_item(
+    engine: Engine, item: GateItem, owner: str, values: dict[str, Any], settings: Settings
+) -> bool:
+    """Record a terminal item and count it on its run, in one transaction; then, if it was
+    the run's last open item, write the run's verdict."""
+    assert item.id is not None
+    error = values["status"] == GateItemStatus.ERROR
+    cost = (
+        float(values.get("candidate_cost_usd", item.candidate_cost_usd))
+        + float(values.get("replaced_cost_usd", item.replaced_cost_usd))
+        + float(values.get("judge_cost_usd", item.judge_cost_usd))
+    )
+    with engine.begin() as connection:
+        if not leases._finish(connection, ITEM_TABLE, item_id=item.id, owner=owner, values=values):
+            return False
+        columns = RUN_TABLE.c
+        connection.execute(
+            update(RUN_TABLE)
+            .where(columns.id == item.gate_run_id)
+            .values(
+                items_done=columns.items_done + (0 if error else 1),
+                items_error=columns.items_error + (1 if error else 0),
+                cost_usd=columns.cost_usd + cost,
+            )
+        )
+    finalize_run(engine, run_id=item.gate_run_id, settings=settings)
+    return True
+
+
+def _terminal(status: str, now: datetime, **values: Any) -> dict[str, Any]:
+    return {
+        "status": status,
+        "lease_owner": None,
+        "lease_until": None,
+        "finished_at": now,
+        **values,
+    }
+
+
+async def _answer(
+    provider_for_model: ProviderForModel, model: str, request: dict[str, Any], settings: Settings
+) -> Completion:
+    provider = provider_for_model(model)
+    return await provider.complete(
+        model=model,
+        messages=list(request.get("messages") or []),
+        system=request.get("system"),
+        params=replay_params(request.get("params"), settings.shadow_default_max_tokens),
+    )
+
+
+async def process_item(
+    *,
+    engine: Engine,
+    provider_for_model: ProviderForModel,
+    settings: Settings,
+    owner: str,
+    item_id: int,
+) -> str:
+    """Replay one claimed item on both models, judge it in both orders; its resulting status."""
+    context = await asyncio.to_thread(_load_item, engine, item_id)
+    item = context.item
+    if context.request is None:
+        values = _terminal(
+            GateItemStatus.ERROR, utcnow(), error="no_payload: the stored request is gone"
+        )
+        await asyncio.to_thread(_finish_item, engine, item, owner, values, settings)
+        return GateItemStatus.ERROR
+    request = context.request
+    spent = context.run.cost_usd
+    if context.run.max_cost_usd is not None and spent >= context.run.max_cost_usd:
+        values = _terminal(
+            GateItemStatus.ERROR,
+            utcnow(),
+            error=(
+                f"budget_exhausted: the run spent {spent:.4f} USD of its "
+                f"{context.run.max_cost_usd:.4f} USD cap"
+            ),
+        )
+        await asyncio.to_thread(_finish_item, engine, item, owner, values, settings)
+        return GateItemStatus.ERROR
+    try:
+        await _ensure_answers(engine, provider_for_model, settings, owner, context, request)
+        results = await _judge(engine, provider_for_model, settings, owner, context, request)
+    except ProviderError as error:
+        return await _provider_failure(engine, item, owner, error, settings)
+    candidate_first, replaced_first = results
+    now = utcnow()
+    judge_cost = candidate_first.cost_usd + replaced_first.cost_usd
+    errors = [r.error or "no verdict" for r in results if r.winner is None]
+    if errors:
+        values = _terminal(
+            GateItemStatus.ERROR,
+            now,
+            error=f"judge_error: {'; '.join(errors)}"[:2000],
+            judge_cost_usd=judge_cost,
+        )
+        await asyncio.to_thread(_finish_item, engine, item, owner, values, settings)
+        return GateItemStatus.ERROR
+    labels = combine_orders(candidate_first, replaced_first)
+    outcome = OUTCOME_NAMES[labels.outcome]
+    values = _terminal(
+        GateItemStatus.DONE,
+        now,
+        outcome=outcome,
+        label=LABELS[outcome],
+        score_candidate=labels.score_cheaper,
+        score_replaced=labels.score_stronger,
+        judge_cost_usd=judge_cost,
+        error=None,
+    )
+    if not await asyncio.to_thread(_finish_item, engine, item, owner, values, settings):
+        log.warning("gate item %s finished after its lease was taken over; dropped", item_id)
+    return GateItemStatus.DONE
+
+
+async def _ensure_answers(
+    engine: Engine,
+    provider_for_model: ProviderForModel,
+    settings: Settings,
+    owner: str,
+    context: _ItemContext,
+    request: dict[str, Any],
+) -> None:
+    """Both answers on the item, each stored as soon as it exists (a crash never re-buys it)."""
+    item, run = context.item, context.run
+    assert item.id is not None
+    item_id = item.id
+
+    async def candidate() -> None:
+        completion = await _answer(provider_for_model, run.candidate_model, request, settings)
+        values = {"candidate_answer": completion.text, "candidate_cost_usd": completion.cost_usd}
+        await asyncio.to_thread(_store, engine, item_id, owner, values)
+        item.candidate_answer, item.candidate_cost_usd = completion.text, completion.cost_usd
+
+    async def replaced() -> None:
+        if context.served_model == run.replaced_model and context.logged_answer is not None:
+            values: dict[str, Any] = {
+                "replaced_answer": context.logged_answer,
+                "replaced_reused": True,
+            }
+            item.replaced_answer, item.replaced_reused = context.logged_answer, True
+        else:
+            completion = await _answer(provider_for_model, run.replaced_model, request, settings)
+            values = {"replaced_answer": completion.text, "replaced_cost_usd": completion.cost_usd}
+            item.replaced_answer, item.replaced_cost_usd = completion.text, completion.cost_usd
+        await asyncio.to_thread(_store, engine, item_id, owner, values)
+
+    steps = []
+    if item.candidate_answer is None:
+        steps.append(candidate())
+    if item.replaced_answer is None:
+        steps.append(replaced())
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _judge(
+    engine: Engine,
+    provider_for_model: ProviderForModel,
+    settings: Settings,
+    owner: str,
+    context: _ItemContext,
+    request: dict[str, Any],
+) -> tuple[OrderResult, OrderResult]:
+    """Both judge orders through the shadow judge's own prompt and parsing; stored orders kept.
+
+    The candidate takes the judge's "cheaper" slot, so `combine_orders` reads as: cheaper
+    wins = candidate wins, stronger wins = the replaced model wins.
+    """
+    item = context.item
+    assert item.id is not None
+    assert item.candidate_answer is not None
+    assert item.replaced_answer is not None
+    item_id = item.id
+    rubric = settings.judge_rubric_by_segment.get(item.segment_value, settings.judge_rubric)
+    prompt = build_judge_prompt(rubric)
+    turns = {
+        "order_candidate_first": (item.candidate_answer, item.replaced_answer),
+        "order_replaced_first": (item.replaced_answer, item.candidate_answer),
+    }
+    stored = {
+        name: OrderResult.model_validate(getattr(item, name))
+        for name in turns
+        if getattr(item, name) and getattr(item, name).get("winner")
+    }
+    provider = provider_for_model(settings.judge_model)
+
+    async def run_order(name: str) -> tuple[str, OrderResult]:
+        answer_a, answer_b = turns[name]
+        user_turn = build_user_turn(
+            messages=list(request.get("messages") or []),
+            system=request.get("system"),
+            answer_a=answer_a,
+            answer_b=answer_b,
+            char_budget=settings.judge_char_budget,
+        )
+        result = await judge_service.judge_order(
+            provider=provider, settings=settings, system=prompt.system, user_turn=user_turn
+        )
+        if result.winner is not None:
+            await asyncio.to_thread(
+                _store, engine, item_id, owner, {name: result.model_dump(mode="json")}
+            )
+        return name, result
+
+    outcomes = await asyncio.gather(
+        *(run_order(name) for name in turns if name not in stored), return_exceptions=True
+    )
+    results = dict(stored)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        results[outcome[0]] = outcome[1]
+    return results["order_candidate_first"], results["order_replaced_first"]
+
+
+async def _provider_failure(
+    engine: Engine, item: GateItem, owner: str, error: ProviderError, settings: Settings
+) -> str:
+    assert item.id is not None
+    now = utcnow()
+    log.warning(
+        "gate item %s failed: %s (%s), attempt %s of %s",
+        item.id,
+        error.reason,
+        error.message,
+        item.attempts,
+        settings.work_max_attempts,
+    )
+    detail = f"{error.reason}: {error.message}"[:2000]
+    retry_at = leases.next_retry(error, attempts=item.attempts, settings=settings, now=now)
+    if retry_at is not None:
+        await asyncio.to_thread(
+            leases.release_for_retry,
+            engine,
+            ITEM_TABLE,
+            item_id=item.id,
+            owner=owner,
+            retry_at=retry_at,
+            values={"error": detail},
+        )
+        return GateItemStatus.QUEUED
+    values = _terminal(GateItemStatus.ERROR, now, error=f"provider_failure: {detail}"[:2000])
+    await asyncio.to_thread(_finish_item, engine, item, owner, values, settings)
+    return GateItemStatus.ERROR
+
+
+def _claim_items(
+    engine: Engine,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    run_id: int | None,
+) -> list[int]:
+    """leases.claim, optionally restricted to one run's items (the CLI works its own run)."""
+    if run_id is None:
+        return leases.claim(
+            engine, ITEM_TABLE, owner=owner, limit=limit, lease_seconds=lease_seconds, now=utcnow()
+        )
+    now = utcnow()
+    columns = ITEM_TABLE.c
+    due = or_(
+        and_(columns.status == GateItemStatus.QUEUED, columns.next_attempt_at <= now),
+        and_(columns.status == GateItemStatus.RUNNING, columns.lease_until < now),
+    )
+    candidates = (
+        select(columns.id)
+        .where(columns.gate_run_id == run_id, due)
+        .order_by(columns.next_attempt_at, columns.id)
+        .limit(limit)
+    )
+    if engine.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    with engine.begin() as connection:
+        claimed = connection.execute(
+            update(ITEM_TABLE)
+            .where(columns.id.in_(candidates.scalar_subquery()))
+            .values(
+                status=GateItemStatus.RUNNING,
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=columns.attempts + 1,
+            )
+            .returning(columns.id)
+        )
+        return sorted(row[0] for row in claimed)
+
+
+def fail_exhausted_items(engine: Engine, *, settings: Settings, run_id: int | None = None) -> int:
+    """Items whose worker died on their last allowed attempt become `error` (and are counted)."""
+    now = utcnow()
+    columns = ITEM_TABLE.c
+    query = select(GateItem).where(
+        columns.status == GateItemStatus.RUNNING,
+        columns.lease_until < now,
+        columns.attempts >= settings.work_max_attempts,
+    )
+    if run_id is not None:
+        query = query.where(columns.gate_run_id == run_id)
+    with Session(engine) as session:
+        items = list(session.scalars(query))
+    failed = 0
+    for item in items:
+        assert item.lease_owner is not None
+        values = _terminal(
+            GateItemStatus.ERROR,
+            now,
+            error=f"lease_expired: worker lost {settings.work_max_attempts} times (crash?)",
+        )
+        failed += _finish_item(engine, item, item.lease_owner, values, settings)
+    return failed
+
+
+async def process_due_items(
+    *,
+    engine: Engine,
+    provider_for_model: ProviderForModel,
+    settings: Settings,
+    owner: str,
+    limit: int,
+    run_id: int | None = None,
+) -> dict[str, int]:
+    """Claim up to `limit` due items (of one run, or any) and process them concurrently."""
+    await asyncio.to_thread(fail_exhausted_items, engine, settings=settings, run_id=run_id)
+    ids = await asyncio.to_thread(
+        _claim_items,
+        engine,
+        owner=owner,
+        limit=limit,
+        lease_seconds=settings.work_lease_seconds,
+        run_id=run_id,
+    )
+    counts: dict[str, int] = {}
+    statuses = await asyncio.gather(
+        *(
+            process_item(
+                engine=engine,
+                provider_for_model=provider_for_model,
+                settings=settings,
+                owner=owner,
+                item_id=item_id,
+            )
+            for item_id in ids
+        )
+    )
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+# --- the verdict -----------------------------------------------------------------------------
+
+
+def _judged_pairs(session: Session, run_id: int) -> list[evaluation.JudgedPair]:
+    rows = session.execute(
+        select(GateItem, DecisionPayload.request)  # type: ignore[call-overload]
+        .join(DecisionPayload, DecisionPayload.decision_id == GateItem.decision_id, isouter=True)
+        .where(GateItem.gate_run_id == run_id)
+        .order_by(GateItem.id)
+    ).all()
+    pairs = []
+    for item, request in rows:
+        order = item.order_replaced_first or {}
+        pairs.append(
+            evaluation.JudgedPair(
+                segment=item.segment_value,
+                request_id=item.request_id,
+                label=item.label if item.status == GateItemStatus.DONE else None,
+                score_candidate=item.score_candidate,
+                score_replaced=item.score_replaced,
+                request_text=render_conversation(
+                    list((request or {}).get("messages") or []), (request or {}).get("system")
+                ),
+                candidate_answer=item.candidate_answer or "",
+                replaced_answer=item.replaced_answer or "",
+                rationale=str(order.get("rationale") or ""),
+                error=item.error if item.status == GateItemStatus.ERROR else None,
+            )
+        )
+    return pairs
+
+
+def finalize_run(engine: Engine, *, run_id: int, settings: Settings) -> str | None:
+    """Write the verdict of a planned run whose items are all finished; its status, or None
+    while items are open. Idempotent: the update only applies to a run still `running`."""
+    now = utcnow()
+    with Session(engine) as session:
+        run = session.get(GateRun, run_id)
+        if run is None or run.planned_at is None or run.status != GateStatus.RUNNING:
+            return run.status if run is not None else None
+        open_items = session.execute(
+            select(func.count())
+            .select_from(ITEM_TABLE)
+            .where(ITEM_TABLE.c.gate_run_id == run_id, ITEM_TABLE.c.status.in_(OPEN_ITEM_STATUSES))
+        ).scalar_one()
+        if open_items:
+            return None
+        pairs = _judged_pairs(session, run_id)
+        cost = session.execute(
+            select(
+                func.coalesce(
+                    func.sum(
+                        ITEM_TABLE.c.candidate_cost_usd
+                        + ITEM_TABLE.c.replaced_cost_usd
+                        + ITEM_TABLE.c.judge_cost_usd
+                    ),
+                    0.0,
+                )
+            ).where(ITEM_TABLE.c.gate_run_id == run_id)
+        ).scalar_one()
+    errors = sum(1 for p in pairs if p.label is None)
+    counts = {"items_done": len(pairs) - errors, "items_error": errors, "cost_usd": float(cost)}
+    if evaluation.error_share_exceeded(len(pairs), errors, settings.gate_max_error_share):
+        reasons = sorted({(p.error or "").split(":")[0] for p in pairs if p.label is None})
+        message = (
+            f"{errors} of {len(pairs)} replayed requests could not be judged "
+            f"({', '.join(r for r in reasons if r) or 'errors'}); more than "
+            f"{settings.gate_max_error_share:.0%} failing means the judged sample is no longer "
+            "the sample drawn, so there is no verdict. First error: "
+            + next((p.error or "" for p in pairs if p.label is None), "")
+        )
+        values = {**_error_values(run, message, now), **counts}
+    else:
+        result = evaluation.evaluate(
+            router=run.router,
+            candidate_model=run.candidate_model,
+            replaced_model=run.replaced_model,
+            max_drop=run.max_drop,
+            alpha=run.alpha,
+            pairs=pairs,
+            segment_traffic=run.segment_traffic,
+            cost_usd=float(cost),
+        )
+        values = {
+            "status": GateStatus.PASSED if result.passed else GateStatus.FAILED,
+            "finished_at": now,
+            "results": result.to_json(),
+            "report_markdown": report.render_markdown(result),
+            "junit_xml": report.render_junit(result),
+            **counts,
+        }
+    with engine.begin() as connection:
+        connection.execute(
+            update(RUN_TABLE)
+            .where(RUN_TABLE.c.id == run_id, RUN_TABLE.c.status == GateStatus.RUNNING)
+            .values(**values)
+        )
+    with Session(engine) as session:
+        final = session.get(GateRun, run_id)
+        assert final is not None
+        return final.status
+
+
+def finalize_ready_runs(engine: Engine, *, settings: Settings) -> int:
+    """Safety net: verdicts for planned runs whose last item finished without writing one."""
+    with Session(engine) as session:
+        ids = list(
+            session.scalars(
+                select(RUN_TABLE.c.id).where(
+                    RUN_TABLE.c.status == GateStatus.RUNNING,
+                    RUN_TABLE.c.planned_at.is_not(None),
+                )
+            )
+        )
+    return sum(
+        1
+        for run_id in ids
+        if finalize_run(engine, run_id=run_id, settings=settings) in FINISHED_GATE_STATUSES
+    )
+
+
+# --- running one gate to its end (the CLI) ---------------------------------------------------
+
+
+async def run_gate(
+    *,
+    engine: Engine,
+    provider_for_model: ProviderForModel,
+    settings: Settings,
+    run_id: int,
+    owner: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> GateRun:
+    """Plan (if needed) and work one run's items in this process until it has a verdict.
+
+    Items held by another worker are waited for, not taken; queued retries are
+    waited for until due. `on_progress(finished, total)` is called as items finish.
+    """
+    if await asyncio.to_thread(
+        _claim_run, engine, run_id, owner=owner, lease_seconds=settings.work_lease_seconds
+    ):
+        with Session(engine) as session:
+            planned = session.get(GateRun, run_id)
+            assert planned is not None
+        if planned.planned_at is None:
+            await asyncio.to_thread(plan_run, engine, run_id=run_id, owner=owner)
+    while True:
+        status = await asyncio.to_thread(finalize_run, engine, run_id=run_id, settings=settings)
+        progress = await asyncio.to_thread(_progress, engine, run_id)
+        if on_progress is not None:
+            on_progress(*progress)
+        if status in FINISHED_GATE_STATUSES:
+            break
+        counts = await process_due_items(
+            engine=engine,
+            provider_for_model=provider_for_model,
+            settings=settings,
+            owner=owner,
+            limit=settings.worker_batch_size,
+            run_id=run_id,
+        )
+        if not counts:
+            await asyncio.sleep(await asyncio.to_thread(_seconds_until_due, engine, run_id))
+    with Session(engine) as session:
+        run = session.get(GateRun, run_id)
+        assert run is not None
+        return run
+
+
+def _progress(engine: Engine, run_id: int) -> tuple[int, int]:
+    with Session(engine) as session:
+        run = session.get(GateRun, run_id)
+        assert run is not None
+        return run.items_done + run.items_error, run.items_total
+
+
+def _seconds_until_due(engine: Engine, run_id: int) -> float:
+    """How long until one of the run's open items can be claimed (capped: new work may come)."""
+    columns = ITEM_TABLE.c
+    with Session(engine) as session:
+        due = session.execute(
+            select(
+                func.min(columns.next_attempt_at).filter(columns.status == GateItemStatus.QUEUED),
+                func.min(columns.lease_until).filter(columns.status == GateItemStatus.RUNNING),
+            ).where(columns.gate_run_id == run_id)
+        ).one()
+    times = [t for t in due if t is not None]
+    if not times:
+        return 0.05
+    earliest = min(t if t.tzinfo else t.replace(tzinfo=utcnow().tzinfo) for t in times)
+    return float(min(max((earliest - utcnow()).total_seconds(), 0.05), 5.0))
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def get_gate(session: Session, gate_id: int) -> GateRun:
+    run = session.get(GateRun, gate_id)
+    if run is None:
+        raise NotFound(f"gate run {gate_id} not found", gate_id=gate_id)
+    return run
+
+
+def list_gates(
+    session: Session,
+    *,
+    router: str | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[GateRun], str | None]:
+    """Newest first; `cursor` is the id to continue below."""
+    query = select(GateRun).order_by(RUN_TABLE.c.id.desc()).limit(limit + 1)
+    if router:
+        query = query.where(RUN_TABLE.c.router == router)
+    if status:
+        query = query.where(RUN_TABLE.c.status == status)
+    if cursor:
+        try:
+            before = int(cursor)
+        except ValueError as error:
+            raise InvalidRequest(
+                "cursor is not valid; pass next_cursor from a previous page", field="cursor"
+            ) from error
+        query = query.where(RUN_TABLE.c.id < before)
+    runs = list(session.scalars(query))
+    more = len(runs) > limit
+    runs = runs[:limit]
+    return runs, (str(runs[-1].id) if more and runs else None)

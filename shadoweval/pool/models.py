@@ -1,0 +1,118 @@
+"""The candidate pool per router (tier → models), the model watcher's watermark, and schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import Column, UniqueConstraint
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+from shadoweval.db import BigIntId, UtcDateTime
+from shadoweval.ingest.models import ShortText, TierName
+
+
+class PoolSource(StrEnum):
+    OBSERVED = "observed"  # seen as a chosen model in the decision log
+    POOL_PUT = "pool_put"  # set by an admin through PUT /v1/pool
+
+
+class RouterModel(SQLModel, table=True):
+    """A model a router has chosen (or may choose) for a tier; one row per (router, tier, model)."""
+
+    __tablename__ = "router_model"
+    __table_args__ = (
+        UniqueConstraint("router", "tier", "model", name="uq_router_model_router_tier_model"),
+    )
+
+    id: int | None = SQLField(
+        default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True)
+    )
+    router: str = SQLField(max_length=200)
+    tier: str = SQLField(max_length=64)
+    model: str = SQLField(max_length=200)
+    # Decision time of the first decision that chose it (PUT time for pool_put models).
+    first_seen_ts: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    source: str = SQLField(max_length=16)
+    # In the router's current pool; PUT /v1/pool deactivates models it leaves out.
+    active: bool = True
+    created_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    updated_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+
+
+class ModelWatchState(SQLModel, table=True):
+    """How far the model watcher has read the decision log (decision ids are its watermark)."""
+
+    __tablename__ = "model_watch_state"
+
+    name: str = SQLField(primary_key=True, max_length=64)
+    last_decision_id: int = SQLField(sa_column=Column(BigIntId, nullable=False))
+    updated_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+
+
+# --- wire schema ---------------------------------------------------------------------------
+
+
+class PoolIn(BaseModel):
+    """A router's whole pool, replacing the current one: tier → the models it may choose."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "router": "support-router",
+                    "tiers": {"cheap": ["claude-haiku-4-5"], "strong": ["claude-sonnet-4-6"]},
+                }
+            ]
+        },
+    )
+
+    router: ShortText
+    tiers: dict[TierName, Annotated[list[ShortText], Field(min_length=1, max_length=50)]] = Field(
+        min_length=1, max_length=20
+    )
+
+    @field_validator("tiers")
+    @classmethod
+    def _no_repeated_models(cls, tiers: dict[str, list[str]]) -> dict[str, list[str]]:
+        for tier, models in tiers.items():
+            repeated = sorted({m for m in models if models.count(m) > 1})
+            if repeated:
+                raise ValueError(f"tier {tier!r} lists {', '.join(repeated)} more than once")
+        return tiers
+
+
+class RouterModelPublic(BaseModel):
+    id: int
+    router: str
+    tier: str
+    model: str
+    first_seen_ts: datetime = Field(description="decision time of the first decision choosing it")
+    source: str = Field(description="observed | pool_put")
+    active: bool
+    updated_at: datetime
+
+
+class PoolPage(BaseModel):
+    items: list[RouterModelPublic]
+    next_cursor: str | None = None
+
+
+class PoolPutResult(BaseModel):
+    router: str
+    added: list[RouterModelPublic] = Field(description="models new to the pool")
+    removed: list[RouterModelPublic] = Field(description="models deactivated")
+    events: list[int] = Field(description="ids of the model_change events recorded")
+    pool: list[RouterModelPublic]
+
+
+class ModelWatchResult(BaseModel):
+    scanned: int = Field(description="decisions read past the watermark")
+    new_models: int = Field(description="router_model rows added")
+    events: int = Field(description="model_change events recorded")
+    boosted_strata: int
+    watermark: int = Field(description="last decision id read")

@@ -1,0 +1,70 @@
+"""HTTP routes of the candidate pool and the training export."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
+
+from shadoweval.db import SessionDep
+from shadoweval.deps import AdminScope, ReadScope, SettingsDep
+from shadoweval.pool import export, service
+from shadoweval.pool.models import PoolIn, PoolPage, PoolPutResult
+from shadoweval.providers.registry import ProviderRegistry
+
+router = APIRouter(prefix="/v1", tags=["pool"])
+
+
+@router.get("/pool", dependencies=[ReadScope])
+def get_pool(
+    session: SessionDep,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    include_inactive: bool = True,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> PoolPage:
+    """The models each router chooses per tier: observed in decisions or set by PUT."""
+    return service.list_pool(
+        session=session,
+        router=router_name,
+        include_inactive=include_inactive,
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+@router.put("/pool", dependencies=[AdminScope])
+def put_pool(body: PoolIn, session: SessionDep, settings: SettingsDep) -> PoolPutResult:
+    """Replace a router's pool. Each model new to an existing tier records a model_change
+    event (source pool_put) and boosts that tier's sampling; omitted models turn inactive."""
+    return service.put_pool(session=session, settings=settings, pool=body)
+
+
+@router.get("/exports/training", dependencies=[ReadScope])
+def training_export(
+    request: Request,
+    settings: SettingsDep,
+    router_name: Annotated[str, Query(alias="router", min_length=1, max_length=200)],
+    since: Annotated[AwareDatetime | None, Query(description="ts ≥ since (RFC 3339).")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="ts < until (RFC 3339).")] = None,
+    export_format: Annotated[
+        export.ExportFormat, Query(alias="format")
+    ] = export.ExportFormat.JSONL,
+) -> StreamingResponse:
+    """Judged pairs as labelled training tuples, streamed: `jsonl` (every field),
+    `routellm` (battle columns) or `notdiamond` (CSV)."""
+    # The generator opens its own sessions: the request's session may close before streaming ends.
+    lines = export.export_lines(
+        engine=request.app.state.engine,
+        query=export.ExportQuery(router=router_name, since=since, until=until),
+        export_format=export_format,
+        provider_for=ProviderRegistry(settings).provider_name_for,
+    )
+    filename = f"{router_name}-training.{export.FILE_EXTENSIONS[export_format]}"
+    return StreamingResponse(
+        lines,
+        media_type=export.MEDIA_TYPES[export_format],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -1,0 +1,159 @@
+"""Alert API over real HTTP: rules (admin) with validation errors, alerts, acknowledge, silence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import Session
+
+from shadoweval.alerts import service
+from shadoweval.analytics.models import TrafficWindowSnapshot
+from shadoweval.db import utcnow
+from tests.conftest import Keys, LiveApi
+
+RULE = {
+    "name": "escalation",
+    "kind": "cascade_escalation_rate",
+    "warn": 0.25,
+    "alert": 0.3,
+    "window": "1h",
+    "min_samples": 10,
+}
+
+
+def test_rules_default_to_the_packaged_file(live_api: LiveApi, keys: Keys) -> None:
+    with live_api.client(keys.admin) as client:
+        body = client.get("/v1/alert-rules").json()
+    assert body["source"].endswith("default_rules.yaml")
+    assert len({rule["kind"] for rule in body["rules"]}) == 11
+
+
+def test_put_replaces_the_rule_set(live_api: LiveApi, keys: Keys) -> None:
+    with live_api.client(keys.admin) as client:
+        put = client.put("/v1/alert-rules", json={"rules": [RULE]})
+        assert put.status_code == 200, put.text
+        body = client.get("/v1/alert-rules").json()
+    assert body["source"] == "api"
+    assert body["updated_by"] == "_".join(keys.admin.split("_")[:2])  # the key's prefix
+    assert [rule["name"] for rule in body["rules"]] == ["escalation"]
+    assert body["rules"][0]["labels"] == {"router": "*", "segment": "*"}
+
+
+@pytest.mark.parametrize(
+    ("change", "loc", "message"),
+    [
+        ({"kind": "vibes"}, ["body", "rules", 0, "kind"], "Input should be"),
+        ({"warn": 0.5, "alert": 0.3}, ["body", "rules", 0], "must be ≤ alert"),
+        ({"window": "soon"}, ["body", "rules", 0, "window"], "30m, 6h or 7d"),
+        ({"min_samples": -1}, ["body", "rules", 0, "min_samples"], "greater than or equal"),
+        ({"labels": {"team": "x"}}, ["body", "rules", 0, "labels", "team"], "Extra inputs"),
+        ({"severity": "loud"}, ["body", "rules", 0, "severity"], "Input should be"),
+    ],
+)
+def test_invalid_rules_answer_422_with_the_field_path(
+    live_api: LiveApi, keys: Keys, change: dict[str, object], loc: list[object], message: str
+) -> None:
+    with live_api.client(keys.admin) as client:
+        response = client.put("/v1/alert-rules", json={"rules": [{**RULE, **change}]})
+        assert response.status_code == 422
+        errors = response.json()["detail"]
+        assert any(e["loc"] == loc and message in e["msg"] for e in errors), errors
+        # Nothing was stored.
+        assert client.get("/v1/alert-rules").json()["source"] != "api"
+
+
+def test_duplicate_rule_names_are_refused(live_api: LiveApi, keys: Keys) -> None:
+    with live_api.client(keys.admin) as client:
+        response = client.put("/v1/alert-rules", json={"rules": [RULE, RULE]})
+    assert response.status_code == 422
+    assert "used twice" in response.text
+
+
+@pytest.fixture
+def fired(live_api: LiveApi, keys: Keys, session: Session) -> list[int]:
+    """Two firing alerts (billing, refunds) and one resolved (chat), from real evaluations."""
+    with live_api.client(keys.admin) as client:
+        assert client.put("/v1/alert-rules", json={"rules": [RULE]}).status_code == 200
+    now = utcnow()
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    rows = {}
+    for segment, escalated in (("billing", 40), ("refunds", 35), ("chat", 50)):
+        rows[segment] = TrafficWindowSnapshot(
+            router="support-router",
+            segment_value=segment,
+            tier="cheap",
+            window_start=hour,
+            decisions=100,
+            escalated=escalated,
+        )
+        session.add(rows[segment])
+    session.commit()
+    settings = live_api.app.state.settings
+    service.evaluate_alerts(session=session, settings=settings, now=now)
+    rows["chat"].escalated = 0
+    session.add(rows["chat"])
+    session.commit()
+    service.evaluate_alerts(session=session, settings=settings, now=now + timedelta(seconds=1))
+    with live_api.client(keys.read) as client:
+        items = client.get("/v1/alerts", params={"state": "all"}).json()["items"]
+    return [item["id"] for item in items]
+
+
+def test_list_filter_and_page(live_api: LiveApi, keys: Keys, fired: list[int]) -> None:
+    with live_api.client(keys.read) as client:
+        firing = client.get("/v1/alerts", params={"state": "firing"}).json()["items"]
+        assert sorted(a["segment"] for a in firing) == ["billing", "refunds"]
+        resolved = client.get("/v1/alerts", params={"state": "resolved"}).json()["items"]
+        assert [(a["segment"], a["resolved_at"] is not None) for a in resolved] == [("chat", True)]
+        one = client.get("/v1/alerts", params={"segment": "billing"}).json()["items"]
+        assert [a["dedup_key"] for a in one] == ["escalation|support-router|billing"]
+        assert client.get("/v1/alerts", params={"router": "other"}).json()["items"] == []
+        first = client.get("/v1/alerts", params={"limit": 2}).json()
+        second = client.get(
+            "/v1/alerts", params={"limit": 2, "cursor": first["next_cursor"]}
+        ).json()
+        assert [a["id"] for a in first["items"] + second["items"]] == fired
+        assert second["next_cursor"] is None
+        assert client.get("/v1/alerts", params={"state": "sleeping"}).status_code == 422
+        assert client.get("/v1/alerts", params={"cursor": "x"}).status_code == 400
+
+
+def test_get_one_carries_the_numbers_and_links(
+    live_api: LiveApi, keys: Keys, fired: list[int]
+) -> None:
+    with live_api.client(keys.read) as client:
+        alert = client.get(f"/v1/alerts/{fired[-1]}").json()
+        assert client.get("/v1/alerts/999999").status_code == 404
+    assert alert["state"] == "firing"
+    assert alert["level"] == "alert"
+    numbers = alert["numbers"]
+    for key in ("estimate", "ci_low", "ci_high", "n", "threshold", "window_start", "window_end"):
+        assert numbers[key] is not None, key
+    assert alert["dashboard_url"].startswith("http://127.0.0.1:8501/routing?router=")
+
+
+def test_acknowledge_and_silence(live_api: LiveApi, keys: Keys, fired: list[int]) -> None:
+    alert_id = fired[-1]
+    with live_api.client(keys.operate) as client:
+        acked = client.post(f"/v1/alerts/{alert_id}/acknowledge")
+        assert acked.status_code == 200, acked.text
+        assert acked.json()["acknowledged_by"] == "_".join(keys.operate.split("_")[:2])
+        silenced = client.post(f"/v1/alerts/{alert_id}/silence", json={"minutes": 30})
+        assert silenced.status_code == 200, silenced.text
+        until = datetime.fromisoformat(silenced.json()["silenced_until"])
+        assert timedelta(minutes=29) < until - datetime.now(UTC) <= timedelta(minutes=30)
+        absolute = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        again = client.post(f"/v1/alerts/{alert_id}/silence", json={"until": absolute})
+        assert datetime.fromisoformat(again.json()["silenced_until"]) == datetime.fromisoformat(
+            absolute
+        )
+        both = client.post(f"/v1/alerts/{alert_id}/silence", json={"minutes": 5, "until": absolute})
+        assert both.status_code == 422
+        assert "exactly one" in both.text
+        past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        in_the_past = client.post(f"/v1/alerts/{alert_id}/silence", json={"until": past})
+        assert in_the_past.status_code == 400
+        assert in_the_past.json()["field"] == "until"
+        naive = client.post(f"/v1/alerts/{alert_id}/silence", json={"until": "2030-01-01T00:00:00"})
+        assert naive.status_code == 422

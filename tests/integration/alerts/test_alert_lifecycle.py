@@ -1,0 +1,583 @@
+"""Alert lifecycle on both databases: fires once, reminds, resolves, ack, silence, missing data."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from shadoweval.jobs import scheduler
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from shadoweval.alerts import service
+from shadoweval.alerts.delivery_models import AlertDelivery
+from shadoweval.alerts.models import Alert
+from shadoweval.alerts.rules import RuleSet
+from shadoweval.analytics.models import (
+    DriftReport,
+    SequentialState,
+    TrafficWindowSnapshot,
+    VerdictWindowSnapshot,
+)
+from shadoweval.config import Settings
+from shadoweval.db import utcnow
+from shadoweval.events.service import record_event
+from shadoweval.ingest.models import Decision
+from shadoweval.judge.models import Verdict
+from shadoweval.runtime.worker import WorkerRuntime
+from shadoweval.sampling.models import BudgetDay
+from shadoweval.shadow.models import ShadowRun
+
+NOW = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
+HOUR = NOW.replace(minute=0)
+
+
+@pytest.fixture
+def settings(base_settings: Settings, engine: Engine) -> Settings:
+    # A webhook channel so every notification leaves an outbox row to count.
+    return base_settings.model_copy(
+        update={
+            "alert_webhook_url": "http://127.0.0.1:9/hook",
+            "alert_webhook_secret": "s3cret",
+            "alert_reminder_minutes": 60.0,
+        }
+    )
+
+
+def use_rules(session: Session, *rules: dict[str, Any]) -> None:
+    service.put_rules(
+        session=session, rule_set=RuleSet.model_validate({"rules": list(rules)}), updated_by="test"
+    )
+
+
+ESCALATION = {
+    "name": "escalation",
+    "kind": "cascade_escalation_rate",
+    "warn": 0.25,
+    "alert": 0.30,
+    "window": "1h",
+    "min_samples": 50,
+    "on_missing_data": "keep_state",
+    "severity": "critical",
+    "runbook_url": "https://runbooks.example/escalation",
+}
+
+
+def traffic(
+    session: Session,
+    *,
+    decisions: int,
+    escalated: int,
+    segment: str = "billing",
+    hour: datetime = HOUR,
+    fallback: int = 0,
+) -> None:
+    row = session.scalars(
+        select(TrafficWindowSnapshot).where(
+            TrafficWindowSnapshot.segment_value == segment,  # type: ignore[arg-type]
+            TrafficWindowSnapshot.window_start == hour,  # type: ignore[arg-type]
+        )
+    ).first()
+    if row is None:
+        row = TrafficWindowSnapshot(
+            router="support-router", segment_value=segment, tier="cheap", window_start=hour
+        )
+    row.decisions, row.escalated, row.fallback = decisions, escalated, fallback
+    session.add(row)
+    session.commit()
+
+
+def evaluate(session: Session, settings: Settings, now: datetime = NOW) -> service.EvaluationResult:
+    return service.evaluate_alerts(session=session, settings=settings, now=now)
+
+
+def deliveries(session: Session) -> list[tuple[str, str]]:
+    rows = session.scalars(select(AlertDelivery).order_by(AlertDelivery.id)).all()  # type: ignore[arg-type]
+    return [(row.kind, row.dedup_key) for row in rows]
+
+
+def alerts(session: Session) -> list[Alert]:
+    session.expire_all()
+    return list(session.scalars(select(Alert).order_by(Alert.id)))  # type: ignore[arg-type]
+
+
+def test_fires_once_reminds_after_the_interval_then_resolves(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(session, ESCALATION)
+    traffic(session, decisions=100, escalated=40)
+
+    first = evaluate(session, settings)
+    assert [n.kind for n in first.notifications] == ["trigger"]
+    (alert,) = alerts(session)
+    assert (alert.state, alert.level, alert.severity) == ("firing", "alert", "critical")
+    assert alert.dedup_key == "escalation|support-router|billing"
+    numbers = alert.numbers
+    assert numbers["estimate"] == pytest.approx(0.40)
+    assert numbers["ci_low"] < 0.40 < numbers["ci_high"]
+    assert (numbers["n"], numbers["threshold"]) == (100, 0.30)
+    # Hour snapshots: the window reaches back to the start of the hour 1 h ago.
+    assert numbers["window_start"] == (HOUR - timedelta(hours=1)).isoformat()
+    assert numbers["window_end"] == NOW.isoformat()
+    assert alert.dashboard_url == (
+        "http://127.0.0.1:8501/routing?router=support-router&segment=billing"
+    )
+    assert alert.runbook_url == "https://runbooks.example/escalation"
+    assert "95 % CI" in alert.summary
+
+    # Still firing: no repeat within the reminder interval, one reminder after it.
+    assert evaluate(session, settings, NOW + timedelta(minutes=30)).notifications == []
+    reminder = evaluate(session, settings, NOW + timedelta(minutes=61))
+    assert [n.kind for n in reminder.notifications] == ["reminder"]
+    assert evaluate(session, settings, NOW + timedelta(minutes=62)).notifications == []
+
+    traffic(session, decisions=100, escalated=5)
+    resolved = evaluate(session, settings, NOW + timedelta(minutes=63))
+    assert [n.kind for n in resolved.notifications] == ["resolve"]
+    (alert,) = alerts(session)
+    assert (alert.state, alert.resolve_reason) == ("resolved", "condition cleared")
+    assert alert.resolved_at == NOW + timedelta(minutes=63)
+    assert deliveries(session) == [
+        ("trigger", "escalation|support-router|billing"),
+        ("reminder", "escalation|support-router|billing"),
+        ("resolve", "escalation|support-router|billing"),
+    ]
+
+
+def test_a_new_episode_keeps_the_dedup_key_and_escalation_triggers_again(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(session, ESCALATION)
+    traffic(session, decisions=100, escalated=27)
+    evaluate(session, settings)
+    traffic(session, decisions=100, escalated=35)
+    escalated = evaluate(session, settings, NOW + timedelta(minutes=1))
+    assert [(n.kind, n.severity) for n in escalated.notifications] == [("trigger", "critical")]
+    traffic(session, decisions=100, escalated=0)
+    evaluate(session, settings, NOW + timedelta(minutes=2))
+    traffic(session, decisions=100, escalated=50)
+    evaluate(session, settings, NOW + timedelta(minutes=3))
+
+    first, second = alerts(session)
+    assert first.dedup_key == second.dedup_key == "escalation|support-router|billing"
+    assert (first.state, second.state) == ("resolved", "firing")
+    assert [kind for kind, _ in deliveries(session)] == ["trigger", "trigger", "resolve", "trigger"]
+
+
+def test_acknowledged_alerts_get_no_reminder(session: Session, settings: Settings) -> None:
+    use_rules(session, ESCALATION)
+    traffic(session, decisions=100, escalated=40)
+    evaluate(session, settings)
+    (alert,) = alerts(session)
+    acked = service.acknowledge(
+        session=session, settings=settings, alert_id=alert.id or 0, by="sek_oncall"
+    )
+    assert acked.acknowledged_by == "sek_oncall"
+    assert acked.state == "firing"
+    assert evaluate(session, settings, NOW + timedelta(hours=3)).notifications == []
+
+
+def test_silenced_alerts_are_not_notified_until_the_silence_ends(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(session, ESCALATION)
+    traffic(session, decisions=100, escalated=27)
+    evaluate(session, settings)
+    (alert,) = alerts(session)
+    service.silence(session=session, alert_id=alert.id or 0, minutes=20, now=NOW)
+    traffic(session, decisions=100, escalated=40)
+    # Escalation and reminders are swallowed while silenced.
+    assert evaluate(session, settings, NOW + timedelta(minutes=10)).notifications == []
+    # A new episode of the same key inherits the silence.
+    traffic(session, decisions=100, escalated=0)
+    evaluate(session, settings, NOW + timedelta(minutes=11))
+    traffic(session, decisions=100, escalated=40)
+    assert evaluate(session, settings, NOW + timedelta(minutes=12)).notifications == []
+    # After it ends, the unnotified episode triggers.
+    after = evaluate(session, settings, NOW + timedelta(minutes=21))
+    assert [n.kind for n in after.notifications] == ["trigger"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "state", "notified"),
+    [
+        ("keep_state", "firing", []),
+        ("resolve", "resolved", ["resolve"]),
+        # Still alerting, past the reminder interval.
+        ("alert", "firing", ["reminder"]),
+    ],
+)
+def test_missing_data_policy(
+    session: Session, settings: Settings, policy: str, state: str, notified: list[str]
+) -> None:
+    use_rules(session, {**ESCALATION, "on_missing_data": policy})
+    traffic(session, decisions=100, escalated=40)
+    evaluate(session, settings)
+    # Two hours later the 1 h window holds no traffic at all.
+    later = evaluate(session, settings, NOW + timedelta(hours=2))
+    assert [n.kind for n in later.notifications] == notified
+    (alert,) = alerts(session)
+    assert alert.state == state
+    if state == "firing":
+        assert alert.numbers["estimate"] == pytest.approx(0.40)  # the last numbers seen
+    if policy == "alert":
+        assert alert.numbers["missing_data"] is True
+
+
+def test_too_few_samples_never_fire(session: Session, settings: Settings) -> None:
+    use_rules(session, ESCALATION)
+    traffic(session, decisions=10, escalated=10)
+    assert evaluate(session, settings).opened == 0
+    assert alerts(session) == []
+
+
+def test_missing_data_policy_alert_fires_without_data(session: Session, settings: Settings) -> None:
+    use_rules(session, {**ESCALATION, "on_missing_data": "alert"})
+    traffic(session, decisions=10, escalated=0)  # below min_samples
+    result = evaluate(session, settings)
+    assert [n.kind for n in result.notifications] == ["trigger"]
+    assert alerts(session)[0].numbers["outcome"] == "no_data"
+
+
+def test_labels_filter_and_disabling_a_rule_resolves_its_alerts(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(session, {**ESCALATION, "labels": {"segment": "bill*"}})
+    traffic(session, decisions=100, escalated=40, segment="billing")
+    traffic(session, decisions=100, escalated=40, segment="refunds")
+    evaluate(session, settings)
+    assert [a.segment for a in alerts(session)] == ["billing"]
+    use_rules(session, {**ESCALATION, "enabled": False})
+    result = evaluate(session, settings, NOW + timedelta(minutes=1))
+    assert [n.kind for n in result.notifications] == ["resolve"]
+    assert alerts(session)[0].resolve_reason == "rule disabled or removed"
+
+
+def test_quality_drop_fires_from_the_sequential_alarm(session: Session, settings: Settings) -> None:
+    use_rules(session, {"name": "quality", "kind": "quality_drop", "warn": 0.5, "alert": 1.0})
+    state = SequentialState(
+        router="support-router",
+        segment_value="billing",
+        direction="forward",
+        judge_key="judge-a",
+        baseline_rate=0.1,
+        baseline_labels=100,
+        baseline_positives=8,
+        labels=200,
+        positives=50,
+        log_shiryaev_roberts=2.0,
+        last_ts=NOW - timedelta(minutes=10),
+        updated_at=NOW,
+    )
+    session.add(state)
+    session.commit()
+    assert evaluate(session, settings).opened == 0  # log R / log A ≈ 0.19
+    state.log_shiryaev_roberts = 11.0
+    state.alarmed_at_ts = NOW - timedelta(minutes=20)
+    session.add(state)
+    session.commit()
+    result = evaluate(session, settings, NOW + timedelta(minutes=1))
+    (notification,) = result.notifications
+    assert notification.dedup_key == "quality|support-router|billing"
+    assert notification.severity == "warning"  # the rule's default severity
+    assert notification.numbers["estimate"] == pytest.approx(0.25)
+    assert notification.numbers["n"] == 200
+    assert notification.numbers["baseline_harm_rate"] == pytest.approx(0.1)
+    assert notification.dashboard_url == (
+        "http://127.0.0.1:8501/quality?router=support-router&segment=billing"
+    )
+
+
+def test_router_stale_clears_on_a_new_router_version(session: Session, settings: Settings) -> None:
+    use_rules(session, {"name": "stale", "kind": "router_stale", "alert": 1})
+    for i, (ts, version) in enumerate(
+        [(NOW - timedelta(hours=2), "v1"), (NOW - timedelta(minutes=30), "v1")]
+    ):
+        session.add(_decision(f"d{i}", ts, version))
+    session.commit()
+    record_event(
+        session,
+        kind="model_change",
+        dedup_key="support-router|cheap|haiku-5",
+        ts=NOW - timedelta(hours=1),
+        router="support-router",
+        details={"tier": "cheap", "model": "haiku-5", "previous_models": ["haiku-4"]},
+    )
+    session.commit()
+    fired = evaluate(session, settings)
+    (notification,) = fired.notifications
+    assert notification.dedup_key == "stale|support-router|*"
+    assert notification.numbers["model"] == "haiku-5"
+
+    session.add(_decision("d-new", NOW - timedelta(minutes=5), "v2"))
+    session.commit()
+    cleared = evaluate(session, settings, NOW + timedelta(minutes=1))
+    assert [n.kind for n in cleared.notifications] == ["resolve"]
+    assert alerts(session)[0].numbers["cleared_by"] == "new router_version or threshold"
+
+
+def test_router_stale_clears_on_acknowledge(session: Session, settings: Settings) -> None:
+    use_rules(session, {"name": "stale", "kind": "router_stale", "alert": 1})
+    session.add(_decision("d0", NOW - timedelta(hours=2), "v1"))
+    record_event(
+        session,
+        kind="model_change",
+        dedup_key="support-router|cheap|haiku-5",
+        ts=NOW - timedelta(hours=1),
+        router="support-router",
+        details={"tier": "cheap", "model": "haiku-5"},
+    )
+    session.commit()
+    evaluate(session, settings)
+    (alert,) = alerts(session)
+    acked = service.acknowledge(
+        session=session, settings=settings, alert_id=alert.id or 0, by="sek_a", now=NOW
+    )
+    assert (acked.state, acked.resolve_reason) == ("resolved", "acknowledged")
+    assert evaluate(session, settings, NOW + timedelta(minutes=5)).opened == 0
+    assert [kind for kind, _ in deliveries(session)] == ["trigger", "resolve"]
+
+
+def test_budget_exhausted_per_account(session: Session, settings: Settings) -> None:
+    use_rules(session, {"name": "budget", "kind": "budget_exhausted", "warn": 0.9, "alert": 1.0})
+    session.add(BudgetDay(day="2026-11-28", account="shadow", budget_usd=20.0, reserved_usd=19.0))
+    session.add(
+        BudgetDay(
+            day="2026-11-28",
+            account="boost",
+            budget_usd=5.0,
+            reserved_usd=4.99,
+            refused=3,
+            exhausted_at=NOW - timedelta(hours=1),
+        )
+    )
+    session.commit()
+    evaluate(session, settings)
+    levels = {a.dedup_key: a.level for a in alerts(session)}
+    assert levels == {"budget|*|shadow": "warn", "budget|*|boost": "alert"}
+
+
+def test_shadow_backlog_with_nothing_open_is_quiet(session: Session, settings: Settings) -> None:
+    use_rules(session, {"name": "backlog", "kind": "shadow_backlog", "warn": 60, "alert": 240})
+    result = evaluate(session, settings)
+    assert (result.measured, result.opened) == (1, 0)
+
+
+def test_a_broken_rule_does_not_stop_the_others(
+    session: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_rules(
+        session,
+        {"name": "backlog", "kind": "shadow_backlog", "alert": 1},
+        ESCALATION,
+    )
+
+    def broken(ctx: object, rule: object) -> list[object]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(service.MEASURE, "shadow_backlog", broken)
+    traffic(session, decisions=100, escalated=40)
+    result = evaluate(session, settings)
+    assert result.failed_rules == ["backlog"]
+    assert result.opened == 1
+
+
+def _decision(request_id: str, ts: datetime, version: str) -> Decision:
+    return Decision(
+        router="support-router",
+        request_id=request_id,
+        router_version=version,
+        ts=ts,
+        received_at=ts,
+        tier="cheap",
+        chosen_model="haiku-4",
+        served_model="haiku-4",
+        threshold=0.5,
+        segment={},
+        segment_value="billing",
+        inclusion_probability=0.0,
+        sampled=False,
+    )
+
+
+def _run(session: Session, decision_id: int, status: str, **fields: Any) -> ShadowRun:
+    run = ShadowRun(
+        decision_id=decision_id,
+        kind="shadow",
+        direction="forward",
+        routed_tier="cheap",
+        target_tier="strong",
+        target_model="sonnet",
+        ts=NOW - timedelta(minutes=20),
+        status=status,
+        next_attempt_at=NOW,
+        created_at=NOW - timedelta(minutes=20),
+        **fields,
+    )
+    session.add(run)
+    return run
+
+
+def test_provider_error_rate_from_finished_shadow_runs(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(
+        session,
+        {"name": "errors", "kind": "provider_error_rate", "warn": 0.05, "alert": 0.2},
+    )
+    for i in range(10):
+        decision = _decision(f"d{i}", NOW - timedelta(minutes=20), "v1")
+        session.add(decision)
+        session.flush()
+        _run(session, decision.id or 0, "failed" if i < 3 else "succeeded")
+    session.commit()
+    evaluate(session, settings)
+    (alert,) = alerts(session)
+    assert (alert.dedup_key, alert.level) == ("errors|support-router|*", "alert")
+    assert (alert.numbers["estimate"], alert.numbers["n"]) == (pytest.approx(0.3), 10)
+
+
+def test_shadow_backlog_ages_and_stuck_leases(session: Session, settings: Settings) -> None:
+    use_rules(session, {"name": "backlog", "kind": "shadow_backlog", "warn": 60, "alert": 240})
+    waiting = _decision("d0", NOW - timedelta(hours=3), "v1")
+    waiting.sampled, waiting.received_at = True, NOW - timedelta(minutes=90)
+    session.add(waiting)
+    session.commit()
+    evaluate(session, settings)
+    (alert,) = alerts(session)
+    assert alert.level == "warn"
+    assert alert.numbers["oldest_open_item_age_minutes"] == pytest.approx(90)
+
+    # A run whose worker died holding its lease: alert at once, whatever its age.
+    _run(session, waiting.id or 0, "running", lease_until=NOW - timedelta(minutes=1))
+    session.commit()
+    evaluate(session, settings, NOW + timedelta(minutes=1))
+    (alert,) = alerts(session)
+    assert (alert.level, alert.numbers["stuck_leases"]) == ("alert", 1)
+
+
+def test_judge_inconsistency_and_feature_drift(session: Session, settings: Settings) -> None:
+    use_rules(
+        session,
+        {"name": "judge", "kind": "judge_inconsistency", "warn": 0.25, "alert": 0.4},
+        {"name": "drift", "kind": "feature_drift", "warn": 0.3, "alert": 0.5, "window": "2d"},
+    )
+    session.add(
+        VerdictWindowSnapshot(
+            router="support-router",
+            segment_value="billing",
+            direction="forward",
+            judge_key="judge-a",
+            window="hour",
+            window_start=HOUR,
+            labels=40,
+            inconsistent=12,
+            updated_at=NOW,
+        )
+    )
+    day = NOW.replace(hour=0, minute=0)
+    session.add(
+        DriftReport(
+            router="support-router",
+            window_start=day - timedelta(days=1),
+            window_end=day,
+            reference_start=day - timedelta(days=2),
+            reference_end=day - timedelta(days=1),
+            status="ok",
+            dataset_drift=True,
+            drifted_share=0.6,
+            created_at=day,
+        )
+    )
+    session.commit()
+    evaluate(session, settings)
+    levels = {a.rule: (a.level, a.numbers["value"]) for a in alerts(session)}
+    assert levels == {"judge": ("warn", pytest.approx(0.3)), "drift": ("alert", 0.6)}
+
+
+def test_calibration_drift_against_perfect_calibration(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(
+        session,
+        {
+            "name": "calibration",
+            "kind": "calibration_drift",
+            "warn": 0.01,
+            "alert": 0.001,
+            "window": "1d",
+            "min_samples": 100,
+        },
+    )
+    rng = np.random.default_rng(7)
+    # Scores of 0.05–0.35 where strong is needed about 60 % of the time: badly miscalibrated.
+    for i in range(200):
+        ts = NOW - timedelta(hours=2, seconds=i)
+        decision = _decision(f"c{i}", ts, "v1")
+        session.add(decision)
+        session.flush()
+        score = 0.05 + 0.3 * float(rng.random())
+        label = int(rng.random() < 0.6)
+        session.add(_verdict(decision, score=score, strong_needed=label))
+    session.commit()
+    evaluate(session, settings)
+    (alert,) = alerts(session)
+    assert (alert.rule, alert.level, alert.numbers["n"]) == ("calibration", "alert", 200)
+    assert alert.numbers["p_value_against_perfect_calibration"] < 0.001
+    assert alert.dashboard_url == "http://127.0.0.1:8501/calibration?router=support-router"
+
+
+def test_the_worker_job_evaluates_on_the_leader(engine: Engine, settings: Settings) -> None:
+    with Session(engine) as session:
+        use_rules(session, ESCALATION)
+        traffic(session, decisions=100, escalated=40, hour=_hour_floor(utcnow()))
+
+    def no_provider(model: str) -> Any:
+        raise AssertionError("alert evaluation calls no provider")
+
+    runtime = WorkerRuntime(
+        engine=engine, settings=settings, provider_for_model=no_provider, price_per_mtok=no_provider
+    )
+    (job,) = [job for job in scheduler.PERIODIC_JOBS if job.name == "evaluate_alerts"]
+    assert job.leader_only
+    assert job.interval(runtime) == settings.alert_evaluate_interval_seconds
+    changed = asyncio.run(runtime.run_job(job.name, job.run))
+    assert runtime.stats["evaluate_alerts"].last_error is None
+    assert changed == 2  # one alert opened, one trigger queued
+    with Session(engine) as session:
+        assert [a.state for a in alerts(session)] == ["firing"]
+
+
+def _hour_floor(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def _verdict(decision: Decision, *, score: float, strong_needed: int) -> Verdict:
+    return Verdict(
+        decision_id=decision.id or 0,
+        router=decision.router,
+        request_id=decision.request_id,
+        ts=decision.ts,
+        segment_value=decision.segment_value,
+        routed_tier="cheap",
+        direction="forward",
+        inclusion_probability=1.0,
+        router_score=score,
+        cheaper_tier="cheap",
+        stronger_tier="strong",
+        cheaper_model="haiku",
+        stronger_model="sonnet",
+        judge_key="judge-a",
+        judge_model="judge",
+        prompt_hash="abc",
+        status="done",
+        strong_needed=strong_needed,
+        cheap_acceptable=1 - strong_needed,
+        next_attempt_at=decision.ts,
+        created_at=decision.ts,
+        finished_at=decision.ts,
+    )

@@ -1,0 +1,192 @@
+"""/metrics quality gauges on seeded data: harm rate with its interval, calibration, alert
+states and freshness, with the values the statistics modules compute."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlmodel import Session
+
+from shadoweval import metrics
+from shadoweval.alerts import service
+from shadoweval.alerts.rules import RuleSet
+from shadoweval.analytics.models import TrafficWindowSnapshot, VerdictWindowSnapshot
+from shadoweval.db import utcnow
+from shadoweval.ingest.models import Decision
+from shadoweval.judge.models import Verdict
+from shadoweval.stats import calibration
+from shadoweval.stats.rates import WeightedSums, hajek_rate_from_sums
+from tests.conftest import LiveApi
+
+SCORES = [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9]
+LABELS = [0, 0, 1, 0, 1, 1, 0, 1]
+LAGS_S = [60, 120, 180, 240, 300, 360, 420, 480]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_calibration_cache() -> Iterator[None]:
+    # The cache spans scrapes of the same database; each test seeds its own verdicts.
+    metrics._calibration_cache.clear()
+    yield
+    metrics._calibration_cache.clear()
+
+
+def scrape(live_api: LiveApi) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with live_api.client() as client:
+        text = client.get("/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def seed_verdicts(session: Session) -> None:
+    now = utcnow()
+    for i, (score, label, lag) in enumerate(zip(SCORES, LABELS, LAGS_S, strict=True)):
+        ts = now - timedelta(minutes=30) + timedelta(seconds=i)
+        decision = Decision(
+            router="support-router",
+            request_id=f"r{i}",
+            ts=ts,
+            received_at=ts,
+            tier="cheap",
+            chosen_model="haiku",
+            served_model="haiku",
+            router_score=score,
+            segment={"topic": "billing"},
+            segment_value="billing",
+            inclusion_probability=1.0,
+            sampled=True,
+        )
+        session.add(decision)
+        session.flush()
+        session.add(
+            Verdict(
+                decision_id=decision.id or 0,
+                router="support-router",
+                request_id=f"r{i}",
+                ts=ts,
+                segment_value="billing",
+                routed_tier="cheap",
+                direction="forward",
+                inclusion_probability=1.0,
+                router_score=score,
+                cheaper_tier="cheap",
+                stronger_tier="strong",
+                cheaper_model="haiku",
+                stronger_model="sonnet",
+                judge_key="judge-a",
+                judge_model="judge",
+                prompt_hash="abc",
+                status="done",
+                strong_needed=label,
+                cheap_acceptable=1 - label,
+                next_attempt_at=ts,
+                created_at=ts,
+                finished_at=ts + timedelta(seconds=lag),
+            )
+        )
+    session.commit()
+
+
+def test_harm_rate_gauges_match_the_hajek_estimate(live_api: LiveApi, session: Session) -> None:
+    hour = utcnow().replace(minute=0, second=0, microsecond=0)
+    # π = 0.5 for 40 labels with 10 harmful: w = 2, v = (1 − π) w² = 2.
+    session.add(
+        VerdictWindowSnapshot(
+            router="support-router",
+            segment_value="billing",
+            direction="forward",
+            judge_key="judge-a",
+            window="hour",
+            window_start=hour,
+            labels=40,
+            sum_w=80.0,
+            sum_w2=160.0,
+            sum_wy=20.0,
+            sum_vw=80.0,
+            sum_vwy=20.0,
+            updated_at=hour,
+        )
+    )
+    session.commit()
+    expected = hajek_rate_from_sums(WeightedSums(40, 80.0, 160.0, 20.0, 80.0, 20.0, 20.0))
+    values = scrape(live_api)
+    labels = (("judge", "judge-a"), ("router", "support-router"), ("segment", "billing"))
+    assert values[("shadoweval_harm_rate", labels)] == pytest.approx(0.25)
+    assert values[("shadoweval_harm_rate_ci_low", labels)] == pytest.approx(expected.ci_low)
+    assert values[("shadoweval_harm_rate_ci_high", labels)] == pytest.approx(expected.ci_high)
+    assert expected.ci_low < 0.25 < expected.ci_high
+    assert values[("shadoweval_harm_labels", labels)] == 40
+
+
+def test_calibration_and_freshness_gauges(live_api: LiveApi, session: Session) -> None:
+    seed_verdicts(session)
+    values = scrape(live_api)
+    labels = (("judge", "judge-a"), ("router", "support-router"))
+    score, label = np.array(SCORES), np.array(LABELS, dtype=float)
+    weights = np.ones_like(score)
+    assert values[("shadoweval_calibration_brier", labels)] == pytest.approx(
+        float(np.mean((score - label) ** 2))
+    )
+    assert values[("shadoweval_calibration_ece", labels)] == pytest.approx(
+        calibration.expected_calibration_error(score, label, weights, n_bins=10)
+    )
+    assert values[("shadoweval_calibration_labels", labels)] == len(SCORES)
+    assert values[("shadoweval_verdict_lag_seconds", (("quantile", "0.5"),))] == 300
+    assert values[("shadoweval_verdict_lag_seconds", (("quantile", "1"),))] == 480
+    # Every sampled decision has its verdict: nothing holds the watermark back.
+    assert values[("shadoweval_label_watermark_lag_seconds", ())] == 0
+
+
+def test_alert_state_gauges(live_api: LiveApi, session: Session) -> None:
+    service.put_rules(
+        session=session,
+        rule_set=RuleSet.model_validate(
+            {
+                "rules": [
+                    {
+                        "name": "escalation",
+                        "kind": "cascade_escalation_rate",
+                        "warn": 0.25,
+                        "alert": 0.3,
+                        "severity": "critical",
+                    }
+                ]
+            }
+        ),
+        updated_by=None,
+    )
+    hour = utcnow().replace(minute=0, second=0, microsecond=0)
+    for segment, escalated in (("billing", 40), ("refunds", 27), ("chat", 1)):
+        session.add(
+            TrafficWindowSnapshot(
+                router="support-router",
+                segment_value=segment,
+                tier="cheap",
+                window_start=hour,
+                decisions=100,
+                escalated=escalated,
+            )
+        )
+    session.commit()
+    service.evaluate_alerts(session=session, settings=live_api.app.state.settings)
+    values = scrape(live_api)
+    count = "shadoweval_alerts_firing"
+    assert (
+        values[(count, (("level", "alert"), ("rule", "escalation"), ("severity", "critical")))] == 1
+    )
+    assert (
+        values[(count, (("level", "warn"), ("rule", "escalation"), ("severity", "warning")))] == 1
+    )
+    firing = {
+        dict(labels)["segment"]: value
+        for (name, labels), value in values.items()
+        if name == "shadoweval_alert_firing"
+    }
+    assert firing == {"billing": 1.0, "refunds": 1.0}

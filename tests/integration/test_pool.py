@@ -1,0 +1,432 @@
+"""The model watcher, the pool API, and calibration windows that start at a model change."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from shadoweval.jobs import scheduler
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from shadoweval.config import Settings
+from shadoweval.events.models import Event
+from shadoweval.ingest import service as ingest_service
+from shadoweval.ingest.models import Decision
+from shadoweval.ingest.parsing import ParsedBody
+from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
+from shadoweval.pool import service as pool_service
+from shadoweval.pool.models import ModelWatchState, RouterModel
+from shadoweval.runtime.worker import WorkerRuntime
+from shadoweval.sampling.models import SamplingStratum
+from tests.conftest import Keys, LiveApi, decision
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+ROUTER = "support-router"
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    # Tests ingest and watch within the same second: read decisions as soon as they commit.
+    return base_settings.model_copy(update={"model_watch_settle_seconds": 0})
+
+
+def ingest(engine: Engine, settings: Settings, items: list[dict[str, object]]) -> None:
+    with Session(engine) as session:
+        ingest_service.ingest_decisions(
+            session=session, settings=settings, parsed=ParsedBody(items)
+        )
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def model_events(engine: Engine) -> list[Event]:
+    with Session(engine) as session:
+        return list(
+            session.scalars(select(Event).where(Event.kind == "model_change").order_by(Event.id))  # type: ignore[arg-type]
+        )
+
+
+def pool_of(engine: Engine, router: str = ROUTER) -> dict[tuple[str, str], tuple[str, bool]]:
+    with Session(engine) as session:
+        rows = session.scalars(select(RouterModel).where(RouterModel.router == router))  # type: ignore[arg-type]
+        return {(r.tier, r.model): (r.source, r.active) for r in rows}
+
+
+def add_stratum(engine: Engine, tier: str, segment: str = "billing") -> None:
+    with Session(engine) as session:
+        session.add(
+            SamplingStratum(
+                router=ROUTER,
+                segment_value=segment,
+                tier=tier,
+                inclusion_probability=0.1,
+                updated_at=T0,
+            )
+        )
+        session.commit()
+
+
+def stratum(engine: Engine, tier: str) -> SamplingStratum:
+    with Session(engine) as session:
+        found = session.scalars(
+            select(SamplingStratum).where(SamplingStratum.tier == tier)  # type: ignore[arg-type]
+        ).one()
+        session.expunge(found)
+        return found
+
+
+def first_models(n: int = 3) -> list[dict[str, object]]:
+    return [decision(f"c-{i}", ts=at(i)) for i in range(n)] + [
+        decision(f"s-{i}", ts=at(i), tier="strong", chosen_model="claude-sonnet-4-6")
+        for i in range(n)
+    ]
+
+
+def test_a_new_routers_first_models_only_establish_its_pool(
+    engine: Engine, settings: Settings
+) -> None:
+    ingest(engine, settings, first_models())
+
+    result = pool_service.watch_models(engine=engine, settings=settings)
+
+    assert result.scanned == 6
+    assert result.new_models == 2
+    assert result.events == 0
+    assert model_events(engine) == []
+    assert pool_of(engine) == {
+        ("cheap", "claude-haiku-4-5"): ("observed", True),
+        ("strong", "claude-sonnet-4-6"): ("observed", True),
+    }
+
+
+def test_a_model_change_records_one_event_and_boosts_the_tier(
+    engine: Engine, settings: Settings
+) -> None:
+    add_stratum(engine, "cheap")
+    add_stratum(engine, "strong")
+    ingest(engine, settings, first_models())
+    pool_service.watch_models(engine=engine, settings=settings)
+    # The router moves its cheap tier to a new model; later decisions keep using it.
+    ingest(
+        engine,
+        settings,
+        [decision(f"n-{i}", ts=at(60 + i), chosen_model="claude-haiku-5") for i in range(3)],
+    )
+
+    first = pool_service.watch_models(engine=engine, settings=settings)
+    ingest(engine, settings, [decision("n-late", ts=at(200), chosen_model="claude-haiku-5")])
+    again = pool_service.watch_models(engine=engine, settings=settings)
+
+    assert (first.events, first.new_models, first.boosted_strata) == (1, 1, 1)
+    assert (again.events, again.new_models, again.scanned) == (0, 0, 1)
+    (event,) = model_events(engine)
+    assert event.dedup_key == f"{ROUTER}|cheap|claude-haiku-5"
+    assert event.router == ROUTER
+    assert event.ts == T0 + timedelta(minutes=60)  # decision time of the first new decision
+    assert event.details == {
+        "tier": "cheap",
+        "model": "claude-haiku-5",
+        "previous_models": ["claude-haiku-4-5"],
+        "source": "observed",
+        "export_url": f"/v1/exports/training?router={ROUTER}"
+        "&since=2026-11-27T13%3A00%3A00%2B00%3A00",
+    }
+    boosted = stratum(engine, "cheap")
+    assert boosted.boost_factor == settings.model_change_boost_factor
+    assert boosted.boosted_until == T0 + timedelta(minutes=60, hours=24)
+    assert stratum(engine, "strong").boost_factor == 1.0
+    assert pool_of(engine)[("cheap", "claude-haiku-5")] == ("observed", True)
+
+
+def test_provider_failover_is_not_a_model_change(engine: Engine, settings: Settings) -> None:
+    ingest(engine, settings, first_models())
+    pool_service.watch_models(engine=engine, settings=settings)
+    ingest(
+        engine,
+        settings,
+        [
+            decision(
+                f"f-{i}",
+                ts=at(30 + i),
+                served_model="gpt-4o-mini",
+                failover=True,
+            )
+            for i in range(5)
+        ],
+    )
+
+    result = pool_service.watch_models(engine=engine, settings=settings)
+
+    assert (result.scanned, result.new_models, result.events) == (5, 0, 0)
+    assert model_events(engine) == []
+    assert ("cheap", "gpt-4o-mini") not in pool_of(engine)
+
+
+def test_the_worker_runs_the_watcher_as_a_leader_job(engine: Engine, settings: Settings) -> None:
+    ingest(engine, settings, first_models())
+    ingest(engine, settings, [decision("n-0", ts=at(60), chosen_model="claude-haiku-5")])
+
+    def no_provider(model: str) -> Any:
+        raise AssertionError("the watcher calls no provider")
+
+    runtime = WorkerRuntime(
+        engine=engine, settings=settings, provider_for_model=no_provider, price_per_mtok=no_provider
+    )
+    (job,) = [job for job in scheduler.PERIODIC_JOBS if job.name == "watch_models"]
+    result = asyncio.run(runtime.run_job(job.name, job.run))
+
+    assert job.leader_only
+    assert job in scheduler.ONE_PASS
+    assert runtime.stats["watch_models"].last_error is None
+    assert result == {"scanned": 7, "new_models": 3, "events": 1, "boosted_strata": 0}
+
+
+def test_racing_and_repeated_watchers_record_one_event(engine: Engine, settings: Settings) -> None:
+    ingest(engine, settings, first_models())
+    pool_service.watch_models(engine=engine, settings=settings)
+    ingest(
+        engine,
+        settings,
+        [decision(f"n-{i}", ts=at(60 + i), chosen_model="claude-haiku-5") for i in range(20)],
+    )
+    start = threading.Barrier(2)
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def watcher() -> None:
+        try:
+            start.wait()
+            results.append(pool_service.watch_models(engine=engine, settings=settings))
+        except BaseException as error:  # surfaced below: a thread's exception is otherwise lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=watcher) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sum(r.events for r in results) == 1
+    # A watcher that crashed before moving its watermark reads everything again: no repeat.
+    with Session(engine) as session:
+        session.execute(update(ModelWatchState).values(last_decision_id=0))
+        session.commit()
+    rerun = pool_service.watch_models(engine=engine, settings=settings)
+    assert (rerun.scanned, rerun.events, rerun.new_models) == (26, 0, 0)
+    assert len(model_events(engine)) == 1
+
+
+def test_unsettled_decisions_wait_for_the_next_run(engine: Engine, base_settings: Settings) -> None:
+    ingest(engine, base_settings, first_models())
+    assert pool_service.watch_models(engine=engine, settings=base_settings).scanned == 0
+    later = datetime.now(UTC) + timedelta(seconds=base_settings.model_watch_settle_seconds + 1)
+    assert pool_service.watch_models(engine=engine, settings=base_settings, now=later).scanned == 6
+
+
+def test_the_watermark_never_passes_an_unsettled_decision(
+    engine: Engine, settings: Settings
+) -> None:
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        for request_id, received_at in (("late", now + timedelta(hours=1)), ("early", T0)):
+            session.add(
+                Decision(
+                    router=ROUTER,
+                    request_id=request_id,
+                    ts=T0,
+                    received_at=received_at,
+                    tier="cheap",
+                    chosen_model="m",
+                    served_model="m",
+                    segment_value="billing",
+                    inclusion_probability=0.1,
+                    sampled=False,
+                )
+            )
+        session.commit()
+
+    assert pool_service.watch_models(engine=engine, settings=settings, now=now).scanned == 0
+    later = now + timedelta(hours=2)
+    assert pool_service.watch_models(engine=engine, settings=settings, now=later).scanned == 2
+
+
+def test_put_pool_replaces_the_pool_and_records_added_models(
+    engine: Engine, live_api: LiveApi, keys: Keys
+) -> None:
+    body = {"router": "r2", "tiers": {"cheap": ["m-small"], "strong": ["m-large"]}}
+    with live_api.client(keys.admin) as client:
+        created = client.put("/v1/pool", json=body)
+        changed = client.put(
+            "/v1/pool",
+            json={"router": "r2", "tiers": {"cheap": ["m-small-2"], "strong": ["m-large"]}},
+        )
+        again = client.put(
+            "/v1/pool",
+            json={"router": "r2", "tiers": {"cheap": ["m-small-2"], "strong": ["m-large"]}},
+        )
+        # A tier new to the router starts its pool: no event, as for its first observed model.
+        new_tier = client.put(
+            "/v1/pool",
+            json={
+                "router": "r2",
+                "tiers": {"cheap": ["m-small-2"], "strong": ["m-large"], "mid": ["m-mid"]},
+            },
+        )
+    with live_api.client(keys.read) as client:
+        listed = client.get("/v1/pool", params={"router": "r2"}).json()
+        first_page = client.get("/v1/pool", params={"router": "r2", "limit": 2}).json()
+        second_page = client.get(
+            "/v1/pool", params={"router": "r2", "limit": 2, "cursor": first_page["next_cursor"]}
+        ).json()
+
+    assert created.status_code == 200, created.text
+    assert created.json()["events"] == []  # a router's first pool only establishes it
+    assert changed.status_code == 200, changed.text
+    result = changed.json()
+    assert [(m["tier"], m["model"]) for m in result["added"]] == [("cheap", "m-small-2")]
+    assert [(m["tier"], m["model"], m["active"]) for m in result["removed"]] == [
+        ("cheap", "m-small", False)
+    ]
+    (event,) = model_events(engine)
+    assert result["events"] == [event.id]
+    assert event.dedup_key == "r2|cheap|m-small-2"
+    assert event.details["source"] == "pool_put"
+    assert event.details["previous_models"] == ["m-small"]
+    assert again.json()["added"] == []
+    assert again.json()["events"] == []
+    assert {(m["tier"], m["model"], m["source"], m["active"]) for m in listed["items"]} == {
+        ("cheap", "m-small", "pool_put", False),
+        ("cheap", "m-small-2", "pool_put", True),
+        ("strong", "m-large", "pool_put", True),
+        ("mid", "m-mid", "pool_put", True),
+    }
+    assert new_tier.json()["events"] == []
+    assert listed["next_cursor"] is None
+    assert first_page["items"] + second_page["items"] == listed["items"]
+    assert second_page["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"router": "r2", "tiers": {}}, ["body", "tiers"]),
+        ({"router": "r2", "tiers": {"cheap": ["a", "a"]}}, ["body", "tiers"]),
+        ({"router": "r2", "tiers": {"cheap": []}}, ["body", "tiers", "cheap"]),
+        ({"router": "", "tiers": {"cheap": ["a"]}}, ["body", "router"]),
+        ({"router": "r2", "tiers": {"cheap": ["a"]}, "extra": 1}, ["body", "extra"]),
+    ],
+)
+def test_put_pool_names_the_invalid_field(
+    live_api: LiveApi, keys: Keys, body: dict[str, Any], loc: list[str]
+) -> None:
+    with live_api.client(keys.admin) as client:
+        response = client.put("/v1/pool", json=body)
+    assert response.status_code == 422
+    assert loc in [error["loc"] for error in response.json()["detail"]]
+
+
+def labelled_decisions(
+    engine: Engine, model: str, scores: np.ndarray, labels: np.ndarray, start: datetime
+) -> None:
+    """Decisions of router `r` (cheap tier) with judged verdicts, received long ago."""
+    with Session(engine) as session:
+        for i, (score, label) in enumerate(zip(scores, labels, strict=True)):
+            ts = start + timedelta(minutes=i)
+            d = Decision(
+                router="r",
+                request_id=f"{model}-{i}",
+                ts=ts,
+                received_at=ts,
+                tier="cheap",
+                chosen_model=model,
+                served_model=model,
+                segment_value="all",
+                inclusion_probability=0.5,
+                sampled=True,
+                router_score=float(score),
+            )
+            session.add(d)
+            session.flush()
+            assert d.id is not None
+            session.add(
+                Verdict(
+                    decision_id=d.id,
+                    router="r",
+                    request_id=d.request_id,
+                    ts=ts,
+                    segment_value="all",
+                    routed_tier="cheap",
+                    direction="forward",
+                    inclusion_probability=0.5,
+                    router_score=float(score),
+                    cheaper_tier="cheap",
+                    stronger_tier="strong",
+                    cheaper_model=model,
+                    stronger_model="s",
+                    judge_key="j#1",
+                    judge_model="j",
+                    prompt_hash="1",
+                    status=VerdictStatus.DONE,
+                    next_attempt_at=ts,
+                    created_at=ts,
+                    outcome=Outcome.STRONGER_WINS if label else Outcome.TIE,
+                    strong_needed=int(label),
+                    cheap_acceptable=1 - int(label),
+                )
+            )
+        session.commit()
+
+
+def test_the_calibration_window_starts_at_the_model_change(
+    engine: Engine, settings: Settings, live_api: LiveApi, keys: Keys
+) -> None:
+    rng = np.random.default_rng(7)
+    before = datetime(2026, 11, 20, tzinfo=UTC)
+    change = datetime(2026, 11, 22, tzinfo=UTC)
+    ref_scores = rng.beta(2, 5, 600)
+    labelled_decisions(engine, "m-old", ref_scores, rng.binomial(1, ref_scores), before)
+    # The new cheap model is worse: the old scores now under-state how often strong is needed.
+    cur_scores = rng.beta(2, 5, 400)
+    labelled_decisions(engine, "m-new", cur_scores, rng.binomial(1, 0.5 * cur_scores + 0.3), change)
+    assert pool_service.watch_models(engine=engine, settings=settings).events == 1
+
+    (event,) = model_events(engine)
+    with live_api.client(keys.read) as client:
+        (report,) = client.get("/v1/calibration", params={"router": "r"}).json()
+        # The event's link (the retrain trigger sends it) exports the pairs since the change.
+        exported = client.get(event.details["export_url"])
+        (requested,) = client.get(
+            "/v1/calibration", params={"router": "r", "since": "2026-11-20T00:00:00Z"}
+        ).json()
+
+    assert exported.status_code == 200
+    assert len(exported.text.splitlines()) == 400
+    assert report["window_starts_at"] == "model_change"
+    assert report["model_change"]["event_id"] == event.id
+    assert report["model_change"]["model"] == "m-new"
+    assert report["model_change"]["previous_models"] == ["m-old"]
+    assert datetime.fromisoformat(report["window"]["since"]) == change
+    assert datetime.fromisoformat(report["reference_window"]["until"]) == change
+    assert report["reference_window"]["since"] is None
+    assert report["n"] == 400
+    assert report["drift_against_reference"]["p_value"] < 0.01
+    assert report["against_perfect_calibration"]["p_value"] < 0.01
+    # An explicit window is served as asked.
+    assert requested["window_starts_at"] == "requested"
+    assert requested["n"] == 1000
+    assert requested["model_change"] is None
+
+
+def test_get_pool_refuses_a_cursor_it_did_not_issue(live_api: LiveApi, keys: Keys) -> None:
+    with live_api.client(keys.read) as client:
+        response = client.get("/v1/pool", params={"cursor": "not-a-cursor"})
+    assert response.status_code == 400
+    assert response.json()["loc"] == ["cursor"]

@@ -1,0 +1,243 @@
+"""Pure channel logic: signatures, payload shapes, attempt outcomes, backoff, redaction."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shadoweval.alerts import channels
+from shadoweval.alerts.notification import Notification
+
+TS = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def notification(**changes: object) -> Notification:
+    fields: dict[str, object] = {
+        "kind": "trigger",
+        "dedup_key": "quality_drop|support-router|billing",
+        "rule": "quality_drop",
+        "severity": "critical",
+        "title": "Harm rate up in billing",
+        "summary": "Harm rate 0.21 (95 % CI 0.15–0.28) over 240 labels, threshold 0.15.",
+        "ts": TS,
+        "router": "support-router",
+        "segment": "billing",
+        "numbers": {
+            "estimate": 0.2134,
+            "ci_low": 0.15,
+            "ci_high": 0.28,
+            "n": 240,
+            "threshold": 0.15,
+            "window_start": "2026-11-27T00:00:00+00:00",
+            "window_end": "2026-11-27T12:00:00+00:00",
+            "baseline": 0.1,
+        },
+        "dashboard_url": "http://dash.example/segments?router=support-router&segment=billing",
+        "runbook_url": "http://wiki.example/runbooks/quality_drop",
+        "alert_id": 7,
+    }
+    fields.update(changes)
+    return Notification(**fields)  # type: ignore[arg-type]
+
+
+# --- signatures ----------------------------------------------------------------------------
+
+
+def test_sign_is_hmac_sha256_of_timestamp_dot_body() -> None:
+    body = b'{"a":1}'
+    expected = hmac.new(b"s3cret", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
+    assert channels.sign("s3cret", 1700000000, body) == f"v1={expected}"
+
+
+def test_signature_verifies_within_tolerance() -> None:
+    body = b'{"kind":"trigger"}'
+    signature = channels.sign("s3cret", 1700000000, body)
+    assert channels.verify_signature("s3cret", "1700000000", signature, body, now=1700000100)
+    # Several signatures (secret rotation): one match is enough.
+    both = f"v1=deadbeef, {signature}"
+    assert channels.verify_signature("s3cret", "1700000000", both, body, now=1700000000)
+
+
+@pytest.mark.parametrize(
+    ("secret", "timestamp", "body", "now"),
+    [
+        ("s3cret", "1700000000", b'{"kind":"resolve"}', 1700000000),  # tampered body
+        ("other", "1700000000", b'{"kind":"trigger"}', 1700000000),  # wrong secret
+        ("s3cret", "1700000001", b'{"kind":"trigger"}', 1700000001),  # timestamp changed
+        ("s3cret", "1700000000", b'{"kind":"trigger"}', 1700000301),  # stale: a replay
+        ("s3cret", "1700000000", b'{"kind":"trigger"}', 1699999699),  # from the future
+        ("s3cret", "not-a-number", b'{"kind":"trigger"}', 1700000000),
+    ],
+)
+def test_signature_fails(secret: str, timestamp: str, body: bytes, now: float) -> None:
+    signature = channels.sign("s3cret", 1700000000, b'{"kind":"trigger"}')
+    assert not channels.verify_signature(secret, timestamp, signature, body, now=now)
+
+
+def test_webhook_headers_are_signed_only_with_a_secret() -> None:
+    body = b"{}"
+    signed = channels.webhook_headers(body, secret="k", timestamp=1700000000)
+    assert signed[channels.TIMESTAMP_HEADER] == "1700000000"
+    assert channels.verify_signature(
+        "k", "1700000000", signed[channels.SIGNATURE_HEADER], body, now=1700000000
+    )
+    assert channels.SIGNATURE_HEADER not in channels.webhook_headers(body, secret=None, timestamp=1)
+
+
+# --- payloads ------------------------------------------------------------------------------
+
+
+def test_webhook_payload_carries_the_numbers_and_links() -> None:
+    payload = channels.webhook_payload(
+        notification(numbers={"estimate": 0.2, "at": TS, "nan": float("nan")})
+    )
+    assert json.loads(json.dumps(payload)) == payload  # plain JSON
+    assert payload["kind"] == "trigger"
+    assert payload["dedup_key"] == "quality_drop|support-router|billing"
+    assert payload["severity"] == "critical"
+    assert payload["numbers"] == {"estimate": 0.2, "at": TS.isoformat(), "nan": None}
+    assert payload["links"] == {
+        "dashboard": "http://dash.example/segments?router=support-router&segment=billing",
+        "runbook": "http://wiki.example/runbooks/quality_drop",
+    }
+    assert payload["ts"] == "2026-11-27T12:00:00+00:00"
+    assert payload["alert_id"] == 7
+
+
+def test_slack_payload_has_header_fields_and_link_buttons() -> None:
+    payload = channels.slack_payload(notification())
+    assert payload["text"].startswith("Firing: Harm rate up in billing")
+    blocks = payload["blocks"]
+    assert blocks[0]["type"] == "header"
+    assert blocks[0]["text"]["type"] == "plain_text"
+    assert "Harm rate up in billing" in blocks[0]["text"]["text"]
+    fields = next(b["fields"] for b in blocks if b["type"] == "section" and "fields" in b)
+    texts = [f["text"] for f in fields]
+    assert texts[0] == "*Estimate*\n0.2134 (95 % CI 0.15 – 0.28)"
+    assert "*Sample size n*\n240" in texts
+    assert "*Threshold*\n0.15" in texts
+    assert any(t.startswith("*Window (decision time)*\n2026-11-27T00:00") for t in texts)
+    assert "*Baseline*\n0.1" in texts
+    assert all(f["type"] == "mrkdwn" for f in fields)
+    buttons = next(b["elements"] for b in blocks if b["type"] == "actions")
+    assert [(b["text"]["text"], b["url"]) for b in buttons] == [
+        ("Dashboard", "http://dash.example/segments?router=support-router&segment=billing"),
+        ("Runbook", "http://wiki.example/runbooks/quality_drop"),
+    ]
+
+
+def test_slack_resolve_reads_as_resolved_and_long_titles_are_clipped() -> None:
+    payload = channels.slack_payload(notification(kind="resolve", title="x" * 400, numbers={}))
+    header = payload["blocks"][0]["text"]["text"]
+    assert header.startswith(":white_check_mark: Resolved: ")
+    assert len(header) == channels.SLACK_HEADER_MAX
+    assert not any(b["type"] == "section" and "fields" in b for b in payload["blocks"])
+
+
+@pytest.mark.parametrize("severity", ["info", "warning", "critical"])
+def test_pagerduty_trigger_shape(severity: str) -> None:
+    event = channels.pagerduty_payload(notification(severity=severity), source="shadoweval.local")
+    assert "routing_key" not in event  # added when sending, never stored
+    assert event["event_action"] == "trigger"
+    assert event["dedup_key"] == "quality_drop|support-router|billing"
+    body = event["payload"]
+    assert body["severity"] == severity
+    assert body["severity"] in {"critical", "error", "warning", "info"}
+    assert body["summary"] == "Harm rate up in billing"
+    assert body["source"] == "shadoweval.local"
+    assert body["custom_details"]["numbers"]["n"] == 240
+    assert body["custom_details"]["alert_id"] == 7
+    assert {link["text"] for link in event["links"]} == {"Dashboard", "Runbook"}
+
+
+def test_pagerduty_resolve_pairs_with_the_trigger_by_dedup_key() -> None:
+    trigger = channels.pagerduty_payload(notification(), source="s")
+    resolve = channels.pagerduty_payload(notification(kind="resolve"), source="s")
+    assert resolve == {"event_action": "resolve", "dedup_key": trigger["dedup_key"]}
+    long_key = channels.pagerduty_payload(notification(dedup_key="k" * 400), source="s")
+    assert len(long_key["dedup_key"]) == channels.PAGERDUTY_DEDUP_KEY_MAX
+
+
+def test_reminder_is_a_trigger_for_pagerduty() -> None:
+    event = channels.pagerduty_payload(notification(kind="reminder"), source="s")
+    assert event["event_action"] == "trigger"
+
+
+# --- attempts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, "delivered"),
+        (202, "delivered"),
+        (204, "delivered"),
+        (301, "failed"),
+        (400, "failed"),
+        (401, "failed"),
+        (404, "failed"),
+        (408, "retry"),
+        (429, "retry"),
+        (500, "retry"),
+        (502, "retry"),
+        (503, "retry"),
+    ],
+)
+def test_classify_status(status: int, outcome: str) -> None:
+    assert channels.classify_status(status) == outcome
+
+
+def test_retry_after_seconds_and_http_dates() -> None:
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    assert channels.retry_after_seconds("120", now=now) == 120.0
+    assert channels.retry_after_seconds("Fri, 27 Nov 2026 12:02:00 GMT", now=now) == 120.0
+    assert channels.retry_after_seconds("Fri, 27 Nov 2026 11:00:00 GMT", now=now) == 0.0
+    assert channels.retry_after_seconds(None, now=now) is None
+    assert channels.retry_after_seconds("soon", now=now) is None
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    rng = random.Random(7)
+    for attempt, ceiling in [(1, 10.0), (2, 20.0), (3, 40.0), (6, 300.0), (30, 300.0)]:
+        delays = [
+            channels.backoff_seconds(attempt, base_seconds=10, max_seconds=300, rng=rng)
+            for _ in range(200)
+        ]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 100  # jittered, not synchronized
+
+
+def test_redact_url_hides_slack_paths_queries_and_credentials() -> None:
+    slack = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
+    assert channels.redact_url(slack, "slack") == "https://hooks.slack.com/***"
+    assert (
+        channels.redact_url("https://user:pw@hooks.example:8443/alerts?token=abc", "webhook")
+        == "https://hooks.example:8443/alerts?***"
+    )
+    assert channels.redact_url("http://127.0.0.1:9000/hook", "webhook") == (
+        "http://127.0.0.1:9000/hook"
+    )
+
+
+def test_number_fields_render_remaining_numbers_readably() -> None:
+    fields = dict(channels.number_fields({"harm_rate_delta": 0.051234, "flag": True, "x": None}))
+    assert fields == {"Harm rate delta": "0.05123", "Flag": "true"}
+
+
+def test_payload_for_routes_by_channel() -> None:
+    n = notification()
+    assert channels.payload_for("slack", n, source="s") == channels.slack_payload(n)
+    assert channels.payload_for("pagerduty", n, source="s")["event_action"] == "trigger"
+    assert channels.payload_for("retrain", n, source="s") == channels.webhook_payload(n)
+    assert channels.payload_for("webhook", n, source="s")["version"] == 1
+
+
+def test_retry_after_http_date_from_a_formatted_time() -> None:
+    later = TS + timedelta(seconds=30)
+    header = later.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert channels.retry_after_seconds(header, now=TS) == 30.0
