@@ -19,6 +19,7 @@ from shadoweval.jobs import (
     leadership,
     plan_sampling,
     poll_batches,
+    purge_deliveries,
     purge_payloads,
     retrain_triggers,
     run_gates,
@@ -67,6 +68,7 @@ PERIODIC_JOBS = (
         lambda rt: rt.settings.alert_evaluate_interval_seconds,
         leader_only=True,
     ),
+    ScheduledJob("purge_deliveries", purge_deliveries.run, lambda rt: 3600.0, leader_only=True),
     ScheduledJob("purge_payloads", purge_payloads.run, lambda rt: 3600.0, leader_only=True),
     ScheduledJob("retrain_triggers", retrain_triggers.run, lambda rt: 15.0, leader_only=True),
     ScheduledJob(

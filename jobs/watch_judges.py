@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from shadoweval.db import session_scope
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
 
 def _watch(runtime: WorkerRuntime) -> int:
     with session_scope(runtime.engine) as session:
-        return judge_changes.record_judge_changes(session)
+        settle = timedelta(seconds=runtime.settings.judge_watch_settle_seconds)
+        return judge_changes.record_judge_changes(session, settle=settle)
 
 
 async def run(runtime: WorkerRuntime) -> int:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from shadoweval import __version__, exceptions
+from shadoweval.alerts import service as alerts_service
 from shadoweval.alerts.delivery_router import router as alert_deliveries_router
 from shadoweval.alerts.router import router as alerts_router
 from shadoweval.analytics.router import router as analytics_router
@@ -48,6 +49,7 @@ ERROR_STATUS: dict[type[exceptions.ShadowevalError], int] = {
     exceptions.PayloadTooLarge: 413,
     exceptions.UnsupportedMediaType: 415,
     exceptions.DatabaseNotReady: 503,
+    exceptions.InvalidConfiguration: 500,
     exceptions.Overloaded: 503,
 }
 
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Refuse to serve on an unmigrated or unreachable database.
         revision = await run_in_threadpool(check_database_ready, engine)
+        # A rule file that does not validate stops startup with its path and field errors.
+        alerts_service.check_rules_file(settings)
         log.info(
             "api ready",
             extra={

@@ -455,7 +455,10 @@ def rejudge(
     except ProviderError as error:
         raise _fail(f"judge provider: {error.reason}: {error.message}") from error
     if not report.pairs:
-        raise _fail(f"router {router!r} has no judged pairs with stored answers to re-judge")
+        raise _fail(
+            f"router {router!r} has no judged pairs with stored answers to re-judge "
+            "(pairs the configured judge made itself are left out)"
+        )
     for line in rejudging.summary_lines(report):
         typer.echo(line)
     if as_json:
@@ -471,6 +474,7 @@ def worker(
     """Run the background worker: shadow runs, the judge, and (as leader) the planning jobs."""
     import asyncio
 
+    from shadoweval.alerts.service import startup_checks as alerts_startup_checks
     from shadoweval.db import check_database_ready, create_db_engine
     from shadoweval.exceptions import DatabaseNotReady, ShadowevalError
     from shadoweval.runtime.worker import build_runtime, run_worker
@@ -479,6 +483,7 @@ def worker(
     engine = create_db_engine(settings)
     try:
         check_database_ready(engine)
+        alerts_startup_checks(settings)
         runtime, close_providers = build_runtime(settings, engine)
     except (DatabaseNotReady, ShadowevalError) as error:
         raise _fail(error.message) from error

@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     judge_watch_interval_seconds: float = Field(
         default=60.0, gt=0, description="How often the leader looks for a new judge key."
     )
+    # finished_at is set inside the verdict's own transaction, which may commit a little
+    # later: judge change control reads only verdicts finished this long ago, so its
+    # watermark never passes one still in flight.
+    judge_watch_settle_seconds: float = Field(
+        default=60.0, ge=0, description="Seconds after finishing before a verdict is watched."
+    )
     # Release gate (`shadoweval gate`, POST /v1/gates): the one-sided level of its
     # non-inferiority tests, and the share of replayed requests that may fail (provider or
     # judge errors) before a run reports an error instead of a verdict on a biased sample.
@@ -275,10 +281,13 @@ class Settings(BaseSettings):
     model_watch_batch_size: int = Field(
         default=5000, ge=1, description="Decisions the model watcher reads per transaction."
     )
-    # Ingest transactions commit out of id order on PostgreSQL; reading only decisions older
-    # than this keeps a later-committing lower id from slipping behind the watermark.
+    # Ingest transactions commit out of id order on PostgreSQL: the watcher re-reads the ids
+    # it saw in the last this-many seconds (database clock) on every pass, so only a decision
+    # whose ingest transaction stays open longer than this after drawing its id can be missed.
     model_watch_settle_seconds: float = Field(
-        default=30.0, ge=0, description="Seconds after receipt before the watcher reads a decision."
+        default=300.0,
+        ge=0,
+        description="Seconds (database clock) the watcher keeps re-reading recent decision ids.",
     )
     model_change_boost_hours: float = Field(
         default=24.0, ge=0, description="Hours of decision time a model change boosts sampling."
@@ -358,6 +367,13 @@ class Settings(BaseSettings):
     )
     delivery_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Seconds one delivery POST may take."
+    )
+    # Delivered and failed outbox rows (and their attempts) are deleted after this many
+    # days by the leader's purge_deliveries job: the outbox would otherwise grow forever.
+    delivery_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Days delivered and failed alert deliveries are kept before deletion.",
     )
     # Backoff between attempts of one delivery: base · 2^(n−1) with jitter, capped, so a
     # receiver back after an outage gets its backlog within a few minutes.

@@ -14,6 +14,7 @@ that clients can branch on and a human-readable message.
     ├── AuthenticationFailed      no key, unknown, revoked or expired key (401)
     ├── PermissionDenied          the key lacks the scope (403)
     ├── DatabaseNotReady          unreachable or not migrated (503)
+    ├── InvalidConfiguration      a configured file (e.g. alert rules) does not validate (500)
     └── Overloaded                the database cannot keep up; retry after `retry_after_s` (503)
 """
 
@@ -67,6 +68,17 @@ class PermissionDenied(ShadowevalError):
 
 class DatabaseNotReady(ShadowevalError):
     code = "database_not_ready"
+
+
+class InvalidConfiguration(ShadowevalError):
+    """The deployment's configuration is wrong, not the request: `errors` hold field paths."""
+
+    code = "invalid_configuration"
+
+    def __init__(self, message: str, *, source: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(message, source=source, errors=errors)
+        self.source = source
+        self.errors = errors
 
 
 class Overloaded(ShadowevalError):

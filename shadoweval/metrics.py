@@ -289,40 +289,10 @@ def _quality_families(engine: Engine, now: datetime) -> list[Metric]:
 
 
 def _harm_rates(session: Any, since: datetime) -> list[tuple[tuple[str, str, str], Any]]:
-    from sqlalchemy import Table, func, select
+    # The one harm-rate reduction, shared with the quality_drop alert.
+    from shadoweval.analytics.harm import harm_rates
 
-    from shadoweval.analytics.models import VerdictWindowSnapshot
-    from shadoweval.stats.rates import WeightedSums, hajek_rate_from_sums
-
-    s = cast(Table, VerdictWindowSnapshot.__table__).c  # type: ignore[attr-defined]
-    rows = session.execute(
-        select(
-            s.router,
-            s.segment_value,
-            s.judge_key,
-            func.sum(s.labels),
-            func.sum(s.sum_w),
-            func.sum(s.sum_w2),
-            func.sum(s.sum_wy),
-            func.sum(s.sum_vw),
-            func.sum(s.sum_vwy),
-        )
-        .where(s.window == "hour", s.direction == "forward", s.window_start >= since)
-        .group_by(s.router, s.segment_value, s.judge_key)
-    ).all()
-    out = []
-    for router, segment, judge, labels, w, w2, wy, vw, vwy in rows:
-        sums = WeightedSums(
-            int(labels or 0),
-            float(w or 0),
-            float(w2 or 0),
-            float(wy or 0),
-            float(vw or 0),
-            float(vwy or 0),
-            float(vwy or 0),
-        )
-        out.append(((router, segment, judge), hajek_rate_from_sums(sums)))
-    return out
+    return list(harm_rates(session, since=since).items())
 
 
 def _calibration(engine: Engine, session: Any, now: datetime) -> list[CalibrationFigure]:

@@ -10,7 +10,7 @@ from shadoweval.analytics.models import (
 )
 from shadoweval.auth.models import ApiKey
 from shadoweval.events.models import Event
-from shadoweval.feedback.models import Feedback, ReviewAssignment, ReviewLabel
+from shadoweval.feedback.models import Feedback, JudgeWatchState, ReviewAssignment, ReviewLabel
 from shadoweval.gate.models import GateItem, GateRun
 from shadoweval.ingest.models import Decision, DecisionPayload, TrafficDelta
 from shadoweval.judge.models import Verdict
@@ -33,6 +33,7 @@ __all__ = [
     "Feedback",
     "GateItem",
     "GateRun",
+    "JudgeWatchState",
     "LeaderLease",
     "ModelWatchState",
     "ProviderBatch",

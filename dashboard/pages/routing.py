@@ -107,14 +107,20 @@ if spend:
 
 st.subheader("Traffic and tier mix over decision time")
 decisions = ctx.api.list_all(
-    "/v1/decisions", max_items=5000, router=ctx.router, since=ctx.since, order="desc"
+    "/v1/decisions",
+    max_items=5000,
+    page_size=1000,  # the decisions route's largest page
+    router=ctx.router,
+    since=ctx.since,
+    order="desc",
 )
 if not ui.unavailable(decisions, "Decisions"):
-    mix = charts.tier_mix(decisions, freq="10min" if len(decisions) < 5000 else "h")
+    freq, bucket = ("10min", "10 minutes") if len(decisions) < 5000 else ("h", "hour")
+    mix = charts.tier_mix(decisions, freq=freq)
     if mix.empty:
         ui.empty("No decisions in this window.")
     else:
-        st.caption(f"The latest {len(decisions)} decisions, per 10 minutes of decision time.")
+        st.caption(f"The latest {len(decisions)} decisions, per {bucket} of decision time.")
         st.altair_chart(charts.tier_mix_chart(mix), width="stretch")
 
 st.subheader("Cost–quality (Pareto) view")

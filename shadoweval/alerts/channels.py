@@ -285,12 +285,17 @@ def backoff_seconds(
 
 
 def redact_url(url: str, channel: str) -> str:
-    """A URL safe to log and show: Slack webhook paths and any query or credentials are secrets."""
+    """A URL safe to log and show: scheme and host only.
+
+    Webhook receivers of every kind (Slack, Teams, Zapier, home-grown) put tokens in the
+    path or the query, so both are hidden for every channel, as are credentials.
+    """
+    del channel  # kept in the signature: callers pass it, and no channel is exempt
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    path = "/***" if channel == "slack" and parts.path not in ("", "/") else parts.path
+    path = "/***" if parts.path not in ("", "/") else parts.path
     query = "***" if parts.query else ""
     return urlunsplit((parts.scheme, host, path, query, ""))
 

@@ -109,7 +109,14 @@ class AlertDeliveryPublic(BaseModel):
     failed_at: datetime | None
     last_error: str | None
     payload: dict[str, Any]
+    # The last few attempts, oldest first; attempt_count has them all, and
+    # GET /v1/alert-deliveries/{id}/attempts pages through every one.
     attempts: list[DeliveryAttemptPublic]
+
+
+class DeliveryAttemptPage(BaseModel):
+    items: list[DeliveryAttemptPublic]  # newest first
+    next_cursor: str | None
 
 
 class AlertDeliveryPage(BaseModel):

@@ -1,4 +1,5 @@
-"""GET /v1/alert-deliveries: what the outbox sent where, with every attempt (read scope)."""
+"""GET /v1/alert-deliveries: what the outbox sent where, with its last attempts, and
+GET /v1/alert-deliveries/{id}/attempts: all of them, paged (read scope)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from shadoweval.alerts import outbox
-from shadoweval.alerts.delivery_models import AlertDeliveryPage
+from shadoweval.alerts.delivery_models import AlertDeliveryPage, DeliveryAttemptPage
 from shadoweval.db import SessionDep
 from shadoweval.deps import ReadScope
 
@@ -33,4 +34,17 @@ def list_alert_deliveries(
         channel=channel,
         cursor=cursor,
         limit=limit,
+    )
+
+
+@router.get("/alert-deliveries/{delivery_id}/attempts")
+def list_alert_delivery_attempts(
+    session: SessionDep,
+    delivery_id: int,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DeliveryAttemptPage:
+    """Every attempt of one delivery, newest first (404 for an unknown delivery)."""
+    return outbox.list_attempts(
+        session=session, delivery_id=delivery_id, cursor=cursor, limit=limit
     )

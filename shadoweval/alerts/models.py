@@ -12,6 +12,8 @@ from sqlmodel import SQLModel
 
 from shadoweval.alerts.rules import AlertRule
 from shadoweval.db import BigIntId, JsonType, UtcDateTime
+from shadoweval.ingest.models import Decision
+from shadoweval.shadow.models import ShadowRun
 
 
 class AlertRuleSet(SQLModel, table=True):
@@ -124,3 +126,20 @@ class SilenceIn(BaseModel):
         if (self.minutes is None) == (self.until is None):
             raise ValueError("give exactly one of `minutes` or `until`")
         return self
+
+
+# Indexes the alert evaluator needs on other packages' tables, declared here (where the
+# queries are) and created by migration 0007_alerts. Declaring them against the tables
+# attaches them to the shared metadata, so migration checks see them as the models'.
+_DECISION = Decision.__table__  # type: ignore[attr-defined]
+_SHADOW_RUN = ShadowRun.__table__  # type: ignore[attr-defined]
+# shadow_backlog: sampled decisions still to be planned, scanned by decision time; partial,
+# so it holds the sampled few percent of the traffic only.
+Index(
+    "ix_decision_sampled_ts",
+    _DECISION.c.ts,
+    postgresql_where=_DECISION.c.sampled.is_(True),
+    sqlite_where=_DECISION.c.sampled.is_(True),
+)
+# provider_error_rate: shadow runs by the time they finished.
+Index("ix_shadow_run_finished", _SHADOW_RUN.c.finished_at)

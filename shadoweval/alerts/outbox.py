@@ -41,6 +41,7 @@ from shadoweval.alerts.delivery_models import (
     AlertDeliveryAttempt,
     AlertDeliveryPage,
     AlertDeliveryPublic,
+    DeliveryAttemptPage,
     DeliveryAttemptPublic,
     DeliveryStatus,
 )
@@ -48,7 +49,7 @@ from shadoweval.alerts.notification import Notification
 from shadoweval.config import Settings, get_settings
 from shadoweval.db import UtcDateTime, utcnow
 from shadoweval.events.models import Event
-from shadoweval.exceptions import InvalidRequest
+from shadoweval.exceptions import InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -431,6 +432,10 @@ async def send(client: httpx.AsyncClient, row: dict[str, Any], settings: Setting
         if not settings.alert_pagerduty_routing_key:
             return AttemptResult("failed", None, "alert_pagerduty_routing_key is not set", 0.0)
         payload = {"routing_key": settings.alert_pagerduty_routing_key, **payload}
+    if channel in ("webhook", "retrain"):
+        # Inside the signed body, so a replayed body cannot claim another delivery id
+        # than the X-Shadoweval-Delivery header receivers dedup on.
+        payload["delivery_id"] = int(row["id"])
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     if channel in ("webhook", "retrain"):
         headers = channels.webhook_headers(
@@ -492,6 +497,49 @@ def _record(
         return bool(result.rowcount == 1)
 
 
+# --- retention -----------------------------------------------------------------------------
+
+
+def purge_finished_deliveries(
+    engine: Engine, *, settings: Settings, now: datetime | None = None, batch: int = 1000
+) -> int:
+    """Delete delivered and failed deliveries created more than `delivery_retention_days`
+    ago, with their attempts, in batches (short transactions); returns how many.
+
+    Never sooner than a day past `delivery_max_age_hours`: a retrain event is triggered
+    only while no delivery row of it exists, and only within that age, so a purged row
+    can never make an event trigger twice. Open deliveries are never touched.
+    """
+    now = now or utcnow()
+    keep = max(
+        timedelta(days=settings.delivery_retention_days),
+        timedelta(hours=settings.delivery_max_age_hours) + timedelta(days=1),
+    )
+    cutoff = now - keep
+    c, a = DELIVERY_TABLE.c, ATTEMPT_TABLE.c
+    total = 0
+    while True:
+        with engine.begin() as connection:
+            ids = list(
+                connection.scalars(
+                    select(c.id)
+                    .where(
+                        c.status.in_((DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)),
+                        c.created_at < cutoff,
+                    )
+                    .order_by(c.id)
+                    .limit(batch)
+                )
+            )
+            if not ids:
+                return total
+            # Explicitly: SQLite enforces the ON DELETE CASCADE only with foreign keys on.
+            connection.execute(ATTEMPT_TABLE.delete().where(a.delivery_id.in_(ids)))
+            connection.execute(DELIVERY_TABLE.delete().where(c.id.in_(ids)))
+            total += len(ids)
+        log.info("purged %d finished alert deliveries older than %s", len(ids), cutoff)
+
+
 # --- reading -------------------------------------------------------------------------------
 
 
@@ -520,20 +568,55 @@ def list_deliveries(
         query = query.where(c.id < _cursor_id(cursor))
     rows = [dict(r._mapping) for r in session.execute(query.order_by(c.id.desc()).limit(limit + 1))]
     page = rows[:limit]
-    attempts: dict[int, list[DeliveryAttemptPublic]] = {int(r["id"]): [] for r in page}
-    if page:
-        a = ATTEMPT_TABLE.c
-        for attempt in session.execute(
-            select(ATTEMPT_TABLE)
-            .where(a.delivery_id.in_(list(attempts)))
-            .order_by(a.delivery_id, a.attempt, a.id)
-        ):
-            attempts[int(attempt.delivery_id)].append(
-                DeliveryAttemptPublic.model_validate(attempt._mapping)
-            )
+    attempts = _recent_attempts(session, [int(r["id"]) for r in page])
     items = [_public(row, attempts[int(row["id"])]) for row in page]
     next_cursor = _encode_cursor(int(page[-1]["id"])) if len(rows) > limit else None
     return AlertDeliveryPage(items=items, next_cursor=next_cursor)
+
+
+# A delivery retried for a day has a few hundred attempts: lists show the last few, and
+# GET /v1/alert-deliveries/{id}/attempts pages through all of them.
+RECENT_ATTEMPTS = 5
+
+
+def _recent_attempts(
+    session: Session, delivery_ids: list[int]
+) -> dict[int, list[DeliveryAttemptPublic]]:
+    """The last RECENT_ATTEMPTS attempts of each delivery, oldest first."""
+    out: dict[int, list[DeliveryAttemptPublic]] = {i: [] for i in delivery_ids}
+    if not delivery_ids:
+        return out
+    a = ATTEMPT_TABLE.c
+    rank = (
+        func.row_number()
+        .over(partition_by=a.delivery_id, order_by=(a.attempt.desc(), a.id.desc()))
+        .label("rank")
+    )
+    ranked = select(ATTEMPT_TABLE, rank).where(a.delivery_id.in_(delivery_ids)).subquery("ranked")
+    r = ranked.c
+    for attempt in session.execute(
+        select(ranked).where(r.rank <= RECENT_ATTEMPTS).order_by(r.delivery_id, r.attempt, r.id)
+    ):
+        out[int(attempt.delivery_id)].append(DeliveryAttemptPublic.model_validate(attempt._mapping))
+    return out
+
+
+def list_attempts(
+    *, session: Session, delivery_id: int, cursor: str | None = None, limit: int = 100
+) -> DeliveryAttemptPage:
+    """Every attempt of one delivery, newest first; `next_cursor` continues."""
+    if session.get(AlertDelivery, delivery_id) is None:
+        raise NotFound(f"alert delivery {delivery_id} not found", delivery_id=delivery_id)
+    a = ATTEMPT_TABLE.c
+    query = select(ATTEMPT_TABLE).where(a.delivery_id == delivery_id)
+    if cursor:
+        query = query.where(a.id < _cursor_id(cursor))
+    rows = list(session.execute(query.order_by(a.id.desc()).limit(limit + 1)))
+    page = rows[:limit]
+    return DeliveryAttemptPage(
+        items=[DeliveryAttemptPublic.model_validate(row._mapping) for row in page],
+        next_cursor=_encode_cursor(int(page[-1].id)) if len(rows) > limit else None,
+    )
 
 
 def _public(row: dict[str, Any], attempts: list[DeliveryAttemptPublic]) -> AlertDeliveryPublic:
@@ -569,7 +652,9 @@ def _cursor_id(cursor: str) -> int:
         data = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
         return int(data["id"])
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidRequest("cursor is not valid; pass next_cursor from a previous page") from exc
+        raise InvalidRequest(
+            "cursor is not valid; pass next_cursor from a previous page", loc=["query", "cursor"]
+        ) from exc
 
 
 def open_counts(engine: Engine, now: datetime) -> list[dict[str, Any]]:

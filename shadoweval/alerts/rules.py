@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shadoweval.exceptions import InvalidConfiguration
+
 RuleKind = Literal[
     "quality_drop",
     "calibration_drift",
@@ -50,15 +52,17 @@ class KindSpec:
 
 KINDS: dict[str, KindSpec] = {
     "quality_drop": KindSpec(
-        "log Shiryaev–Roberts statistic / log A of the segment's harm detector (1 = alarm)",
+        "log Shiryaev–Roberts statistic / log A of the segment's harm detector, as it is "
+        "now (1 = alarm; it falls again once harm is back at the baseline)",
         "above",
         "ratio",
         per_segment=True,
         uses_window=False,
     ),
     "calibration_drift": KindSpec(
-        "smallest p-value of the calibration tests (against the previous window of equal "
-        "length and against perfect calibration)",
+        "Bonferroni-adjusted smallest p-value of the calibration tests (against the previous "
+        "window of equal length, never across a model change, and against perfect "
+        "calibration)",
         "below",
         "p-value",
         per_segment=False,
@@ -100,15 +104,16 @@ KINDS: dict[str, KindSpec] = {
         uses_window=True,
     ),
     "shadow_backlog": KindSpec(
-        "age of the oldest unfinished shadow run or verdict, in minutes (a stuck lease "
-        "counts as at least the alert threshold)",
+        "minutes the oldest unfinished shadow run or verdict has waited beyond its allowance "
+        "(none in realtime mode, batch_max_age + 24 h in batch mode; a stuck lease counts "
+        "as at least the alert threshold)",
         "above",
         "minutes",
         per_segment=False,
         uses_window=False,
     ),
     "provider_error_rate": KindSpec(
-        "share of finished shadow runs that failed",
+        "share of shadow runs finished in the window (by finish time) that failed",
         "above",
         "share",
         per_segment=False,
@@ -218,13 +223,14 @@ class RuleSet(BaseModel):
         return self
 
 
-class RuleFileError(ValueError):
+class RuleFileError(InvalidConfiguration):
     """A rule file that does not parse or validate; `errors` carry field paths."""
+
+    code = "invalid_alert_rules"
 
     def __init__(self, source: str, errors: list[dict[str, Any]]) -> None:
         lines = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
-        super().__init__(f"{source}: {lines}")
-        self.errors = errors
+        super().__init__(f"{source}: {lines}", source=source, errors=errors)
 
 
 def parse_rules(text: str, *, source: str = "rules") -> RuleSet:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlencode
 
+from pydantic import ValidationError
 from sqlalchemy import Table, case, func, or_, select
 from sqlmodel import Session
 
@@ -30,9 +31,9 @@ from shadoweval.db import utcnow
 from shadoweval.events.models import Event
 from shadoweval.exceptions import InvalidRequest, NotFound
 from shadoweval.ingest.models import Decision
-from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict
+from shadoweval.judge.models import Verdict, VerdictStatus
 from shadoweval.sampling.models import BudgetDay
-from shadoweval.shadow.models import ShadowRun, WorkStatus
+from shadoweval.shadow.models import BATCH_HOLD, ShadowMode, ShadowRun, WorkStatus
 from shadoweval.stats.rates import wilson_interval
 
 log = logging.getLogger(__name__)
@@ -66,20 +67,86 @@ def _file_rules(settings: Settings) -> tuple[RuleSet, Path]:
     return alert_rules.parse_rules(text, source=str(path)), path
 
 
+def check_rules_file(settings: Settings) -> RuleSet:
+    """Startup check of the API and the worker: a rule file that does not validate stops
+    them with its path and every error, rather than leaving a deployment that never alerts."""
+    return _file_rules(settings)[0]
+
+
+def startup_checks(settings: Settings) -> None:
+    """The worker's start: validate the rule file (raises RuleFileError) and say once,
+    loudly, that webhook bodies go out unsigned when no secret is set."""
+    check_rules_file(settings)
+    unsigned = [
+        name
+        for name in ("alert_webhook_url", "retrain_webhook_url")
+        if getattr(settings, name) and not settings.alert_webhook_secret
+    ]
+    if unsigned:
+        log.warning(
+            "%s set without alert_webhook_secret: webhook bodies are sent unsigned, so "
+            "receivers cannot tell them from forgeries; set SHADOWEVAL_ALERT_WEBHOOK_SECRET",
+            " and ".join(unsigned),
+        )
+
+
 def current_rules(*, session: Session, settings: Settings) -> RuleSetPublic:
-    """The rule set in force: the newest one put through the API, else the rule file."""
+    """The rule set in force: the newest one put through the API, else the rule file.
+
+    Raises RuleFileError (an InvalidConfiguration) naming the source and each field path.
+    """
     row = session.execute(
         select(RULE_SET_TABLE).order_by(RULE_SET_TABLE.c.id.desc()).limit(1)
     ).first()
     if row is not None:
+        source = f"alert rule set {row.id} (PUT /v1/alert-rules)"
+        try:
+            rules = RuleSet.model_validate({"rules": row.rules}).rules
+        except ValidationError as error:
+            # Stored by an older version whose schema this one no longer accepts.
+            raise alert_rules.RuleFileError(
+                source, [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
+            ) from error
         return RuleSetPublic(
-            source="api",
-            updated_at=row.created_at,
-            updated_by=row.updated_by,
-            rules=RuleSet.model_validate({"rules": row.rules}).rules,
+            source="api", updated_at=row.created_at, updated_by=row.updated_by, rules=rules
         )
     rule_set, path = _file_rules(settings)
     return RuleSetPublic(source=str(path), updated_at=None, updated_by=None, rules=rule_set.rules)
+
+
+# The evaluator's fallback while the rules in force do not validate: one per process.
+_last_good_rules: RuleSetPublic | None = None
+
+
+def _rules_for_evaluation(
+    session: Session, settings: Settings, result: EvaluationResult
+) -> RuleSetPublic:
+    """The rules in force; if they stopped validating, the last set that did (else the
+    packaged defaults), so a typo in the rule file never silences every alert."""
+    global _last_good_rules
+    try:
+        rule_set = current_rules(session=session, settings=settings)
+    except alert_rules.RuleFileError as error:
+        result.rules_error = error.message
+        fallback = _last_good_rules
+        if fallback is None:
+            default = alert_rules.parse_rules(
+                DEFAULT_RULES_FILE.read_text(encoding="utf-8"), source=str(DEFAULT_RULES_FILE)
+            )
+            fallback = RuleSetPublic(
+                source=str(DEFAULT_RULES_FILE),
+                updated_at=None,
+                updated_by=None,
+                rules=default.rules,
+            )
+        log.error(
+            "ALERT RULES INVALID, evaluating the last valid set (%s) instead: %s",
+            fallback.source,
+            error.message,
+        )
+        return fallback
+    _last_good_rules = rule_set
+    return rule_set
 
 
 def put_rules(*, session: Session, rule_set: RuleSet, updated_by: str | None) -> RuleSetPublic:
@@ -168,6 +235,17 @@ def _traffic_rate(
 
 
 def _quality_drop(ctx: _Context, rule: AlertRule) -> list[Measurement]:
+    """log R / log A of each segment's Shiryaev–Roberts detector, read as it is now.
+
+    R keeps updating after an alarm (stats.sequential.shiryaev_roberts_update), so the
+    value is never pinned at the alarm: the alert fires at log R ≥ log A (the rule's
+    `alert`, 1) and resolves once log R falls back below the rule's `warn` level
+    (hysteresis), i.e. the repeated Shiryaev–Roberts procedure, at most n/A expected
+    false alarms per n labels. The estimate shown is the Hájek harm rate with its 95 %
+    interval over the hours since monitoring began, as /v1/segments gives for them.
+    """
+    from shadoweval.analytics import harm
+
     s = STATE_TABLE.c
     log_a = math.log(ctx.settings.sequential_alarm_threshold)
     latest: dict[tuple[str, str], Any] = {}
@@ -185,28 +263,47 @@ def _quality_drop(ctx: _Context, rule: AlertRule) -> list[Measurement]:
             )
             continue
         progress = max(0.0, row.log_shiryaev_roberts / log_a)
-        if row.alarmed_at_ts is not None:
-            progress = max(progress, 1.0)
-        rate = row.positives / row.labels if row.labels else None
-        low, high = wilson_interval(rate, row.labels) if rate is not None else (None, None)
+        since = harm.first_hour_with_labels_after(
+            ctx.session,
+            router=router,
+            segment=segment,
+            judge_key=row.judge_key,
+            skip=row.baseline_labels,
+        )
+        until = _hour_floor(_aware(row.last_ts)) + timedelta(hours=1) if row.last_ts else None
+        rate = (
+            harm.harm_rates(
+                ctx.session,
+                since=since,
+                until=until,
+                router=router,
+                segment=segment,
+                judge_key=row.judge_key,
+            ).get((router, segment, row.judge_key))
+            if since is not None
+            else None
+        )
+        weighted = rate is not None and not math.isnan(rate.estimate)
         measurements.append(
             Measurement(
                 router,
                 segment,
                 progress,
                 row.labels,
-                estimate=rate,
-                ci_low=low,
-                ci_high=high,
-                window_start=None,
-                window_end=row.last_ts,
+                estimate=rate.estimate if rate is not None and weighted else None,
+                ci_low=rate.ci_low if rate is not None and weighted else None,
+                ci_high=rate.ci_high if rate is not None and weighted else None,
+                window_start=since,
+                window_end=until,
                 details={
-                    "estimate_of": "harm rate since the baseline",
+                    "estimate_of": "weighted (Hájek, 1/π) harm rate of the hours since the "
+                    "baseline, as /v1/segments?since=window_start&until=window_end shows it",
+                    "effective_n": rate.effective_n if rate is not None and weighted else None,
                     "baseline_harm_rate": row.baseline_rate,
                     "reference_labels": row.baseline_labels,
                     "log_shiryaev_roberts": row.log_shiryaev_roberts,
                     "log_alarm_threshold": log_a,
-                    "alarmed_at_ts": row.alarmed_at_ts.isoformat() if row.alarmed_at_ts else None,
+                    "first_alarm_at_ts": _iso(row.alarmed_at_ts),
                     "judge_key": row.judge_key,
                 },
             )
@@ -214,40 +311,79 @@ def _quality_drop(ctx: _Context, rule: AlertRule) -> list[Measurement]:
     return measurements
 
 
+def _model_change_times(ctx: _Context, router: str) -> list[datetime]:
+    """The router's model_change times before now, newest first (at most two needed)."""
+    e = EVENT_TABLE.c
+    rows = ctx.session.scalars(
+        select(e.ts)
+        .where(e.kind == "model_change", e.router == router, e.ts < ctx.now)
+        .group_by(e.ts)  # several tiers changing at one ts are one change
+        .order_by(e.ts.desc())
+        .limit(2)
+    ).all()
+    return [_aware(ts) for ts in rows]
+
+
+def _calibration_windows(
+    now: datetime, window: timedelta, changes: list[datetime]
+) -> tuple[datetime, datetime | None, datetime]:
+    """(current start, reference start, reference end = current start); neither window
+    straddles a model change, as in analytics.calibration_service: a change inside the
+    current window starts it, and the reference never reaches back past the change
+    before that (None = no reference left)."""
+    start = now - window
+    latest = changes[0] if changes else None
+    if latest is not None and latest > start:
+        start = latest
+        earlier = changes[1] if len(changes) > 1 else None
+    else:
+        earlier = latest
+    reference_start = start - window
+    if earlier is not None and earlier > reference_start:
+        reference_start = earlier
+    return start, (reference_start if reference_start < start else None), start
+
+
 def _calibration_drift(ctx: _Context, rule: AlertRule) -> list[Measurement]:
+    """Bonferroni over its two tests (drift against the previous window, and against
+    perfect calibration): the value is min(1, m · smallest p) for the m tests run, so
+    the rule's thresholds keep their meaning as a false-alarm rate per evaluation."""
     from shadoweval.analytics import calibration_service
 
     window = rule.window_delta
-    start, reference_start = ctx.now - window, ctx.now - 2 * window
     v = VERDICT_TABLE.c
     routers = ctx.session.scalars(
         select(v.router)
-        .where(v.ts >= start, v.ts < ctx.now, v.router_score.is_not(None))
+        .where(v.ts >= ctx.now - window, v.ts < ctx.now, v.router_score.is_not(None))
         .group_by(v.router)
     ).all()
     measurements = []
     for router in routers:
+        changes = _model_change_times(ctx, router)
+        start, reference_start, reference_end = _calibration_windows(ctx.now, window, changes)
         reports = calibration_service.calibration_reports(
             session=ctx.session,
             router=router,
             since=start,
             until=ctx.now,
-            reference_since=reference_start,
-            reference_until=start,
+            # An empty reference window (a change just before `start`) means no drift test.
+            reference_since=reference_start if reference_start is not None else reference_end,
+            reference_until=reference_end,
         )
         if not reports:
             continue
         report = max(reports, key=lambda r: r.n)  # the judge with the most labels
         p_values = [
-            test["p_value"]
+            float(test["p_value"])
             for test in (report.drift_against_reference, report.against_perfect_calibration)
             if test is not None and test.get("p_value") is not None
         ]
+        adjusted = min(1.0, len(p_values) * min(p_values)) if p_values else None
         measurements.append(
             Measurement(
                 router,
                 None,
-                min(p_values) if p_values else None,
+                adjusted,
                 report.n,
                 estimate=report.expected_calibration_error,
                 window_start=start,
@@ -255,6 +391,7 @@ def _calibration_drift(ctx: _Context, rule: AlertRule) -> list[Measurement]:
                 details={
                     "estimate_of": "expected calibration error (weighted, adaptive bins)",
                     "judge_key": report.judge_key,
+                    "p_value_adjustment": f"Bonferroni over {len(p_values)} tests",
                     "p_value_against_reference": (report.drift_against_reference or {}).get(
                         "p_value"
                     ),
@@ -262,7 +399,9 @@ def _calibration_drift(ctx: _Context, rule: AlertRule) -> list[Measurement]:
                         "p_value"
                     ),
                     "brier": report.brier.get("brier"),
-                    "reference_window_start": reference_start.isoformat(),
+                    "reference_window_start": _iso(reference_start),
+                    "reference_window_end": _iso(reference_end) if reference_start else None,
+                    "window_starts_at_model_change": bool(changes) and start == changes[0],
                 },
             )
         )
@@ -306,29 +445,55 @@ def _judge_inconsistency(ctx: _Context, rule: AlertRule) -> list[Measurement]:
     ]
 
 
+# Items in batch mode wait for their provider batch: up to batch_max_age before it goes,
+# then the providers' 24 h completion window. Only time past that allowance is backlog.
+BATCH_COMPLETION_WINDOW = timedelta(hours=24)
+
+
+def _oldest(session: Session, column: Any, *conditions: Any) -> datetime | None:
+    value = session.scalar(select(func.min(column)).where(*conditions))
+    return _aware(value) if value is not None else None
+
+
+def _unplanned_conditions(since: datetime) -> tuple[Any, ...]:
+    """Sampled decisions since `since` (decision time) without a verdict row: a range of
+    the partial index ix_decision_sampled_ts, never a scan of the decision table."""
+    d, v = DECISION_TABLE.c, VERDICT_TABLE.c
+    return (
+        d.ts >= since,
+        d.sampled.is_(True),
+        ~select(v.id).where(v.decision_id == d.id).exists(),
+    )
+
+
 def _shadow_backlog(ctx: _Context, rule: AlertRule) -> list[Measurement]:
+    """Minutes the oldest unfinished item has waited beyond its allowance (none for
+    realtime items, batch_max_age + 24 h for items in batch mode). Verdicts still
+    waiting for their answers follow their shadow runs and are measured through them.
+
+    Every query is bounded: open runs and verdicts through their (status, …) claim
+    indexes, and sampled decisions not planned yet only over a look-back of twice the
+    rule's largest threshold in decision time (an older one still counts: the enqueue
+    job plans in ts order, so newer decisions then wait too).
+    """
     session, now = ctx.session, ctx.now
-    oldest = [
-        session.scalar(
-            select(func.min(VERDICT_TABLE.c.created_at)).where(
-                VERDICT_TABLE.c.status.in_(OPEN_VERDICT_STATUSES)
-            )
-        ),
-        session.scalar(
-            select(func.min(RUN_TABLE.c.created_at)).where(
-                RUN_TABLE.c.status.in_((WorkStatus.QUEUED, WorkStatus.RUNNING))
-            )
-        ),
+    r, v, d = RUN_TABLE.c, VERDICT_TABLE.c, DECISION_TABLE.c
+    open_run = r.status.in_((WorkStatus.QUEUED, WorkStatus.RUNNING))
+    in_batch = or_(v.next_attempt_at == BATCH_HOLD, v.lease_until == BATCH_HOLD)
+    claimable_verdict = v.status.in_((VerdictStatus.QUEUED, VerdictStatus.RUNNING))
+    thresholds = [t for t in (rule.warn, rule.alert) if t is not None]
+    look_back = timedelta(minutes=2 * max([*thresholds, 60.0]))
+    realtime = [
+        _oldest(session, v.created_at, claimable_verdict, ~in_batch),
+        _oldest(session, r.created_at, open_run, r.mode != ShadowMode.BATCH),
         # Sampled, but no verdict planned yet.
-        session.scalar(
-            select(func.min(DECISION_TABLE.c.received_at)).where(
-                DECISION_TABLE.c.sampled.is_(True),
-                ~select(VERDICT_TABLE.c.id)
-                .where(VERDICT_TABLE.c.decision_id == DECISION_TABLE.c.id)
-                .exists(),
-            )
-        ),
+        _oldest(session, d.received_at, *_unplanned_conditions(now - look_back)),
     ]
+    batched = [
+        _oldest(session, v.created_at, claimable_verdict, in_batch),
+        _oldest(session, r.created_at, open_run, r.mode == ShadowMode.BATCH),
+    ]
+    allowance = timedelta(seconds=ctx.settings.batch_max_age_seconds) + BATCH_COMPLETION_WINDOW
     stuck = 0
     for table in (VERDICT_TABLE, RUN_TABLE):
         stuck += int(
@@ -337,9 +502,14 @@ def _shadow_backlog(ctx: _Context, rule: AlertRule) -> list[Measurement]:
             )
             or 0
         )
-    times = [_aware(t) for t in oldest if t is not None]
-    age_minutes = max(0.0, (now - min(times)).total_seconds() / 60) if times else 0.0
-    value = age_minutes
+
+    def minutes(times: list[datetime | None], grace: timedelta) -> float:
+        known = [t for t in times if t is not None]
+        return max(0.0, (now - grace - min(known)).total_seconds() / 60) if known else 0.0
+
+    age_minutes = minutes(realtime, timedelta(0))
+    batch_overdue = minutes(batched, allowance)
+    value = max(age_minutes, batch_overdue)
     if stuck and rule.alert is not None:
         value = max(value, rule.alert)
     return [
@@ -348,9 +518,15 @@ def _shadow_backlog(ctx: _Context, rule: AlertRule) -> list[Measurement]:
             None,
             value,
             None,
-            estimate=age_minutes,
+            estimate=value,
             window_end=now,
-            details={"oldest_open_item_age_minutes": age_minutes, "stuck_leases": stuck},
+            details={
+                "oldest_open_item_age_minutes": age_minutes,
+                "oldest_batch_item_age_minutes": minutes(batched, timedelta(0)),
+                "batch_allowance_minutes": allowance.total_seconds() / 60,
+                "batch_overdue_minutes": batch_overdue,
+                "stuck_leases": stuck,
+            },
         )
     ]
 
@@ -370,8 +546,10 @@ def _provider_error_rate(ctx: _Context, rule: AlertRule) -> list[Measurement]:
         select(DECISION_TABLE.c.router, failed, func.count())
         .select_from(RUN_TABLE.join(DECISION_TABLE, DECISION_TABLE.c.id == r.decision_id))
         .where(
-            r.ts >= start,
-            r.ts < ctx.now,
+            # Operational time, not decision time: batch results land hours after their
+            # decisions and must still count in the window they finished in.
+            r.finished_at >= start,
+            r.finished_at < ctx.now,
             r.status.in_((WorkStatus.SUCCEEDED, WorkStatus.FAILED)),
         )
         .group_by(DECISION_TABLE.c.router)
@@ -516,6 +694,7 @@ class EvaluationResult:
     resolved: int = 0
     notifications: list[Notification] = field(default_factory=list)
     failed_rules: list[str] = field(default_factory=list)
+    rules_error: str | None = None  # the rules in force did not validate: a fallback ran
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -752,6 +931,21 @@ def _advance(
         _notify(session, ctx.settings, alert, step.notify, now, result)
 
 
+def _take_sqlite_write_lock(session: Session) -> None:
+    """On SQLite, start the pass holding the write lock (BEGIN IMMEDIATE).
+
+    A savepoint opens a deferred transaction that reads first; its first write then fails
+    at once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which skips the busy wait)
+    whenever another connection committed in between — constantly under ingest load.
+    With the lock taken up front the pass waits its turn like any other writer.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    if not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def evaluate_alerts(
     *, session: Session, settings: Settings, now: datetime | None = None
 ) -> EvaluationResult:
@@ -761,9 +955,10 @@ def evaluate_alerts(
     are: one broken rule never silences the others.
     """
     now = now or utcnow()
+    _take_sqlite_write_lock(session)
     ctx = _Context(session=session, settings=settings, now=now)
     result = EvaluationResult()
-    rule_set = current_rules(session=session, settings=settings)
+    rule_set = _rules_for_evaluation(session, settings, result)
     enabled = {rule.name: rule for rule in rule_set.rules if rule.enabled}
     firing = {
         alert.dedup_key: alert
@@ -850,7 +1045,8 @@ def list_alerts(
             before = int(cursor)
         except ValueError as error:
             raise InvalidRequest(
-                "cursor is not valid; pass next_cursor from a previous page"
+                "cursor is not valid; pass next_cursor from a previous page",
+                loc=["query", "cursor"],
             ) from error
         query = query.where(a.id < before)
     rows = list(session.scalars(query))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -406,6 +407,8 @@ def run_ingest_bench(
     raw = _raw_executemany(raw_url, make_decisions(decisions, "raw"))
     if database_url is not None:
         _drop_databases(database_url, [api_url, process_url, raw_url])
+    for data_dir in (api_dir, process_dir, raw_dir):
+        shutil.rmtree(data_dir, ignore_errors=True)
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
     dialect = "postgresql" if database_url else "sqlite"
     return {

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,14 @@ def run_demo(
         logs = data_dir / "logs"
         logs.mkdir(exist_ok=True)
         scenario = options.scenario
+        if options.real and not os.environ.get("SHADOWEVAL_OPENAI_API_KEY"):
+            # Only an Anthropic key: play the same router over Claude models.
+            scenario = replace(
+                scenario,
+                cheap_model="claude-3-5-haiku",
+                strong_model="claude-sonnet-4-5",
+                upgraded_cheap_model="claude-haiku-4-5",
+            )
         provider = "REAL providers (this spends money)" if options.real else "SIMULATED provider"
         lines = [
             "",

@@ -43,6 +43,10 @@ _HARM_GAP = 0.35
 _ACCEPTABLE_MARGIN = 0.07
 
 
+def _provider(model: str) -> str:
+    return "anthropic" if model.startswith("claude") else "openai"
+
+
 @dataclass(frozen=True)
 class SegmentProfile:
     """One segment's traffic: its share, how hard it is, and the router's view of it."""
@@ -161,8 +165,8 @@ class TrafficGenerator:
             "tier": tier,
             "chosen_model": model,
             "candidates": [
-                {"model": cheap_model, "tier": "cheap", "provider": "openai"},
-                {"model": s.strong_model, "tier": "strong", "provider": "openai"},
+                {"model": cheap_model, "tier": "cheap", "provider": _provider(cheap_model)},
+                {"model": s.strong_model, "tier": "strong", "provider": _provider(s.strong_model)},
             ],
             "router_score": round(score, 4),
             "threshold": s.threshold,

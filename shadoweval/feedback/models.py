@@ -24,6 +24,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from shadoweval.db import BigIntId, UtcDateTime
+from shadoweval.judge.models import Verdict
 
 
 class FeedbackKind(StrEnum):
@@ -137,6 +138,28 @@ class ReviewLabel(SQLModel, table=True):
     created_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
 
 
+# Judge change control reads new verdicts in (finished_at, id) order past its watermark;
+# the verdict table is the judge's, the index is this reader's (see feedback.judge_changes).
+VERDICT_FINISHED_INDEX = Index(
+    "ix_verdict_finished",
+    Verdict.__table__.c.finished_at,  # type: ignore[attr-defined]
+    Verdict.__table__.c.id,  # type: ignore[attr-defined]
+)
+
+
+class JudgeWatchState(SQLModel, table=True):
+    """Per router: the judge key of its current run, and the (finished_at, id) position
+    of the batch that last touched it; the newest position is the watermark."""
+
+    __tablename__ = "judge_watch_state"
+
+    router: str = SQLField(primary_key=True, max_length=200)
+    last_finished_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    last_verdict_id: int = SQLField(sa_column=Column(BigIntId, nullable=False))
+    judge_key: str = SQLField(max_length=300)
+    updated_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+
+
 # --- API schemas ---------------------------------------------------------------------------
 
 
@@ -222,7 +245,16 @@ class ReviewLabelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     token: Annotated[str, Field(min_length=1, max_length=64)]
-    reviewer: Annotated[str, Field(min_length=1, max_length=200)]
+    reviewer: Annotated[
+        str | None,
+        Field(
+            default=None,
+            min_length=1,
+            max_length=200,
+            description="Defaults to the calling key's name (its prefix when unnamed); "
+            "if given, it must be one of the two.",
+        ),
+    ] = None
     choice: ReviewChoice
     comment: Annotated[str | None, Field(default=None, max_length=2000)] = None
 

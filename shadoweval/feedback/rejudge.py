@@ -13,23 +13,24 @@ database, so a trial of a candidate judge cannot leak into windows, alerts or ga
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, and_, false, or_, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from shadoweval.config import Settings
 from shadoweval.feedback.service import PairTexts, load_pairs
+from shadoweval.gate.sample import seeded_order
 from shadoweval.judge.models import OrderResult, Verdict, VerdictStatus
 from shadoweval.judge.parsing import combine_orders
 from shadoweval.judge.prompts import build_judge_prompt, build_user_turn
 from shadoweval.judge.service import judge_order
 from shadoweval.providers.base import Provider, ProviderError
+from shadoweval.shadow.service import judge_identity
 from shadoweval.stats.agreement import Kappa, cohen_kappa
 
 VERDICT = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
@@ -52,8 +53,9 @@ class RejudgedPair:
 class RejudgeReport:
     router: str
     requested: int
-    new_judge_key: str
+    new_judge_key: str  # with the default rubric
     stored_judge_keys: dict[str, int]
+    new_judge_keys: dict[str, str] = field(default_factory=dict)  # per sampled segment
     pairs: list[RejudgedPair] = field(default_factory=list)
 
     @property
@@ -103,6 +105,7 @@ class RejudgeReport:
             "compared": len(self.compared),
             "errors": self.errors,
             "new_judge_key": self.new_judge_key,
+            "new_judge_keys": self.new_judge_keys,
             "stored_judge_keys": self.stored_judge_keys,
             "agreement_rate": self.agreement_rate,
             "outcome_agreement_rate": self.outcome_agreement_rate,
@@ -120,32 +123,43 @@ def _rate(values: list[int]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def new_judge_keys(settings: Settings, segments: Iterable[str]) -> dict[str, str]:
+    """The judge key the configured judge would have per segment (rubrics differ by segment)."""
+    return {segment: judge_identity(settings, segment)[0] for segment in sorted(set(segments))}
+
+
 def sample_verdicts(
-    engine: Engine, *, router: str, sample: int, seed: int
+    engine: Engine, *, router: str, sample: int, seed: int, settings: Settings
 ) -> tuple[list[Verdict], dict[int, PairTexts]]:
-    """A seeded random sample of the router's judged pairs whose answers are still stored."""
+    """A seeded random sample of the router's judged pairs whose answers are still stored,
+    leaving out pairs the configured judge made already (comparing a judge with itself
+    says nothing). Drawn in SQL: a seeded order over verdict ids, page by page, until
+    `sample` usable pairs are found."""
+    v = VERDICT.c
     with Session(engine) as session:
-        ids = list(
-            session.execute(
-                select(VERDICT.c.id)
-                .where(VERDICT.c.router == router, VERDICT.c.status == VerdictStatus.DONE)
-                .order_by(VERDICT.c.id)
-            ).scalars()
+        segments = session.scalars(
+            select(v.segment_value)
+            .where(v.router == router, v.status == VerdictStatus.DONE)
+            .distinct()
+        ).all()
+        keys = new_judge_keys(settings, segments)
+        others = or_(
+            false(), *(and_(v.segment_value == s, v.judge_key != k) for s, k in keys.items())
         )
-        rng = random.Random(seed)  # noqa: S311 -- a reproducible sample, not a secret
-        rng.shuffle(ids)
-        position = {verdict_id: i for i, verdict_id in enumerate(ids)}
+        query = (
+            select(Verdict)
+            .where(v.router == router, v.status == VerdictStatus.DONE, others)
+            .order_by(seeded_order(v.id, seed), v.id)
+        )
+        page_size = max(2 * sample, 1)
         chosen: list[Verdict] = []
         texts: dict[int, PairTexts] = {}
-        for start in range(0, len(ids), max(sample, 1)):
-            if len(chosen) >= sample:
+        offset = 0
+        while len(chosen) < sample:
+            page = list(session.scalars(query.offset(offset).limit(page_size)))
+            if not page:
                 break
-            page = list(
-                session.scalars(
-                    select(Verdict).where(VERDICT.c.id.in_(ids[start : start + max(sample, 1)]))
-                )
-            )
-            page.sort(key=lambda v: position[v.id])
+            offset += len(page)
             pairs = load_pairs(session, page)
             for verdict in page:
                 assert verdict.id is not None
@@ -172,7 +186,7 @@ async def rejudge(
     """Judge `sample` stored pairs of `router` again with `settings.judge_model` and the
     current prompt; nothing is written."""
     verdicts, texts = await asyncio.to_thread(
-        sample_verdicts, engine, router=router, sample=sample, seed=seed
+        sample_verdicts, engine, router=router, sample=sample, seed=seed, settings=settings
     )
     default_prompt = build_judge_prompt(settings.judge_rubric)
     report = RejudgeReport(
@@ -180,6 +194,7 @@ async def rejudge(
         requested=sample,
         new_judge_key=f"{settings.judge_model}#{default_prompt.prompt_hash}",
         stored_judge_keys=dict(Counter(v.judge_key for v in verdicts)),
+        new_judge_keys=new_judge_keys(settings, (v.segment_value for v in verdicts)),
     )
     provider = provider_for_model(settings.judge_model)
     slots = asyncio.Semaphore(concurrency)
@@ -253,7 +268,8 @@ def summary_lines(report: RejudgeReport) -> list[str]:
     stored = ", ".join(f"{key} ({n})" for key, n in sorted(report.stored_judge_keys.items()))
     return [
         f"router {report.router}: re-judged {figures['compared']} of {figures['sampled']} sampled "
-        f"pairs ({report.errors} judge errors) with {report.new_judge_key}",
+        f"pairs ({report.errors} judge errors) with "
+        f"{', '.join(sorted(set(report.new_judge_keys.values())) or [report.new_judge_key])}",
         f"stored judges: {stored or 'none'}",
         f"agreement on strong_needed: {pct(figures['agreement_rate'])} "
         f"(chance {pct(figures['expected_agreement'])})",

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
+from shadoweval.auth.models import Principal
 from shadoweval.db import SessionDep
 from shadoweval.deps import IngestScope, OperateScope, ReadScope, SettingsDep
 from shadoweval.feedback import service
@@ -86,31 +87,48 @@ def post_feedback(
     return JSONResponse(outcome.model_dump(mode="json"), status_code=code)
 
 
-@router.get("/v1/review/queue", dependencies=[OperateScope])
+@router.get(
+    "/v1/review/queue",
+    responses={403: {"description": "`reviewer` is not the calling key's name or prefix."}},
+)
 def review_queue(
     session: SessionDep,
-    reviewer: Annotated[str, Query(min_length=1, max_length=200)],
+    principal: Annotated[Principal, OperateScope],
+    reviewer: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Defaults to the calling key's name (its prefix when unnamed); "
+            "if given, it must be one of the two.",
+        ),
+    ] = None,
     router_name: Annotated[str | None, Query(alias="router")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ReviewQueue:
-    """Judged pairs for `reviewer` to label blind: tiers and models hidden, A/B order random
-    per pair, disagreements, inconsistent pairs and every segment represented."""
-    return service.review_queue(session=session, reviewer=reviewer, router=router_name, limit=limit)
+    """Judged pairs for the calling key's reviewer to label blind: tiers and models hidden,
+    A/B order random per pair, disagreements, inconsistent pairs and every segment
+    represented."""
+    who = service.reviewer_for(session, principal, reviewer)
+    return service.review_queue(session=session, reviewer=who, router=router_name, limit=limit)
 
 
 @router.post(
     "/v1/review/labels",
-    dependencies=[OperateScope],
     responses={
         201: {"model": ReviewLabelOut, "description": "Stored."},
         200: {"model": ReviewLabelOut, "description": "Already labelled: the first is kept."},
+        403: {"description": "`reviewer` is not the calling key's name or prefix."},
         404: {"description": "No review item with this token for this reviewer."},
     },
     response_model=ReviewLabelOut,
 )
-def post_review_label(session: SessionDep, label: ReviewLabelIn) -> JSONResponse:
-    """A reviewer's choice on a queued pair: A, B, tie or both_bad."""
-    out, created = service.store_label(session=session, label=label)
+def post_review_label(
+    session: SessionDep, principal: Annotated[Principal, OperateScope], label: ReviewLabelIn
+) -> JSONResponse:
+    """The calling key's reviewer's choice on a queued pair: A, B, tie or both_bad."""
+    who = service.reviewer_for(session, principal, label.reviewer)
+    out, created = service.store_label(session=session, label=label, reviewer=who)
     return JSONResponse(out.model_dump(mode="json"), status_code=201 if created else 200)
 
 

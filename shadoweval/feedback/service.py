@@ -14,9 +14,10 @@ from sqlalchemy import Table, and_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from shadoweval.auth.models import ApiKey, Principal
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
-from shadoweval.exceptions import NotFound
+from shadoweval.exceptions import NotFound, PermissionDenied
 from shadoweval.feedback import labels as reductions
 from shadoweval.feedback.models import (
     AgreementGroup,
@@ -40,6 +41,7 @@ from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
 from shadoweval.shadow.models import RunKind, ShadowRun
 from shadoweval.stats.agreement import cohen_kappa
 
+API_KEY = cast(Table, ApiKey.__table__)  # type: ignore[attr-defined]
 FEEDBACK = cast(Table, Feedback.__table__)  # type: ignore[attr-defined]
 ASSIGNMENT = cast(Table, ReviewAssignment.__table__)  # type: ignore[attr-defined]
 LABEL = cast(Table, ReviewLabel.__table__)  # type: ignore[attr-defined]
@@ -212,6 +214,29 @@ def load_pairs(session: Session, verdicts: list[Verdict]) -> dict[int, PairTexts
 # --- review queue and labels ----------------------------------------------------------------
 
 
+def reviewer_for(session: Session, principal: Principal, requested: str | None) -> str:
+    """The reviewer a call acts as: the key's own identity, never someone else's.
+
+    Labels are the ground truth the judge is measured against, so a key must not be able
+    to label as another person. A reviewer is the key's name, or its prefix when the key
+    is unnamed; an explicit `reviewer` is accepted only if it is that key's name or prefix,
+    and either way the name is what is stored, so one key is one reviewer.
+    """
+    name = session.execute(
+        select(API_KEY.c.name).where(API_KEY.c.prefix == principal.prefix)
+    ).scalar()
+    own = [n for n in (name or "", principal.prefix) if n]
+    if requested is None:
+        return own[0]
+    if requested not in own:
+        raise PermissionDenied(
+            f"API key {principal.prefix} cannot act as reviewer {requested!r}: a key reviews "
+            f"as its own name or prefix ({' or '.join(repr(n) for n in own)})",
+            field="reviewer",
+        )
+    return own[0]
+
+
 def review_queue(
     *,
     session: Session,
@@ -366,16 +391,20 @@ def _assign(
     return assigned
 
 
-def store_label(*, session: Session, label: ReviewLabelIn) -> tuple[ReviewLabelOut, bool]:
-    """Store a reviewer's blind choice as the tier it picked; (label, True when new)."""
+def store_label(
+    *, session: Session, label: ReviewLabelIn, reviewer: str
+) -> tuple[ReviewLabelOut, bool]:
+    """Store `reviewer`'s blind choice as the tier it picked; (label, True when new).
+
+    `reviewer` comes from reviewer_for (the caller's key), not from the body as sent."""
     assignment = session.execute(
         select(ASSIGNMENT).where(
-            ASSIGNMENT.c.token == label.token, ASSIGNMENT.c.reviewer == label.reviewer
+            ASSIGNMENT.c.token == label.token, ASSIGNMENT.c.reviewer == reviewer
         )
     ).first()
     if assignment is None:
         raise NotFound(
-            f"no review item with this token for reviewer {label.reviewer!r}; fetch "
+            f"no review item with this token for reviewer {reviewer!r}; fetch "
             "GET /v1/review/queue as this reviewer first",
             field="token",
         )
@@ -388,7 +417,7 @@ def store_label(*, session: Session, label: ReviewLabelIn) -> tuple[ReviewLabelO
         _insert(session, LABEL)
         .values(
             verdict_id=assignment.verdict_id,
-            reviewer=label.reviewer,
+            reviewer=reviewer,
             choice=label.choice.value,
             presented_order=assignment.presented_order,
             label=value.value,
@@ -402,12 +431,12 @@ def store_label(*, session: Session, label: ReviewLabelIn) -> tuple[ReviewLabelO
     session.commit()
     stored = session.execute(
         select(LABEL.c.choice, LABEL.c.created_at).where(
-            LABEL.c.verdict_id == assignment.verdict_id, LABEL.c.reviewer == label.reviewer
+            LABEL.c.verdict_id == assignment.verdict_id, LABEL.c.reviewer == reviewer
         )
     ).one()
     out = ReviewLabelOut(
         token=label.token,
-        reviewer=label.reviewer,
+        reviewer=reviewer,
         choice=stored.choice,
         status="stored" if inserted is not None else "duplicate",
         created_at=stored.created_at,
@@ -507,4 +536,54 @@ def _agreement_group(judge_key: str, group: _Group) -> AgreementGroup:
         kappa_ci_high=_finite(kappa.ci_high),
         judge_acceptable_rate=sum(group.judge) / n if n else None,
         human_acceptable_rate=sum(group.human) / n if n else None,
+    )
+
+
+# --- deletion ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedbackDeletion:
+    feedback: int
+    review_assignments: int
+    review_labels: int
+
+
+def delete_feedback_for(
+    session: Session,
+    router: str,
+    request_ids: list[str] | None = None,
+    segment_value: str | None = None,
+) -> FeedbackDeletion:
+    """Delete the human feedback and review rows of a router's decisions, in the caller's
+    transaction (no commit); call it BEFORE the decisions and verdicts are deleted.
+
+    Feedback is linked by (router, request_id), not by a foreign key, so deleting decisions
+    alone would leave it behind. With `segment_value`, only feedback on decisions of that
+    segment goes (feedback on a decision never logged has no segment and stays); with
+    neither `request_ids` nor `segment_value`, all of the router's feedback goes, logged
+    or not. Review rows go explicitly too, not by ON DELETE CASCADE alone, so nothing
+    depends on the database enforcing foreign keys.
+    """
+    d = DECISION.c
+    chosen = [d.router == router]
+    if request_ids is not None:
+        chosen.append(d.request_id.in_(request_ids))
+    if segment_value is not None:
+        chosen.append(d.segment_value == segment_value)
+    feedback = FEEDBACK.delete().where(FEEDBACK.c.router == router)
+    if segment_value is not None:
+        feedback = feedback.where(FEEDBACK.c.request_id.in_(select(d.request_id).where(*chosen)))
+    elif request_ids is not None:
+        feedback = feedback.where(FEEDBACK.c.request_id.in_(request_ids))
+    verdict_ids = select(VERDICT.c.id).where(VERDICT.c.decision_id.in_(select(d.id).where(*chosen)))
+    labels: Any = session.execute(LABEL.delete().where(LABEL.c.verdict_id.in_(verdict_ids)))
+    assignments: Any = session.execute(
+        ASSIGNMENT.delete().where(ASSIGNMENT.c.verdict_id.in_(verdict_ids))
+    )
+    deleted: Any = session.execute(feedback)
+    return FeedbackDeletion(
+        feedback=int(deleted.rowcount or 0),
+        review_assignments=int(assignments.rowcount or 0),
+        review_labels=int(labels.rowcount or 0),
     )

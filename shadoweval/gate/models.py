@@ -74,6 +74,9 @@ class GateRun(SQLModel, table=True):
     cost_usd: float = 0.0
     # The run's own budget (DESIGN.md, Sampling: gates do not spend the shadow budget).
     max_cost_usd: float | None = None
+    # Estimated cost of the items in flight, reserved before their calls so concurrent
+    # items cannot together spend past max_cost_usd; released when each item finishes.
+    reserved_usd: float = 0.0
     results: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JsonType))
     report_markdown: str | None = SQLField(default=None, sa_column=Column(Text))
     junit_xml: str | None = SQLField(default=None, sa_column=Column(Text))
@@ -113,6 +116,9 @@ class GateItem(SQLModel, table=True):
     candidate_cost_usd: float = 0.0
     replaced_cost_usd: float = 0.0
     judge_cost_usd: float = 0.0
+    # What this item reserved on its run (0: none yet); kept across retries and lease
+    # takeovers so an item reserves once, and released from the run when it finishes.
+    reserved_usd: float = 0.0
     order_candidate_first: dict[str, Any] | None = SQLField(
         default=None, sa_column=Column(JsonType)
     )

@@ -7,6 +7,11 @@ partial results (each answer, each judge order) are stored as soon as they
 exist. A worker that dies loses only the call in flight; whoever takes the
 lease over continues from what was stored. The run's verdict is written once,
 by a conditional update, when its last item finishes.
+
+Spending: before its first call an item reserves an upper estimate of its cost on
+the run (gate.budget) by a conditional update against the cap, and the transaction
+that ends the item swaps the reservation for the actual cost, so items in flight on
+any number of workers cannot together overshoot `max_cost_usd`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, func, insert, or_, select, update
@@ -25,7 +31,7 @@ from sqlmodel import Session
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.exceptions import InvalidRequest, NotFound
-from shadoweval.gate import evaluation, report
+from shadoweval.gate import budget, evaluation, report
 from shadoweval.gate.models import (
     FINISHED_GATE_STATUSES,
     GateCreate,
@@ -34,13 +40,14 @@ from shadoweval.gate.models import (
     GateRun,
     GateStatus,
 )
-from shadoweval.gate.sample import allocate, choose
+from shadoweval.gate.sample import allocate, seeded_order
 from shadoweval.ingest.models import Decision, DecisionPayload
 from shadoweval.judge import service as judge_service
 from shadoweval.judge.models import OrderResult, Outcome
 from shadoweval.judge.parsing import combine_orders
 from shadoweval.judge.prompts import build_judge_prompt, build_user_turn, render_conversation
 from shadoweval.providers.base import Completion, Provider, ProviderError
+from shadoweval.providers.pricing import PricingTable
 from shadoweval.runtime import leases
 from shadoweval.shadow.service import replay_params
 
@@ -154,27 +161,54 @@ def _traffic(
 # --- planning: draw the sample ---------------------------------------------------------------
 
 
-def _eligible(connection: Connection, run: GateRun) -> dict[str, list[tuple[int, str]]]:
-    """Replayable requests per segment: routed to the replaced model, request payload kept,
-    not redacted (a redacted prompt against the logged answer is not a fair comparison)."""
+def _eligible(run: GateRun) -> Any:
+    """Replayable requests: routed to the replaced model, request payload kept, not
+    redacted (a redacted prompt against the logged answer is not a fair comparison)."""
     d, p = DECISION_TABLE.c, PAYLOAD_TABLE.c
-    query = (
-        select(d.id, d.request_id, d.segment_value)
-        .join(PAYLOAD_TABLE, p.decision_id == d.id)
-        .where(
-            d.router == run.router,
-            d.chosen_model == run.replaced_model,
-            d.has_request.is_(True),
-            d.payload_redacted.is_(False),
-            p.request.is_not(None),
-        )
-    )
+    conditions = [
+        d.router == run.router,
+        d.chosen_model == run.replaced_model,
+        d.has_request.is_(True),
+        d.payload_redacted.is_(False),
+        p.request.is_not(None),
+    ]
     if run.segments:
-        query = query.where(d.segment_value.in_(run.segments))
-    eligible: dict[str, list[tuple[int, str]]] = {}
-    for decision_id, request_id, segment in connection.execute(query):
-        eligible.setdefault(str(segment), []).append((int(decision_id), str(request_id)))
-    return eligible
+        conditions.append(d.segment_value.in_(run.segments))
+    return and_(*conditions)
+
+
+def _draw_sample(connection: Connection, run: GateRun) -> dict[str, list[tuple[int, str]]]:
+    """The stratified sample per segment, drawn by the database: a count per segment, the
+    even allocation (gate.sample.allocate), then per segment the first n decisions in a
+    seeded order (gate.sample.seeded_order). Nothing but the sample is loaded, however
+    many decisions the router has, and the same seed over the same log draws the same
+    sample on SQLite and PostgreSQL."""
+    d, p = DECISION_TABLE.c, PAYLOAD_TABLE.c
+    eligible = _eligible(run)
+    joined = DECISION_TABLE.join(PAYLOAD_TABLE, p.decision_id == d.id)
+    available = {
+        str(segment): int(count)
+        for segment, count in connection.execute(
+            select(d.segment_value, func.count())
+            .select_from(joined)
+            .where(eligible)
+            .group_by(d.segment_value)
+        )
+    }
+    allocation = allocate(available, run.sample_size)
+    chosen: dict[str, list[tuple[int, str]]] = {}
+    for segment in sorted(available):
+        if allocation[segment] <= 0:
+            continue
+        rows = connection.execute(
+            select(d.id, d.request_id)
+            .select_from(joined)
+            .where(eligible, d.segment_value == segment)
+            .order_by(seeded_order(d.id, run.seed), d.id)
+            .limit(allocation[segment])
+        )
+        chosen[segment] = [(int(decision_id), str(request_id)) for decision_id, request_id in rows]
+    return chosen
 
 
 def plan_run(engine: Engine, *, run_id: int, owner: str, now: datetime | None = None) -> str:
@@ -184,8 +218,8 @@ def plan_run(engine: Engine, *, run_id: int, owner: str, now: datetime | None = 
         run = session.get(GateRun, run_id)
         assert run is not None
     with engine.begin() as connection:
-        eligible = _eligible(connection, run)
-        if not eligible:
+        sample = _draw_sample(connection, run)
+        if not sample:
             message = (
                 f"no replayable stored requests: router {run.router!r} has no decision routed "
                 f"to {run.replaced_model!r} with a stored, unredacted request"
@@ -201,15 +235,13 @@ def plan_run(engine: Engine, *, run_id: int, owner: str, now: datetime | None = 
             ):
                 raise _LeaseLost(run_id)
             return GateStatus.ERROR
-        allocation = allocate({s: len(rows) for s, rows in eligible.items()}, run.sample_size)
         rows: list[dict[str, Any]] = []
-        for segment, candidates in sorted(eligible.items()):
-            by_request = {request_id: decision_id for decision_id, request_id in candidates}
-            for request_id in choose(by_request, allocation[segment], run.seed):
+        for segment, drawn in sorted(sample.items()):
+            for decision_id, request_id in drawn:
                 rows.append(
                     {
                         "gate_run_id": run_id,
-                        "decision_id": by_request[request_id],
+                        "decision_id": decision_id,
                         "request_id": request_id,
                         "segment_value": segment,
                         "status": GateItemStatus.QUEUED,
@@ -219,6 +251,7 @@ def plan_run(engine: Engine, *, run_id: int, owner: str, now: datetime | None = 
                         "candidate_cost_usd": 0.0,
                         "replaced_cost_usd": 0.0,
                         "judge_cost_usd": 0.0,
+                        "reserved_usd": 0.0,
                     }
                 )
         traffic = _traffic(connection, run.router, run.replaced_model, run.segments)
@@ -228,7 +261,7 @@ def plan_run(engine: Engine, *, run_id: int, owner: str, now: datetime | None = 
             "lease_until": None,
             "planned_at": now,
             "items_total": len(rows),
-            "segment_traffic": {s: traffic.get(s, 0) for s in eligible},
+            "segment_traffic": {s: traffic.get(s, 0) for s in sample},
         }
         if not leases._finish(connection, RUN_TABLE, item_id=run_id, owner=owner, values=values):
             raise _LeaseLost(run_id)  # rolls the items back: the new lease holder plans it
@@ -348,9 +381,17 @@ def _finish_item(
         + float(values.get("judge_cost_usd", item.judge_cost_usd))
     )
     with engine.begin() as connection:
+        # The reservation as stored: another attempt of this item may have made it.
+        reserved = float(
+            connection.execute(
+                select(ITEM_TABLE.c.reserved_usd).where(ITEM_TABLE.c.id == item.id)
+            ).scalar_one()
+        )
         if not leases._finish(connection, ITEM_TABLE, item_id=item.id, owner=owner, values=values):
             return False
         columns = RUN_TABLE.c
+        # Settle: the actual cost replaces the reservation, in the transaction that ends
+        # the item, so spent + reserved never counts an item twice or not at all.
         connection.execute(
             update(RUN_TABLE)
             .where(columns.id == item.gate_run_id)
@@ -358,9 +399,117 @@ def _finish_item(
                 items_done=columns.items_done + (0 if error else 1),
                 items_error=columns.items_error + (1 if error else 0),
                 cost_usd=columns.cost_usd + cost,
+                reserved_usd=columns.reserved_usd - reserved,
             )
         )
     finalize_run(engine, run_id=item.gate_run_id, settings=settings)
+    return True
+
+
+def _estimate(settings: Settings, context: _ItemContext, request: dict[str, Any]) -> float:
+    """The most this item's remaining calls can cost (gate.budget); never 0 for a priced call,
+    so an item always holds a reservation while it spends."""
+    item, run = context.item, context.run
+    pricing = PricingTable.from_settings(settings)
+
+    def price_of(model: str) -> tuple[float, float] | None:
+        price = pricing.lookup(model)
+        return None if price is None else (price.input, price.output)
+
+    reuse = context.served_model == run.replaced_model and context.logged_answer is not None
+    stored_orders = sum(
+        bool(order and order.get("winner"))
+        for order in (item.order_candidate_first, item.order_replaced_first)
+    )
+    rubric = settings.judge_rubric_by_segment.get(item.segment_value, settings.judge_rubric)
+    params = replay_params(request.get("params"), settings.shadow_default_max_tokens)
+    return budget.estimate_item_cost(
+        calls=budget.Calls(
+            candidate=item.candidate_answer is None,
+            replaced=item.replaced_answer is None and not reuse,
+            judge_orders=2 - stored_orders,
+        ),
+        request_tokens=budget.tokens(
+            {"messages": request.get("messages"), "system": request.get("system")}
+        ),
+        answer_max_tokens=int(params["max_tokens"]),
+        judge_system_tokens=budget.tokens(build_judge_prompt(rubric).system),
+        judge_max_tokens=settings.judge_max_tokens,
+        candidate_price=price_of(run.candidate_model),
+        replaced_price=price_of(run.replaced_model),
+        judge_price=price_of(settings.judge_model),
+    )
+
+
+class _Reservation(Enum):
+    MADE = "made"
+    WAIT = "wait"  # does not fit now, would once the reservations in flight settle
+    REFUSED = "refused"  # cannot fit even then: the cap is reached
+    LEASE_LOST = "lease_lost"  # nothing stays reserved
+
+
+# How soon an item that waits for the run's reservations to settle is due again.
+BUDGET_WAIT = timedelta(seconds=1)
+
+
+def _reserve(engine: Engine, item: GateItem, owner: str, estimate: float) -> _Reservation:
+    """Reserve `estimate` on the item's run if spent + reserved + estimate stays within the
+    cap, by one conditional UPDATE (of concurrent items, only those that fit get through),
+    and note it on the item in the same transaction."""
+    assert item.id is not None
+    try:
+        with engine.begin() as connection:
+            if not _reserve_in(connection, item, owner, estimate):
+                runs, items = RUN_TABLE.c, ITEM_TABLE.c
+                spent, cap = connection.execute(
+                    select(runs.cost_usd, runs.max_cost_usd).where(runs.id == item.gate_run_id)
+                ).one()
+                # Counted from the items, not the run's float sum, so rounding residue can
+                # never make an item wait for reservations that are not there.
+                in_flight = connection.execute(
+                    select(func.count()).where(
+                        items.gate_run_id == item.gate_run_id,
+                        items.id != item.id,
+                        items.status.in_(OPEN_ITEM_STATUSES),
+                        items.reserved_usd > 0,
+                    )
+                ).scalar_one()
+                if in_flight and spent + estimate <= cap:
+                    return _Reservation.WAIT
+                return _Reservation.REFUSED
+    except _ReservationLeaseLost:
+        return _Reservation.LEASE_LOST
+    item.reserved_usd = estimate
+    return _Reservation.MADE
+
+
+class _ReservationLeaseLost(Exception):
+    """Raised inside the reservation's transaction so that it rolls back."""
+
+
+def _reserve_in(connection: Connection, item: GateItem, owner: str, estimate: float) -> bool:
+    runs, items = RUN_TABLE.c, ITEM_TABLE.c
+    fits = connection.execute(
+        update(RUN_TABLE)
+        .where(
+            runs.id == item.gate_run_id,
+            runs.cost_usd + runs.reserved_usd + estimate <= runs.max_cost_usd,
+        )
+        .values(reserved_usd=runs.reserved_usd + estimate)
+    ).rowcount
+    if fits != 1:
+        return False
+    held = connection.execute(
+        update(ITEM_TABLE)
+        .where(
+            items.id == item.id,
+            items.lease_owner == owner,
+            items.status == GateItemStatus.RUNNING,
+        )
+        .values(reserved_usd=estimate)
+    ).rowcount
+    if held != 1:
+        raise _ReservationLeaseLost
     return True
 
 
@@ -404,18 +553,37 @@ async def process_item(
         await asyncio.to_thread(_finish_item, engine, item, owner, values, settings)
         return GateItemStatus.ERROR
     request = context.request
-    spent = context.run.cost_usd
-    if context.run.max_cost_usd is not None and spent >= context.run.max_cost_usd:
-        values = _terminal(
-            GateItemStatus.ERROR,
-            utcnow(),
-            error=(
-                f"budget_exhausted: the run spent {spent:.4f} USD of its "
-                f"{context.run.max_cost_usd:.4f} USD cap"
-            ),
-        )
-        await asyncio.to_thread(_finish_item, engine, item, owner, values, settings)
-        return GateItemStatus.ERROR
+    run = context.run
+    if run.max_cost_usd is not None and item.reserved_usd <= 0:
+        estimate = _estimate(settings, context, request)
+        reserved = await asyncio.to_thread(_reserve, engine, item, owner, estimate)
+        if reserved is _Reservation.LEASE_LOST:
+            return GateItemStatus.RUNNING  # the lease was taken over; its new holder goes on
+        if reserved is _Reservation.WAIT:
+            # It would fit once the items in flight settle (their reservations are upper
+            # bounds): back to the queue shortly, and waiting is not a failed attempt.
+            await asyncio.to_thread(
+                leases.release_for_retry,
+                engine,
+                ITEM_TABLE,
+                item_id=item_id,
+                owner=owner,
+                retry_at=utcnow() + BUDGET_WAIT,
+                values={"attempts": item.attempts - 1},
+            )
+            return GateItemStatus.QUEUED
+        if reserved is _Reservation.REFUSED:
+            values = _terminal(
+                GateItemStatus.ERROR,
+                utcnow(),
+                error=(
+                    f"budget_exhausted: this request may cost up to {estimate:.6f} USD, more "
+                    f"than is left of the run's {run.max_cost_usd:.4f} USD cap after what is "
+                    "spent and reserved by the requests in flight"
+                ),
+            )
+            await asyncio.to_thread(_finish_item, engine, item, owner, values, settings)
+            return GateItemStatus.ERROR
     try:
         await _ensure_answers(engine, provider_for_model, settings, owner, context, request)
         results = await _judge(engine, provider_for_model, settings, owner, context, request)

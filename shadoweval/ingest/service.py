@@ -15,6 +15,7 @@ from typing import Any, Literal, cast
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import JSON, Table, and_, func, or_, select
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from shadoweval.analytics.models import TRAFFIC_SUMS
@@ -539,6 +540,8 @@ class DeletionResult(BaseModel):
     payloads: int
     shadow_runs: int
     verdicts: int
+    feedback: int = 0
+    gate_items: int = 0
 
 
 def _selection(router: str | None, request_id: str | None, segment: str | None) -> Any:
@@ -565,15 +568,19 @@ def delete_decisions(
     segment: str | None = None,
     payloads_only: bool = False,
 ) -> DeletionResult:
-    """Delete decisions (with their payloads, shadow runs and verdicts), or only their payloads.
+    """Delete decisions (with their payloads, shadow runs, verdicts, gate items, human
+    feedback and review labels), or only their payloads (request and every answer text).
 
     Window snapshots keep their counts: they hold sums, no request content.
     """
+    from shadoweval.feedback.service import delete_feedback_for
+    from shadoweval.gate.models import GateItem
     from shadoweval.judge.models import Verdict
     from shadoweval.shadow.models import ShadowRun
 
     runs = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
     verdicts = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
+    gate_items = cast(Table, GateItem.__table__)  # type: ignore[attr-defined]
     ids = select(DECISION_TABLE.c.id).where(_selection(router, request_id, segment))
     counted = {
         name: int(session.scalar(select(func.count()).where(column.in_(ids))) or 0)
@@ -582,18 +589,40 @@ def delete_decisions(
             ("payloads", PAYLOAD_TABLE.c.decision_id),
             ("shadow_runs", runs.c.decision_id),
             ("verdicts", verdicts.c.decision_id),
+            ("gate_items", gate_items.c.decision_id),
         )
     }
     session.execute(PAYLOAD_TABLE.delete().where(PAYLOAD_TABLE.c.decision_id.in_(ids)))
+    # Answers from shadow runs and gate replays are payload too.
+    _clear_answers(session, ids)
     if payloads_only:
         session.execute(
             DECISION_TABLE.update().where(DECISION_TABLE.c.id.in_(ids)).values(payload_stored=False)
         )
-        # Answers from shadow runs are payload too.
-        session.execute(runs.update().where(runs.c.decision_id.in_(ids)).values(response_text=None))
         session.commit()
         return DeletionResult(decisions=0, payloads=counted["payloads"], shadow_runs=0, verdicts=0)
+    # Feedback is keyed by (router, request_id), not by a foreign key: delete it per router
+    # before the decisions that name its routers go.
+    routers = set(
+        session.scalars(
+            select(DECISION_TABLE.c.router)
+            .where(_selection(router, request_id, segment))
+            .distinct()
+        )
+    )
+    if router is not None:
+        routers.add(router)
+    counted["feedback"] = sum(
+        delete_feedback_for(
+            session,
+            name,
+            request_ids=[request_id] if request_id is not None else None,
+            segment_value=segment,
+        ).feedback
+        for name in sorted(routers)
+    )
     # Children first: the same on databases that do and do not enforce ON DELETE CASCADE.
+    session.execute(gate_items.delete().where(gate_items.c.decision_id.in_(ids)))
     session.execute(verdicts.delete().where(verdicts.c.decision_id.in_(ids)))
     session.execute(runs.delete().where(runs.c.decision_id.in_(ids)))
     session.execute(DECISION_TABLE.delete().where(DECISION_TABLE.c.id.in_(ids)))
@@ -606,6 +635,23 @@ def delete_decisions(
         counted,
     )
     return DeletionResult(**counted)
+
+
+def _clear_answers(connection: Connection | Session, decision_ids: Any) -> None:
+    """Blank the answer texts kept beside decisions: shadow runs' and gate replays'."""
+    from shadoweval.gate.models import GateItem
+    from shadoweval.shadow.models import ShadowRun
+
+    runs = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
+    gate_items = cast(Table, GateItem.__table__)  # type: ignore[attr-defined]
+    connection.execute(
+        runs.update().where(runs.c.decision_id.in_(decision_ids)).values(response_text=None)
+    )
+    connection.execute(
+        gate_items.update()
+        .where(gate_items.c.decision_id.in_(decision_ids))
+        .values(candidate_answer=None, replaced_answer=None)
+    )
 
 
 def purge_expired_payloads(
@@ -627,6 +673,7 @@ def purge_expired_payloads(
             if not ids:
                 return total
             connection.execute(PAYLOAD_TABLE.delete().where(PAYLOAD_TABLE.c.decision_id.in_(ids)))
+            _clear_answers(connection, ids)
             connection.execute(
                 DECISION_TABLE.update()
                 .where(DECISION_TABLE.c.id.in_(ids))

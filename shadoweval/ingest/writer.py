@@ -81,15 +81,17 @@ def split_outcome(
 
 
 class IngestWriter:
-    """Writer threads of one API process, fed by a queue of parsed request bodies.
+    """The writer thread of one API process, fed by a queue of parsed request bodies.
 
-    One thread on SQLite (it has one write lock anyway); two on PostgreSQL, so that one
-    group's statements run on the server while the next group is validated here.
+    One thread: SQLite has one write lock anyway, and on PostgreSQL a second thread made
+    no measurable difference (30,000 decisions in batches of 500: 4,776 and 5,149/s with
+    one, 4,955 and 4,617/s with two), as validation in Python, not the server, is the
+    bottleneck. `threads` stays adjustable for hosts where that changes.
     """
 
     def __init__(self, engine: Engine, plan: SamplingPlan) -> None:
         self.engine, self.plan = engine, plan
-        self.threads = 2 if engine.dialect.name == "postgresql" else 1
+        self.threads = 1
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = 0

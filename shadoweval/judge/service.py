@@ -191,7 +191,8 @@ async def judge_one(
         return VerdictStatus.SKIPPED
 
     system, turns = order_turns(pair, settings)
-    existing = finished_orders(verdict)
+    judge = judge_identity(verdict.segment_value, settings)
+    existing = finished_orders(verdict, judge)
     try:
         provider = provider_for_model(settings.judge_model)
     except ProviderError as error:
@@ -207,7 +208,7 @@ async def judge_one(
             engine,
             verdict_id,
             owner,
-            {name: result.model_dump(mode="json"), "status": VerdictStatus.RUNNING},
+            {name: judge.stamp(result.model_dump(mode="json")), "status": VerdictStatus.RUNNING},
         )
         return name, result
 
@@ -222,7 +223,9 @@ async def judge_one(
             raise outcome
         results[outcome[0]] = outcome[1]
 
-    status, values = final_values(pair, results[ORDERS[0]], results[ORDERS[1]], settings)
+    status, values = final_values(
+        pair, results[ORDERS[0]], results[ORDERS[1]], settings, judge=judge
+    )
     if not await asyncio.to_thread(_store, engine, verdict_id, owner, values):
         log.warning("verdict %s finished after its lease was taken over; dropped", verdict_id)
     return status
@@ -252,13 +255,52 @@ def order_turns(pair: PairInput, settings: Settings) -> tuple[str, dict[str, str
     return prompt.system, turns
 
 
-def finished_orders(verdict: Verdict) -> dict[str, OrderResult]:
-    """The orders of a verdict that already have the judge's answer (kept across retries)."""
-    return {
-        name: OrderResult.model_validate(getattr(verdict, name))
-        for name in ORDERS
-        if getattr(verdict, name) and getattr(verdict, name).get("winner")
-    }
+@dataclass(frozen=True)
+class JudgeIdentity:
+    """Which judge answered an order: its model and the hash of its prompt (rubric)."""
+
+    model: str
+    prompt_hash: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}#{self.prompt_hash}"
+
+    def stamp(self, order: dict[str, Any]) -> dict[str, Any]:
+        """A stored order, labelled with this judge."""
+        return {**order, "judge_model": self.model, "prompt_hash": self.prompt_hash}
+
+
+def judge_identity(
+    segment_value: str, settings: Settings, model: str | None = None
+) -> JudgeIdentity:
+    """The judge configured now for a verdict of `segment_value` (`model` overrides the
+    configured judge model, e.g. the one a batch was formed with)."""
+    rubric = settings.judge_rubric_by_segment.get(segment_value, settings.judge_rubric)
+    return JudgeIdentity(model or settings.judge_model, build_judge_prompt(rubric).prompt_hash)
+
+
+def order_judge(stored: dict[str, Any] | None) -> JudgeIdentity | None:
+    """The judge a stored order names; None for orders stored before orders were labelled."""
+    if not stored or not stored.get("judge_model") or not stored.get("prompt_hash"):
+        return None
+    return JudgeIdentity(str(stored["judge_model"]), str(stored["prompt_hash"]))
+
+
+def finished_orders(verdict: Verdict, judge: JudgeIdentity | None = None) -> dict[str, OrderResult]:
+    """The orders of a verdict that already have the judge's answer (kept across retries).
+    With `judge`, an order another judge answered is not kept: it is asked again, so both
+    orders of a verdict always come from one judge."""
+    kept: dict[str, OrderResult] = {}
+    for name in ORDERS:
+        stored = getattr(verdict, name)
+        if not stored or not stored.get("winner"):
+            continue
+        answered_by = order_judge(stored)
+        if judge is not None and answered_by is not None and answered_by != judge:
+            continue
+        kept[name] = OrderResult.model_validate(stored)
+    return kept
 
 
 def final_values(
@@ -268,25 +310,28 @@ def final_values(
     settings: Settings,
     *,
     now: datetime | None = None,
+    judge: JudgeIdentity | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The terminal status and column values of a verdict whose two orders are settled:
-    `done` with its labels, or `error` when either order has no usable answer."""
+    `done` with its labels, or `error` when either order has no usable answer.
+
+    `judge` is the judge that answered both orders (the caller makes sure they agree); by
+    default the one configured now, which is right only for orders just answered."""
     now = now or utcnow()
     assert pair.cheaper_answer is not None
     assert pair.stronger_answer is not None
-    rubric = settings.judge_rubric_by_segment.get(pair.verdict.segment_value, settings.judge_rubric)
-    prompt_hash = build_judge_prompt(rubric).prompt_hash
+    judge = judge or judge_identity(pair.verdict.segment_value, settings)
     common: dict[str, Any] = {
-        "judge_model": settings.judge_model,
-        "prompt_hash": prompt_hash,
-        "judge_key": f"{settings.judge_model}#{prompt_hash}",
+        "judge_model": judge.model,
+        "prompt_hash": judge.prompt_hash,
+        "judge_key": judge.key,
         "judge_cost_usd": cheaper_first.cost_usd + stronger_first.cost_usd,
         "judge_latency_ms": cheaper_first.latency_ms + stronger_first.latency_ms,
         "cheaper_chars": len(pair.cheaper_answer),
         "stronger_chars": len(pair.stronger_answer),
         "simulated": pair.simulated,
-        ORDERS[0]: cheaper_first.model_dump(mode="json"),
-        ORDERS[1]: stronger_first.model_dump(mode="json"),
+        ORDERS[0]: judge.stamp(cheaper_first.model_dump(mode="json")),
+        ORDERS[1]: judge.stamp(stronger_first.model_dump(mode="json")),
     }
     errors = [r.error for r in (cheaper_first, stronger_first) if r.winner is None]
     if errors:

@@ -44,12 +44,20 @@ class RouterModel(SQLModel, table=True):
 
 
 class ModelWatchState(SQLModel, table=True):
-    """How far the model watcher has read the decision log (decision ids are its watermark)."""
+    """How far the model watcher has read the decision log for good.
+
+    Every decision with an id up to `last_decision_id` was committed when it was read.
+    `pending_decision_id` is the highest id a pass saw at `pending_at` (database clock);
+    it becomes the watermark once `model_watch_settle_seconds` have passed, and until
+    then every pass reads again from the watermark (see pool.service).
+    """
 
     __tablename__ = "model_watch_state"
 
     name: str = SQLField(primary_key=True, max_length=64)
     last_decision_id: int = SQLField(sa_column=Column(BigIntId, nullable=False))
+    pending_decision_id: int | None = SQLField(default=None, sa_column=Column(BigIntId))
+    pending_at: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
     updated_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
 
 
@@ -111,8 +119,8 @@ class PoolPutResult(BaseModel):
 
 
 class ModelWatchResult(BaseModel):
-    scanned: int = Field(description="decisions read past the watermark")
+    scanned: int = Field(description="decisions read past the watermark (re-reads included)")
     new_models: int = Field(description="router_model rows added")
     events: int = Field(description="model_change events recorded")
     boosted_strata: int
-    watermark: int = Field(description="last decision id read")
+    watermark: int = Field(description="decision id up to which every decision has been read")

@@ -2,23 +2,37 @@
 
 The watcher reads the decision log past its watermark (decision ids) and keeps, per
 router and tier, every *chosen* model it has seen (`chosen_model` is pre-failover,
-so provider failover never looks like a routing change). The first model seen for
-a router and tier only establishes the pool; any other model id new to that tier
-records one `model_change` event (unique per (kind, dedup key), so two watchers
-racing over the same decisions still record one) and boosts sampling of the tier.
-Every step is idempotent: a crash before the watermark moves repeats nothing.
+so provider failover never looks like a routing change). It records one
+`model_change` event (unique per (kind, dedup key), so two watchers racing over the
+same decisions still record one) and boosts sampling of the tier when a model new to
+a tier is chosen by a decision whose ts is after every known model's first_seen_ts.
+Not an event:
+- the models a tier is first seen with: everything the router's tier uses in the
+  watcher's first pass over it establishes the pool (a router may use two models in a
+  tier from day one);
+- a model first seen on decisions older than the newest known model (a backfill of
+  old logs): it joins the pool, but the router did not change to it (DESIGN Time rule:
+  keyed on ts).
+
+Watermark: ids become visible in commit order on PostgreSQL, so a decision may commit
+after a pass read higher ids. The watermark therefore trails what was read: a pass
+records the highest id it saw and the database clock (`pending_*`); that id becomes the
+watermark only `model_watch_settle_seconds` later, and every pass reads again from the
+watermark, so recent ids are re-read (idempotently: pool rows and events are unique).
+A decision is missed only if its ingest transaction is still open that long after it
+drew its id. Every step is idempotent: a crash before the watermark moves repeats nothing.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlencode
 
-from sqlalchemy import Row, Table, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -50,8 +64,8 @@ WATCH_STATE_TABLE = cast(Table, ModelWatchState.__table__)  # type: ignore[attr-
 DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
 EVENT_TABLE = cast(Table, Event.__table__)  # type: ignore[attr-defined]
 
-# (router, tier) → {model: active}
-Pool = dict[tuple[str, str], dict[str, bool]]
+# (router, tier) → {model: (active, first_seen_ts)}
+Pool = dict[tuple[str, str], dict[str, tuple[bool, datetime]]]
 
 
 def model_change_key(router: str, tier: str, model: str) -> str:
@@ -70,10 +84,12 @@ def _insert(session: Session) -> Any:
 def _load_pool(session: Session, routers: Sequence[str]) -> Pool:
     c = ROUTER_MODEL_TABLE.c
     pool: Pool = {}
-    for router, tier, model, active in session.execute(
-        select(c.router, c.tier, c.model, c.active).where(c.router.in_(sorted(set(routers))))
+    for router, tier, model, active, first_seen_ts in session.execute(
+        select(c.router, c.tier, c.model, c.active, c.first_seen_ts).where(
+            c.router.in_(sorted(set(routers)))
+        )
     ):
-        pool.setdefault((router, tier), {})[model] = bool(active)
+        pool.setdefault((router, tier), {})[model] = (bool(active), first_seen_ts)
     return pool
 
 
@@ -159,16 +175,53 @@ def _record_change(
     return True, boosted
 
 
-def _watermark(session: Session) -> int:
-    value = session.execute(
-        select(WATCH_STATE_TABLE.c.last_decision_id).where(
-            WATCH_STATE_TABLE.c.name == WATERMARK_NAME
+@dataclass
+class _Mark:
+    watermark: int
+    pending_id: int | None
+    pending_at: datetime | None
+
+
+def _mark(session: Session) -> _Mark:
+    c = WATCH_STATE_TABLE.c
+    row = session.execute(
+        select(c.last_decision_id, c.pending_decision_id, c.pending_at).where(
+            c.name == WATERMARK_NAME
         )
-    ).scalar()
-    return int(value or 0)
+    ).first()
+    if row is None:
+        return _Mark(0, None, None)
+    return _Mark(int(row[0]), None if row[1] is None else int(row[1]), row[2])
 
 
-def _advance_watermark(session: Session, last_id: int, now: datetime) -> None:
+def _database_now(session: Session) -> datetime:
+    value = session.execute(select(func.current_timestamp())).scalar_one()
+    if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS" in UTC
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    moment = cast(datetime, value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _next_mark(mark: _Mark, highest: int, clock: datetime, settle: timedelta) -> _Mark:
+    """Promote the newest checkpoint that has settled; keep the oldest one that has not
+    (replacing it with each pass's fresh one would keep it from ever settling).
+
+    A checkpoint (id, t) says: every id up to `id` had drawn its id by t. Once `settle`
+    has passed since t, those still uncommitted have been open that long, the bound this
+    watcher accepts (see the module docstring)."""
+    checkpoints = [(mark.pending_id, mark.pending_at), (highest, clock)]
+    watermark, pending_id, pending_at = mark.watermark, None, None
+    for checkpoint_id, checkpoint_at in checkpoints:
+        if checkpoint_id is None or checkpoint_at is None or checkpoint_id <= watermark:
+            continue
+        if clock - checkpoint_at >= settle:
+            watermark = checkpoint_id
+        elif pending_id is None:
+            pending_id, pending_at = checkpoint_id, checkpoint_at
+    return _Mark(watermark, pending_id, pending_at)
+
+
+def _store_mark(session: Session, mark: _Mark, now: datetime) -> None:
     c = WATCH_STATE_TABLE.c
     session.execute(
         _insert(session)(WATCH_STATE_TABLE)
@@ -178,107 +231,136 @@ def _advance_watermark(session: Session, last_id: int, now: datetime) -> None:
     # Never backwards: a slower concurrent watcher must not undo a faster one's progress.
     session.execute(
         update(WATCH_STATE_TABLE)
-        .where(c.name == WATERMARK_NAME, c.last_decision_id < last_id)
-        .values(last_decision_id=last_id, updated_at=now)
+        .where(c.name == WATERMARK_NAME, c.last_decision_id <= mark.watermark)
+        .values(
+            last_decision_id=mark.watermark,
+            pending_decision_id=mark.pending_id,
+            pending_at=mark.pending_at,
+            updated_at=now,
+        )
     )
 
 
-def _scan_batch(
-    session: Session, settings: Settings, rows: Sequence[Row[Any]], now: datetime
+@dataclass
+class _Seen:
+    first_ts: datetime
+    count: int
+
+
+def _scan_chunk(
+    session: Session,
+    settings: Settings,
+    seen: dict[tuple[str, str, str], _Seen],
+    establishing: set[tuple[str, str]],
+    now: datetime,
 ) -> ModelWatchResult:
-    pool = _load_pool(session, [row.router for row in rows])
+    """Apply one id range's (router, tier, model) groups to the pool; commits."""
+    pool = _load_pool(session, [router for router, _, _ in seen])
+    for router, tier, _ in seen:
+        if (router, tier) not in pool:
+            # First pass over this tier: all it uses now establishes the pool.
+            establishing.add((router, tier))
     new_models = events = boosted = 0
-    for row in rows:
-        models = pool.setdefault((row.router, row.tier), {})
-        if models.get(row.chosen_model) is True:
-            continue
-        if row.chosen_model in models:
-            # Left out by PUT /v1/pool, yet the router chooses it: it is in use again.
-            _set_active(
-                session,
-                router=row.router,
-                tier=row.tier,
-                model=row.chosen_model,
-                active=True,
-                now=now,
-            )
-            models[row.chosen_model] = True
+    # Oldest first, so of two models new to a tier the later one sees the earlier as known.
+    for (router, tier, model), group in sorted(seen.items(), key=lambda kv: kv[1].first_ts):
+        models = pool.setdefault((router, tier), {})
+        if model in models:
+            if not models[model][0]:
+                # Left out by PUT /v1/pool, yet the router chooses it: it is in use again.
+                _set_active(session, router=router, tier=tier, model=model, active=True, now=now)
+                models[model] = (True, models[model][1])
             continue
         previous = sorted(models)
-        models[row.chosen_model] = True
+        newest_known = max((first for _, first in models.values()), default=None)
+        models[model] = (True, group.first_ts)
         added = _add_model(
             session,
-            router=row.router,
-            tier=row.tier,
-            model=row.chosen_model,
-            first_seen_ts=row.ts,
+            router=router,
+            tier=tier,
+            model=model,
+            first_seen_ts=group.first_ts,
             source=PoolSource.OBSERVED,
             now=now,
         )
         if not added:
-            continue  # another watcher added it first, together with its event
+            continue  # another watcher added it first, together with any event
         new_models += 1
-        if not previous:
-            # The first model of a router's tier only establishes the pool.
-            log.info("pool of %s: tier %s starts with %s", row.router, row.tier, row.chosen_model)
+        if (router, tier) in establishing:
+            log.info("pool of %s: tier %s starts with %s", router, tier, model)
+            continue
+        if newest_known is not None and group.first_ts <= newest_known:
+            log.info(
+                "pool of %s: %s in tier %s first seen on older decisions (a backfill): "
+                "no model change",
+                router,
+                model,
+                tier,
+            )
             continue
         new, strata = _record_change(
             session,
             settings,
-            router=row.router,
-            tier=row.tier,
-            model=row.chosen_model,
-            ts=row.ts,
+            router=router,
+            tier=tier,
+            model=model,
+            ts=group.first_ts,
             previous_models=previous,
             source=PoolSource.OBSERVED,
         )
         events += int(new)
         boosted += strata
-    last_id = int(rows[-1].id)
-    _advance_watermark(session, last_id, now)
     session.commit()
     return ModelWatchResult(
-        scanned=len(rows),
+        scanned=sum(g.count for g in seen.values()),
         new_models=new_models,
         events=events,
         boosted_strata=boosted,
-        watermark=last_id,
+        watermark=0,
     )
 
 
 def watch_models(
     *, engine: Engine, settings: Settings, now: datetime | None = None
 ) -> ModelWatchResult:
-    """Read every settled decision past the watermark, in batches; see the module docstring."""
-    now = now or utcnow()
-    settled_before = now - timedelta(seconds=settings.model_watch_settle_seconds)
+    """Read every decision past the watermark, in id ranges; see the module docstring.
+
+    `now` stands in for the database clock (tests); by default the database's own clock
+    measures how long a checkpoint has settled, as transactions are timed there."""
     d = DECISION_TABLE.c
+    settle = timedelta(seconds=settings.model_watch_settle_seconds)
     total = ModelWatchResult(scanned=0, new_models=0, events=0, boosted_strata=0, watermark=0)
-    while True:
+    establishing: set[tuple[str, str]] = set()
+    with Session(engine, expire_on_commit=False) as session:
+        clock = now or _database_now(session)
+        mark = _mark(session)
+        highest = int(session.execute(select(func.max(d.id))).scalar() or 0)
+    low = mark.watermark
+    while low < highest:
+        high = min(low + settings.model_watch_batch_size, highest)
         with Session(engine, expire_on_commit=False) as session:
-            watermark = _watermark(session)
-            fetched = session.execute(
-                select(d.id, d.router, d.tier, d.chosen_model, d.ts, d.received_at)
-                .where(d.id > watermark)
-                .order_by(d.id)
-                .limit(settings.model_watch_batch_size)
-            ).all()
-            # Stop at the first unsettled decision, not skip it: the watermark must never pass
-            # a decision that has not been read (replicas' clocks may disagree slightly).
-            rows = list(itertools.takewhile(lambda r: r.received_at <= settled_before, fetched))
-            if not rows:
-                total.watermark = max(total.watermark, watermark)
-                return total
-            batch = _scan_batch(session, settings, rows, now)
+            seen = {
+                (router, tier, model): _Seen(first_ts, int(count))
+                for router, tier, model, first_ts, count in session.execute(
+                    select(d.router, d.tier, d.chosen_model, func.min(d.ts), func.count())
+                    .where(d.id > low, d.id <= high)
+                    .group_by(d.router, d.tier, d.chosen_model)
+                )
+            }
+            chunk = _scan_chunk(session, settings, seen, establishing, clock)
         total = ModelWatchResult(
-            scanned=total.scanned + batch.scanned,
-            new_models=total.new_models + batch.new_models,
-            events=total.events + batch.events,
-            boosted_strata=total.boosted_strata + batch.boosted_strata,
-            watermark=batch.watermark,
+            scanned=total.scanned + chunk.scanned,
+            new_models=total.new_models + chunk.new_models,
+            events=total.events + chunk.events,
+            boosted_strata=total.boosted_strata + chunk.boosted_strata,
+            watermark=0,
         )
-        if len(rows) < settings.model_watch_batch_size:
-            return total
+        low = high
+    mark = _next_mark(mark, highest, clock, settle)
+    with Session(engine, expire_on_commit=False) as session:
+        _store_mark(session, mark, clock)
+        session.commit()
+    total.watermark = mark.watermark
+    return total
 
 
 # --- the pool API --------------------------------------------------------------------------
@@ -308,7 +390,7 @@ def list_pool(
         try:
             after = int(cursor)
         except ValueError as error:
-            raise InvalidRequest("cursor is not one this API returned", loc=["cursor"]) from error
+            raise InvalidRequest("cursor is not one this API returned", field="cursor") from error
         query = query.where(c.id > after)
     rows = list(session.scalars(query.order_by(c.id).limit(limit + 1)))
     items = [RouterModelPublic.model_validate(r, from_attributes=True) for r in rows[:limit]]
@@ -333,9 +415,9 @@ def put_pool(
     removed: list[tuple[str, str]] = []
     for tier, models in pool.tiers.items():
         known = current.get((pool.router, tier), {})
-        previous = sorted(m for m, active in known.items() if active) or sorted(known)
+        previous = sorted(m for m, (active, _) in known.items() if active) or sorted(known)
         for model in models:
-            if known.get(model) is True:
+            if model in known and known[model][0]:
                 continue
             if model in known:
                 _set_active(
@@ -353,7 +435,7 @@ def put_pool(
                 )
             added.append((tier, model, previous))
     for (_, tier), known_models in current.items():
-        for model, active in known_models.items():
+        for model, (active, _) in known_models.items():
             if active and (tier, model) not in wanted:
                 _set_active(
                     session, router=pool.router, tier=tier, model=model, active=False, now=now

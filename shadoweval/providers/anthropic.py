@@ -319,6 +319,11 @@ class AnthropicProvider:
         return str(batch.id)
 
     async def find_batches(self, *, tag: str, created_after: datetime, size: int) -> list[str]:
+        # A Message Batch keeps no metadata, so `tag` can only be checked where results
+        # exist: an ended candidate whose first custom_id lacks the tag is someone else's.
+        # Candidates still in progress are returned unverified; the caller adopts one only
+        # when it is the sole candidate, and checks every custom_id when collecting it.
+        prefix = f"{tag}-"
         found: list[tuple[datetime, str]] = []
         try:
             async for batch in self._client.messages.batches.list(limit=100):
@@ -332,11 +337,28 @@ class AnthropicProvider:
                     + counts.canceled
                     + counts.expired
                 )
-                if total == size:
-                    found.append((batch.created_at, batch.id))
+                if total != size:
+                    continue
+                if batch.processing_status == "ended" and not await self._first_custom_id_has(
+                    batch.id, prefix
+                ):
+                    continue
+                found.append((batch.created_at, batch.id))
         except (anthropic.AnthropicError, ValueError) as exc:
             raise map_anthropic_error(exc, self.name) from exc
         return [batch_id for _, batch_id in sorted(found)]
+
+    async def _first_custom_id_has(self, batch_id: str, prefix: str) -> bool:
+        decoder = await self._client.messages.batches.results(batch_id)
+        async for item in decoder:
+            return item.custom_id.startswith(prefix)
+        return False
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        try:
+            await self._client.messages.batches.cancel(batch_id)
+        except (anthropic.AnthropicError, ValueError) as exc:
+            raise map_anthropic_error(exc, self.name) from exc
 
     async def batch_state(self, batch_id: str) -> BatchState:
         try:

@@ -245,8 +245,14 @@ class BatchProvider(Protocol):
     async def find_batches(self, *, tag: str, created_after: datetime, size: int) -> list[str]:
         """Ids of batches that may be the one `submit_batch(tag=tag)` created, oldest first:
         exactly that one where the API keeps a metadata tag (OpenAI), else every batch of
-        `size` items created since `created_after` (Anthropic; results are then checked
+        `size` items created since `created_after` whose results, when it has ended, carry
+        the tag in their custom_ids (Anthropic; results are then checked
         against the expected custom_ids, so a wrong guess is never booked)."""
+        ...
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        """Ask the provider to stop a batch (an orphaned duplicate); its unprocessed items
+        are not billed."""
         ...
 
     async def batch_state(self, batch_id: str) -> BatchState: ...

@@ -367,6 +367,12 @@ class OpenAIProvider:
             raise map_openai_error(exc, self.name) from exc
         return []
 
+    async def cancel_batch(self, batch_id: str) -> None:
+        try:
+            await self._client.batches.cancel(batch_id)
+        except (openai.OpenAIError, ValueError) as exc:
+            raise map_openai_error(exc, self.name) from exc
+
     async def batch_state(self, batch_id: str) -> BatchState:
         try:
             batch = await self._client.batches.retrieve(batch_id)

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Table, and_, or_, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
@@ -42,20 +43,41 @@ def claim(
         and_(columns.status == QUEUED, columns.next_attempt_at <= now),
         and_(columns.status == RUNNING, columns.lease_until < now),
     )
-    candidates = (
-        select(columns.id).where(due).order_by(columns.next_attempt_at, columns.id).limit(limit)
+    return claim_rows(
+        engine,
+        table,
+        where=due,
+        order_by=(columns.next_attempt_at, columns.id),
+        limit=limit,
+        values={
+            "status": RUNNING,
+            "lease_owner": owner,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+            "attempts": columns.attempts + 1,
+        },
     )
+
+
+def claim_rows(
+    engine: Engine,
+    table: Table,
+    *,
+    where: ColumnElement[bool],
+    order_by: tuple[Any, ...],
+    limit: int,
+    values: Mapping[str, Any],
+) -> list[int]:
+    """Set `values` on up to `limit` rows matching `where`, taken in `order_by` order and
+    skipping rows another transaction holds; their ids (committed). The building block of
+    `claim`, for leased rows whose columns differ from a work item's (provider batches)."""
+    columns = table.c
+    candidates = select(columns.id).where(where).order_by(*order_by).limit(limit)
     if engine.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
     statement = (
         update(table)
         .where(columns.id.in_(candidates.scalar_subquery()))
-        .values(
-            status=RUNNING,
-            lease_owner=owner,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            attempts=columns.attempts + 1,
-        )
+        .values(**values)
         .returning(columns.id)
     )
     # A fresh connection whose first statement is the UPDATE: on SQLite a transaction

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from shadoweval.config import Settings
@@ -253,28 +253,18 @@ def claim_batches(
 ) -> list[int]:
     """Claim due batch rows in `state` whose lease is free or expired (committed)."""
     columns = BATCH_TABLE.c
-    candidates = (
-        select(columns.id)
-        .where(
+    return leases.claim_rows(
+        engine,
+        BATCH_TABLE,
+        where=and_(
             columns.state == state,
             columns.next_check_at <= now,
             or_(columns.lease_until.is_(None), columns.lease_until < now),
-        )
-        .order_by(columns.next_check_at, columns.id)
-        .limit(limit)
+        ),
+        order_by=(columns.next_check_at, columns.id),
+        limit=limit,
+        values={"lease_owner": owner, "lease_until": now + timedelta(seconds=lease_seconds)},
     )
-    if engine.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    with engine.begin() as connection:
-        return sorted(
-            row[0]
-            for row in connection.execute(
-                update(BATCH_TABLE)
-                .where(columns.id.in_(candidates.scalar_subquery()))
-                .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-                .returning(columns.id)
-            )
-        )
 
 
 def _load_batch(engine: Engine, batch_id: int) -> dict[str, Any]:
@@ -345,6 +335,7 @@ def prepare_requests(
     ids = sorted({int(item["item_id"]) for item in items})
     requests: list[BatchRequest] = []
     dropped: set[int] = set()
+    restamped = False
     if kind == BatchKind.SHADOW:
         loaded = _load_runs(engine, ids)
         for item in items:
@@ -365,11 +356,19 @@ def prepare_requests(
             )
     else:
         pairs = judge_service.load_pairs(engine, ids)
-        for item in items:
+        for index, item in enumerate(items):
             pair = pairs[int(item["item_id"])]
             if not pair.cheaper_answer or not pair.stronger_answer or not pair.messages:
                 dropped.add(int(item["item_id"]))
                 continue
+            # The judge these requests ask, recorded on the row before they are sent, so
+            # the verdicts are labelled with it even if the configuration changes meanwhile.
+            judge = judge_service.judge_identity(
+                pair.verdict.segment_value, settings, model=batch["model"]
+            )
+            if _item_judge(item) != judge:
+                items[index] = item = judge.stamp(item)
+                restamped = True
             system, turns = judge_service.order_turns(pair, settings)
             requests.append(
                 BatchRequest(
@@ -412,7 +411,17 @@ def prepare_requests(
                 .values(items=kept, item_count=len(kept))
             )
         items = kept
+    elif restamped:
+        with engine.begin() as connection:
+            connection.execute(
+                update(BATCH_TABLE).where(BATCH_TABLE.c.id == batch["id"]).values(items=items)
+            )
     return requests, items
+
+
+def _item_judge(item: Mapping[str, Any]) -> judge_service.JudgeIdentity | None:
+    """The judge a judge batch item was sent to (None: not stamped yet)."""
+    return judge_service.order_judge(dict(item))
 
 
 # --- submitting ------------------------------------------------------------------------------
@@ -445,16 +454,31 @@ async def submit_batch(
     try:
         if reconcile:
             known = await asyncio.to_thread(_known_provider_ids, engine, batch["provider"])
+            known |= set(batch["rejected_provider_ids"] or [])
             found = await provider.find_batches(
                 tag=batch["tag"],
                 created_after=batch["created_at"] - RECONCILE_SKEW,
                 size=int(batch["item_count"]),
             )
-            adopted = next((found_id for found_id in found if found_id not in known), None)
-            if adopted is not None:
+            candidates = [found_id for found_id in found if found_id not in known]
+            # Two candidates (another deployment, or a batch another worker created a moment
+            # ago) cannot be told apart: sending again costs one duplicate at worst, while a
+            # wrong adoption would hold the items until that batch ends.
+            if len(candidates) == 1:
+                adopted = candidates[0]
                 log.info("batch %s was created before a crash: %s", batch["tag"], adopted)
-                await asyncio.to_thread(_mark_submitted, engine, batch, owner, adopted)
-                return BatchState.SUBMITTED
+                if await asyncio.to_thread(
+                    _mark_submitted, engine, batch, owner, adopted, created=False
+                ):
+                    return BatchState.SUBMITTED
+                return BatchState.SUBMITTING
+            if candidates:
+                log.warning(
+                    "batch %s: %s unrecorded batches of its size, none provably its own; "
+                    "sending it again",
+                    batch["tag"],
+                    len(candidates),
+                )
         requests, _ = await asyncio.to_thread(prepare_requests, engine, batch, settings)
         if not requests:
             await asyncio.to_thread(
@@ -473,7 +497,17 @@ async def submit_batch(
         provider_batch_id = await provider.submit_batch(requests=requests, tag=batch["tag"])
     except ProviderError as error:
         return await _submit_failed(engine, settings, batch, owner, error)
-    await asyncio.to_thread(_mark_submitted, engine, batch, owner, provider_batch_id)
+    if await asyncio.to_thread(
+        _mark_submitted, engine, batch, owner, provider_batch_id, created=True
+    ):
+        return BatchState.SUBMITTED
+    # Another worker recorded a different batch for this row first: ours is a paid
+    # duplicate nobody would ever collect.
+    log.error("batch %s: duplicate %s is cancelled", batch["tag"], provider_batch_id)
+    try:
+        await provider.cancel_batch(provider_batch_id)
+    except ProviderError as error:
+        log.error("cancelling duplicate batch %s failed: %s", provider_batch_id, error.message)
     return BatchState.SUBMITTED
 
 
@@ -491,22 +525,72 @@ def _known_provider_ids(engine: Engine, provider: str) -> set[str]:
 
 
 def _mark_submitted(
-    engine: Engine, batch: dict[str, Any], owner: str, provider_batch_id: str
-) -> None:
+    engine: Engine, batch: dict[str, Any], owner: str, provider_batch_id: str, *, created: bool
+) -> bool:
+    """Record the provider's batch for the row; False when the row records another one.
+
+    `created`: this worker's create call returned the id, so the batch is certainly this
+    row's: a row that adopted it by mistake (reconciling while the create call was in
+    flight) gives it up. When the lease was lost meanwhile, the id is still recorded if the
+    row has none yet, so a paid batch is never left uncollected.
+    """
     now = utcnow()
-    _update_batch(
-        engine,
-        batch["id"],
-        owner,
-        {
-            "state": BatchState.SUBMITTED,
-            "provider_batch_id": provider_batch_id,
-            "submitted_at": now,
-            "next_check_at": now,
-            "lease_owner": None,
-            "lease_until": None,
-        },
-    )
+    columns = BATCH_TABLE.c
+    values = {
+        "state": BatchState.SUBMITTED,
+        "provider_batch_id": provider_batch_id,
+        "submitted_at": now,
+        "next_check_at": now,
+        "lease_owner": None,
+        "lease_until": None,
+    }
+    with engine.begin() as connection:
+        if created:
+            adopters = connection.execute(
+                select(columns.id, columns.rejected_provider_ids).where(
+                    columns.provider == batch["provider"],
+                    columns.provider_batch_id == provider_batch_id,
+                    columns.id != batch["id"],
+                )
+            ).all()
+            for adopter_id, rejected in adopters:
+                log.warning("batch row %s had adopted %s by mistake", adopter_id, provider_batch_id)
+                connection.execute(
+                    update(BATCH_TABLE)
+                    .where(columns.id == adopter_id)
+                    .values(**_unadopted(rejected, provider_batch_id, now))
+                )
+        if _update_batch_in(connection, batch["id"], owner, values):
+            return True
+        if connection.execute(
+            update(BATCH_TABLE)
+            .where(
+                columns.id == batch["id"],
+                columns.state == BatchState.SUBMITTING,
+                columns.provider_batch_id.is_(None),
+            )
+            .values(**values)
+        ).rowcount:
+            log.warning("batch %s: lease lost during submission; id recorded", batch["tag"])
+            return True
+        recorded = connection.execute(
+            select(columns.provider_batch_id).where(columns.id == batch["id"])
+        ).scalar_one()
+    return bool(recorded == provider_batch_id)
+
+
+def _unadopted(rejected: list[str] | None, provider_batch_id: str, now: datetime) -> dict[str, Any]:
+    """Values that put a row back to `submitting` after a wrong adoption."""
+    return {
+        "state": BatchState.SUBMITTING,
+        "provider_batch_id": None,
+        "provider_status": None,
+        "submitted_at": None,
+        "next_check_at": now,
+        "lease_owner": None,
+        "lease_until": None,
+        "rejected_provider_ids": sorted({*(rejected or []), provider_batch_id}),
+    }
 
 
 async def _submit_failed(
@@ -654,6 +738,16 @@ async def poll_batch(
         )
         return BatchState.SUBMITTED
     by_id = {result.custom_id: result for result in results}
+    if by_id and not any(custom_id.startswith(f"{batch['tag']}-") for custom_id in by_id):
+        # Not this row's batch (a wrong adoption): book nothing, send the items again. (No
+        # results at all is this batch failing as a whole: its items are counted missing.)
+        log.error(
+            "batch %s: provider batch %s holds none of its items; it is submitted again",
+            batch["tag"],
+            batch["provider_batch_id"],
+        )
+        await asyncio.to_thread(_reject_adoption, engine, batch, owner)
+        return BatchState.SUBMITTING
     pairs: dict[int, judge_service.PairInput] = {}
     if batch["kind"] == BatchKind.JUDGE:
         ids = sorted({int(item["item_id"]) for item in batch["items"]})
@@ -666,6 +760,15 @@ async def poll_batch(
         return BatchState.SUBMITTED
     log.info("batch %s collected: %s", batch["tag"], collected.counts)
     return BatchState.COLLECTED
+
+
+def _reject_adoption(engine: Engine, batch: dict[str, Any], owner: str) -> bool:
+    return _update_batch(
+        engine,
+        batch["id"],
+        owner,
+        _unadopted(batch["rejected_provider_ids"], batch["provider_batch_id"], utcnow()),
+    )
 
 
 def _collect(
@@ -759,9 +862,12 @@ def _apply_results(
             row, verdict_items, results, pairs.get(verdict_id), settings, now, missing_detail
         )
         for item in verdict_items:
-            # Which batch answered this order (its cost is at the batch price).
-            if isinstance(values.get(item["order"]), dict):
-                values[item["order"]] = {**values[item["order"]], "batch": tag}
+            # Which batch (and judge) answered this order; its cost is at the batch price.
+            judge = _item_judge(item)
+            answered = values.get(item["order"])
+            if isinstance(answered, dict):
+                answered = {**answered, "batch": tag}
+                values[item["order"]] = judge.stamp(answered) if judge else answered
         if _finish_verdict(connection, tag, verdict_id, values):
             collected.add(outcome)
             collected.cost_usd += cost
@@ -919,6 +1025,17 @@ def _verdict_values(
     spent = 0.0
     failures: list[str] = []
     permanent = False
+    judge = next((j for j in map(_item_judge, items) if j is not None), None)
+    discarded: dict[str, None] = {}
+    answered_here = {item["order"] for item in items}
+    for name, value in stored.items():
+        # An order settled earlier by another judge (model or rubric changed since) is not
+        # combined with this batch's answer: it is asked again of this batch's judge.
+        answered_by = judge_service.order_judge(value)
+        if name not in answered_here and judge and answered_by and answered_by != judge:
+            orders[name] = None
+            discarded[name] = None
+            failures.append(f"{name}: answered by {answered_by.key}, not {judge.key}")
     for item in items:
         name = item["order"]
         previous = orders[name] or OrderResult()
@@ -937,9 +1054,13 @@ def _verdict_values(
             else f"{name}: the batch item was {result.outcome}"
         )
         permanent = permanent or (failure is not None and not failure.worth_requeueing)
-    order_values = {
-        name: order.model_dump(mode="json") for name, order in orders.items() if order is not None
+    # Orders answered here are re-dumped; the others are kept as stored (with their judge).
+    order_values: dict[str, Any] = {
+        name: order.model_dump(mode="json") if name in answered_here else stored[name]
+        for name, order in orders.items()
+        if order is not None
     }
+    order_values.update(discarded)
     cheaper_first, stronger_first = orders["order_cheaper_first"], orders["order_stronger_first"]
     # An order is settled with a winner, or after two unusable answers (as in realtime).
     settled = [
@@ -950,7 +1071,7 @@ def _verdict_values(
         assert cheaper_first is not None
         assert stronger_first is not None
         status, values = judge_service.final_values(
-            pair, cheaper_first, stronger_first, settings, now=now
+            pair, cheaper_first, stronger_first, settings, now=now, judge=judge
         )
         return status, values, spent
     detail = "; ".join(failures)[:2000] or "an order needs another try"
@@ -1030,7 +1151,9 @@ async def submit_due_batches(
                     limit=settings.batch_max_items,
                     owner=owner,
                     lease_seconds=settings.work_lease_seconds,
-                    now=now,
+                    # Read per batch: after a long pass a lease from the pass's start would
+                    # already have run out, and another worker would submit a second copy.
+                    now=utcnow(),
                 )
             )
             if formed is None:

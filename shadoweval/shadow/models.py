@@ -93,6 +93,9 @@ class ProviderBatch(SQLModel, table=True):
     counts: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JsonType))
     cost_usd: float = 0.0  # USD, at the batch price, of every item collected
     error_detail: str | None = SQLField(default=None, max_length=2000)
+    # Provider batch ids adopted by reconciliation whose results turned out to carry another
+    # batch's custom_ids (a Message Batch has no tag to look it up by): never adopted again.
+    rejected_provider_ids: list[str] | None = SQLField(default=None, sa_column=Column(JsonType))
 
 
 class ShadowRun(SQLModel, table=True):

@@ -6,7 +6,9 @@ interrupted after the provider created the batch is adopted, never created twice
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -340,3 +342,266 @@ def test_a_batch_the_provider_lost_is_failed_and_its_items_go_into_a_new_batch(
         ("shadow", BatchState.COLLECTED),
         ("shadow", BatchState.FAILED),
     ]
+
+
+# --- review fixes: wrong adoption, lost lease, judge labels -----------------------------------
+
+
+async def with_registry(settings: Settings, step: Any) -> Any:
+    """Run `step(provider_for_model)` with a provider registry over the fake."""
+    registry = build_provider_registry(settings, strict_response_validation=True)
+    try:
+        return await step(registry.for_model)
+    finally:
+        await registry.aclose()
+
+
+def held_runs(engine: Engine, settings: Settings, api: str, ids: list[str]) -> None:
+    ingest(engine, settings, items(api, ids))
+    with Session(engine) as session:
+        shadow_service.enqueue_sampled_decisions(
+            session=session, settings=settings, price_per_mtok=lambda model: 1.0
+        )
+
+
+def form_doomed_batch(engine: Engine, api: str) -> int:
+    """A shadow batch row formed by a worker that died before its create call, lease expired."""
+    batch_id = batch_service.form_batch(
+        engine,
+        kind="shadow",
+        provider=api,
+        model=MODELS[api][1],
+        limit=100,
+        owner="doomed-worker",
+        lease_seconds=600,
+        now=utcnow() - timedelta(seconds=601),
+    )
+    assert batch_id is not None
+    return batch_id
+
+
+@pytest.mark.parametrize("foreign_ended", [False, True])
+def test_a_stuck_anthropic_batch_never_keeps_another_deployments_batch_of_its_size(
+    engine: Engine, base_settings: Settings, fake: FakeProviderServer, foreign_ended: bool
+) -> None:
+    api = "anthropic"
+    settings = batch_settings(base_settings, fake, api)
+    held_runs(engine, settings, api, [f"f-{i}" for i in range(3)])
+    row_id = form_doomed_batch(engine, api)
+    ours = batch_service._load_batch(engine, row_id)
+    requests, _ = batch_service.prepare_requests(engine, ours, settings)
+    # Another deployment's batch: same size, same minute, its own custom_ids.
+    foreign_requests = [replace(r, custom_id=f"other-{n}") for n, r in enumerate(requests)]
+    fake.configure(batch_delay_s=0 if foreign_ended else 3600)
+
+    async def create_foreign(provider_for_model: Any) -> str:
+        provider = as_batch_provider(provider_for_model(MODELS[api][1]))
+        assert provider is not None
+        created = await provider.submit_batch(requests=foreign_requests, tag="other-deployment")
+        assert (await provider.batch_state(created)).ended is foreign_ended
+        return created
+
+    foreign_id = asyncio.run(with_registry(settings, create_foreign))
+
+    async def reconcile(provider_for_model: Any) -> dict[str, int]:
+        return await batch_service.submit_due_batches(
+            engine=engine, settings=settings, provider_for_model=provider_for_model, owner="w"
+        )
+
+    asyncio.run(with_registry(settings, reconcile))
+    fake.configure(batch_delay_s=0)  # everything in progress ends now
+
+    drain(engine, settings)
+
+    assert {v.status for v in rows(engine, Verdict)} == {VerdictStatus.DONE}
+    with Session(engine) as session:
+        row = session.get(ProviderBatch, row_id)
+    assert row is not None
+    assert (row.state, row.counts) == (BatchState.COLLECTED, {"succeeded": 3})
+    assert row.provider_batch_id != foreign_id
+    assert all(b.provider_batch_id != foreign_id for b in rows(engine, ProviderBatch))
+    # In progress it could only be recognised by its custom_ids once ended.
+    assert row.rejected_provider_ids == (None if foreign_ended else [foreign_id])
+    assert {r.attempts for r in rows(engine, ShadowRun)} == {1}
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_a_submission_whose_lease_was_taken_over_still_records_its_batch(
+    engine: Engine, base_settings: Settings, fake: FakeProviderServer, api: str
+) -> None:
+    settings = batch_settings(base_settings, fake, api)
+    held_runs(engine, settings, api, ["t-0", "t-1"])
+    row_id = form_doomed_batch(engine, api)
+    # A slow submitter: another worker claimed the row as stuck before the create returned.
+    assert batch_service.claim_batches(
+        engine, state="submitting", owner="other", lease_seconds=600, now=utcnow(), limit=5
+    ) == [row_id]
+
+    async def submit(provider_for_model: Any) -> str:
+        return await batch_service.submit_batch(
+            engine=engine,
+            settings=settings,
+            provider_for_model=provider_for_model,
+            batch_id=row_id,
+            owner="doomed-worker",
+            reconcile=False,
+        )
+
+    assert asyncio.run(with_registry(settings, submit)) == BatchState.SUBMITTED
+    [created] = fake.batches()["batches"]
+    row = batch_service._load_batch(engine, row_id)
+    assert (row["state"], row["provider_batch_id"]) == (BatchState.SUBMITTED, created["id"])
+
+    # The other worker, resuming, finds the row settled and sends nothing.
+    drain(engine, settings)
+    assert {v.status for v in rows(engine, Verdict)} == {VerdictStatus.DONE}
+    assert fake.batches()["creates"] == 2  # the shadow batch once, the judge batch once
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_a_duplicate_created_after_the_row_recorded_another_batch_is_cancelled(
+    engine: Engine, base_settings: Settings, fake: FakeProviderServer, api: str
+) -> None:
+    settings = batch_settings(base_settings, fake, api)
+    fake.configure(batch_delay_s=3600)
+    held_runs(engine, settings, api, ["d-0", "d-1"])
+    row_id = form_doomed_batch(engine, api)
+
+    async def submit(owner: str, provider_for_model: Any) -> str:
+        return await batch_service.submit_batch(
+            engine=engine,
+            settings=settings,
+            provider_for_model=provider_for_model,
+            batch_id=row_id,
+            owner=owner,
+            reconcile=False,
+        )
+
+    # Worker "other" took the row over and submitted it; the slow worker's create returns last.
+    batch_service.claim_batches(
+        engine, state="submitting", owner="other", lease_seconds=600, now=utcnow(), limit=5
+    )
+    asyncio.run(with_registry(settings, functools.partial(submit, "other")))
+    recorded = batch_service._load_batch(engine, row_id)["provider_batch_id"]
+    asyncio.run(with_registry(settings, functools.partial(submit, "doomed-worker")))
+
+    assert batch_service._load_batch(engine, row_id)["provider_batch_id"] == recorded
+    duplicate = next(b for b in fake.batches()["batches"] if b["id"] != recorded)
+    assert duplicate["ended"]  # cancelled: nothing more is processed or billed
+    assert not next(b for b in fake.batches()["batches"] if b["id"] == recorded)["ended"]
+
+
+def test_per_batch_leases_are_taken_when_each_batch_is_formed(
+    engine: Engine,
+    base_settings: Settings,
+    fake: FakeProviderServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = "openai"
+    settings = batch_settings(base_settings, fake, api, batch_max_items=1)
+    held_runs(engine, settings, api, ["p-0", "p-1", "p-2"])
+    start = utcnow()
+    ticks = iter(range(1000))
+    # Every clock reading is an hour later: a long pass, without waiting for one.
+    monkeypatch.setattr(batch_service, "utcnow", lambda: start + timedelta(hours=next(ticks)))
+
+    async def submit(provider_for_model: Any) -> dict[str, int]:
+        return await batch_service.submit_due_batches(
+            engine=engine, settings=settings, provider_for_model=provider_for_model, owner="w"
+        )
+
+    assert asyncio.run(with_registry(settings, submit)) == {"shadow_submitted": 3}
+    formed = sorted(b.created_at for b in rows(engine, ProviderBatch))
+    assert len(set(formed)) == 3  # each lease starts when its batch is formed
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_a_batch_verdict_is_labelled_with_the_judge_its_requests_went_to(
+    engine: Engine, base_settings: Settings, fake: FakeProviderServer, api: str
+) -> None:
+    settings = batch_settings(base_settings, fake, api)
+    held_runs(engine, settings, api, ["j-0"])
+
+    async def until_judge_batch_submitted(provider_for_model: Any) -> None:
+        submit, poll = batch_service.submit_due_batches, batch_service.poll_batches
+        for job in (submit, poll, submit):  # the shadow batch, then the judge batch
+            await job(
+                engine=engine, settings=settings, provider_for_model=provider_for_model, owner="w"
+            )
+
+    asyncio.run(with_registry(settings, until_judge_batch_submitted))
+    judge_batch = next(b for b in rows(engine, ProviderBatch) if b.kind == "judge")
+    assert judge_batch.state == BatchState.SUBMITTED
+    # The judge is changed while the batch is out; its answers are still the old judge's.
+    changed = settings.model_copy(update={"judge_model": MODELS[api][0]})
+
+    drain(engine, changed)
+
+    [verdict] = rows(engine, Verdict)
+    assert verdict.status == VerdictStatus.DONE
+    assert verdict.judge_model == MODELS[api][2]
+    assert verdict.judge_key is not None
+    assert verdict.judge_key.startswith(f"{MODELS[api][2]}#")
+    orders = [verdict.order_cheaper_first, verdict.order_stronger_first]
+    assert {o["judge_model"] for o in orders if o} == {MODELS[api][2]}
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_orders_answered_by_two_judges_are_never_combined_into_one_verdict(
+    engine: Engine, base_settings: Settings, fake: FakeProviderServer, api: str
+) -> None:
+    settings = batch_settings(base_settings, fake, api, work_max_attempts=5)
+    # One order of the pair expires in the first judge batch; the other is answered.
+    fake.configure(batch_item_faults=[{"result": "expired", "prompt_contains": "answer m-0"}])
+    held_runs(engine, settings, api, ["m-0"])
+
+    async def first_judge_batch(provider_for_model: Any) -> None:
+        for job in (batch_service.submit_due_batches, batch_service.poll_batches) * 2:
+            await job(
+                engine=engine, settings=settings, provider_for_model=provider_for_model, owner="w"
+            )
+
+    asyncio.run(with_registry(settings, first_judge_batch))
+    [half] = rows(engine, Verdict)
+    answered = [o for o in (half.order_cheaper_first, half.order_stronger_first) if o]
+    assert [o["judge_model"] for o in answered if o.get("winner")] == [MODELS[api][2]]
+    new_judge = MODELS[api][0]
+
+    drain(engine, settings.model_copy(update={"judge_model": new_judge}))
+
+    [verdict] = rows(engine, Verdict)
+    assert verdict.status == VerdictStatus.DONE
+    assert verdict.judge_model == new_judge
+    orders = [verdict.order_cheaper_first, verdict.order_stronger_first]
+    assert [o["judge_model"] if o else None for o in orders] == [new_judge, new_judge]
+    # The old judge's order was asked again of the new judge, in a later batch.
+    judge_calls = [c for c in fake.calls()["calls"] if c["model"] == new_judge]
+    assert len(judge_calls) == 2
+
+
+def test_realtime_judging_also_asks_again_an_order_another_judge_answered(
+    engine: Engine, base_settings: Settings, fake: FakeProviderServer
+) -> None:
+    api = "anthropic"
+    settings = batch_settings(base_settings, fake, api)
+    ingest(engine, settings, items(api, ["rt-j"], router="other-router"))
+    drain(engine, settings)
+    [done] = rows(engine, Verdict)
+    assert done.order_cheaper_first is not None
+    assert done.order_cheaper_first["judge_model"] == MODELS[api][2]
+    # As after a crash with one order answered: the other is still to be asked.
+    with engine.begin() as connection:
+        connection.execute(
+            update(batch_service.VERDICT_TABLE).values(
+                status=VerdictStatus.QUEUED, order_stronger_first=None, next_attempt_at=utcnow()
+            )
+        )
+    new_judge = MODELS[api][0]
+
+    drain(engine, settings.model_copy(update={"judge_model": new_judge}))
+
+    [verdict] = rows(engine, Verdict)
+    assert (verdict.status, verdict.judge_model) == (VerdictStatus.DONE, new_judge)
+    orders = [verdict.order_cheaper_first, verdict.order_stronger_first]
+    assert [o["judge_model"] if o else None for o in orders] == [new_judge, new_judge]
+    assert len([c for c in fake.calls()["calls"] if c["model"] == new_judge]) == 2

@@ -13,6 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from shadoweval.auth import service as auth_service
+from shadoweval.auth.models import Scope
 from shadoweval.feedback import service
 from shadoweval.feedback.models import (
     Feedback,
@@ -218,15 +220,21 @@ def test_feedback_field_errors_name_the_field(live_api: LiveApi, keys: Keys) -> 
 # --- review queue --------------------------------------------------------------------------
 
 
+def reviewer_key(engine: Engine, name: str) -> str:
+    """An operate key named after its reviewer: a key reviews as itself."""
+    with Session(engine) as session:
+        return auth_service.create_key(session=session, scopes=[Scope.OPERATE], name=name).key
+
+
 def test_review_queue_is_blind_and_randomises_the_order_per_reviewer(
     live_api: LiveApi, keys: Keys, engine: Engine
 ) -> None:
     verdict = judged_pair(engine)
     cheaper_text, stronger_text = texts_of(verdict)
     orders = set()
-    with live_api.client(keys.operate) as client:
-        for i in range(24):
-            response = client.get("/v1/review/queue", params={"reviewer": f"rev-{i}"})
+    for i in range(24):
+        with live_api.client(reviewer_key(engine, f"rev-{i}")) as client:
+            response = client.get("/v1/review/queue")
             assert response.status_code == 200, response.text
             (item,) = response.json()["items"]
             orders.add(tuple(a["text"] for a in item["answers"]))
@@ -237,8 +245,9 @@ def test_review_queue_is_blind_and_randomises_the_order_per_reviewer(
             fields = {"token", "router", "segment", "ts", "system", "messages", "answers"}
             assert set(item) == fields
             assert [a["position"] for a in item["answers"]] == ["A", "B"]
-        again = client.get("/v1/review/queue", params={"reviewer": "rev-0"}).json()["items"][0]
-        first = client.get("/v1/review/queue", params={"reviewer": "rev-0"}).json()["items"][0]
+    with live_api.client(reviewer_key(engine, "rev-x")) as client:
+        again = client.get("/v1/review/queue").json()["items"][0]
+        first = client.get("/v1/review/queue", params={"reviewer": "rev-x"}).json()["items"][0]
     # 24 reviewers with one fair coin each: both orders appear (all alike has p = 2^-23).
     assert orders == {(cheaper_text, stronger_text), (stronger_text, cheaper_text)}
     # The same reviewer sees the same token and order again.
@@ -265,33 +274,58 @@ def test_review_queue_represents_disagreements_inconsistent_pairs_and_every_segm
         )
         assert posted.status_code == 202
     wanted = {rare_segment.id, inconsistent.id, disagreement.id}
-    with live_api.client(keys.operate) as client:
-        for reviewer in ("ann", "bob", "cyd"):
-            items = client.get(
-                "/v1/review/queue", params={"reviewer": reviewer, "limit": 4}
-            ).json()["items"]
+    reviewers = {name: reviewer_key(engine, name) for name in ("ann", "bob", "cyd")}
+    for reviewer, key in reviewers.items():
+        with live_api.client(key) as client:
+            items = client.get("/v1/review/queue", params={"limit": 4}).json()["items"]
             served = {assignment_of(engine, item["token"]).verdict_id for item in items}
             assert len(served) == 4
             assert wanted <= served, reviewer
             assert {item["segment"] for item in items} == {"billing", "tax"}
 
-        # A pair the reviewer labelled is not served to them again, but still to others.
+    # A pair the reviewer labelled is not served to them again, but still to others.
+    with live_api.client(reviewers["ann"]) as client:
         token = next(
             item["token"]
-            for item in client.get("/v1/review/queue", params={"reviewer": "ann"}).json()["items"]
+            for item in client.get("/v1/review/queue").json()["items"]
             if assignment_of(engine, item["token"]).verdict_id == rare_segment.id
         )
         labelled = client.post(
             "/v1/review/labels", json={"token": token, "reviewer": "ann", "choice": "tie"}
         )
         assert labelled.status_code == 201, labelled.text
-        for_ann = client.get("/v1/review/queue", params={"reviewer": "ann", "limit": 100})
-        for_bob = client.get("/v1/review/queue", params={"reviewer": "bob", "limit": 100})
+        for_ann = client.get("/v1/review/queue", params={"limit": 100})
+    with live_api.client(reviewers["bob"]) as client:
+        for_bob = client.get("/v1/review/queue", params={"limit": 100})
     ann_ids = {assignment_of(engine, i["token"]).verdict_id for i in for_ann.json()["items"]}
     bob_ids = {assignment_of(engine, i["token"]).verdict_id for i in for_bob.json()["items"]}
     assert rare_segment.id not in ann_ids
     assert len(ann_ids) == len(routine) + 2
     assert rare_segment.id in bob_ids
+
+
+def test_a_key_cannot_review_or_label_as_someone_else(
+    live_api: LiveApi, keys: Keys, engine: Engine
+) -> None:
+    judged_pair(engine)
+    ann = reviewer_key(engine, "ann")
+    with live_api.client(ann) as client:
+        (item,) = client.get("/v1/review/queue").json()["items"]
+        queue = client.get("/v1/review/queue", params={"reviewer": "bob"})
+        label = client.post(
+            "/v1/review/labels", json={"token": item["token"], "reviewer": "bob", "choice": "A"}
+        )
+        prefix = "_".join(ann.split("_")[:2])
+        # The key's prefix names the same reviewer as its name: one key is one reviewer.
+        by_prefix = client.get("/v1/review/queue", params={"reviewer": prefix})
+    for response in (queue, label):
+        assert response.status_code == 403, response.text
+        assert response.json()["field"] == "reviewer"
+        assert "cannot act as reviewer 'bob'" in response.json()["detail"]
+    assert by_prefix.status_code == 200
+    with Session(engine) as session:
+        assert {a.reviewer for a in session.scalars(select(ReviewAssignment))} == {"ann"}
+        assert session.scalars(select(ReviewLabel)).all() == []
 
 
 def test_labels_map_back_to_the_tier_whatever_order_was_shown(
@@ -301,10 +335,11 @@ def test_labels_map_back_to_the_tier_whatever_order_was_shown(
     reverse = judged_pair(engine, outcome=Outcome.STRONGER_WINS, direction="reverse")
     texts = {forward.id: texts_of(forward), reverse.id: texts_of(reverse)}
     orders_seen = set()
-    with live_api.client(keys.operate) as client:
-        for i in range(12):
-            reviewer = f"rev-{i}"
-            items = client.get("/v1/review/queue", params={"reviewer": reviewer}).json()["items"]
+    stranger_key = reviewer_key(engine, "someone-else")
+    for i in range(12):
+        reviewer = f"rev-{i}"
+        with live_api.client(reviewer_key(engine, reviewer)) as client:
+            items = client.get("/v1/review/queue").json()["items"]
             assert len(items) == 2
             for item in items:
                 verdict_id = assignment_of(engine, item["token"]).verdict_id
@@ -327,10 +362,10 @@ def test_labels_map_back_to_the_tier_whatever_order_was_shown(
                 assert duplicate.status_code == 200
                 assert duplicate.json()["status"] == "duplicate"
                 assert duplicate.json()["choice"] == position  # the first label is kept
-                stranger = client.post(
-                    "/v1/review/labels",
-                    json={"token": item["token"], "reviewer": "someone-else", "choice": "A"},
-                )
+                with live_api.client(stranger_key) as stranger_client:
+                    stranger = stranger_client.post(
+                        "/v1/review/labels", json={"token": item["token"], "choice": "A"}
+                    )
                 assert stranger.status_code == 404
                 assert stranger.json()["field"] == "token"
 
@@ -407,7 +442,8 @@ def test_agreement_equals_the_hand_computed_kappa_per_judge(
             choice = ReviewChoice(position) if human else ReviewChoice.BOTH_BAD
             service.store_label(
                 session=session,
-                label=ReviewLabelIn(token=item.token, reviewer="ann", choice=choice),
+                label=ReviewLabelIn(token=item.token, choice=choice),
+                reviewer="ann",
             )
 
     with live_api.client(keys.read) as client:
@@ -446,6 +482,63 @@ def test_old_disagreements_and_inconsistent_pairs_are_found_beyond_the_newest_pa
         body = {"router": "r", "request_id": disagreement.request_id, "kind": "grade", "value": 1}
         assert client.post("/v1/feedback", json=body).status_code == 202
     with live_api.client(keys.operate) as client:
-        items = client.get("/v1/review/queue", params={"reviewer": "ann", "limit": 3}).json()
+        items = client.get("/v1/review/queue", params={"limit": 3}).json()
     served = {assignment_of(engine, item["token"]).verdict_id for item in items["items"]}
     assert {inconsistent.id, disagreement.id} <= served
+
+
+# --- deletion ------------------------------------------------------------------------------
+
+
+def add_feedback(session: Session, request_id: str, router: str = "r") -> None:
+    session.add(
+        Feedback(
+            router=router,
+            request_id=request_id,
+            kind="thumbs",
+            value=1,
+            acceptable=1,
+            source="end_user",
+            created_at=START,
+        )
+    )
+
+
+def test_deleting_a_routers_decisions_takes_their_feedback_and_review_rows(
+    engine: Engine,
+) -> None:
+    gone = judged_pair(engine, segment="tax")
+    kept = judged_pair(engine, segment="billing")
+    with Session(engine) as session:
+        for verdict in (gone, kept):
+            add_feedback(session, verdict.request_id)
+        add_feedback(session, "never-logged")
+        add_feedback(session, gone.request_id, router="other")
+        session.commit()
+        queue = service.review_queue(session=session, reviewer="ann", limit=10)
+        for item in queue.items:
+            service.store_label(
+                session=session,
+                label=ReviewLabelIn(token=item.token, choice=ReviewChoice.TIE),
+                reviewer="ann",
+            )
+
+        by_segment = service.delete_feedback_for(session, "r", segment_value="tax")
+        session.commit()
+        assert by_segment == service.FeedbackDeletion(
+            feedback=1, review_assignments=1, review_labels=1
+        )
+        left = {(f.router, f.request_id) for f in session.scalars(select(Feedback))}
+        assert left == {("r", kept.request_id), ("r", "never-logged"), ("other", gone.request_id)}
+
+        by_request = service.delete_feedback_for(session, "r", request_ids=[kept.request_id])
+        session.commit()
+        assert by_request.feedback == 1
+        assert session.scalars(select(ReviewLabel)).all() == []
+        assert session.scalars(select(ReviewAssignment)).all() == []
+
+        # The whole router: also feedback on decisions never logged.
+        assert service.delete_feedback_for(session, "r").feedback == 1
+        session.commit()
+        left = {(f.router, f.request_id) for f in session.scalars(select(Feedback))}
+        assert left == {("other", gone.request_id)}

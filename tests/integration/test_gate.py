@@ -398,25 +398,80 @@ def test_a_crashed_run_resumes_without_repeating_finished_items(
     assert len(calls_to(fake, settings.judge_model)) == 4
 
 
-def test_a_run_stops_spending_at_its_cap(
+def test_a_run_never_starts_a_request_it_cannot_pay_for(
     engine: Engine,
     settings: Settings,
     fake: FakeProviderServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seed_decisions(engine, settings, per_segment=2)
-    one_at_a_time = settings.model_copy(update={"worker_batch_size": 1})
     code, out, err = gate_cli(
-        one_at_a_time,
+        settings,
         monkeypatch,
         *base_args(**{"--sample": "6"}),
         "--max-cost-usd",
         "0.000000001",
     )
     assert code == 1, (out, err)
-    assert "5 of 6 replayed requests could not be judged (budget_exhausted)" in err
-    assert len(calls_to(fake, CANDIDATE)) == 1
+    assert "6 of 6 replayed requests could not be judged (budget_exhausted)" in err
+    assert calls_to(fake, CANDIDATE) == []
     with Session(engine) as session:
         run = session.exec(select(GateRun)).one()
     assert run.max_cost_usd == pytest.approx(1e-9)
-    assert run.cost_usd > 0
+    assert (run.cost_usd, run.reserved_usd) == (0, 0)
+
+
+def test_concurrent_items_reserve_their_cost_and_stay_within_the_cap(
+    engine: Engine,
+    settings: Settings,
+    fake: FakeProviderServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed_decisions(engine, settings, per_segment=2)
+    all_at_once = settings.model_copy(update={"worker_batch_size": 6})
+    gate_cli(all_at_once, monkeypatch, *base_args(**{"--sample": "6"}), "--max-cost-usd", "1000")
+    with Session(engine) as session:
+        first = session.exec(select(GateRun)).one()
+        estimates = [i.reserved_usd for i in session.exec(select(GateItem))]
+    assert all(e > 0 for e in estimates)
+    # Room for two requests' worst case at a time: the others wait for theirs to settle.
+    cap = 2.5 * max(estimates)
+    fake.reset()
+    _, out, err = gate_cli(
+        all_at_once, monkeypatch, *base_args(**{"--sample": "6"}), "--max-cost-usd", str(cap)
+    )
+    with Session(engine) as session:
+        run = session.exec(select(GateRun).where(GateRun.id != first.id)).one()
+    assert (run.items_done, run.items_error) == (6, 0), (out, err)
+    assert run.cost_usd <= cap
+    assert run.reserved_usd == pytest.approx(0, abs=1e-12)
+    assert len(calls_to(fake, CANDIDATE)) == 6
+
+
+def planned_sample(engine: Engine, settings: Settings, seed: int) -> list[tuple[str, str]]:
+    with Session(engine) as session:
+        run = gate_service.create_gate(
+            session=session,
+            settings=settings,
+            spec=GateCreate(
+                router=ROUTER, candidate=CANDIDATE, replace=CHEAP, sample=7, max_drop=0.1, seed=seed
+            ),
+            knows_model=lambda model: True,
+        )
+        run_id = run.id
+    assert gate_service.plan_due_runs(engine, owner="planner", settings=settings) == 1
+    with Session(engine) as session:
+        items = session.exec(select(GateItem).where(GateItem.gate_run_id == run_id)).all()
+    return sorted((item.segment_value, item.request_id) for item in items)
+
+
+def test_the_stratified_sample_is_drawn_in_the_database_and_seeded(
+    engine: Engine, settings: Settings
+) -> None:
+    seed_decisions(engine, settings, per_segment=12)
+    first = planned_sample(engine, settings, seed=4)
+    # 7 over three segments of 12: 3, 2, 2 (the remainder goes to the first by name).
+    counts = {s: sum(1 for seg, _ in first if seg == s) for s in SEGMENTS}
+    assert sorted(counts.values()) == [2, 2, 3]
+    assert planned_sample(engine, settings, seed=4) == first
+    assert planned_sample(engine, settings, seed=5) != first

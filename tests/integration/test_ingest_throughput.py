@@ -45,8 +45,8 @@ def _wait_for(condition: Any, what: str, limit_s: float = 20) -> None:
 
 @pytest.fixture
 def one_writer_api(base_settings: Settings, engine: Engine) -> Iterator[LiveApi]:
-    """A fresh API whose group-commit writer has one thread (PostgreSQL's default is two),
-    so which requests share a transaction is fixed by the test, not by thread timing."""
+    """A fresh API with a one-thread group-commit writer of its own, so which requests share
+    a transaction is fixed by the test, not by thread timing or earlier tests."""
     app = create_app(base_settings, engine)
     ingest_writer(app).threads = 1
     with serve(app) as api:

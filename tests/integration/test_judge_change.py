@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlmodel import Session
 from shadoweval.analytics import snapshots
 from shadoweval.config import Settings
 from shadoweval.events.models import Event
+from shadoweval.feedback import judge_changes
 from shadoweval.judge.models import Outcome
 from shadoweval.testing.fake_provider import FakeProviderServer, running_fake_provider
 from tests.conftest import Keys, LiveApi, decision
@@ -26,7 +27,9 @@ from tests.integration.test_feedback import START, judged_pair
 
 def watch(engine: Engine) -> int:
     # The job needs only the runtime's engine.
-    runtime: Any = SimpleNamespace(engine=engine)
+    runtime: Any = SimpleNamespace(
+        engine=engine, settings=SimpleNamespace(judge_watch_settle_seconds=60.0)
+    )
     return int(asyncio.run(watch_judges.run(runtime)))
 
 
@@ -127,6 +130,37 @@ def test_a_new_prompt_hash_is_a_new_judge_too(
     }
 
 
+def test_switching_back_to_an_earlier_judge_records_another_event(engine: Engine) -> None:
+    judged_pair(engine, finished_at=START + timedelta(hours=1))
+    judged_pair(engine, judge_key="judge-b#h1", finished_at=START + timedelta(hours=2))
+    assert watch(engine) == 1
+    # The watermark moved past what was read: back to judge A is a change of its own.
+    back = START + timedelta(hours=3)
+    judged_pair(engine, finished_at=back, ts=START + timedelta(minutes=7))
+    judged_pair(engine, finished_at=back + timedelta(minutes=1), ts=START + timedelta(minutes=9))
+    assert watch(engine) == 1
+    assert watch(engine) == 0
+
+    events = judge_events(engine)
+    assert [(e.dedup_key, e.details["previous_judge_key"]) for e in events] == [
+        ("r|judge-b#h1", "judge-a#h1"),
+        (f"r|judge-a#h1@{back.isoformat()}", "judge-b#h1"),
+    ]
+    assert events[1].ts == START + timedelta(minutes=7)
+
+
+def test_an_unsettled_verdict_waits_for_the_next_pass(engine: Engine) -> None:
+    judged_pair(engine, finished_at=START)
+    now = datetime.now(UTC)
+    # Finished just now: its transaction may still be open elsewhere, so it is not read yet.
+    judged_pair(engine, judge_key="judge-b#h1", finished_at=now)
+    with Session(engine) as session:
+        settle = timedelta(seconds=60)
+        assert judge_changes.record_judge_changes(session, settle=settle, now=now) == 0
+        later = now + settle + timedelta(seconds=1)
+        assert judge_changes.record_judge_changes(session, settle=settle, now=later) == 1
+
+
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[FakeProviderServer]:
     with running_fake_provider() as fake:
@@ -144,6 +178,8 @@ def test_switching_the_worker_to_a_new_judge_model_records_it_and_splits_segment
     for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     fake_server.reset()
+    # The pass runs right after judging: read verdicts as soon as they commit.
+    base_settings = base_settings.model_copy(update={"judge_watch_settle_seconds": 0})
     before = pipeline_settings(base_settings, fake_server)
     ingest(engine, before, [decision(f"before-{i}") for i in range(3)])
     drain(engine, before)  # a worker pass: shadow, judge, aggregate, watch_judges

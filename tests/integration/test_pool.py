@@ -172,7 +172,6 @@ def test_provider_failover_is_not_a_model_change(engine: Engine, settings: Setti
 
 def test_the_worker_runs_the_watcher_as_a_leader_job(engine: Engine, settings: Settings) -> None:
     ingest(engine, settings, first_models())
-    ingest(engine, settings, [decision("n-0", ts=at(60), chosen_model="claude-haiku-5")])
 
     def no_provider(model: str) -> Any:
         raise AssertionError("the watcher calls no provider")
@@ -181,12 +180,15 @@ def test_the_worker_runs_the_watcher_as_a_leader_job(engine: Engine, settings: S
         engine=engine, settings=settings, provider_for_model=no_provider, price_per_mtok=no_provider
     )
     (job,) = [job for job in scheduler.PERIODIC_JOBS if job.name == "watch_models"]
+    first = asyncio.run(runtime.run_job(job.name, job.run))
+    ingest(engine, settings, [decision("n-0", ts=at(60), chosen_model="claude-haiku-5")])
     result = asyncio.run(runtime.run_job(job.name, job.run))
 
+    assert first == {"scanned": 6, "new_models": 2, "events": 0, "boosted_strata": 0}
     assert job.leader_only
     assert job in scheduler.ONE_PASS
     assert runtime.stats["watch_models"].last_error is None
-    assert result == {"scanned": 7, "new_models": 3, "events": 1, "boosted_strata": 0}
+    assert result == {"scanned": 1, "new_models": 1, "events": 1, "boosted_strata": 0}
 
 
 def test_racing_and_repeated_watchers_record_one_event(engine: Engine, settings: Settings) -> None:
@@ -224,38 +226,83 @@ def test_racing_and_repeated_watchers_record_one_event(engine: Engine, settings:
     assert len(model_events(engine)) == 1
 
 
-def test_unsettled_decisions_wait_for_the_next_run(engine: Engine, base_settings: Settings) -> None:
-    ingest(engine, base_settings, first_models())
-    assert pool_service.watch_models(engine=engine, settings=base_settings).scanned == 0
-    later = datetime.now(UTC) + timedelta(seconds=base_settings.model_watch_settle_seconds + 1)
-    assert pool_service.watch_models(engine=engine, settings=base_settings, now=later).scanned == 6
-
-
-def test_the_watermark_never_passes_an_unsettled_decision(
-    engine: Engine, settings: Settings
-) -> None:
-    now = datetime.now(UTC)
+def add_decision(engine: Engine, *, id: int, request_id: str, model: str, ts: datetime) -> None:
     with Session(engine) as session:
-        for request_id, received_at in (("late", now + timedelta(hours=1)), ("early", T0)):
-            session.add(
-                Decision(
-                    router=ROUTER,
-                    request_id=request_id,
-                    ts=T0,
-                    received_at=received_at,
-                    tier="cheap",
-                    chosen_model="m",
-                    served_model="m",
-                    segment_value="billing",
-                    inclusion_probability=0.1,
-                    sampled=False,
-                )
+        session.add(
+            Decision(
+                id=id,
+                router=ROUTER,
+                request_id=request_id,
+                ts=ts,
+                received_at=T0,  # long ago: a settle lag on receipt time would not wait for it
+                tier="cheap",
+                chosen_model=model,
+                served_model=model,
+                segment_value="billing",
+                inclusion_probability=0.1,
+                sampled=False,
             )
+        )
         session.commit()
 
-    assert pool_service.watch_models(engine=engine, settings=settings, now=now).scanned == 0
-    later = now + timedelta(hours=2)
-    assert pool_service.watch_models(engine=engine, settings=settings, now=later).scanned == 2
+
+def test_a_lower_id_that_commits_late_is_still_read(
+    engine: Engine, base_settings: Settings
+) -> None:
+    """On PostgreSQL a decision can commit after a pass read higher ids: it must not be lost."""
+    now = datetime.now(UTC)
+    add_decision(engine, id=10, request_id="a", model="m", ts=T0)
+    add_decision(engine, id=11, request_id="b", model="m", ts=T0)
+    first = pool_service.watch_models(engine=engine, settings=base_settings, now=now)
+    assert (first.scanned, first.watermark) == (2, 0)  # read, but not settled yet
+
+    # id 5 was drawn before the pass but committed after it.
+    add_decision(engine, id=5, request_id="late", model="m-new", ts=T0 + timedelta(minutes=1))
+    soon = now + timedelta(seconds=base_settings.model_watch_settle_seconds / 2)
+    second = pool_service.watch_models(engine=engine, settings=base_settings, now=soon)
+    assert (second.scanned, second.new_models, second.events) == (3, 1, 1)
+    (event,) = model_events(engine)
+    assert event.dedup_key == f"{ROUTER}|cheap|m-new"
+
+    settled = now + timedelta(seconds=base_settings.model_watch_settle_seconds + 1)
+    third = pool_service.watch_models(engine=engine, settings=base_settings, now=settled)
+    assert third.watermark == 11  # the first pass's checkpoint has settled
+    later = settled + timedelta(seconds=base_settings.model_watch_settle_seconds + 1)
+    assert pool_service.watch_models(engine=engine, settings=base_settings, now=later).scanned == 0
+
+
+def test_backfilled_older_decisions_of_another_model_are_no_change(
+    engine: Engine, settings: Settings
+) -> None:
+    ingest(engine, settings, first_models())
+    pool_service.watch_models(engine=engine, settings=settings)
+    # Older logs shipped late: the router used another model before the pool was seen.
+    ingest(
+        engine,
+        settings,
+        [decision(f"old-{i}", ts=at(-600 + i), chosen_model="claude-2-haiku") for i in range(3)],
+    )
+
+    result = pool_service.watch_models(engine=engine, settings=settings)
+
+    assert (result.new_models, result.events) == (1, 0)
+    assert model_events(engine) == []
+    assert pool_of(engine)[("cheap", "claude-2-haiku")] == ("observed", True)
+
+
+def test_a_router_using_two_models_in_a_tier_from_day_one_has_no_change(
+    engine: Engine, settings: Settings
+) -> None:
+    ingest(
+        engine,
+        settings,
+        [decision("a", ts=at(0)), decision("b", ts=at(1), chosen_model="claude-haiku-4-6")],
+    )
+
+    result = pool_service.watch_models(engine=engine, settings=settings)
+
+    assert (result.new_models, result.events) == (2, 0)
+    assert model_events(engine) == []
 
 
 def test_put_pool_replaces_the_pool_and_records_added_models(
@@ -393,6 +440,8 @@ def test_the_calibration_window_starts_at_the_model_change(
     change = datetime(2026, 11, 22, tzinfo=UTC)
     ref_scores = rng.beta(2, 5, 600)
     labelled_decisions(engine, "m-old", ref_scores, rng.binomial(1, ref_scores), before)
+    # The first pass establishes the pool; the change is seen on a later one.
+    assert pool_service.watch_models(engine=engine, settings=settings).events == 0
     # The new cheap model is worse: the old scores now under-state how often strong is needed.
     cur_scores = rng.beta(2, 5, 400)
     labelled_decisions(engine, "m-new", cur_scores, rng.binomial(1, 0.5 * cur_scores + 0.3), change)
@@ -429,4 +478,4 @@ def test_get_pool_refuses_a_cursor_it_did_not_issue(live_api: LiveApi, keys: Key
     with live_api.client(keys.read) as client:
         response = client.get("/v1/pool", params={"cursor": "not-a-cursor"})
     assert response.status_code == 400
-    assert response.json()["loc"] == ["cursor"]
+    assert response.json()["field"] == "cursor"

@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
+from shadoweval.feedback.models import Feedback
 from shadoweval.ingest import service as ingest_service
 from shadoweval.ingest.models import Decision, DecisionPayload
 from shadoweval.ingest.parsing import ParsedBody
@@ -102,6 +103,27 @@ def test_deletion_by_request_segment_or_router_leaves_nothing_behind(
         )
     assert count(engine, ShadowRun) == 5
 
+    # Human feedback is keyed by (router, request_id): it must go with its decision.
+    with live_api.client(keys.ingest) as ingest:
+        for router, request_id in (
+            ("support-router", "keep"),
+            ("support-router", "one"),
+            ("support-router", "seg-1"),
+            ("other-router", "other"),
+        ):
+            answer = ingest.post(
+                "/v1/feedback",
+                json={
+                    "router": router,
+                    "request_id": request_id,
+                    "kind": "thumbs",
+                    "value": "down",
+                    "comment": "my phone number is in there",
+                },
+            )
+            assert answer.status_code in (200, 201, 202), answer.text
+    assert count(engine, Feedback) == 4
+
     with live_api.client(keys.admin) as admin:
         by_request = admin.delete(
             "/v1/decisions", params={"router": "support-router", "request_id": "one"}
@@ -109,7 +131,16 @@ def test_deletion_by_request_segment_or_router_leaves_nothing_behind(
         by_segment = admin.delete("/v1/decisions", params={"segment": "legal"}).json()
         by_router = admin.delete("/v1/decisions", params={"router": "other-router"}).json()
         nothing_named = admin.delete("/v1/decisions")
-    assert by_request == {"decisions": 1, "payloads": 1, "shadow_runs": 1, "verdicts": 1}
+    assert by_request == {
+        "decisions": 1,
+        "payloads": 1,
+        "shadow_runs": 1,
+        "verdicts": 1,
+        "feedback": 1,
+        "gate_items": 0,
+    }
+    assert by_segment["feedback"] == 1
+    assert by_router["feedback"] == 1
     assert by_segment["decisions"] == 2
     assert by_router["decisions"] == 1
     assert nothing_named.status_code == 400
@@ -120,6 +151,8 @@ def test_deletion_by_request_segment_or_router_leaves_nothing_behind(
         1,
         1,
     )
+    with Session(engine) as session:
+        assert [f.request_id for f in session.scalars(select(Feedback))] == ["keep"]
 
 
 def test_payload_only_deletion_keeps_the_decision(

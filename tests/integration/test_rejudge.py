@@ -78,22 +78,36 @@ def verdict_rows(engine: Engine) -> list[tuple[object, ...]]:
         ]
 
 
-def test_the_same_judge_agrees_with_its_stored_verdicts(engine: Engine, judged: Settings) -> None:
+def run_rejudge(engine: Engine, settings: Settings, sample: int = 100) -> rejudge.RejudgeReport:
     async def run() -> rejudge.RejudgeReport:
-        registry = build_provider_registry(judged)
+        registry = build_provider_registry(settings)
         try:
             return await rejudge.rejudge(
                 engine=engine,
-                settings=judged,
+                settings=settings,
                 provider_for_model=registry.for_model,
                 router=ROUTER,
-                sample=100,
+                sample=sample,
                 seed=1,
             )
         finally:
             await registry.aclose()
 
-    report = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_the_configured_judge_is_never_compared_with_itself(
+    engine: Engine, judged: Settings
+) -> None:
+    report = run_rejudge(engine, judged)
+    assert report.pairs == []
+
+
+def test_a_judge_that_labels_alike_agrees_with_the_stored_verdicts(
+    engine: Engine, judged: Settings
+) -> None:
+    other = judged.model_copy(update={"judge_model": "claude-haiku-4-5"})
+    report = run_rejudge(engine, other)
     figures = report.as_dict()
     assert (figures["sampled"], figures["compared"], figures["errors"]) == (6, 6, 0)
     assert figures["agreement_rate"] == 1.0
@@ -101,7 +115,26 @@ def test_the_same_judge_agrees_with_its_stored_verdicts(engine: Engine, judged: 
     # p_e = (4/6)² + (2/6)² = 5/9 < 1, so κ is defined: 1.
     assert figures["kappa"] == pytest.approx(1.0)
     assert figures["expected_agreement"] == pytest.approx(5 / 9)
-    assert report.new_judge_key == next(iter(report.stored_judge_keys))
+    assert report.new_judge_key.startswith("claude-haiku-4-5#")
+    assert all(key.startswith(f"{judged.judge_model}#") for key in report.stored_judge_keys)
+    # One rubric for every segment here: the per-segment keys are the default one.
+    assert set(report.new_judge_keys.values()) == {report.new_judge_key}
+
+
+def test_the_sample_is_seeded_and_drawn_without_the_new_judges_pairs(
+    engine: Engine, judged: Settings
+) -> None:
+    other = judged.model_copy(update={"judge_model": "claude-haiku-4-5"})
+    first, _ = rejudge.sample_verdicts(engine, router=ROUTER, sample=3, seed=5, settings=other)
+    again, _ = rejudge.sample_verdicts(engine, router=ROUTER, sample=3, seed=5, settings=other)
+    assert [v.id for v in first] == [v.id for v in again]
+    assert len(first) == 3
+    everything, _ = rejudge.sample_verdicts(
+        engine, router=ROUTER, sample=10, seed=5, settings=other
+    )
+    assert {v.id for v in first} < {v.id for v in everything}
+    mine, _ = rejudge.sample_verdicts(engine, router=ROUTER, sample=10, seed=5, settings=judged)
+    assert mine == []
 
 
 def test_cli_reports_how_often_a_new_judge_agrees_and_writes_nothing(

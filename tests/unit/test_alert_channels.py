@@ -212,16 +212,16 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
         assert len(set(delays)) > 100  # jittered, not synchronized
 
 
-def test_redact_url_hides_slack_paths_queries_and_credentials() -> None:
+def test_redact_url_hides_every_path_query_and_credentials_on_every_channel() -> None:
     slack = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
     assert channels.redact_url(slack, "slack") == "https://hooks.slack.com/***"
-    assert (
-        channels.redact_url("https://user:pw@hooks.example:8443/alerts?token=abc", "webhook")
-        == "https://hooks.example:8443/alerts?***"
-    )
-    assert channels.redact_url("http://127.0.0.1:9000/hook", "webhook") == (
-        "http://127.0.0.1:9000/hook"
-    )
+    # Generic receivers put tokens in the path too (Teams, Zapier, home-grown hooks).
+    for channel in channels.CHANNELS:
+        assert (
+            channels.redact_url("https://user:pw@hooks.example:8443/hooks/TOKEN?k=abc", channel)
+            == "https://hooks.example:8443/***?***"
+        )
+    assert channels.redact_url("http://127.0.0.1:9000/", "webhook") == "http://127.0.0.1:9000/"
 
 
 def test_number_fields_render_remaining_numbers_readably() -> None:

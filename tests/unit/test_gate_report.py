@@ -5,10 +5,14 @@ The XML parsed here is the module's own output (hence the S314 noqa), never untr
 
 from __future__ import annotations
 
+import itertools
 import xml.etree.ElementTree as ET
 
 import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, create_engine, select
 
+from shadoweval.gate import budget
+from shadoweval.gate.budget import estimate_item_cost
 from shadoweval.gate.evaluation import GateEvaluation, JudgedPair, error_share_exceeded, evaluate
 from shadoweval.gate.report import (
     render_error_junit,
@@ -16,7 +20,7 @@ from shadoweval.gate.report import (
     render_junit,
     render_markdown,
 )
-from shadoweval.gate.sample import allocate, choose
+from shadoweval.gate.sample import allocate, seeded_order
 from shadoweval.stats.noninferiority import LOSS, TIE, WIN
 
 
@@ -60,13 +64,31 @@ def test_allocation_is_even_and_gives_what_small_segments_cannot_use_to_the_othe
     assert sum(allocate({"x": 7, "y": 11, "z": 13}, 20).values()) == 20
 
 
-def test_choice_is_seeded_and_reproducible() -> None:
-    keys = [f"r-{i}" for i in range(50)]
-    first = choose(keys, 10, seed=1)
-    assert first == choose(reversed(keys), 10, seed=1)  # order of the log does not matter
-    assert len(set(first)) == 10
-    assert first != choose(keys, 10, seed=2)
-    assert choose(keys, 10, seed=1)[:5] == choose(keys, 5, seed=1)
+def drawn(ids: list[int], count: int, seed: int) -> list[int]:
+    """The sample the database draws with seeded_order (in-memory SQLite, no server)."""
+    engine = create_engine("sqlite://")
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True))
+    with engine.begin() as connection:
+        table.create(connection)
+        connection.execute(table.insert(), [{"id": i} for i in ids])
+        query = select(table.c.id).order_by(seeded_order(table.c.id, seed), table.c.id)
+        return [int(i) for i in connection.scalars(query.limit(count))]
+
+
+def test_the_sample_is_seeded_and_reproducible() -> None:
+    ids = list(range(1, 2001))
+    first = drawn(ids, 100, seed=1)
+    assert first == drawn(list(reversed(ids)), 100, seed=1)  # insertion order does not matter
+    assert len(set(first)) == 100
+    assert first != drawn(ids, 100, seed=2)
+    assert drawn(ids, 50, seed=1) == first[:50]
+    # Spread over the whole history, not one stretch of it, nor an arithmetic progression.
+    assert 700 < sum(first) / len(first) < 1300
+    assert sum(1 for i in first if i <= 1000) in range(35, 66)
+    assert len({b - a for a, b in itertools.pairwise(sorted(first))}) > 30
+    # Ids far beyond 2**31 stay within 64-bit arithmetic.
+    big = [2**62 + i for i in range(50)]
+    assert sorted(drawn(big, 50, seed=3)) == big
 
 
 def test_a_segment_failing_fails_the_gate_and_is_named() -> None:
@@ -162,3 +184,37 @@ def test_error_reports_say_there_is_no_verdict() -> None:
     assert error_share_exceeded(10, 1, 0.05)
     assert not error_share_exceeded(100, 5, 0.05)
     assert error_share_exceeded(0, 0, 0.05)
+
+
+def test_an_items_reservation_bounds_what_its_remaining_calls_can_cost() -> None:
+    price = (3.0, 15.0)  # USD per million input / output tokens
+    common = {
+        "request_tokens": 1000,
+        "answer_max_tokens": 500,
+        "judge_system_tokens": 800,
+        "judge_max_tokens": 200,
+        "candidate_price": price,
+        "replaced_price": price,
+        "judge_price": price,
+    }
+    everything = estimate_item_cost(
+        calls=budget.Calls(candidate=True, replaced=True, judge_orders=2), **common
+    )
+    answers = 2 * (1000 * 3.0 + 500 * 15.0) / 1e6
+    judge_input = 800 + budget.JUDGE_TEMPLATE_TOKENS + 1000 + 2 * 500
+    assert everything == pytest.approx(answers + 2 * (judge_input * 3.0 + 200 * 15.0) / 1e6)
+    # What is stored already is not paid for again; an unpriced model is refused unpaid.
+    one_order = estimate_item_cost(
+        calls=budget.Calls(candidate=False, replaced=False, judge_orders=1), **common
+    )
+    assert one_order == pytest.approx((everything - answers) / 2)
+    assert (
+        estimate_item_cost(
+            calls=budget.Calls(candidate=True, replaced=False, judge_orders=0),
+            **{**common, "candidate_price": None},
+        )
+        == 0.0
+    )
+    # Input is counted at 2 bytes per token: more tokens than any English text has.
+    assert budget.tokens("x" * 4000) == 2000
+    assert budget.tokens({"messages": [{"role": "user", "content": "é" * 10}]}) >= 10

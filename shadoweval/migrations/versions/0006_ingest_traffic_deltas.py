@@ -43,11 +43,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Deltas not folded yet would be lost: fold them into the snapshots first.
-    columns = ", ".join(TRAFFIC_COUNTS + ("cost_usd", "router_cost_usd"))
-    sums = ", ".join(f"SUM({name})" for name in TRAFFIC_COUNTS + ("cost_usd", "router_cost_usd"))
+    sums_columns = (*TRAFFIC_COUNTS, "cost_usd", "router_cost_usd")
+    columns = ", ".join(sums_columns)
+    sums = ", ".join(f"SUM({name})" for name in sums_columns)
     updates = ", ".join(
-        f"{name} = traffic_window_snapshot.{name} + excluded.{name}"
-        for name in TRAFFIC_COUNTS + ("cost_usd", "router_cost_usd")
+        f"{name} = traffic_window_snapshot.{name} + excluded.{name}" for name in sums_columns
     )
     op.execute(
         f"INSERT INTO traffic_window_snapshot (router, segment_value, tier, window_start, {columns}) "  # noqa: S608

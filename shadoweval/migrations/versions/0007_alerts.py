@@ -1,4 +1,5 @@
-"""Alerts: rule sets put through the API, and one alert row per firing episode.
+"""Alerts: rule sets put through the API, one alert row per firing episode, and the
+indexes that bound the evaluator's queries on decision and shadow_run.
 
 Revision ID: 0007_alerts
 Revises: 0006_ingest_traffic_deltas
@@ -59,9 +60,25 @@ def upgrade() -> None:
     )
     op.create_index("ix_alert_dedup_started", "alert", ["dedup_key", "started_at"])
     op.create_index("ix_alert_state", "alert", ["state", "updated_at"])
+    # Bounded evaluator queries (shadow_backlog, provider_error_rate).
+    sampled = (
+        sa.text("sampled IS true")
+        if op.get_bind().dialect.name == "postgresql"
+        else (sa.text("sampled IS 1"))
+    )
+    op.create_index(
+        "ix_decision_sampled_ts",
+        "decision",
+        ["ts"],
+        postgresql_where=sampled,
+        sqlite_where=sampled,
+    )
+    op.create_index("ix_shadow_run_finished", "shadow_run", ["finished_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_shadow_run_finished", table_name="shadow_run")
+    op.drop_index("ix_decision_sampled_ts", table_name="decision")
     op.drop_index("ix_alert_state", table_name="alert")
     op.drop_index("ix_alert_dedup_started", table_name="alert")
     op.drop_table("alert")

@@ -37,6 +37,8 @@ def upgrade() -> None:
         "model_watch_state",
         sa.Column("name", sa.String(length=64), primary_key=True),
         sa.Column("last_decision_id", big_id, nullable=False),
+        sa.Column("pending_decision_id", big_id),
+        sa.Column("pending_at", utc),
         sa.Column("updated_at", utc, nullable=False),
     )
 

@@ -70,9 +70,20 @@ def upgrade() -> None:
         sa.Column("created_at", utc, nullable=False),
         sa.UniqueConstraint("verdict_id", "reviewer", name="uq_review_label_verdict_reviewer"),
     )
+    op.create_table(
+        "judge_watch_state",
+        sa.Column("router", sa.String(200), primary_key=True),
+        sa.Column("last_finished_at", utc, nullable=False),
+        sa.Column("last_verdict_id", big_id, nullable=False),
+        sa.Column("judge_key", sa.String(300), nullable=False),
+        sa.Column("updated_at", utc, nullable=False),
+    )
+    op.create_index("ix_verdict_finished", "verdict", ["finished_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_table("judge_watch_state")
+    op.drop_index("ix_verdict_finished", table_name="verdict")
     op.drop_table("review_label")
     op.drop_table("review_assignment")
     op.drop_index("ix_feedback_created", table_name="feedback")

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("counts", json_type),
         sa.Column("cost_usd", sa.Float(), nullable=False),
         sa.Column("error_detail", sa.String(2000)),
+        sa.Column("rejected_provider_ids", json_type),
         sa.UniqueConstraint("tag", name="uq_provider_batch_tag"),
         sa.UniqueConstraint("provider", "provider_batch_id", name="uq_provider_batch_provider_id"),
     )

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from shadoweval.alerts import service
+from shadoweval.alerts.rules import RuleFileError
 from shadoweval.analytics.models import TrafficWindowSnapshot
+from shadoweval.app import create_app
+from shadoweval.config import Settings
 from shadoweval.db import utcnow
-from tests.conftest import Keys, LiveApi
+from tests.conftest import Keys, LiveApi, use_settings
 
 RULE = {
     "name": "escalation",
@@ -116,7 +123,8 @@ def test_list_filter_and_page(live_api: LiveApi, keys: Keys, fired: list[int]) -
         assert [a["id"] for a in first["items"] + second["items"]] == fired
         assert second["next_cursor"] is None
         assert client.get("/v1/alerts", params={"state": "sleeping"}).status_code == 422
-        assert client.get("/v1/alerts", params={"cursor": "x"}).status_code == 400
+        bad = client.get("/v1/alerts", params={"cursor": "x"})
+        assert (bad.status_code, bad.json()["loc"]) == (400, ["query", "cursor"])
 
 
 def test_get_one_carries_the_numbers_and_links(
@@ -157,3 +165,64 @@ def test_acknowledge_and_silence(live_api: LiveApi, keys: Keys, fired: list[int]
         assert in_the_past.json()["field"] == "until"
         naive = client.post(f"/v1/alerts/{alert_id}/silence", json={"until": "2030-01-01T00:00:00"})
         assert naive.status_code == 422
+
+
+BAD_RULES = """rules:
+  - name: escalation
+    kind: cascade_escalation_rate
+    warn: 0.4
+    alert: 0.3
+  - name: typo
+    kind: not_a_kind
+    warn: 1
+"""
+
+
+def test_a_bad_rule_file_answers_a_clear_error_with_field_paths(
+    live_api: LiveApi, keys: Keys, tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(BAD_RULES)
+    use_settings(live_api, alert_rules_file=path)
+    with live_api.client(keys.admin) as client:
+        response = client.get("/v1/alert-rules")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["code"] == "invalid_alert_rules"
+    assert body["source"] == str(path)
+    assert {".".join(str(p) for p in e["loc"]) for e in body["errors"]} == {
+        "rules.0",
+        "rules.1.kind",
+    }
+
+
+def test_the_api_refuses_to_start_on_a_bad_rule_file(
+    base_settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(BAD_RULES)
+    app = create_app(base_settings.model_copy(update={"alert_rules_file": path}), engine)
+    with pytest.raises(RuleFileError) as caught, TestClient(app):
+        pass
+    assert str(path) in str(caught.value)
+    assert "rules.1.kind" in str(caught.value)
+
+
+def test_worker_startup_checks_the_rules_and_warns_about_unsigned_webhooks(
+    base_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    unsigned = base_settings.model_copy(
+        update={"alert_webhook_url": "https://hooks.example/x", "alert_webhook_secret": None}
+    )
+    with caplog.at_level(logging.WARNING, logger="shadoweval.alerts.service"):
+        service.startup_checks(unsigned)
+    assert "without alert_webhook_secret" in caplog.text
+    caplog.clear()
+    signed = unsigned.model_copy(update={"alert_webhook_secret": "s"})
+    with caplog.at_level(logging.WARNING, logger="shadoweval.alerts.service"):
+        service.startup_checks(signed)
+    assert caplog.text == ""
+    path = tmp_path / "rules.yaml"
+    path.write_text(BAD_RULES)
+    with pytest.raises(RuleFileError):
+        service.startup_checks(signed.model_copy(update={"alert_rules_file": path}))

@@ -30,7 +30,7 @@ from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Verdict
 from shadoweval.runtime.worker import WorkerRuntime
 from shadoweval.sampling.models import BudgetDay
-from shadoweval.shadow.models import ShadowRun
+from shadoweval.shadow.models import BATCH_HOLD, ShadowRun
 
 NOW = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
 HOUR = NOW.replace(minute=0)
@@ -257,8 +257,40 @@ def test_labels_filter_and_disabling_a_rule_resolves_its_alerts(
     assert alerts(session)[0].resolve_reason == "rule disabled or removed"
 
 
-def test_quality_drop_fires_from_the_sequential_alarm(session: Session, settings: Settings) -> None:
+def verdict_hour(
+    session: Session, hour: datetime, *, harm: int, fine: int, fine_weight: float = 1.0
+) -> None:
+    """An hour of forward labels: harm labels sampled with π = 1, fine ones with π = 1/w."""
+    w = fine_weight
+    session.add(
+        VerdictWindowSnapshot(
+            router="support-router",
+            segment_value="billing",
+            direction="forward",
+            judge_key="judge-a",
+            window="hour",
+            window_start=hour,
+            labels=harm + fine,
+            sum_w=harm + fine * w,
+            sum_w2=harm + fine * w * w,
+            sum_wy=float(harm),
+            sum_vw=fine * (1 - 1 / w) * w * w,
+            sum_vwy=0.0,
+            updated_at=NOW,
+        )
+    )
+    session.commit()
+
+
+def test_quality_drop_fires_at_the_alarm_and_resolves_below_warn(
+    session: Session, settings: Settings
+) -> None:
     use_rules(session, {"name": "quality", "kind": "quality_drop", "warn": 0.5, "alert": 1.0})
+    log_a = np.log(settings.sequential_alarm_threshold)
+    # 100 reference labels in the first hour, then monitored hours with weighted labels.
+    verdict_hour(session, HOUR - timedelta(hours=3), harm=8, fine=92)
+    verdict_hour(session, HOUR - timedelta(hours=2), harm=20, fine=30, fine_weight=4.0)
+    verdict_hour(session, HOUR - timedelta(hours=1), harm=30, fine=70, fine_weight=4.0)
     state = SequentialState(
         router="support-router",
         segment_value="billing",
@@ -267,29 +299,66 @@ def test_quality_drop_fires_from_the_sequential_alarm(session: Session, settings
         baseline_rate=0.1,
         baseline_labels=100,
         baseline_positives=8,
-        labels=200,
+        labels=150,
         positives=50,
-        log_shiryaev_roberts=2.0,
-        last_ts=NOW - timedelta(minutes=10),
+        log_shiryaev_roberts=0.2 * log_a,
+        last_ts=HOUR - timedelta(minutes=10),
         updated_at=NOW,
     )
     session.add(state)
     session.commit()
-    assert evaluate(session, settings).opened == 0  # log R / log A ≈ 0.19
-    state.log_shiryaev_roberts = 11.0
+    assert evaluate(session, settings).opened == 0
+    state.log_shiryaev_roberts = 1.1 * log_a
     state.alarmed_at_ts = NOW - timedelta(minutes=20)
     session.add(state)
     session.commit()
     result = evaluate(session, settings, NOW + timedelta(minutes=1))
     (notification,) = result.notifications
+    assert (notification.kind, notification.details["level"]) == ("trigger", "alert")
     assert notification.dedup_key == "quality|support-router|billing"
     assert notification.severity == "warning"  # the rule's default severity
-    assert notification.numbers["estimate"] == pytest.approx(0.25)
-    assert notification.numbers["n"] == 200
-    assert notification.numbers["baseline_harm_rate"] == pytest.approx(0.1)
+    # The weighted (1/π) harm rate of the monitored hours, not 50/150 labels.
+    numbers = notification.numbers
+    assert numbers["estimate"] == pytest.approx(50 / (50 + 100 * 4.0))
+    assert numbers["n"] == 150
+    assert numbers["baseline_harm_rate"] == pytest.approx(0.1)
+    assert numbers["window_start"] == (HOUR - timedelta(hours=2)).isoformat()
+    assert numbers["window_end"] == HOUR.isoformat()
+    from shadoweval.analytics.service import segment_quality
+
+    [row] = [
+        q
+        for q in segment_quality(
+            session=session,
+            settings=settings,
+            router="support-router",
+            since=HOUR - timedelta(hours=2),
+            until=HOUR,
+        )
+        if q.direction == "forward"
+    ]
+    assert row.rate is not None
+    assert (numbers["estimate"], numbers["ci_low"], numbers["ci_high"]) == pytest.approx(
+        (row.rate.estimate, row.rate.ci_low, row.rate.ci_high)
+    )
     assert notification.dashboard_url == (
         "http://127.0.0.1:8501/quality?router=support-router&segment=billing"
     )
+
+    # R keeps updating after the alarm: between warn and alert the alert stays firing …
+    state.log_shiryaev_roberts = 0.7 * log_a
+    session.add(state)
+    session.commit()
+    result = evaluate(session, settings, NOW + timedelta(minutes=2))
+    assert result.notifications == []
+    assert alerts(session)[0].state == "firing"
+    # … and once log R falls below the warn level the episode resolves (hysteresis).
+    state.log_shiryaev_roberts = 0.3 * log_a
+    session.add(state)
+    session.commit()
+    result = evaluate(session, settings, NOW + timedelta(minutes=3))
+    assert [n.kind for n in result.notifications] == ["resolve"]
+    assert alerts(session)[0].resolve_reason == "condition cleared"
 
 
 def test_router_stale_clears_on_a_new_router_version(session: Session, settings: Settings) -> None:
@@ -415,8 +484,7 @@ def _run(session: Session, decision_id: int, status: str, **fields: Any) -> Shad
         ts=NOW - timedelta(minutes=20),
         status=status,
         next_attempt_at=NOW,
-        created_at=NOW - timedelta(minutes=20),
-        **fields,
+        **{"created_at": NOW - timedelta(minutes=20), **fields},
     )
     session.add(run)
     return run
@@ -429,16 +497,68 @@ def test_provider_error_rate_from_finished_shadow_runs(
         session,
         {"name": "errors", "kind": "provider_error_rate", "warn": 0.05, "alert": 0.2},
     )
+    # Batch results: decisions of two days ago whose runs finished 20 minutes ago count
+    # in the window they finished in (operational time, not decision time).
+    old_ts = NOW - timedelta(days=2)
     for i in range(10):
-        decision = _decision(f"d{i}", NOW - timedelta(minutes=20), "v1")
+        decision = _decision(f"d{i}", old_ts, "v1")
         session.add(decision)
         session.flush()
-        _run(session, decision.id or 0, "failed" if i < 3 else "succeeded")
+        _run(
+            session,
+            decision.id or 0,
+            "failed" if i < 3 else "succeeded",
+            mode="batch",
+            finished_at=NOW - timedelta(minutes=20),
+        )
+    # Finished before the window: not counted, however recent its decision.
+    decision = _decision("late", NOW - timedelta(minutes=30), "v1")
+    session.add(decision)
+    session.flush()
+    _run(session, decision.id or 0, "failed", finished_at=NOW - timedelta(hours=2))
     session.commit()
     evaluate(session, settings)
     (alert,) = alerts(session)
     assert (alert.dedup_key, alert.level) == ("errors|support-router|*", "alert")
     assert (alert.numbers["estimate"], alert.numbers["n"]) == (pytest.approx(0.3), 10)
+
+
+def test_shadow_backlog_gives_batch_items_their_allowance(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(session, {"name": "backlog", "kind": "shadow_backlog", "warn": 60, "alert": 240})
+    decision = _decision("b0", NOW - timedelta(hours=6), "v1")
+    decision.sampled = True
+    session.add(decision)
+    session.flush()
+    # Waiting six hours for its provider batch: normal in batch mode.
+    run = _run(
+        session,
+        decision.id or 0,
+        "running",
+        mode="batch",
+        created_at=NOW - timedelta(hours=6),
+        lease_until=BATCH_HOLD,
+    )
+    session.add(_verdict(decision, score=0.5, strong_needed=0))
+    session.flush()
+    verdict = session.scalars(select(Verdict)).one()
+    verdict.status, verdict.created_at = "waiting", NOW - timedelta(hours=6)
+    session.commit()
+    evaluate(session, settings)
+    assert alerts(session) == []
+
+    # Past batch_max_age + 24 h it is overdue, by the time beyond that allowance.
+    run.created_at = NOW - timedelta(hours=26)
+    session.add(run)
+    session.commit()
+    evaluate(session, settings, NOW + timedelta(minutes=1))
+    (alert,) = alerts(session)
+    allowance = settings.batch_max_age_seconds / 60 + 24 * 60
+    overdue = 26 * 60 + 1 - allowance
+    assert alert.numbers["batch_overdue_minutes"] == pytest.approx(overdue)
+    assert alert.numbers["oldest_open_item_age_minutes"] == 0.0
+    assert alert.level == ("alert" if overdue >= 240 else "warn")
 
 
 def test_shadow_backlog_ages_and_stuck_leases(session: Session, settings: Settings) -> None:
@@ -529,6 +649,76 @@ def test_calibration_drift_against_perfect_calibration(
     assert (alert.rule, alert.level, alert.numbers["n"]) == ("calibration", "alert", 200)
     assert alert.numbers["p_value_against_perfect_calibration"] < 0.001
     assert alert.dashboard_url == "http://127.0.0.1:8501/calibration?router=support-router"
+    # Bonferroni over the tests run: twice the smallest p-value (one test here: no reference).
+    tests = [
+        p
+        for p in (
+            alert.numbers["p_value_against_reference"],
+            alert.numbers["p_value_against_perfect_calibration"],
+        )
+        if p is not None
+    ]
+    assert alert.numbers["value"] == pytest.approx(min(1.0, len(tests) * min(tests)))
+
+
+def test_calibration_drift_bonferroni_and_model_change_split(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(
+        session,
+        {"name": "calibration", "kind": "calibration_drift", "warn": 0.5, "window": "1d"},
+    )
+    change = NOW - timedelta(hours=3)
+    record_event(
+        session,
+        kind="model_change",
+        dedup_key="support-router|cheap|haiku-5",
+        ts=change,
+        router="support-router",
+        details={"tier": "cheap", "model": "haiku-5"},
+    )
+    rng = np.random.default_rng(11)
+    for i in range(300):
+        # Before the change: 10 h of labels that must neither count as current nor be
+        # mixed with the labels after it.
+        ts = change - timedelta(hours=10) * (i / 300) - timedelta(seconds=1)
+        if i % 2:
+            ts = change + timedelta(hours=2) * (i / 300)
+        decision = _decision(f"m{i}", ts, "v1")
+        session.add(decision)
+        session.flush()
+        score = float(rng.random())
+        session.add(_verdict(decision, score=score, strong_needed=int(rng.random() < score)))
+    session.commit()
+    evaluate(session, settings)
+    (alert,) = alerts(session)
+    numbers = alert.numbers
+    assert numbers["n"] == 150  # only the labels since the change
+    assert numbers["window_start"] == change.isoformat()
+    assert numbers["window_starts_at_model_change"] is True
+    assert numbers["reference_window_start"] == (change - timedelta(days=1)).isoformat()
+    assert numbers["reference_window_end"] == change.isoformat()
+    p_ref = numbers["p_value_against_reference"]
+    p_perfect = numbers["p_value_against_perfect_calibration"]
+    assert p_ref is not None
+    assert p_perfect is not None
+    assert numbers["value"] == pytest.approx(min(1.0, 2 * min(p_ref, p_perfect)))
+
+
+def test_calibration_windows_never_straddle_a_model_change() -> None:
+    day = timedelta(days=1)
+    windows = service._calibration_windows
+    assert windows(NOW, day, []) == (NOW - day, NOW - 2 * day, NOW - day)
+    # A change inside the current window starts it; the reference ends there.
+    change = NOW - timedelta(hours=5)
+    assert windows(NOW, day, [change]) == (change, change - day, change)
+    # A change inside the reference window starts the reference.
+    older = NOW - timedelta(hours=30)
+    assert windows(NOW, day, [older]) == (NOW - day, older, NOW - day)
+    # Two changes: the reference runs back to the earlier one only.
+    between = NOW - timedelta(hours=20)
+    assert windows(NOW, day, [change, between]) == (change, between, change)
+    assert windows(NOW, day, [change, older]) == (change, change - day, change)
 
 
 def test_the_worker_job_evaluates_on_the_leader(engine: Engine, settings: Settings) -> None:
@@ -581,3 +771,48 @@ def _verdict(decision: Decision, *, score: float, strong_needed: int) -> Verdict
         created_at=decision.ts,
         finished_at=decision.ts,
     )
+
+
+def test_a_broken_rule_file_keeps_the_last_good_rules(
+    session: Session, settings: Settings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "_last_good_rules", None)
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n  - {name: escalation, kind: cascade_escalation_rate, warn: 0.25, alert: 0.3}\n"
+    )
+    from_file = settings.model_copy(update={"alert_rules_file": path})
+    traffic(session, decisions=100, escalated=40)
+    assert evaluate(session, from_file).rules_error is None
+    (alert,) = alerts(session)
+    assert alert.state == "firing"
+
+    path.write_text("rules:\n  - {name: escalation, kind: cascade_escalation_rate, warn: [}\n")
+    traffic(session, decisions=100, escalated=10)
+    result = evaluate(session, from_file, NOW + timedelta(minutes=1))
+    assert result.rules_error is not None
+    assert str(path) in result.rules_error
+    # Still evaluated, with the last rules that validated: the alert resolves as it should.
+    assert result.rules == 1
+    assert [n.kind for n in result.notifications] == ["resolve"]
+
+
+def test_shadow_backlog_reads_unplanned_decisions_through_the_sampled_index(
+    engine: Engine,
+) -> None:
+    from sqlalchemy import func, text
+
+    query = select(func.min(Decision.received_at)).where(
+        *service._unplanned_conditions(NOW - timedelta(hours=8))
+    )
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            compiled = query.compile(connection, compile_kwargs={"literal_binds": True})
+            plan = connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}")).all()
+            details = " ".join(str(row[-1]) for row in plan)
+        else:
+            compiled = query.compile(connection, compile_kwargs={"literal_binds": True})
+            connection.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = connection.execute(text(f"EXPLAIN {compiled}")).all()
+            details = " ".join(str(row[0]) for row in plan)
+    assert "ix_decision_sampled_ts" in details, details

@@ -241,6 +241,13 @@ def test_signed_webhook_verifies_and_tampering_or_staleness_fails(
     assert not channels.verify_signature(SECRET, timestamp, signature, tampered, now=now)
     assert not channels.verify_signature(SECRET, timestamp, signature, request.body, now=now + 301)
     assert request.headers[channels.DELIVERY_HEADER] == str(delivery_id)
+    # The delivery id is signed too: a replay cannot pass as another delivery.
+    assert request.json["delivery_id"] == delivery_id
+    forged = request.body.replace(
+        f'"delivery_id":{delivery_id}'.encode(), f'"delivery_id":{delivery_id + 1}'.encode()
+    )
+    assert forged != request.body
+    assert not channels.verify_signature(SECRET, timestamp, signature, forged, now=now)
 
     payload = request.json
     assert payload["kind"] == "trigger"
@@ -570,7 +577,7 @@ def test_api_lists_deliveries_with_attempts_and_redacted_secrets(
             assert secret not in response.text
         by_channel = {item["channel"]: item for item in page["items"]}
         assert by_channel["slack"]["url"] == f"http://127.0.0.1:{receiver.port}/***"
-        assert by_channel["webhook"]["url"] == f"http://127.0.0.1:{receiver.port}/hook?***"
+        assert by_channel["webhook"]["url"] == f"http://127.0.0.1:{receiver.port}/***?***"
         assert sum(len(item["attempts"]) for item in page["items"]) == 3
         failed_once = [i for i in page["items"] if i["attempts"][0]["status_code"] == 503]
         assert len(failed_once) == 1
@@ -584,11 +591,52 @@ def test_api_lists_deliveries_with_attempts_and_redacted_secrets(
         ).json()
         assert len(rest["items"]) == 2
         assert rest["next_cursor"] is None
-        assert client.get("/v1/alert-deliveries", params={"cursor": "junk"}).status_code == 400
+        junk = client.get("/v1/alert-deliveries", params={"cursor": "junk"})
+        assert (junk.status_code, junk.json()["loc"]) == (400, ["query", "cursor"])
 
         metrics = client.get("/metrics").text
         assert 'shadoweval_alert_deliveries_pending{channel="webhook"}' in metrics
         assert 'shadoweval_alert_deliveries_failed{channel="slack"} 0.0' in metrics
+
+
+def test_lists_show_the_last_attempts_and_the_attempts_route_pages_all(
+    live_api: LiveApi, keys: Keys, engine: Engine, base: Settings
+) -> None:
+    settings = make_settings(base, alert_webhook_url="http://127.0.0.1:9/hook")
+    [delivery_id] = enqueue(engine, settings, alert())
+    with session_scope(engine) as session:
+        for n in range(1, 9):
+            session.add(
+                AlertDeliveryAttempt(
+                    delivery_id=delivery_id,
+                    attempt=n,
+                    at=T0 + timedelta(minutes=n),
+                    outcome="retry",
+                    status_code=503,
+                    duration_ms=1.0,
+                )
+            )
+        row = session.get(AlertDelivery, delivery_id)
+        assert row is not None
+        row.attempts = 8
+        session.add(row)
+        session.commit()
+
+    with live_api.client(keys.read) as client:
+        [item] = client.get("/v1/alert-deliveries", params={"alert_id": 42}).json()["items"]
+        assert item["attempt_count"] == 8
+        assert [a["attempt"] for a in item["attempts"]] == [4, 5, 6, 7, 8]
+
+        path = f"/v1/alert-deliveries/{delivery_id}/attempts"
+        first = client.get(path, params={"limit": 5}).json()
+        assert [a["attempt"] for a in first["items"]] == [8, 7, 6, 5, 4]
+        rest = client.get(path, params={"limit": 5, "cursor": first["next_cursor"]}).json()
+        assert [a["attempt"] for a in rest["items"]] == [3, 2, 1]
+        assert rest["next_cursor"] is None
+        bad = client.get(path, params={"cursor": "junk"})
+        assert bad.status_code == 400
+        assert bad.json()["loc"] == ["query", "cursor"]
+        assert client.get("/v1/alert-deliveries/999999/attempts").status_code == 404
 
 
 def test_resolve_never_overtakes_its_trigger_after_an_outage(
@@ -641,3 +689,48 @@ def test_one_worker_pass_triggers_and_delivers_a_retrain(
     [request] = receiver.requests
     assert request.json["details"]["event_id"] == event_id
     assert runtime.stats["deliver_alerts"].last_error is None
+
+
+def test_finished_deliveries_are_purged_after_the_retention_period(
+    engine: Engine, base: Settings, receiver: Receiver
+) -> None:
+    [job] = [job for job in scheduler.PERIODIC_JOBS if job.name == "purge_deliveries"]
+    assert job.leader_only
+    settings = make_settings(base, alert_webhook_url=receiver.url, delivery_retention_days=30.0)
+    receiver.script = [(503, {})]
+    [done] = enqueue(engine, settings, alert())
+    assert process(engine, settings, Clock(T0)) == {"pending": 1}  # 503: retried later
+    assert process(engine, settings, Clock(T0 + timedelta(hours=1))) == {"delivered": 1}
+    [still_open] = enqueue(engine, settings, alert(alert_id=43, dedup_key="open"))
+    assert len(attempts(engine, done)) == 2
+
+    def purge(days: float) -> int:
+        return outbox.purge_finished_deliveries(
+            engine, settings=settings, now=T0 + timedelta(days=days), batch=1
+        )
+
+    def exists(delivery_id: int) -> bool:
+        with Session(engine) as session:
+            return session.get(AlertDelivery, delivery_id) is not None
+
+    assert purge(29) == 0
+    assert exists(done)
+    assert purge(31) == 1
+    assert not exists(done)
+    assert attempts(engine, done) == []
+    # Pending rows are never purged, however old.
+    assert exists(still_open)
+    # Never sooner than a day past the retry period, whatever the setting says.
+    short = settings.model_copy(update={"delivery_retention_days": 0.01})
+    [again] = enqueue(engine, short, alert(alert_id=44, dedup_key="again"))
+    with session_scope(engine) as session:
+        row = session.get(AlertDelivery, again)
+        assert row is not None
+        row.status = "failed"
+        session.add(row)
+        session.commit()
+    now = T0 + timedelta(hours=30)
+    assert outbox.purge_finished_deliveries(engine, settings=short, now=now) == 0
+    assert (
+        outbox.purge_finished_deliveries(engine, settings=short, now=now + timedelta(days=1)) == 1
+    )
