@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Table, distinct, select
+from sqlalchemy import Table, select
 from sqlmodel import Session
 
 from shadoweval.analytics.models import DriftReport
@@ -110,9 +110,9 @@ def check_completed_days(*, session: Session, now: datetime | None = None) -> in
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = today - timedelta(days=1)
     routers = session.scalars(
-        select(distinct(DECISION_TABLE.c.router)).where(
-            DECISION_TABLE.c.ts >= yesterday, DECISION_TABLE.c.ts < today
-        )
+        select(DECISION_TABLE.c.router)
+        .where(DECISION_TABLE.c.ts >= yesterday, DECISION_TABLE.c.ts < today)
+        .distinct()
     ).all()
     made = 0
     for router in routers:
