@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +32,8 @@ def context() -> Context:
     routers = data.routers(api)
     with st.sidebar:
         st.caption(f"API: {api.url}")
+        keep("router", "window")
+        linked("router", "router", routers)
         router = st.selectbox(
             "Router",
             routers,
@@ -49,6 +52,37 @@ def context() -> Context:
     ):
         simulated_banner()
     return Context(api=api, router=router, since=since, window_label=window)
+
+
+def keep(*keys: str) -> None:
+    """Carry the sidebar's choices over to the next page: Streamlit drops the state of a
+    widget drawn by another page (same key, new page, new widget) unless the value is
+    re-set through Session State before the widget is drawn."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
+def linked(key: str, param: str, options: Sequence[str] | None = None) -> None:
+    """Open a deep link (an alert's `?router=R&segment=S`) on its values: put the query
+    parameter `param` into widget `key` before the widget is drawn.
+
+    Only where the widget has no state yet or the link is new, so the reader's own choice
+    afterwards sticks across reruns while the URL still carries the link. `options` are the
+    widget's choices; a linked value not among them is reported, not set.
+    """
+    applied = f"_linked_{key}"
+    value = st.query_params.get(param)
+    if not value:
+        st.session_state.pop(applied, None)  # a later link to the same value applies again
+        return
+    if key in st.session_state and st.session_state.get(applied) == value:
+        return
+    st.session_state[applied] = value
+    if options is not None and value not in options:
+        st.warning(f"The link's {param} {value!r} has no data here; showing another.")
+        return
+    st.session_state[key] = value
 
 
 def simulated_banner() -> None:

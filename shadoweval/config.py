@@ -295,6 +295,20 @@ class Settings(BaseSettings):
     model_change_boost_factor: float = Field(
         default=5.0, ge=1, description="How many times more often a changed tier is sampled."
     )
+    # Off by default: a gate run spends provider money (up to gate_max_cost_usd) on every
+    # model change, which a team should opt into.
+    gate_on_model_change: bool = Field(
+        default=False, description="Queue a gate run (new model vs. previous) per model change."
+    )
+    gate_on_model_change_sample: int = Field(
+        default=200, ge=1, le=100_000, description="Requests the model-change gate replays."
+    )
+    gate_on_model_change_max_drop: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Non-inferiority margin of the model-change gate (P(loss) - P(win)).",
+    )
     # --- end model watcher ---
 
     # --- dashboard (`shadoweval dashboard` reads the HTTP API only, never the database) ---

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,9 +15,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError as AlembicError
 from fastapi import Depends, Request
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, event, func, text
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, Table, event, func, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
@@ -68,6 +68,16 @@ def utc_day(column: Any, dialect_name: str) -> Any:
     if dialect_name == "postgresql":
         return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
     return func.strftime("%Y-%m-%d", column)  # SQLite stores naive UTC
+
+
+def dialect_insert(bind: Connection | Engine | Session) -> Callable[[Table], Any]:
+    """The INSERT constructor of `bind`'s dialect, for ON CONFLICT clauses.
+
+    Both dialects spell on_conflict_do_nothing/do_update the same way; the generic
+    sqlalchemy.insert has neither. Typed Any because their Insert classes differ.
+    """
+    dialect = (bind.get_bind() if isinstance(bind, Session) else bind).dialect
+    return postgresql.insert if dialect.name == "postgresql" else sqlite.insert
 
 
 def create_db_engine(settings: Settings) -> Engine:

@@ -47,6 +47,7 @@ if not ui.unavailable(agreement, "Agreement with human labels"):
 
 st.subheader("Judged pairs")
 f1, f2, f3 = st.columns(3)
+ui.linked("judge_segment", "segment")
 segment = f1.text_input("Segment", key="judge_segment") or None
 outcome = f2.selectbox(
     "Outcome", ["any", "cheaper_wins", "stronger_wins", "tie", "inconsistent"], key="judge_outcome"

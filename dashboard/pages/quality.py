@@ -47,6 +47,7 @@ st.dataframe(shown, hide_index=True, width="stretch")
 
 st.subheader("One segment over decision time")
 segments = sorted(table["segment"].unique())
+ui.linked("quality_segment", "segment", segments)
 segment = st.selectbox("Segment", segments, key="quality_segment")
 verdicts = ctx.api.list_all(
     "/v1/verdicts",

@@ -14,8 +14,6 @@ and receivers can drop repeats by the `X-Shadoweval-Delivery` id.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import json
 import logging
@@ -30,10 +28,10 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 from sqlalchemy import Table, and_, case, exists, func, insert, or_, select, type_coerce, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from shadoweval import paging
 from shadoweval.alerts import channels
 from shadoweval.alerts.channels import Channel
 from shadoweval.alerts.delivery_models import (
@@ -47,9 +45,10 @@ from shadoweval.alerts.delivery_models import (
 )
 from shadoweval.alerts.notification import Notification
 from shadoweval.config import Settings, get_settings
-from shadoweval.db import UtcDateTime, utcnow
+from shadoweval.db import UtcDateTime, dialect_insert, utcnow
 from shadoweval.events.models import Event
-from shadoweval.exceptions import InvalidRequest, NotFound
+from shadoweval.exceptions import NotFound
+from shadoweval.runtime import leases
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,6 @@ def enqueue_notification(
     now = now or utcnow()
     event_id = notification.details.get("event_id") if notification.kind == "retrain" else None
     source = _source(settings)
-    bind = session.get_bind()
     ids: list[int] = []
     for channel, url in configured_channels(settings, notification.kind):
         values: dict[str, Any] = {
@@ -119,11 +117,8 @@ def enqueue_notification(
         else:
             # ON CONFLICT keeps the caller's transaction usable on PostgreSQL, where a
             # unique violation would abort it.
-            dialect_insert = (
-                postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
-            )
             statement = (
-                dialect_insert(DELIVERY_TABLE)
+                dialect_insert(session)(DELIVERY_TABLE)
                 .values(**values)
                 .on_conflict_do_nothing(index_elements=["event_id", "channel"])
             )
@@ -250,24 +245,19 @@ def claim_due(
         older.c.id < c.id,
         older.c.status.in_(OPEN_STATUSES),
     )
-    candidates = select(c.id).where(due, ~older_open).order_by(c.next_attempt_at, c.id).limit(limit)
-    if engine.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    statement = (
-        update(DELIVERY_TABLE)
-        .where(c.id.in_(candidates.scalar_subquery()))
-        .values(
-            status=DeliveryStatus.IN_FLIGHT,
-            lease_owner=owner,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            attempts=c.attempts + 1,
-        )
-        .returning(c.id)
+    return leases.claim_rows(
+        engine,
+        DELIVERY_TABLE,
+        where=and_(due, ~older_open),
+        order_by=(c.next_attempt_at, c.id),
+        limit=limit,
+        values={
+            "status": DeliveryStatus.IN_FLIGHT,
+            "lease_owner": owner,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+            "attempts": c.attempts + 1,
+        },
     )
-    # The UPDATE comes first on its connection: on SQLite a read-first transaction
-    # could not upgrade to a write without risking SQLITE_BUSY.
-    with engine.begin() as connection:
-        return sorted(int(row[0]) for row in connection.execute(statement))
 
 
 @dataclass(frozen=True)
@@ -565,12 +555,12 @@ def list_deliveries(
         if value is not None:
             query = query.where(column == value)
     if cursor:
-        query = query.where(c.id < _cursor_id(cursor))
+        query = query.where(c.id < paging.decode_id(cursor))
     rows = [dict(r._mapping) for r in session.execute(query.order_by(c.id.desc()).limit(limit + 1))]
     page = rows[:limit]
     attempts = _recent_attempts(session, [int(r["id"]) for r in page])
     items = [_public(row, attempts[int(row["id"])]) for row in page]
-    next_cursor = _encode_cursor(int(page[-1]["id"])) if len(rows) > limit else None
+    next_cursor = paging.encode_id(int(page[-1]["id"])) if len(rows) > limit else None
     return AlertDeliveryPage(items=items, next_cursor=next_cursor)
 
 
@@ -610,12 +600,12 @@ def list_attempts(
     a = ATTEMPT_TABLE.c
     query = select(ATTEMPT_TABLE).where(a.delivery_id == delivery_id)
     if cursor:
-        query = query.where(a.id < _cursor_id(cursor))
+        query = query.where(a.id < paging.decode_id(cursor))
     rows = list(session.execute(query.order_by(a.id.desc()).limit(limit + 1)))
     page = rows[:limit]
     return DeliveryAttemptPage(
         items=[DeliveryAttemptPublic.model_validate(row._mapping) for row in page],
-        next_cursor=_encode_cursor(int(page[-1].id)) if len(rows) > limit else None,
+        next_cursor=paging.encode_id(int(page[-1].id)) if len(rows) > limit else None,
     )
 
 
@@ -640,21 +630,6 @@ def _public(row: dict[str, Any], attempts: list[DeliveryAttemptPublic]) -> Alert
         payload=row["payload"],
         attempts=attempts,
     )
-
-
-def _encode_cursor(delivery_id: int) -> str:
-    raw = json.dumps({"id": delivery_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _cursor_id(cursor: str) -> int:
-    try:
-        data = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
-        return int(data["id"])
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidRequest(
-            "cursor is not valid; pass next_cursor from a previous page", loc=["query", "cursor"]
-        ) from exc
 
 
 def open_counts(engine: Engine, now: datetime) -> list[dict[str, Any]]:

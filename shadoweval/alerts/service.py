@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import Table, case, func, or_, select
 from sqlmodel import Session
 
+from shadoweval import paging
 from shadoweval.alerts import rules as alert_rules
 from shadoweval.alerts.models import Alert, AlertPage, AlertPublic, AlertRuleSet, RuleSetPublic
 from shadoweval.alerts.notification import Notification, NotificationKind
@@ -1041,20 +1042,13 @@ def list_alerts(
         if value is not None:
             query = query.where(column == value)
     if cursor is not None:
-        try:
-            before = int(cursor)
-        except ValueError as error:
-            raise InvalidRequest(
-                "cursor is not valid; pass next_cursor from a previous page",
-                loc=["query", "cursor"],
-            ) from error
-        query = query.where(a.id < before)
+        query = query.where(a.id < paging.decode_id(cursor))
     rows = list(session.scalars(query))
     more = len(rows) > limit
     rows = rows[:limit]
     return AlertPage(
         items=[_public(row) for row in rows],
-        next_cursor=str(rows[-1].id) if more and rows else None,
+        next_cursor=paging.encode_id(cast(int, rows[-1].id)) if more and rows else None,
     )
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import datetime
 from typing import Any, cast
 
@@ -12,8 +9,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Table, and_, func, or_, select
 from sqlmodel import Session
 
+from shadoweval import paging
 from shadoweval.db import utc_day
-from shadoweval.exceptions import InvalidRequest, NotFound
+from shadoweval.exceptions import NotFound
 from shadoweval.feedback.judge_changes import judge_event_key
 from shadoweval.ingest.models import DecisionPayload
 from shadoweval.judge import quality
@@ -61,18 +59,9 @@ class JudgeQualityReport(BaseModel):
     judge_cost_usd: float
 
 
-def _cursor(ts: datetime, item_id: int) -> str:
-    raw = json.dumps({"ts": ts.isoformat(), "id": item_id})
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
 def _after(table: Table, cursor: str) -> Any:
-    try:
-        data = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
-        ts, item_id = datetime.fromisoformat(data["ts"]), int(data["id"])
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidRequest("cursor is not valid; pass next_cursor from a previous page") from exc
-    return or_(table.c.ts > ts, and_(table.c.ts == ts, table.c.id > item_id))
+    key = paging.decode_keyset(cursor)
+    return or_(table.c.ts > key.ts, and_(table.c.ts == key.ts, table.c.id > key.id))
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -118,7 +107,7 @@ def list_verdicts(
     items = [_verdict_public(session, v, include_answers) for v in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
     return VerdictPage(
-        items=items, next_cursor=_cursor(last.ts, cast(int, last.id)) if last else None
+        items=items, next_cursor=paging.encode_keyset(last.ts, cast(int, last.id)) if last else None
     )
 
 
@@ -181,7 +170,7 @@ def list_shadow_runs(
     last = rows[limit - 1] if len(rows) > limit else None
     return ShadowRunPage(
         items=[ShadowRunPublic.model_validate(r, from_attributes=True) for r in rows[:limit]],
-        next_cursor=_cursor(last.ts, cast(int, last.id)) if last else None,
+        next_cursor=paging.encode_keyset(last.ts, cast(int, last.id)) if last else None,
     )
 
 

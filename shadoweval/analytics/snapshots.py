@@ -15,12 +15,11 @@ from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import Table, and_, case, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from shadoweval.analytics.models import SNAPSHOT_SUMS, SequentialState, VerdictWindowSnapshot
 from shadoweval.config import Settings
-from shadoweval.db import UtcDateTime, utcnow
+from shadoweval.db import UtcDateTime, dialect_insert, utcnow
 from shadoweval.events import service as events
 from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Outcome, Verdict, VerdictStatus
@@ -42,10 +41,6 @@ def _day(ts: datetime) -> datetime:
 
 
 WINDOWS: dict[str, Callable[[datetime], datetime]] = {"hour": _hour, "day": _day}
-
-
-def _insert(connection: Connection) -> Any:
-    return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
 
 
 def contribution(verdict: dict[str, Any]) -> dict[str, float]:
@@ -146,7 +141,7 @@ def aggregate_finished_verdicts(engine: Engine, *, limit: int = 5000) -> int:
                     total[name] += value
         if not totals:
             return 0
-        insert = _insert(connection)
+        insert = dialect_insert(connection)
         statement = insert(SNAPSHOT_TABLE)
         statement = statement.on_conflict_do_update(
             index_elements=[
@@ -234,7 +229,7 @@ def advance_sequential_tests(
         threshold = settings.sequential_alarm_threshold
         rise = settings.harm_alert_rate - settings.harm_baseline
         fed = alarms = 0
-        insert = _insert(connection)
+        insert = dialect_insert(connection)
         for router, segment, judge_key in keys:
             connection.execute(
                 insert(STATE_TABLE)
@@ -412,7 +407,7 @@ def fold_traffic_deltas(engine: Engine, *, limit: int = 100_000) -> int:
                 total[position] += value or 0
         if not totals:
             return 0
-        statement = _insert(connection)(traffic)
+        statement = dialect_insert(connection)(traffic)
         statement = statement.on_conflict_do_update(
             index_elements=list(keys),
             set_={name: traffic.c[name] + statement.excluded[name] for name in TRAFFIC_SUMS},

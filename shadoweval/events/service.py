@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from shadoweval.db import utcnow
+from shadoweval.db import dialect_insert, utcnow
 from shadoweval.events.models import Event, EventPublic
 
 log = logging.getLogger(__name__)
@@ -28,8 +27,7 @@ def record_event(
     details: dict[str, Any] | None = None,
 ) -> bool:
     """Insert the event unless one with the same (kind, dedup_key) exists; True when new."""
-    bind = connection.get_bind() if isinstance(connection, Session) else connection
-    insert = postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
+    insert = dialect_insert(connection)
     result = connection.execute(
         insert(EVENT_TABLE)
         .values(

@@ -22,10 +22,9 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from shadoweval.db import utcnow
+from shadoweval.db import dialect_insert, utcnow
 from shadoweval.events.service import record_event
 from shadoweval.feedback.models import JudgeWatchState
 from shadoweval.judge.models import Verdict, VerdictStatus
@@ -58,11 +57,6 @@ def judge_event_key(router: str, judge_key: str, started_at: datetime | None = N
         return key
     # Over-long names still get exactly one event each.
     return f"{router[:200]}|sha256:{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-def _insert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(STATE)
 
 
 def _runs(rows: list[Row[Any]], current: str | None) -> list[tuple[str | None, JudgeRun]]:
@@ -182,7 +176,7 @@ def record_judge_changes(
                 "updated_at": utcnow(),
             }
             session.execute(
-                _insert(session)
+                dialect_insert(session)(STATE)
                 .values(router=router, **values)
                 .on_conflict_do_update(index_elements=["router"], set_=values)
             )

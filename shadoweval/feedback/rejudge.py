@@ -27,8 +27,8 @@ from shadoweval.feedback.service import PairTexts, load_pairs
 from shadoweval.gate.sample import seeded_order
 from shadoweval.judge.models import OrderResult, Verdict, VerdictStatus
 from shadoweval.judge.parsing import combine_orders
-from shadoweval.judge.prompts import build_judge_prompt, build_user_turn
-from shadoweval.judge.service import judge_order
+from shadoweval.judge.prompts import build_judge_prompt
+from shadoweval.judge.service import JudgeTexts, judge_order, order_turns
 from shadoweval.providers.base import Provider, ProviderError
 from shadoweval.shadow.service import judge_identity
 from shadoweval.stats.agreement import Kappa, cohen_kappa
@@ -202,10 +202,16 @@ async def rejudge(
     async def one(verdict: Verdict) -> RejudgedPair:
         assert verdict.id is not None
         pair = texts[verdict.id]
-        assert pair.cheaper_answer is not None
-        assert pair.stronger_answer is not None
-        rubric = settings.judge_rubric_by_segment.get(verdict.segment_value, settings.judge_rubric)
-        prompt = build_judge_prompt(rubric)
+        system, turns = order_turns(
+            JudgeTexts(
+                segment_value=verdict.segment_value,
+                messages=pair.messages,
+                system=pair.system,
+                cheaper_answer=pair.cheaper_answer,
+                stronger_answer=pair.stronger_answer,
+            ),
+            settings,
+        )
         stored = RejudgedPair(
             verdict_id=verdict.id,
             segment=verdict.segment_value,
@@ -214,23 +220,15 @@ async def rejudge(
             stored_strong_needed=int(verdict.strong_needed or 0),
         )
 
-        async def order(answer_a: str, answer_b: str) -> OrderResult:
-            user_turn = build_user_turn(
-                messages=pair.messages,
-                system=pair.system,
-                answer_a=answer_a,
-                answer_b=answer_b,
-                char_budget=settings.judge_char_budget,
-            )
+        async def order(name: str) -> OrderResult:
             return await judge_order(
-                provider=provider, settings=settings, system=prompt.system, user_turn=user_turn
+                provider=provider, settings=settings, system=system, user_turn=turns[name]
             )
 
         async with slots:
             try:
                 cheaper_first, stronger_first = await asyncio.gather(
-                    order(pair.cheaper_answer, pair.stronger_answer),
-                    order(pair.stronger_answer, pair.cheaper_answer),
+                    order("order_cheaper_first"), order("order_stronger_first")
                 )
             except ProviderError as error:
                 return replace(stored, error=f"{error.reason}: {error.message}")

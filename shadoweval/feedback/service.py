@@ -11,12 +11,11 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy import Table, and_, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from shadoweval.auth.models import ApiKey, Principal
 from shadoweval.config import Settings
-from shadoweval.db import utcnow
+from shadoweval.db import dialect_insert, utcnow
 from shadoweval.exceptions import NotFound, PermissionDenied
 from shadoweval.feedback import labels as reductions
 from shadoweval.feedback.models import (
@@ -37,8 +36,9 @@ from shadoweval.feedback.models import (
 from shadoweval.feedback.queue import Candidate, stratified_order
 from shadoweval.ingest.models import Decision, DecisionPayload
 from shadoweval.ingest.parsing import ParsedBody
+from shadoweval.judge import answers as judge_answers
 from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
-from shadoweval.shadow.models import RunKind, ShadowRun
+from shadoweval.shadow.models import ShadowRun
 from shadoweval.stats.agreement import cohen_kappa
 
 API_KEY = cast(Table, ApiKey.__table__)  # type: ignore[attr-defined]
@@ -52,11 +52,6 @@ RUN = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
 # every segment and the rare disagreements, bounded so a large history stays cheap.
 QUEUE_CANDIDATES = 2000
 QUEUE_RARE_CANDIDATES = 500
-
-
-def _insert(session: Session, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 # --- feedback ------------------------------------------------------------------------------
@@ -99,7 +94,7 @@ def ingest_feedback(
         value = item.numeric_value
         row_known = (item.router, item.request_id) in known
         inserted = session.execute(
-            _insert(session, FEEDBACK)
+            dialect_insert(session)(FEEDBACK)
             .values(
                 router=item.router,
                 request_id=item.request_id,
@@ -184,29 +179,28 @@ def load_pairs(session: Session, verdicts: list[Verdict]) -> dict[int, PairTexts
             )
         )
     }
-    runs: dict[int, dict[str, str | None]] = defaultdict(dict)
+    runs: dict[int, dict[str, judge_answers.RunAnswer]] = defaultdict(dict)
     for decision_id, kind, text in session.execute(
         select(RUN.c.decision_id, RUN.c.kind, RUN.c.response_text).where(
             RUN.c.decision_id.in_(decision_ids)
         )
     ):
-        runs[decision_id][kind] = text
+        runs[decision_id][kind] = judge_answers.RunAnswer(text)
     pairs = {}
     for verdict in verdicts:
         assert verdict.id is not None
         payload = payloads.get(verdict.decision_id)
         request = (payload.request if payload else None) or {}
-        routed = ((payload.response if payload else None) or {}).get("text")
-        by_kind = runs.get(verdict.decision_id, {})
-        if RunKind.ROUTED_RERUN in by_kind:
-            routed = by_kind[RunKind.ROUTED_RERUN]
-        shadow = by_kind.get(RunKind.SHADOW)
-        forward = reductions.served_is_cheaper(verdict.direction)
+        answers = judge_answers.assemble(
+            verdict,
+            logged_response=payload.response if payload else None,
+            runs=runs.get(verdict.decision_id, {}),
+        )
         pairs[verdict.id] = PairTexts(
             messages=list(request.get("messages") or []),
             system=request.get("system"),
-            cheaper_answer=routed if forward else shadow,
-            stronger_answer=shadow if forward else routed,
+            cheaper_answer=answers.cheaper_answer,
+            stronger_answer=answers.stronger_answer,
         )
     return pairs
 
@@ -371,7 +365,7 @@ def _assign(
     for verdict_id in verdict_ids:
         order = rng.choice([PresentedOrder.CHEAPER_FIRST, PresentedOrder.STRONGER_FIRST])
         session.execute(
-            _insert(session, ASSIGNMENT)
+            dialect_insert(session)(ASSIGNMENT)
             .values(
                 token=secrets.token_urlsafe(24),
                 verdict_id=verdict_id,
@@ -414,7 +408,7 @@ def store_label(
     value = reductions.derandomise(label.choice, assignment.presented_order)
     now = utcnow()
     inserted = session.execute(
-        _insert(session, LABEL)
+        dialect_insert(session)(LABEL)
         .values(
             verdict_id=assignment.verdict_id,
             reviewer=reviewer,

@@ -28,6 +28,7 @@ from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
+from shadoweval import paging
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.exceptions import InvalidRequest, NotFound
@@ -45,7 +46,7 @@ from shadoweval.ingest.models import Decision, DecisionPayload
 from shadoweval.judge import service as judge_service
 from shadoweval.judge.models import OrderResult, Outcome
 from shadoweval.judge.parsing import combine_orders
-from shadoweval.judge.prompts import build_judge_prompt, build_user_turn, render_conversation
+from shadoweval.judge.prompts import build_judge_prompt, render_conversation
 from shadoweval.providers.base import Completion, Provider, ProviderError
 from shadoweval.providers.pricing import PricingTable
 from shadoweval.runtime import leases
@@ -118,8 +119,12 @@ def create_gate(
     knows_model: KnowsModel,
     requested_by: str | None = None,
     now: datetime | None = None,
+    commit: bool = True,
 ) -> GateRun:
-    """Validate and store a queued gate run (committed); a worker or the CLI runs it."""
+    """Validate and store a queued gate run (committed); a worker or the CLI runs it.
+
+    `commit=False` only flushes (the run has its id), so a caller can store the run in
+    its own transaction, e.g. with the model_change event that starts it."""
     validate_request(session, spec, knows_model)
     now = now or utcnow()
     run = GateRun(
@@ -138,6 +143,9 @@ def create_gate(
         created_at=now,
     )
     session.add(run)
+    if not commit:
+        session.flush()
+        return run
     session.commit()
     session.refresh(run)
     return run
@@ -318,18 +326,22 @@ def _claim_run(engine: Engine, run_id: int, *, owner: str, lease_seconds: float)
         columns.status == GateStatus.QUEUED,
         and_(columns.status == GateStatus.RUNNING, columns.lease_until < now),
     )
-    with engine.begin() as connection:
-        result = connection.execute(
-            update(RUN_TABLE)
-            .where(columns.id == run_id, due)
-            .values(
-                status=GateStatus.RUNNING,
-                lease_owner=owner,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                attempts=columns.attempts + 1,
-            )
-        )
-        return bool(result.rowcount == 1)
+    # Unlike leases.claim, a queued run is taken before its next_attempt_at: the CLI
+    # asked for this run now, and run_gate does not come back to claim it later.
+    claimed = leases.claim_rows(
+        engine,
+        RUN_TABLE,
+        where=and_(columns.id == run_id, due),
+        order_by=(columns.id,),
+        limit=1,
+        values={
+            "status": GateStatus.RUNNING,
+            "lease_owner": owner,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+            "attempts": columns.attempts + 1,
+        },
+    )
+    return claimed == [run_id]
 
 
 # --- items: replay and judge -----------------------------------------------------------------
@@ -680,12 +692,17 @@ async def _judge(
     assert item.candidate_answer is not None
     assert item.replaced_answer is not None
     item_id = item.id
-    rubric = settings.judge_rubric_by_segment.get(item.segment_value, settings.judge_rubric)
-    prompt = build_judge_prompt(rubric)
-    turns = {
-        "order_candidate_first": (item.candidate_answer, item.replaced_answer),
-        "order_replaced_first": (item.replaced_answer, item.candidate_answer),
-    }
+    system, turns = judge_service.order_turns(
+        judge_service.JudgeTexts(
+            segment_value=item.segment_value,
+            messages=list(request.get("messages") or []),
+            system=request.get("system"),
+            cheaper_answer=item.candidate_answer,
+            stronger_answer=item.replaced_answer,
+        ),
+        settings,
+        names=("order_candidate_first", "order_replaced_first"),
+    )
     stored = {
         name: OrderResult.model_validate(getattr(item, name))
         for name in turns
@@ -694,16 +711,8 @@ async def _judge(
     provider = provider_for_model(settings.judge_model)
 
     async def run_order(name: str) -> tuple[str, OrderResult]:
-        answer_a, answer_b = turns[name]
-        user_turn = build_user_turn(
-            messages=list(request.get("messages") or []),
-            system=request.get("system"),
-            answer_a=answer_a,
-            answer_b=answer_b,
-            char_budget=settings.judge_char_budget,
-        )
         result = await judge_service.judge_order(
-            provider=provider, settings=settings, system=prompt.system, user_turn=user_turn
+            provider=provider, settings=settings, system=system, user_turn=turns[name]
         )
         if result.winner is not None:
             await asyncio.to_thread(
@@ -762,37 +771,15 @@ def _claim_items(
     run_id: int | None,
 ) -> list[int]:
     """leases.claim, optionally restricted to one run's items (the CLI works its own run)."""
-    if run_id is None:
-        return leases.claim(
-            engine, ITEM_TABLE, owner=owner, limit=limit, lease_seconds=lease_seconds, now=utcnow()
-        )
-    now = utcnow()
-    columns = ITEM_TABLE.c
-    due = or_(
-        and_(columns.status == GateItemStatus.QUEUED, columns.next_attempt_at <= now),
-        and_(columns.status == GateItemStatus.RUNNING, columns.lease_until < now),
+    return leases.claim(
+        engine,
+        ITEM_TABLE,
+        owner=owner,
+        limit=limit,
+        lease_seconds=lease_seconds,
+        now=utcnow(),
+        where=None if run_id is None else ITEM_TABLE.c.gate_run_id == run_id,
     )
-    candidates = (
-        select(columns.id)
-        .where(columns.gate_run_id == run_id, due)
-        .order_by(columns.next_attempt_at, columns.id)
-        .limit(limit)
-    )
-    if engine.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    with engine.begin() as connection:
-        claimed = connection.execute(
-            update(ITEM_TABLE)
-            .where(columns.id.in_(candidates.scalar_subquery()))
-            .values(
-                status=GateItemStatus.RUNNING,
-                lease_owner=owner,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                attempts=columns.attempts + 1,
-            )
-            .returning(columns.id)
-        )
-        return sorted(row[0] for row in claimed)
 
 
 def fail_exhausted_items(engine: Engine, *, settings: Settings, run_id: int | None = None) -> int:
@@ -1075,14 +1062,8 @@ def list_gates(
     if status:
         query = query.where(RUN_TABLE.c.status == status)
     if cursor:
-        try:
-            before = int(cursor)
-        except ValueError as error:
-            raise InvalidRequest(
-                "cursor is not valid; pass next_cursor from a previous page", field="cursor"
-            ) from error
-        query = query.where(RUN_TABLE.c.id < before)
+        query = query.where(RUN_TABLE.c.id < paging.decode_id(cursor))
     runs = list(session.scalars(query))
     more = len(runs) > limit
     runs = runs[:limit]
-    return runs, (str(runs[-1].id) if more and runs else None)
+    return runs, (paging.encode_id(cast(int, runs[-1].id)) if more and runs else None)

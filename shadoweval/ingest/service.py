@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 import logging
@@ -18,6 +16,7 @@ from sqlalchemy import JSON, Table, and_, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from shadoweval import paging
 from shadoweval.analytics.models import TRAFFIC_SUMS
 from shadoweval.config import Settings
 from shadoweval.db import UtcDateTime, utcnow
@@ -445,24 +444,14 @@ def _reserve_budget(
 
 
 def _encode_cursor(decision: Decision, order: SortOrder) -> str:
-    raw = json.dumps({"ts": decision.ts.isoformat(), "id": decision.id, "order": order})
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return paging.encode_keyset(decision.ts, cast(int, decision.id), order=order)
 
 
 def _decode_cursor(cursor: str, order: SortOrder) -> tuple[datetime, int]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        ts, decision_id, cursor_order = (
-            datetime.fromisoformat(data["ts"]),
-            int(data["id"]),
-            data["order"],
-        )
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidRequest("cursor is not valid; pass next_cursor from a previous page") from exc
-    if cursor_order != order:
-        raise InvalidRequest(f"cursor was issued for order={cursor_order}, not order={order}")
-    return ts, decision_id
+    key = paging.decode_keyset(cursor, extra=("order",))
+    if key.extra["order"] != order:
+        raise InvalidRequest(f"cursor was issued for order={key.extra['order']}, not order={order}")
+    return key.ts, key.id
 
 
 def to_public(decision: Decision, payload: DecisionPayload | None = None) -> DecisionPublic:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-Z95 = 1.959963984540054
+from shadoweval.stats.rates import Z_95, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,8 @@ def wilson(successes: int, n: int) -> Proportion:
     if n == 0:
         return Proportion(math.nan, math.nan, math.nan, 0)
     p = successes / n
-    denominator = 1 + Z95**2 / n
-    centre = (p + Z95**2 / (2 * n)) / denominator
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n**2)) / denominator
-    return Proportion(p, max(0.0, centre - half), min(1.0, centre + half), n)
+    low, high = wilson_interval(p, n)
+    return Proportion(p, low, high, n)
 
 
 def pearson_with_interval(x: ArrayLike, y: ArrayLike) -> Correlation:
@@ -46,7 +44,7 @@ def pearson_with_interval(x: ArrayLike, y: ArrayLike) -> Correlation:
         return Correlation(math.nan, math.nan, math.nan, n)
     r = float(np.corrcoef(xs, ys)[0, 1])
     r_clipped = min(max(r, -0.999999), 0.999999)
-    z, half = math.atanh(r_clipped), Z95 / math.sqrt(n - 3)
+    z, half = math.atanh(r_clipped), Z_95 / math.sqrt(n - 3)
     return Correlation(r, math.tanh(z - half), math.tanh(z + half), n)
 
 

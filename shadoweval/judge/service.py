@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.engine import Engine
@@ -16,6 +16,7 @@ from sqlmodel import Session
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.ingest.models import DecisionPayload
+from shadoweval.judge import answers as judge_answers
 from shadoweval.judge.models import OrderResult, Verdict, VerdictStatus
 from shadoweval.judge.parsing import (
     VERDICT_SCHEMA,
@@ -27,7 +28,7 @@ from shadoweval.judge.parsing import (
 from shadoweval.judge.prompts import build_judge_prompt, build_user_turn
 from shadoweval.providers.base import OutputSchema, Provider, ProviderError
 from shadoweval.runtime import leases
-from shadoweval.shadow.models import Direction, RunKind, ShadowRun
+from shadoweval.shadow.models import ShadowRun
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class PairInput:
     cheaper_answer: str | None
     stronger_answer: str | None
     simulated: bool
+
+    @property
+    def segment_value(self) -> str:
+        return self.verdict.segment_value
 
 
 def _load_pair(engine: Engine, verdict_id: int) -> PairInput:
@@ -90,19 +95,17 @@ def _pair(
     verdict: Verdict, payload: DecisionPayload | None, runs: dict[str, ShadowRun]
 ) -> PairInput:
     request = (payload.request if payload else None) or {}
-    routed = (payload.response or {}).get("text") if payload else None
-    rerun = runs.get(RunKind.ROUTED_RERUN)
-    if rerun is not None:
-        routed = rerun.response_text
-    shadow = runs.get(RunKind.SHADOW)
-    shadow_text = shadow.response_text if shadow else None
-    forward = verdict.direction == Direction.FORWARD
+    answers = judge_answers.assemble(
+        verdict,
+        logged_response=payload.response if payload else None,
+        runs={kind: judge_answers.RunAnswer(run.response_text) for kind, run in runs.items()},
+    )
     return PairInput(
         verdict=verdict,
         messages=list(request.get("messages") or []),
         system=request.get("system"),
-        cheaper_answer=routed if forward else shadow_text,
-        stronger_answer=shadow_text if forward else routed,
+        cheaper_answer=answers.cheaper_answer,
+        stronger_answer=answers.stronger_answer,
         simulated=any(run.simulated for run in runs.values()),
     )
 
@@ -231,16 +234,43 @@ async def judge_one(
     return status
 
 
-def order_turns(pair: PairInput, settings: Settings) -> tuple[str, dict[str, str]]:
+class JudgedTexts(Protocol):
+    """What the judge reads of a pair (a PairInput, or a JudgeTexts built elsewhere)."""
+
+    @property
+    def segment_value(self) -> str: ...
+    @property
+    def messages(self) -> list[dict[str, Any]]: ...
+    @property
+    def system(self) -> str | list[dict[str, Any]] | None: ...
+    @property
+    def cheaper_answer(self) -> str | None: ...
+    @property
+    def stronger_answer(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class JudgeTexts:
+    segment_value: str
+    messages: list[dict[str, Any]]
+    system: str | list[dict[str, Any]] | None
+    cheaper_answer: str | None
+    stronger_answer: str | None
+
+
+def order_turns(
+    pair: JudgedTexts, settings: Settings, names: tuple[str, str] = ORDERS
+) -> tuple[str, dict[str, str]]:
     """The judge's system prompt and the user turn of each order (cheaper answer as A, then
-    as B); the realtime and batch paths send exactly these."""
+    as B), keyed by `names`; the realtime, batch, rejudge and gate paths send exactly these."""
     assert pair.cheaper_answer is not None
     assert pair.stronger_answer is not None
-    rubric = settings.judge_rubric_by_segment.get(pair.verdict.segment_value, settings.judge_rubric)
+    rubric = settings.judge_rubric_by_segment.get(pair.segment_value, settings.judge_rubric)
     prompt = build_judge_prompt(rubric)
+    cheaper_first, stronger_first = names
     answers = {
-        "order_cheaper_first": (pair.cheaper_answer, pair.stronger_answer),
-        "order_stronger_first": (pair.stronger_answer, pair.cheaper_answer),
+        cheaper_first: (pair.cheaper_answer, pair.stronger_answer),
+        stronger_first: (pair.stronger_answer, pair.cheaper_answer),
     }
     turns = {
         name: build_user_turn(

@@ -36,10 +36,11 @@ from sqlmodel import Session
 
 from shadoweval.config import Settings
 from shadoweval.ingest.models import Decision, DecisionPayload
+from shadoweval.judge import answers as judge_answers
 from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
 from shadoweval.providers.base import content_text
 from shadoweval.providers.registry import ProviderRegistry
-from shadoweval.shadow.models import RunKind, ShadowRun
+from shadoweval.shadow.models import ShadowRun
 
 VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
 DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
@@ -137,25 +138,15 @@ def _pair(
     verdict: Any,
     decision: Any,
     payload: dict[str, Any] | None,
-    runs: dict[str, dict[str, Any]],
+    runs: dict[str, judge_answers.RunAnswer],
 ) -> dict[str, Any]:
     """One judged pair as the `jsonl` record; the other formats are views of it."""
     request = payload["request"] if payload else None
-    response = payload["response"] if payload else None
-    routed_answer = (response or {}).get("text")
-    routed_cost = decision.cost_usd
-    if RunKind.ROUTED_RERUN in runs:
-        routed_answer = runs[RunKind.ROUTED_RERUN]["response_text"]
-        routed_cost = runs[RunKind.ROUTED_RERUN]["cost_usd"]
-    shadow = runs.get(RunKind.SHADOW, {})
-    forward = verdict.direction == "forward"
-    cheaper_answer, stronger_answer = (
-        (routed_answer, shadow.get("response_text"))
-        if forward
-        else (shadow.get("response_text"), routed_answer)
-    )
-    cheaper_cost, stronger_cost = (
-        (routed_cost, shadow.get("cost_usd")) if forward else (shadow.get("cost_usd"), routed_cost)
+    answers = judge_answers.assemble(
+        verdict,
+        logged_response=payload["response"] if payload else None,
+        runs=runs,
+        logged_cost_usd=decision.cost_usd,
     )
     messages = _messages(request)
     turns = _user_turns(messages)
@@ -176,12 +167,12 @@ def _pair(
         "prompt": turns[-1] if turns else None,
         "system": (request or {}).get("system"),
         "messages": messages,
-        "cheaper_tier": verdict.cheaper_tier,
-        "stronger_tier": verdict.stronger_tier,
-        "cheaper_model": verdict.cheaper_model,
-        "stronger_model": verdict.stronger_model,
-        "cheaper_answer": cheaper_answer,
-        "stronger_answer": stronger_answer,
+        "cheaper_tier": answers.cheaper_tier,
+        "stronger_tier": answers.stronger_tier,
+        "cheaper_model": answers.cheaper_model,
+        "stronger_model": answers.stronger_model,
+        "cheaper_answer": answers.cheaper_answer,
+        "stronger_answer": answers.stronger_answer,
         "outcome": verdict.outcome,
         "consistent": verdict.consistent,
         "strong_needed": strong_needed,
@@ -201,8 +192,8 @@ def _pair(
         "router_score": verdict.router_score,
         "score_semantics": verdict.score_semantics,
         "threshold": decision.threshold,
-        "cost_cheaper_usd": cheaper_cost,
-        "cost_stronger_usd": stronger_cost,
+        "cost_cheaper_usd": answers.cheaper_cost_usd,
+        "cost_stronger_usd": answers.stronger_cost_usd,
         "inclusion_probability": pi,
         "weight": 1.0 / pi,
         "simulated": bool(verdict.simulated),
@@ -237,7 +228,7 @@ def iter_pairs(
                     ).where(PAYLOAD_TABLE.c.decision_id.in_(ids))
                 )
             }
-            runs: dict[int, dict[str, dict[str, Any]]] = {}
+            runs: dict[int, dict[str, judge_answers.RunAnswer]] = {}
             for run in session.execute(
                 select(
                     RUN_TABLE.c.decision_id,
@@ -246,10 +237,9 @@ def iter_pairs(
                     RUN_TABLE.c.cost_usd,
                 ).where(RUN_TABLE.c.decision_id.in_(ids))
             ):
-                runs.setdefault(run.decision_id, {})[run.kind] = {
-                    "response_text": run.response_text,
-                    "cost_usd": run.cost_usd,
-                }
+                runs.setdefault(run.decision_id, {})[run.kind] = judge_answers.RunAnswer(
+                    run.response_text, run.cost_usd
+                )
         for row in rows:
             yield _pair(row, row, payloads.get(row.decision_id), runs.get(row.decision_id, {}))
         last = rows[-1]

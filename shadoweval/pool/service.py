@@ -5,7 +5,9 @@ router and tier, every *chosen* model it has seen (`chosen_model` is pre-failove
 so provider failover never looks like a routing change). It records one
 `model_change` event (unique per (kind, dedup key), so two watchers racing over the
 same decisions still record one) and boosts sampling of the tier when a model new to
-a tier is chosen by a decision whose ts is after every known model's first_seen_ts.
+a tier is chosen by a decision whose ts is after every known model's first_seen_ts;
+with `gate_on_model_change` the same transaction queues one gate run of the new model
+against the tier's previous one (its id goes into the event's details).
 Not an event:
 - the models a tier is first seen with: everything the router's tier uses in the
   watcher's first pass over it establishes the pool (a router may use two models in a
@@ -33,15 +35,17 @@ from typing import Any, cast
 from urllib.parse import urlencode
 
 from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from shadoweval import paging
 from shadoweval.config import Settings
-from shadoweval.db import utcnow
+from shadoweval.db import dialect_insert, utcnow
 from shadoweval.events import service as events_service
 from shadoweval.events.models import Event
 from shadoweval.exceptions import InvalidRequest
+from shadoweval.gate import service as gate_service
+from shadoweval.gate.models import GateCreate
 from shadoweval.ingest.models import Decision
 from shadoweval.pool.models import (
     ModelWatchResult,
@@ -53,11 +57,13 @@ from shadoweval.pool.models import (
     RouterModel,
     RouterModelPublic,
 )
+from shadoweval.providers.registry import pricing_table
 from shadoweval.sampling import service as sampling_service
 
 log = logging.getLogger(__name__)
 
 MODEL_CHANGE = "model_change"
+GATE_REQUESTED_BY = "model_change"
 WATERMARK_NAME = "decisions"
 ROUTER_MODEL_TABLE = cast(Table, RouterModel.__table__)  # type: ignore[attr-defined]
 WATCH_STATE_TABLE = cast(Table, ModelWatchState.__table__)  # type: ignore[attr-defined]
@@ -75,10 +81,6 @@ def model_change_key(router: str, tier: str, model: str) -> str:
 def export_url(router: str, since: datetime) -> str:
     """The training export of a router's labelled pairs since `since` (for the retrain trigger)."""
     return "/v1/exports/training?" + urlencode({"router": router, "since": since.isoformat()})
-
-
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _load_pool(session: Session, routers: Sequence[str]) -> Pool:
@@ -105,7 +107,7 @@ def _add_model(
 ) -> bool:
     """Insert the (router, tier, model) row unless it exists; True when this call added it."""
     result = session.execute(
-        _insert(session)(ROUTER_MODEL_TABLE)
+        dialect_insert(session)(ROUTER_MODEL_TABLE)
         .values(
             router=router,
             tier=tier,
@@ -146,25 +148,39 @@ def _record_change(
 ) -> tuple[bool, int]:
     """Record the model_change event and, when it is new, boost the tier's sampling.
 
-    Returns (event is new, strata boosted). `boost` commits, so the pool row, the event
-    and the boost land in one transaction.
+    Returns (event is new, strata boosted). `boost` commits, so the pool row, the event,
+    the gate run it may start and the boost land in one transaction: one gate run per event.
     """
+    details: dict[str, Any] = {
+        "tier": tier,
+        "model": model,
+        "previous_models": previous_models,
+        "source": source.value,
+        "export_url": export_url(router, ts),
+    }
+    key = model_change_key(router, tier, model)
     new = events_service.record_event(
-        session,
-        kind=MODEL_CHANGE,
-        dedup_key=model_change_key(router, tier, model),
-        ts=ts,
-        router=router,
-        details={
-            "tier": tier,
-            "model": model,
-            "previous_models": previous_models,
-            "source": source.value,
-            "export_url": export_url(router, ts),
-        },
+        session, kind=MODEL_CHANGE, dedup_key=key, ts=ts, router=router, details=details
     )
     if not new:
         return False, 0
+    if settings.gate_on_model_change:
+        details.update(
+            _start_gate(
+                session,
+                settings,
+                router=router,
+                tier=tier,
+                model=model,
+                ts=ts,
+                previous_models=previous_models,
+            )
+        )
+        session.execute(
+            update(EVENT_TABLE)
+            .where(EVENT_TABLE.c.kind == MODEL_CHANGE, EVENT_TABLE.c.dedup_key == key)
+            .values(details=details)
+        )
     boosted = sampling_service.boost(
         session=session,
         router=router,
@@ -173,6 +189,75 @@ def _record_change(
         factor=settings.model_change_boost_factor,
     )
     return True, boosted
+
+
+def _replaced_model(
+    session: Session, *, router: str, tier: str, ts: datetime, previous_models: list[str]
+) -> str | None:
+    """Of the tier's previous models, the one the router chose most recently before `ts`,
+    preferring those still active (PUT /v1/pool deactivates the model it replaces first)."""
+    m, d = ROUTER_MODEL_TABLE.c, DECISION_TABLE.c
+    active = session.scalars(
+        select(m.model).where(
+            m.router == router,
+            m.tier == tier,
+            m.active.is_(True),
+            m.model.in_(previous_models),
+        )
+    )
+    candidates = sorted(str(name) for name in active) or previous_models
+    row = session.execute(
+        select(d.chosen_model)
+        .where(d.router == router, d.tier == tier, d.ts <= ts, d.chosen_model.in_(candidates))
+        .group_by(d.chosen_model)
+        .order_by(func.max(d.ts).desc(), d.chosen_model)
+        .limit(1)
+    ).first()
+    return None if row is None else str(row[0])
+
+
+def _start_gate(
+    session: Session,
+    settings: Settings,
+    *,
+    router: str,
+    tier: str,
+    model: str,
+    ts: datetime,
+    previous_models: list[str],
+) -> dict[str, Any]:
+    """Queue a gate run of the new model against the one it replaces, uncommitted (it
+    commits with the event); the event details it adds: gate_run_id, or gate_error when the
+    gate cannot run (no previous model with traffic, a model without a price)."""
+    replaced = _replaced_model(
+        session, router=router, tier=tier, ts=ts, previous_models=previous_models
+    )
+    if replaced is None:
+        reason = f"no previous model of tier {tier!r} was chosen before {model!r} to compare with"
+        log.warning("model change %s|%s|%s: no gate run: %s", router, tier, model, reason)
+        return {"gate_error": reason}
+    spec = GateCreate(
+        router=router,
+        candidate=model,
+        replace=replaced,
+        sample=settings.gate_on_model_change_sample,
+        max_drop=settings.gate_on_model_change_max_drop,
+    )
+    try:
+        run = gate_service.create_gate(
+            session=session,
+            settings=settings,
+            spec=spec,
+            knows_model=pricing_table(settings).knows,
+            requested_by=GATE_REQUESTED_BY,
+            commit=False,
+        )
+    except InvalidRequest as error:
+        # The event (and the boost, the retrain trigger) must not wait on a gate.
+        log.warning("model change %s|%s|%s: no gate run: %s", router, tier, model, error)
+        return {"gate_error": str(error)}
+    log.info("model change %s|%s|%s: gate run %s queued", router, tier, model, run.id)
+    return {"gate_run_id": run.id, "gate_replaced_model": replaced}
 
 
 @dataclass
@@ -224,7 +309,7 @@ def _next_mark(mark: _Mark, highest: int, clock: datetime, settle: timedelta) ->
 def _store_mark(session: Session, mark: _Mark, now: datetime) -> None:
     c = WATCH_STATE_TABLE.c
     session.execute(
-        _insert(session)(WATCH_STATE_TABLE)
+        dialect_insert(session)(WATCH_STATE_TABLE)
         .values(name=WATERMARK_NAME, last_decision_id=0, updated_at=now)
         .on_conflict_do_nothing(index_elements=["name"])
     )
@@ -387,15 +472,12 @@ def list_pool(
     if not include_inactive:
         query = query.where(c.active.is_(True))
     if cursor:
-        try:
-            after = int(cursor)
-        except ValueError as error:
-            raise InvalidRequest("cursor is not one this API returned", field="cursor") from error
-        query = query.where(c.id > after)
+        query = query.where(c.id > paging.decode_id(cursor))
     rows = list(session.scalars(query.order_by(c.id).limit(limit + 1)))
     items = [RouterModelPublic.model_validate(r, from_attributes=True) for r in rows[:limit]]
     return PoolPage(
-        items=items, next_cursor=str(items[-1].id) if len(rows) > limit and items else None
+        items=items,
+        next_cursor=paging.encode_id(items[-1].id) if len(rows) > limit and items else None,
     )
 
 

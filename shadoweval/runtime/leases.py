@@ -36,8 +36,10 @@ def claim(
     limit: int,
     lease_seconds: float,
     now: datetime,
+    where: ColumnElement[bool] | None = None,
 ) -> list[int]:
-    """Claim up to `limit` due items for `owner`; returns their ids (committed)."""
+    """Claim up to `limit` due items for `owner`; returns their ids (committed). `where`
+    narrows the due items (a gate's own run, for the CLI that works only that run)."""
     columns = table.c
     due = or_(
         and_(columns.status == QUEUED, columns.next_attempt_at <= now),
@@ -46,7 +48,7 @@ def claim(
     return claim_rows(
         engine,
         table,
-        where=due,
+        where=due if where is None else and_(where, due),
         order_by=(columns.next_attempt_at, columns.id),
         limit=limit,
         values={

@@ -11,13 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, func, select, union_all, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from shadoweval.analytics.models import TrafficWindowSnapshot, VerdictWindowSnapshot
 from shadoweval.config import Settings
-from shadoweval.db import utcnow
+from shadoweval.db import dialect_insert, utcnow
 from shadoweval.events import service as events
 from shadoweval.ingest.models import TrafficDelta
 from shadoweval.sampling import allocation, policy
@@ -141,7 +140,7 @@ def reserve_budget(
     for candidate in candidates:
         by_account.setdefault((candidate.day, candidate.account), []).append(candidate)
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(session)
     for (day, account), group in sorted(by_account.items()):
         session.execute(
             insert(BUDGET_TABLE)
@@ -325,8 +324,7 @@ def plan_sampling(
     plan = allocation.neyman_allocation(
         strata, settings.daily_shadow_budget_usd, settings.reverse_shadow_share
     )
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(session)
     by_key = {s.key: s for s in strata}
     for key, probability in plan.probabilities.items():
         router, segment, tier = ids[key]

@@ -936,25 +936,10 @@ def _run_values(
 ) -> tuple[str, dict[str, Any]]:
     """(outcome, column values) of one shadow run from its batch item."""
     if result is not None and result.completion is not None:
-        completion = result.completion
-        return "succeeded", {
-            "status": WorkStatus.SUCCEEDED,
-            "lease_owner": None,
-            "lease_until": None,
-            "finished_at": now,
-            "response_text": completion.text,
-            "served_model": completion.served_model,
-            "provider": completion.provider,
-            "input_tokens": completion.input_tokens,
-            "output_tokens": completion.output_tokens,
-            "cache_read_tokens": completion.cache_read_tokens,
-            "cost_usd": completion.cost_usd,
-            "latency_ms": None,  # a batch has a turnaround, not a per-call latency
-            "finish_reason": completion.finish_reason,
-            "simulated": completion.simulated,
-            "failure_reason": None,
-            "failure_detail": None,
-        }
+        # A batch has a turnaround, not a per-call latency.
+        return "succeeded", shadow_service.succeeded_run_values(
+            result.completion, now, latency_ms=None
+        )
     outcome = "missing" if result is None else result.outcome
     failure = None if result is None else result.error
     if failure is not None:

@@ -19,7 +19,7 @@ from shadoweval.db import utcnow
 from shadoweval.ingest.models import Decision, DecisionPayload
 from shadoweval.judge.models import Verdict, VerdictStatus
 from shadoweval.judge.prompts import build_judge_prompt
-from shadoweval.providers.base import Provider, ProviderError
+from shadoweval.providers.base import Completion, Provider, ProviderError
 from shadoweval.runtime import leases
 from shadoweval.shadow.models import (
     BATCH_HOLD,
@@ -92,6 +92,30 @@ def resolve_pool(
         # A Result has .keys(), so dict(result) would treat it as a mapping.
         learned[decision.router] = {str(tier): str(model) for tier, model in rows}
     return {**learned[decision.router], **from_candidates}
+
+
+def succeeded_run_values(
+    completion: Completion, now: datetime, *, latency_ms: float | None
+) -> dict[str, Any]:
+    """The columns of a shadow run answered by `completion` (realtime or batch)."""
+    return {
+        "status": WorkStatus.SUCCEEDED,
+        "lease_owner": None,
+        "lease_until": None,
+        "finished_at": now,
+        "response_text": completion.text,
+        "served_model": completion.served_model,
+        "provider": completion.provider,
+        "input_tokens": completion.input_tokens,
+        "output_tokens": completion.output_tokens,
+        "cache_read_tokens": completion.cache_read_tokens,
+        "cost_usd": completion.cost_usd,
+        "latency_ms": latency_ms,
+        "finish_reason": completion.finish_reason,
+        "simulated": completion.simulated,
+        "failure_reason": None,
+        "failure_detail": None,
+    }
 
 
 def _routed_answer(payload: DecisionPayload | None) -> str | None:
@@ -367,24 +391,7 @@ async def run_one(
     except ProviderError as error:
         return await _handle_failure(engine, run, owner, error, settings)
     now = utcnow()
-    values = {
-        "status": WorkStatus.SUCCEEDED,
-        "lease_owner": None,
-        "lease_until": None,
-        "finished_at": now,
-        "response_text": completion.text,
-        "served_model": completion.served_model,
-        "provider": completion.provider,
-        "input_tokens": completion.input_tokens,
-        "output_tokens": completion.output_tokens,
-        "cache_read_tokens": completion.cache_read_tokens,
-        "cost_usd": completion.cost_usd,
-        "latency_ms": completion.latency_ms,
-        "finish_reason": completion.finish_reason,
-        "simulated": completion.simulated,
-        "failure_reason": None,
-        "failure_detail": None,
-    }
+    values = succeeded_run_values(completion, now, latency_ms=completion.latency_ms)
     recorded = await asyncio.to_thread(_record_run, engine, run, owner, values, now)
     if not recorded:
         log.warning("shadow run %s finished after its lease was taken over; result dropped", run.id)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-Z_95 = 1.959963984540054
+from shadoweval.stats.rates import Z_95
 
 
 @dataclass(frozen=True)

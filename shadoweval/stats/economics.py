@@ -22,9 +22,6 @@ from shadoweval.stats import rates
 
 FloatArray = NDArray[np.float64]
 
-# Two-sided 95 % normal quantile, Φ⁻¹(0.975).
-_Z95 = 1.959963984540054
-
 
 @dataclass(frozen=True)
 class ShareEstimate:
@@ -114,7 +111,7 @@ def _mean_ci95(values: FloatArray) -> tuple[float, tuple[float, float]]:
     mean = float(values.mean())
     if values.size < 2:
         return mean, (mean, mean)
-    half = _Z95 * float(values.std(ddof=1)) / math.sqrt(values.size)
+    half = rates.Z_95 * float(values.std(ddof=1)) / math.sqrt(values.size)
     return mean, (mean - half, mean + half)
 
 

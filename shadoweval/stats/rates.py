@@ -16,6 +16,9 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
+# Two-sided 95 % normal quantile Φ⁻¹(0.975), the one z of every fixed-95 % interval.
+Z_95 = 1.959963984540054
+
 # Outcome codes of a judged pair, read as "the cheaper answer's result".
 CHEAPER_WINS = 1
 TIE = 0

@@ -6,6 +6,7 @@ simulated provider (real pipeline: ingest → shadow run → two-order judge).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def _seeded(
     )
 
 
-def _seed(engine: Engine, base_settings: Settings) -> None:
+def _seed(engine: Engine, base_settings: Settings, extra: Sequence[dict[str, Any]] = ()) -> None:
     settings = base_settings.model_copy(
         update={
             "use_simulated_provider": True,
@@ -75,6 +76,7 @@ def _seed(engine: Engine, base_settings: Settings) -> None:
             _seeded("d3", "cheap", 0.2, cheap_q=0.8, strong_q=0.7),
             # Strong-routed, reverse shadow on cheap: cheap acceptable (missed savings).
             _seeded("d4", "strong", 0.8, cheap_q=0.8, strong_q=0.7),
+            *extra,
         ],
     )
     drain(engine, settings)
@@ -219,3 +221,46 @@ def test_an_operator_acknowledges_a_firing_alert_from_the_dashboard(
         silenced = client.get(f"/v1/alerts/{alert.id}").json()
     until = datetime.fromisoformat(silenced["silenced_until"].replace("Z", "+00:00"))
     assert 80 * 60 < (until - now).total_seconds() < 100 * 60
+
+
+@pytest.mark.usefixtures("dashboard_env")
+def test_an_alerts_deep_link_opens_on_its_router_and_segment(
+    engine: Engine, base_settings: Settings
+) -> None:
+    # A second router (sorted first) and a second segment, so the defaults differ from the link.
+    shipping = _seeded("d5", "cheap", 0.3, cheap_q=0.8, strong_q=0.7)
+    shipping["segment"] = {"topic": "shipping", "language": "en"}
+    other = {**_seeded("o1", "cheap", 0.3, cheap_q=0.8, strong_q=0.7), "router": "other-router"}
+    _seed(engine, base_settings, [shipping, other])
+    # A fresh session opening alerts.service.dashboard_link's URL: /quality?router=R&segment=S.
+    page = AppTest.from_file(str(APP), default_timeout=90)
+    page.query_params["router"] = "support-router"
+    page.query_params["segment"] = "shipping"
+    page.switch_page("pages/quality.py").run()
+
+    assert not page.exception
+    assert page.title[0].value == "Where is quality lost?"
+    assert page.selectbox(key="router").options == ["other-router", "support-router"]
+    assert page.selectbox(key="router").value == "support-router"
+    assert page.selectbox(key="quality_segment").options == ["billing", "shipping"]
+    assert page.selectbox(key="quality_segment").value == "shipping"
+    # The reader's own choice afterwards sticks, though the URL still carries the link.
+    page.selectbox(key="quality_segment").set_value("billing").run()
+    assert page.selectbox(key="quality_segment").value == "billing"
+    page.selectbox(key="router").set_value("other-router").run()
+    assert page.selectbox(key="router").value == "other-router"
+    # The sidebar's router is carried over to the next page.
+    page.switch_page("pages/routing.py").run()
+    assert page.selectbox(key="router").value == "other-router"
+
+
+@pytest.mark.usefixtures("dashboard_env")
+def test_a_link_to_a_router_without_data_says_so(engine: Engine, base_settings: Settings) -> None:
+    _seed(engine, base_settings)
+    page = AppTest.from_file(str(APP), default_timeout=90)
+    page.query_params["router"] = "gone-router"
+    page.switch_page("pages/quality.py").run()
+
+    assert not page.exception
+    assert page.selectbox(key="router").value == "support-router"
+    assert "The link's router 'gone-router' has no data here" in _texts(page)

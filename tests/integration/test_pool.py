@@ -16,12 +16,13 @@ from sqlmodel import Session
 
 from shadoweval.config import Settings
 from shadoweval.events.models import Event
+from shadoweval.gate.models import GateRun
 from shadoweval.ingest import service as ingest_service
 from shadoweval.ingest.models import Decision
 from shadoweval.ingest.parsing import ParsedBody
 from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
 from shadoweval.pool import service as pool_service
-from shadoweval.pool.models import ModelWatchState, RouterModel
+from shadoweval.pool.models import ModelWatchState, PoolIn, RouterModel
 from shadoweval.runtime.worker import WorkerRuntime
 from shadoweval.sampling.models import SamplingStratum
 from tests.conftest import Keys, LiveApi, decision
@@ -479,3 +480,110 @@ def test_get_pool_refuses_a_cursor_it_did_not_issue(live_api: LiveApi, keys: Key
         response = client.get("/v1/pool", params={"cursor": "not-a-cursor"})
     assert response.status_code == 400
     assert response.json()["field"] == "cursor"
+
+
+# --- a model change can start a gate run (gate_on_model_change) -----------------------------
+
+
+def gate_runs(engine: Engine) -> list[GateRun]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.scalars(select(GateRun).order_by(GateRun.id)))  # type: ignore[arg-type]
+
+
+def two_cheap_models_then_a_change(engine: Engine, settings: Settings, new_model: str) -> None:
+    """The cheap tier starts on two models, claude-3-5-haiku chosen last; then `new_model`."""
+    ingest(
+        engine,
+        settings,
+        first_models()
+        + [decision(f"h-{i}", ts=at(10 + i), chosen_model="claude-3-5-haiku") for i in range(3)],
+    )
+    pool_service.watch_models(engine=engine, settings=settings)
+    ingest(
+        engine,
+        settings,
+        [decision(f"n-{i}", ts=at(60 + i), chosen_model=new_model) for i in range(3)],
+    )
+
+
+def test_a_model_change_queues_one_gate_run_when_enabled(
+    engine: Engine, settings: Settings
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "gate_on_model_change": True,
+            "gate_on_model_change_sample": 50,
+            "gate_on_model_change_max_drop": 0.08,
+        }
+    )
+    two_cheap_models_then_a_change(engine, settings, "gpt-5.4-mini")
+
+    first = pool_service.watch_models(engine=engine, settings=settings)
+    # A watcher that crashed before moving its watermark reads everything again: no repeat.
+    with Session(engine) as session:
+        session.execute(update(ModelWatchState).values(last_decision_id=0))
+        session.commit()
+    rerun = pool_service.watch_models(engine=engine, settings=settings)
+
+    assert (first.events, rerun.events) == (1, 0)
+    (run,) = gate_runs(engine)
+    assert run.status == "queued"
+    assert (run.router, run.candidate_model) == (ROUTER, "gpt-5.4-mini")
+    # Of the tier's previous models, the one the router chose most recently is replaced.
+    assert run.replaced_model == "claude-3-5-haiku"
+    assert (run.sample_size, run.max_drop) == (50, 0.08)
+    assert run.requested_by == "model_change"
+    (event,) = model_events(engine)
+    assert event.details["previous_models"] == ["claude-3-5-haiku", "claude-haiku-4-5"]
+    assert event.details["gate_run_id"] == run.id
+    assert event.details["gate_replaced_model"] == "claude-3-5-haiku"
+
+
+def test_a_pool_put_that_swaps_a_model_gates_it_against_the_one_it_replaced(
+    engine: Engine, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"gate_on_model_change": True})
+    ingest(engine, settings, first_models())
+    pool_service.watch_models(engine=engine, settings=settings)
+    swap = PoolIn(router=ROUTER, tiers={"cheap": ["gpt-5.4-mini"], "strong": ["claude-sonnet-4-6"]})
+
+    with Session(engine) as session:
+        put = pool_service.put_pool(
+            session=session, settings=settings, pool=swap, now=T0 + timedelta(hours=2)
+        )
+
+    assert len(put.events) == 1
+    (run,) = gate_runs(engine)
+    # The PUT deactivated claude-haiku-4-5 first; it is still the model being replaced.
+    assert (run.candidate_model, run.replaced_model) == ("gpt-5.4-mini", "claude-haiku-4-5")
+    (event,) = model_events(engine)
+    assert event.details["source"] == "pool_put"
+    assert event.details["gate_run_id"] == run.id
+
+
+def test_no_gate_run_when_the_option_is_off(engine: Engine, settings: Settings) -> None:
+    assert settings.gate_on_model_change is False  # the default
+    two_cheap_models_then_a_change(engine, settings, "gpt-5.4-mini")
+
+    result = pool_service.watch_models(engine=engine, settings=settings)
+
+    assert result.events == 1
+    assert gate_runs(engine) == []
+    (event,) = model_events(engine)
+    assert "gate_run_id" not in event.details
+
+
+def test_a_gate_that_cannot_run_does_not_hold_back_the_event(
+    engine: Engine, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"gate_on_model_change": True})
+    add_stratum(engine, "cheap")
+    two_cheap_models_then_a_change(engine, settings, "no-such-model-7")
+
+    result = pool_service.watch_models(engine=engine, settings=settings)
+
+    assert (result.events, result.boosted_strata) == (1, 1)
+    assert gate_runs(engine) == []
+    (event,) = model_events(engine)
+    assert "no-such-model-7" in event.details["gate_error"]
+    assert "gate_run_id" not in event.details
