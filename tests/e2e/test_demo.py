@@ -153,10 +153,9 @@ def test_the_degrading_segment_alarms_and_the_upgrade_is_a_model_event(tmp_path:
             ("cheap", "gpt-5.4-mini")
         ], events
         assert {e["kind"] for e in events} <= {"quality_drop", "model_change", "judge_changed"}
-        # The demo printed both as they happened.
-        printed = log_path.read_text()
-        assert "[demo] event quality_drop router=demo-router segment=legal" in printed
-        assert "[demo] event model_change router=demo-router tier=cheap" in printed
+        # The demo prints both as it sees them (it polls the events on its own clock).
+        _wait_for(log_path, re.escape("[demo] event quality_drop router=demo-router segment=legal"))
+        _wait_for(log_path, re.escape("[demo] event model_change router=demo-router tier=cheap"))
 
         received: list[dict[str, object]] = []
         # Rules are evaluated every 10 s in the demo, deliveries polled every second.
