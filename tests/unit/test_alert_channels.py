@@ -213,7 +213,7 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 
 def test_redact_url_hides_every_path_query_and_credentials_on_every_channel() -> None:
-    slack = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
+    slack = "https://hooks.slack.com/services/T000/B000/HOOKSECRET"
     assert channels.redact_url(slack, "slack") == "https://hooks.slack.com/***"
     # Generic receivers put tokens in the path too (Teams, Zapier, home-grown hooks).
     for channel in channels.CHANNELS:

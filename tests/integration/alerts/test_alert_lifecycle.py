@@ -31,6 +31,7 @@ from shadoweval.judge.models import Verdict
 from shadoweval.runtime.worker import WorkerRuntime
 from shadoweval.sampling.models import BudgetDay
 from shadoweval.shadow.models import BATCH_HOLD, ShadowRun
+from tests.integration.alerts.verdicts import judged_verdict
 
 NOW = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
 HOUR = NOW.replace(minute=0)
@@ -540,7 +541,7 @@ def test_shadow_backlog_gives_batch_items_their_allowance(
         created_at=NOW - timedelta(hours=6),
         lease_until=BATCH_HOLD,
     )
-    session.add(_verdict(decision, score=0.5, strong_needed=0))
+    session.add(judged_verdict(decision, score=0.5, strong_needed=0))
     session.flush()
     verdict = session.scalars(select(Verdict)).one()
     verdict.status, verdict.created_at = "waiting", NOW - timedelta(hours=6)
@@ -642,7 +643,7 @@ def test_calibration_drift_against_perfect_calibration(
         session.flush()
         score = 0.05 + 0.3 * float(rng.random())
         label = int(rng.random() < 0.6)
-        session.add(_verdict(decision, score=score, strong_needed=label))
+        session.add(judged_verdict(decision, score=score, strong_needed=label))
     session.commit()
     evaluate(session, settings)
     (alert,) = alerts(session)
@@ -688,7 +689,7 @@ def test_calibration_drift_bonferroni_and_model_change_split(
         session.add(decision)
         session.flush()
         score = float(rng.random())
-        session.add(_verdict(decision, score=score, strong_needed=int(rng.random() < score)))
+        session.add(judged_verdict(decision, score=score, strong_needed=int(rng.random() < score)))
     session.commit()
     evaluate(session, settings)
     (alert,) = alerts(session)
@@ -744,33 +745,6 @@ def test_the_worker_job_evaluates_on_the_leader(engine: Engine, settings: Settin
 
 def _hour_floor(ts: datetime) -> datetime:
     return ts.replace(minute=0, second=0, microsecond=0)
-
-
-def _verdict(decision: Decision, *, score: float, strong_needed: int) -> Verdict:
-    return Verdict(
-        decision_id=decision.id or 0,
-        router=decision.router,
-        request_id=decision.request_id,
-        ts=decision.ts,
-        segment_value=decision.segment_value,
-        routed_tier="cheap",
-        direction="forward",
-        inclusion_probability=1.0,
-        router_score=score,
-        cheaper_tier="cheap",
-        stronger_tier="strong",
-        cheaper_model="haiku",
-        stronger_model="sonnet",
-        judge_key="judge-a",
-        judge_model="judge",
-        prompt_hash="abc",
-        status="done",
-        strong_needed=strong_needed,
-        cheap_acceptable=1 - strong_needed,
-        next_attempt_at=decision.ts,
-        created_at=decision.ts,
-        finished_at=decision.ts,
-    )
 
 
 def test_a_broken_rule_file_keeps_the_last_good_rules(

@@ -17,10 +17,10 @@ from shadoweval.alerts.rules import RuleSet
 from shadoweval.analytics.models import TrafficWindowSnapshot, VerdictWindowSnapshot
 from shadoweval.db import utcnow
 from shadoweval.ingest.models import Decision
-from shadoweval.judge.models import Verdict
 from shadoweval.stats import calibration
 from shadoweval.stats.rates import WeightedSums, hajek_rate_from_sums
 from tests.conftest import LiveApi
+from tests.integration.alerts.verdicts import judged_verdict
 
 SCORES = [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9]
 LABELS = [0, 0, 1, 0, 1, 1, 0, 1]
@@ -66,28 +66,10 @@ def seed_verdicts(session: Session) -> None:
         session.add(decision)
         session.flush()
         session.add(
-            Verdict(
-                decision_id=decision.id or 0,
-                router="support-router",
-                request_id=f"r{i}",
-                ts=ts,
-                segment_value="billing",
-                routed_tier="cheap",
-                direction="forward",
-                inclusion_probability=1.0,
-                router_score=score,
-                cheaper_tier="cheap",
-                stronger_tier="strong",
-                cheaper_model="haiku",
-                stronger_model="sonnet",
-                judge_key="judge-a",
-                judge_model="judge",
-                prompt_hash="abc",
-                status="done",
+            judged_verdict(
+                decision,
+                score=score,
                 strong_needed=label,
-                cheap_acceptable=1 - label,
-                next_attempt_at=ts,
-                created_at=ts,
                 finished_at=ts + timedelta(seconds=lag),
             )
         )
