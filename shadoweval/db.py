@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import pydantic_core
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
@@ -59,6 +60,15 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def json_text(value: Any) -> str:
+    """JSON text of a value, as stored in JSON columns.
+
+    pydantic-core's encoder (Rust) instead of json.dumps: ~3× faster, and ingest
+    encodes several JSON columns per decision.
+    """
+    return pydantic_core.to_json(value).decode()
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -92,6 +102,7 @@ def create_db_engine(settings: Settings) -> Engine:
                 "check_same_thread": False,
                 "timeout": settings.sqlite_busy_timeout_ms / 1000,
             },
+            json_serializer=json_text,
         )
         busy_timeout = settings.sqlite_busy_timeout_ms
 
@@ -111,6 +122,7 @@ def create_db_engine(settings: Settings) -> Engine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
+        json_serializer=json_text,
     )
 
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,14 @@ import numpy as np
 TOPICS = ["billing", "code", "chat", "legal", "travel", "health", "shopping", "math"]
 
 
+# The decisions' clock: a router logs each decision as it is made, so `ts` runs forward
+# (500 decisions/s of traffic), each up to 3 s late as clients batch and flush.
+BENCH_START = datetime(2026, 11, 27, tzinfo=UTC)
+
+
 def make_decisions(n: int, prefix: str, seed: int = 0) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
+    lateness_ms = rng.integers(0, 3000, size=n)
     words = [
         "the",
         "a",
@@ -54,7 +61,9 @@ def make_decisions(n: int, prefix: str, seed: int = 0) -> list[dict[str, Any]]:
             {
                 "request_id": f"{prefix}-{i}",
                 "router": "bench-router",
-                "ts": f"2026-11-27T{i % 24:02d}:{i % 60:02d}:{(i // 60) % 60:02d}Z",
+                "ts": (BENCH_START + timedelta(milliseconds=2 * i - int(lateness_ms[i])))
+                .isoformat()
+                .replace("+00:00", "Z"),
                 "tier": "strong" if strong else "cheap",
                 "chosen_model": "claude-sonnet-4-6" if strong else "claude-haiku-4-5",
                 "router_score": float(rng.random()),
@@ -303,6 +312,11 @@ def _in_process(database_url: str, data_dir: Path, decisions: list[dict[str, Any
     return len(decisions) / elapsed
 
 
+def _naive_utc_text(ts: str) -> str:
+    """`ts` as the decision table stores it on SQLite (naive UTC with microseconds)."""
+    return datetime.fromisoformat(ts).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 def _raw_executemany(database_url: str, decisions: list[dict[str, Any]]) -> float:
     """The decision rows alone, one executemany per 500, no validation, no payloads."""
     from sqlalchemy import create_engine
@@ -312,8 +326,8 @@ def _raw_executemany(database_url: str, decisions: list[dict[str, Any]]) -> floa
         (
             d["router"],
             d["request_id"],
-            d["ts"].replace("T", " ").replace("Z", ""),
-            d["ts"].replace("T", " ").replace("Z", ""),
+            _naive_utc_text(d["ts"]),
+            _naive_utc_text(d["ts"]),
             d["tier"],
             d["chosen_model"],
             d["chosen_model"],

@@ -23,7 +23,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -75,14 +75,15 @@ _REQUEST_BODY: dict[str, Any] = {
 }
 
 
+@dataclass(slots=True)
 class LiteLLMItemResult(ItemResult):
     """What happened to one record: `stored`, `duplicate`, `invalid`, `failed_call`, `skipped`."""
 
     trace_id: str | None = None
-    failover_to: str | None = Field(
-        default=None, description="For a failed call: the decision a later attempt served."
-    )
-    reason: str | None = Field(default=None, description="Why a record was skipped.")
+    failover_to: Annotated[
+        str | None, Field(description="For a failed call: the decision a later attempt served.")
+    ] = None
+    reason: Annotated[str | None, Field(description="Why a record was skipped.")] = None
 
 
 class LiteLLMIngestResponse(IngestResponse):
@@ -297,7 +298,7 @@ def post_litellm(
         for result in outcome.results:
             source = decisions[result.index]
             results[source.index] = LiteLLMItemResult(
-                **{**result.model_dump(), "index": source.index},
+                **{**asdict(result), "index": source.index},
                 trace_id=source.decision.get("litellm", {}).get("trace_id"),
             )
         for error in outcome.errors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -138,14 +139,19 @@ class DecisionIn(BaseModel):
     session_id: str | None = Field(default=None, max_length=200)
 
 
-class ItemResult(BaseModel):
-    """What happened to one item of a posted batch."""
+@dataclass(slots=True)
+class ItemResult:
+    """What happened to one item of a posted batch.
+
+    A plain dataclass, not a pydantic model: ingest builds one per decision, and
+    `model_construct` cost ~10 µs each, a fifth of a decision's whole budget.
+    """
 
     index: int
-    status: str = Field(description="`stored`, `duplicate` or `invalid`.")
+    status: Annotated[str, Field(description="`stored`, `duplicate` or `invalid`.")]
     request_id: str | None = None
     router: str | None = None
-    id: int | None = Field(default=None, description="Decision id, for stored items.")
+    id: Annotated[int | None, Field(description="Decision id, for stored items.")] = None
     sampled: bool | None = None
     inclusion_probability: float | None = None
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
@@ -19,7 +19,7 @@ from sqlmodel import Session
 from shadoweval import paging
 from shadoweval.analytics.models import TRAFFIC_SUMS
 from shadoweval.config import Settings
-from shadoweval.db import UtcDateTime, utcnow
+from shadoweval.db import UtcDateTime, json_text, utcnow
 from shadoweval.exceptions import InvalidRequest, NotFound
 from shadoweval.ingest.models import (
     Decision,
@@ -242,13 +242,10 @@ def _insert_new_decisions(
     driver: Any = session.connection().connection.driver_connection
     inserted: dict[tuple[str, str], int] = {}
     if session.get_bind().dialect.name == "postgresql":
-        parameters = [
-            [Jsonb(row[name]) if name in _JSON_COLUMNS else row[name] for name in names]
-            for row in rows
-        ]
+        to_driver = _driver_values(names, _PG_ENCODERS)
         # Pipelined: one round trip for the batch, the statement prepared once.
         with driver.cursor() as cursor:
-            cursor.executemany(sql, parameters, returning=True)
+            cursor.executemany(sql, [to_driver(row) for row in rows], returning=True)
             while True:
                 for decision_id, router, request_id in cursor.fetchall():
                     inserted[(router, request_id)] = decision_id
@@ -258,36 +255,55 @@ def _insert_new_decisions(
     # SQLite: executemany drops RETURNING rows; a per-row execute of a cached statement
     # costs a few µs. Values are stored as SQLAlchemy would (JSON text, naive UTC text).
     sql = sql.replace("%s", "?")
-    encoders = [_SQLITE_ENCODERS.get(name) for name in names]
+    to_driver = _driver_values(names, _SQLITE_ENCODERS)
     cursor = driver.cursor()
     try:
         for row in rows:
-            values = [
-                row[name] if encode is None or row[name] is None else encode(row[name])
-                for name, encode in zip(names, encoders, strict=True)
-            ]
-            for decision_id, router, request_id in cursor.execute(sql, values):
+            for decision_id, router, request_id in cursor.execute(sql, to_driver(row)):
                 inserted[(router, request_id)] = decision_id
     finally:
         cursor.close()
     return inserted
 
 
+def _driver_values(
+    names: Sequence[str], encoders: Mapping[str, Callable[[Any], Any]]
+) -> Callable[[dict[str, Any]], list[Any]]:
+    """A function from a row dict to the driver's parameter list, in `names` order."""
+    pick = operator.itemgetter(*names)
+    encode_at = [(i, encoders[name]) for i, name in enumerate(names) if name in encoders]
+
+    def values(row: dict[str, Any]) -> list[Any]:
+        out = list(pick(row))
+        for i, encode in encode_at:
+            if out[i] is not None:
+                out[i] = encode(out[i])
+        return out
+
+    return values
+
+
 def _sqlite_datetime(value: datetime) -> str:
-    # SQLAlchemy's SQLite DATETIME text form, of the naive UTC time (see db.UtcDateTime).
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # SQLAlchemy's SQLite DATETIME text form of the naive UTC time (see db.UtcDateTime):
+    # "YYYY-MM-DD HH:MM:SS.ffffff", cut from isoformat (~10× faster than strftime).
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 _JSON_COLUMNS = frozenset(
     name for name, column in DECISION_TABLE.c.items() if isinstance(column.type, JSON)
 )
 _SQLITE_ENCODERS: dict[str, Callable[[Any], Any]] = {
-    **dict.fromkeys(_JSON_COLUMNS, json.dumps),
+    **dict.fromkeys(_JSON_COLUMNS, json_text),
     **{
         name: _sqlite_datetime
         for name, column in DECISION_TABLE.c.items()
         if isinstance(column.type, UtcDateTime)
     },
+}
+_PG_ENCODERS: dict[str, Callable[[Any], Any]] = {
+    name: functools.partial(Jsonb, dumps=json_text) for name in _JSON_COLUMNS
 }
 
 
@@ -317,7 +333,7 @@ def ingest_decisions(
                     index=index, loc=[], msg=parsed.unparsable[index], type="json_invalid"
                 )
             )
-            results[index] = ItemResult.model_construct(index=index, status="invalid")
+            results[index] = ItemResult(index=index, status="invalid")
             continue
         try:
             if type(raw) is RawJson:
@@ -333,12 +349,12 @@ def ingest_decisions(
                             index=index, loc=[], msg=unreadable, type="json_invalid"
                         )
                     )
-                    results[index] = ItemResult.model_construct(index=index, status="invalid")
+                    results[index] = ItemResult(index=index, status="invalid")
                     continue
             errors.extend(_validation_errors(index, exc))
             known = raw if isinstance(raw, dict) else {}
             request_id, router = known.get("request_id"), known.get("router")
-            results[index] = ItemResult.model_construct(
+            results[index] = ItemResult(
                 index=index,
                 status="invalid",
                 request_id=request_id if isinstance(request_id, str) else None,
@@ -382,7 +398,7 @@ def ingest_decisions(
         key = (item.router, item.request_id)
         stored_row = pending[key].row
         new = first_index_of_key[key] == index and key in inserted
-        results[index] = ItemResult.model_construct(
+        results[index] = ItemResult(
             index=index,
             status="stored" if new else "duplicate",
             request_id=item.request_id,

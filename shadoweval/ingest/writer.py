@@ -67,9 +67,10 @@ def split_outcome(
         return bisect.bisect_right(offsets, index) - 1
 
     for result in outcome.results:
+        # Each result belongs to this merged outcome alone: renumbered in place.
         position = owner(result.index)
-        local = result.model_copy(update={"index": result.index - offsets[position]})
-        parts[position].results.append(local)
+        result.index -= offsets[position]
+        parts[position].results.append(result)
     for error in outcome.errors:
         position = owner(error.index)
         parts[position].errors.append(
