@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 from contextlib import AbstractContextManager
@@ -44,6 +43,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     from shadoweval.app import create_app
     from shadoweval.db import check_database_ready, create_db_engine
     from shadoweval.exceptions import DatabaseNotReady
+    from shadoweval.runtime import collector
 
     engine = create_db_engine(settings)
     try:
@@ -59,22 +59,8 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         # In-flight requests get this long to finish on SIGTERM; idle keep-alives do not wait.
         timeout_graceful_shutdown=15,
     )
-    _tune_gc_for_serving()
+    collector.tune_for_serving()
     uvicorn.Server(config).run()
-
-
-def _tune_gc_for_serving() -> None:
-    """Fewer, cheaper garbage collections in a serving process.
-
-    Ingest allocates many short-lived objects per decision and few reference cycles;
-    with CPython's default thresholds (a young collection every 700 allocations) the
-    collector took ~30 % of ingest CPU, and full collections over the whole heap paused
-    requests 100–230 ms. Everything alive at startup (modules, schemas, the app) is
-    frozen out of collection, and young collections run every 50,000 allocations.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 10)
 
 
 @app.command()
@@ -588,6 +574,9 @@ def bench_ingest(
     single_posts: Annotated[int, typer.Option(help="Single posts for the latency test.")] = 2_000,
     rate: Annotated[float, typer.Option(help="Offered rate of single posts, per second.")] = 200,
     connections: Annotated[int, typer.Option(help="Concurrent batch connections.")] = 4,
+    api_processes: Annotated[
+        int, typer.Option(help="API replicas (processes) for the main run; default: one per core.")
+    ] = 0,
     database_url: Annotated[
         str | None, typer.Option(help="PostgreSQL server; default SQLite.")
     ] = None,
@@ -596,6 +585,8 @@ def bench_ingest(
     ] = False,
 ) -> None:
     """Ingest throughput over HTTP beside the in-process path and a raw executemany."""
+    import os
+
     from shadoweval.bench.ingest import run_ingest_bench
 
     figures = run_ingest_bench(
@@ -603,10 +594,13 @@ def bench_ingest(
         single_posts=single_posts,
         rate=rate,
         connections=connections,
+        api_processes=api_processes or os.cpu_count() or 1,
         database_url=database_url,
     )
     typer.echo(
-        f"{figures['database']}: batched {figures['batched_decisions_per_second']}/s over HTTP, "
+        f"{figures['database']}: batched {figures['batched_decisions_per_second']}/s over HTTP "
+        f"with {figures['api_processes']} API processes "
+        f"({figures['batched_one_process_decisions_per_second']}/s with one), "
         f"{figures['in_process_decisions_per_second']}/s in-process "
         f"(ratio {figures['http_over_in_process']}), raw executemany "
         f"{figures['raw_executemany_rows_per_second']} rows/s; single posts at {rate:.0f}/s: "

@@ -1,11 +1,13 @@
 """`shadoweval bench ingest`: decisions/s through the HTTP API, beside two ceilings.
 
-The API runs as its own process (uvicorn, one worker) on a fresh database; a load
-generator in this process posts realistic decisions (payloads kept for the 20 %
-sampled) in batches of 500 over several connections, then single decisions at a
-fixed offered rate to measure latency. In the same run, two ceilings for the same
-rows into the same kind of database: the same parse-validate-insert path called
-in-process without HTTP, and a raw `executemany` of the decision rows alone.
+The API runs as its own processes on a fresh database: one replica first, then
+`api_processes` replicas (as deploy/ runs them behind a proxy; here the load generator
+spreads its connections over them). A load generator in this process posts realistic
+decisions (payloads kept for the 20 % sampled) in batches of 500 over several
+connections, then single decisions at a fixed offered rate to measure latency. In the
+same run, two ceilings for the same rows into the same kind of database: the same
+parse-validate-insert path called in-process without HTTP (one process, as one
+replica), and a raw `executemany` of the decision rows alone.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def _prepare(database_url: str, data_dir: Path) -> str:
     return key
 
 
-def _batched(url: str, key: str, decisions: list[dict[str, Any]], connections: int) -> float:
+def _batched(urls: list[str], key: str, decisions: list[dict[str, Any]], connections: int) -> float:
     bodies = [
         "\n".join(json.dumps(d) for d in decisions[i : i + 500])
         for i in range(0, len(decisions), 500)
@@ -159,7 +161,7 @@ def _batched(url: str, key: str, decisions: list[dict[str, Any]], connections: i
     lock = threading.Lock()
     failures: list[int] = []
 
-    def worker() -> None:
+    def worker(url: str) -> None:
         with httpx.Client(
             base_url=url,
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"},
@@ -179,7 +181,9 @@ def _batched(url: str, key: str, decisions: list[dict[str, Any]], connections: i
                         failures.append(response.status_code)
                     break
 
-    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    threads = [
+        threading.Thread(target=worker, args=(urls[i % len(urls)],)) for i in range(connections)
+    ]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -216,19 +220,19 @@ class _Connection:
 
 
 async def _single_posts(
-    url: str, key: str, decisions: list[dict[str, Any]], rate: float
+    urls: list[str], key: str, decisions: list[dict[str, Any]], rate: float
 ) -> tuple[list[float], int, float]:
     """Open-loop: send at a fixed offered rate, measure each request's latency.
 
     Each request takes an idle keep-alive connection or opens one (as a router fleet
-    would), so a slow answer never delays the next request's start.
+    would), so a slow answer never delays the next request's start; requests take the
+    replicas in turn.
     """
-    host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
     failures: list[int] = []
-    idle: list[_Connection] = []
+    pools: dict[tuple[str, int], list[_Connection]] = {}
 
-    def request_bytes(decision: dict[str, Any]) -> bytes:
+    def request_bytes(decision: dict[str, Any], host: str, port: int) -> bytes:
         body = json.dumps(decision).encode()
         head = (
             f"POST /v1/decisions HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -237,9 +241,10 @@ async def _single_posts(
         )
         return head.encode() + body
 
-    async def send(request: bytes) -> bool:
+    async def send(request: bytes, host: str, port: int) -> bool:
         # A kept-alive connection the server closed while idle (uvicorn: after 5 s) is
         # retried on a new one, as HTTP clients do; a fresh connection is not.
+        idle = pools.setdefault((host, port), [])
         while idle:
             connection = idle.pop()
             try:
@@ -254,10 +259,10 @@ async def _single_posts(
         idle.append(connection)
         return status == 202
 
-    async def one(request: bytes) -> None:
+    async def one(request: bytes, host: str, port: int) -> None:
         started = time.perf_counter()
         try:
-            ok = await asyncio.wait_for(send(request), timeout=10)
+            ok = await asyncio.wait_for(send(request, host, port), timeout=10)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             ok = False
         # Failures count at the time they took: an overloaded server shows in the tail.
@@ -265,18 +270,25 @@ async def _single_posts(
         if not ok:
             failures.append(1)
 
-    requests = [request_bytes(d) for d in decisions]
+    targets = [
+        (host, int(port)) for host, port in (u.removeprefix("http://").split(":") for u in urls)
+    ]
+    requests = [
+        (request_bytes(d, *targets[i % len(targets)]), *targets[i % len(targets)])
+        for i, d in enumerate(decisions)
+    ]
     start = time.perf_counter()
     tasks = []
-    for i, request in enumerate(requests):
+    for i, (request, host, port) in enumerate(requests):
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(request)))
+        tasks.append(asyncio.create_task(one(request, host, port)))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
-    for connection in idle:
-        connection.writer.close()
+    for idle in pools.values():
+        for connection in idle:
+            connection.writer.close()
     return latencies, len(failures), elapsed
 
 
@@ -288,6 +300,7 @@ def _in_process(database_url: str, data_dir: Path, decisions: list[dict[str, Any
     from shadoweval.db import create_db_engine
     from shadoweval.ingest import service
     from shadoweval.ingest.parsing import parse_items
+    from shadoweval.runtime import collector
     from shadoweval.sampling.service import SamplingPlan
 
     settings = Settings(
@@ -302,6 +315,7 @@ def _in_process(database_url: str, data_dir: Path, decisions: list[dict[str, Any
         "\n".join(json.dumps(d) for d in decisions[i : i + 500]).encode()
         for i in range(0, len(decisions), 500)
     ]
+    collector.tune_for_serving()  # as `shadoweval api` does
     started = time.perf_counter()
     for body in bodies:
         parsed = parse_items(body, "application/x-ndjson", max_items=1000, defer_decoding=True)
@@ -371,57 +385,82 @@ def _raw_executemany(database_url: str, decisions: list[dict[str, Any]]) -> floa
     return len(rows) / elapsed
 
 
+class _ApiReplicas:
+    """`count` API processes (`shadoweval api`) on one database, each on its own port."""
+
+    def __init__(self, database_url: str, data_dir: Path, count: int) -> None:
+        env = {**os.environ, **_settings_env(database_url, data_dir)}
+        ports = [_free_port() for _ in range(count)]
+        self.urls = [f"http://127.0.0.1:{port}" for port in ports]
+        self.servers = [
+            subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+                [sys.executable, "-m", "shadoweval", "api", "--port", str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for port in ports
+        ]
+
+    def __enter__(self) -> list[str]:
+        deadline = time.monotonic() + 30
+        for url in self.urls:
+            while True:
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.__exit__()
+                    raise RuntimeError(f"the API at {url} did not start")
+                time.sleep(0.1)
+        return self.urls
+
+    def __exit__(self, *_exc: object) -> None:
+        for server in self.servers:
+            server.send_signal(signal.SIGTERM)
+        for server in self.servers:
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
 def run_ingest_bench(
     *,
     decisions: int = 50_000,
     single_posts: int = 2_000,
     rate: float = 200.0,
     connections: int = 4,
+    api_processes: int = 2,
     database_url: str | None = None,
 ) -> dict[str, Any]:
-    api_url, api_dir = _fresh_database(database_url, "api")
-    key = _prepare(api_url, api_dir)
-    port = _free_port()
-    env = {**os.environ, **_settings_env(api_url, api_dir)}
-    server = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-        [sys.executable, "-m", "shadoweval", "api", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the API did not start")
-            time.sleep(0.1)
-        rows = make_decisions(decisions, "batched")
-        batched = _batched(url, key, rows, connections)
-        latencies, single_failures, single_seconds = asyncio.run(
-            _single_posts(url, key, make_decisions(single_posts, "single", seed=1), rate)
-        )
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    created: list[tuple[str, Path]] = []
 
-    process_url, process_dir = _fresh_database(database_url, "process")
-    _prepare(process_url, process_dir)
+    def fresh(name: str) -> tuple[str, Path, str]:
+        url, data_dir = _fresh_database(database_url, name)
+        created.append((url, data_dir))
+        return url, data_dir, _prepare(url, data_dir)
+
+    one_url, one_dir, one_key = fresh("one")
+    with _ApiReplicas(one_url, one_dir, 1) as urls:
+        batched_one = _batched(urls, one_key, make_decisions(decisions, "one"), connections)
+    api_url, api_dir, key = fresh("api")
+    with _ApiReplicas(api_url, api_dir, api_processes) as urls:
+        rows = make_decisions(decisions, "batched")
+        batched = _batched(urls, key, rows, connections)
+        latencies, single_failures, single_seconds = asyncio.run(
+            _single_posts(urls, key, make_decisions(single_posts, "single", seed=1), rate)
+        )
+
+    process_url, process_dir, _ = fresh("process")
     in_process = _in_process(process_url, process_dir, make_decisions(decisions, "inproc"))
-    raw_url, raw_dir = _fresh_database(database_url, "raw")
-    _prepare(raw_url, raw_dir)
+    raw_url, _, _ = fresh("raw")
     raw = _raw_executemany(raw_url, make_decisions(decisions, "raw"))
     if database_url is not None:
-        _drop_databases(database_url, [api_url, process_url, raw_url])
-    for data_dir in (api_dir, process_dir, raw_dir):
+        _drop_databases(database_url, [url for url, _ in created])
+    for _, data_dir in created:
         shutil.rmtree(data_dir, ignore_errors=True)
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
     dialect = "postgresql" if database_url else "sqlite"
@@ -430,10 +469,13 @@ def run_ingest_bench(
         "database": dialect,
         "decisions": decisions,
         "connections": connections,
+        "api_processes": api_processes,
         "batched_decisions_per_second": round(batched),
+        "batched_one_process_decisions_per_second": round(batched_one),
         "in_process_decisions_per_second": round(in_process),
         "raw_executemany_rows_per_second": round(raw),
-        "http_over_in_process": round(batched / in_process, 3),
+        # One API process against the same path in one process without HTTP.
+        "http_over_in_process": round(batched_one / in_process, 3),
         "in_process_over_raw": round(in_process / raw, 3),
         "single_post_rate_per_second": rate,
         "single_post_p50_ms": round(p50, 2),
