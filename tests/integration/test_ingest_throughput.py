@@ -22,7 +22,7 @@ from shadoweval.auth import service as auth_service
 from shadoweval.auth.models import ApiKey, Scope
 from shadoweval.config import Settings
 from shadoweval.ingest import service as ingest_service
-from shadoweval.ingest.models import Decision, TrafficDelta
+from shadoweval.ingest.models import Decision, DecisionPayload, TrafficDelta
 from shadoweval.ingest.parsing import parse_items
 from shadoweval.ingest.router import ingest_writer
 from shadoweval.sampling import service as sampling_service
@@ -274,3 +274,67 @@ def test_the_planner_counts_traffic_not_folded_yet(engine: Engine, base_settings
         (stratum,) = sampling_service.list_strata(session=session)
     days = base_settings.planner_traffic_days
     assert stratum.expected_traffic_per_day == pytest.approx(75 / days)
+
+
+def _ingest_outcome(
+    engine: Engine, settings: Settings, items: list[dict[str, object]]
+) -> ingest_service.IngestOutcome:
+    import json
+
+    body = "\n".join(json.dumps(item) for item in items).encode()
+    parsed = parse_items(body, "application/x-ndjson", max_items=1000, defer_decoding=True)
+    with Session(engine) as session:
+        return ingest_service.ingest_decisions(session=session, settings=settings, parsed=parsed)
+
+
+def test_a_large_batch_stores_each_new_decision_once_with_its_own_id(
+    engine: Engine, base_settings: Settings
+) -> None:
+    """Batches of 100+ take PostgreSQL's COPY path; small ones the row-by-row path."""
+    settings = base_settings.model_copy(
+        update={"sampling_rate_by_tier": {"cheap": 0.5}, "store_payloads": "sampled"}
+    )
+    first = _ingest_outcome(engine, settings, [decision(f"big-{i}") for i in range(40)])
+    assert first.count("stored") == 40
+    # 40 seen before, 160 new, one repeated inside the batch.
+    items = [decision(f"big-{i}", cost_usd=9.0) for i in range(200)] + [decision("big-77")]
+    outcome = _ingest_outcome(engine, settings, items)
+    assert (outcome.count("stored"), outcome.count("duplicate")) == (160, 41)
+    with Session(engine) as session:
+        stored = {d.request_id: d for d in session.scalars(select(Decision))}
+        payloads = dict(
+            session.execute(select(DecisionPayload.decision_id, DecisionPayload.request)).all()
+        )
+    assert len(stored) == 200
+    for result in outcome.results:
+        row = stored[f"big-{result.index}" if result.index < 200 else "big-77"]
+        if result.status == "stored":
+            assert result.id == row.id and result.sampled == row.sampled
+            assert row.cost_usd == 9.0
+            assert row.ts == datetime(2026, 11, 27, 12, tzinfo=UTC)
+            assert row.segment == {"topic": "billing", "language": "en"}
+            assert row.payload_stored == row.sampled == (row.id in payloads)
+        else:
+            assert result.id is None
+    assert stored["big-3"].cost_usd == 0.0001  # the first write stays
+
+
+def test_concurrent_large_batches_with_shared_decisions_store_each_once(
+    engine: Engine, base_settings: Settings
+) -> None:
+    overlap = [decision(f"shared-{i}") for i in range(150)]
+    outcomes: list[ingest_service.IngestOutcome] = []
+
+    def post(name: str) -> None:
+        own = [decision(f"{name}-{i}") for i in range(100)]
+        outcomes.append(_ingest_outcome(engine, base_settings, own + overlap))
+
+    threads = [threading.Thread(target=post, args=(name,)) for name in ("a", "b", "c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 3
+    assert sum(o.count("stored") for o in outcomes) == 3 * 100 + 150
+    stored_ids = [r.id for o in outcomes for r in o.results if r.status == "stored"]
+    assert len(set(stored_ids)) == len(stored_ids) == _count(engine, Decision) == 450
