@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -124,6 +127,49 @@ def create_db_engine(settings: Settings) -> Engine:
         pool_pre_ping=True,
         json_serializer=json_text,
     )
+
+
+class SqliteWriterLock:
+    """Queues one SQLite file's ingest writers, across processes, before they write.
+
+    SQLite's busy handler sleeps in growing steps (up to 100 ms) and polls, so with
+    two API processes writing one file each spent a fifth of its time asleep while
+    the lock was free. A blocking `flock` wakes the next writer the moment the holder
+    releases it; the kernel drops it when a process dies. Other writers (the worker's
+    jobs) still meet the busy handler, which stays the correctness guard.
+    """
+
+    def __init__(self, database_path: Path) -> None:
+        self.path = database_path.with_name(database_path.name + "-ingest.lock")
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+
+    def __enter__(self) -> SqliteWriterLock:
+        self._threads.acquire()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
+def ingest_write_lock(engine: Engine) -> AbstractContextManager[object]:
+    """What ingest holds from its first write to its commit: for a SQLite file, a
+    SqliteWriterLock; PostgreSQL locks rows, not the database, so nothing."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return nullcontext()
+    return SqliteWriterLock(Path(database).resolve())
 
 
 def get_session(request: Request) -> Iterator[Session]:

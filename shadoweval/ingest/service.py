@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import operator
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
@@ -344,8 +346,12 @@ def ingest_decisions(
     settings: Settings,
     parsed: ParsedBody,
     plan: SamplingPlan | None = None,
+    write_lock: AbstractContextManager[object] | None = None,
 ) -> IngestOutcome:
     """Validate every item, store the valid new ones in one transaction, report per item.
+
+    `write_lock`, when given, is held from the first write to the commit only
+    (validation runs outside it), see db.ingest_write_lock.
 
     Invalid items never block valid ones: the caller answers 422 listing the
     invalid ones, and a resend of the whole batch stores nothing twice.
@@ -411,19 +417,8 @@ def ingest_decisions(
             row["payload_stored"] = True
         pending[key] = _Pending(item, row, reservation, payload)
 
-    rows = [p.row for p in pending.values()]
-    inserted = _insert_new_decisions(session, rows) if rows else {}
-    payload_rows = [
-        {**pending[key].payload, "decision_id": decision_id, "stored_at": received_at}  # type: ignore[dict-item]
-        for key, decision_id in inserted.items()
-        if pending[key].payload is not None
-    ]
-    if payload_rows:
-        session.execute(PAYLOAD_TABLE.insert(), payload_rows)
-    # Last before the commit: on PostgreSQL the budget row stays locked until then.
-    _reserve_budget(session, settings, inserted, pending)
-    _count_traffic(session, [pending[key].row for key in inserted])
-    session.commit()
+    with write_lock or contextlib.nullcontext():
+        inserted = _store(session, settings, pending, received_at)
 
     for index, item in valid:
         key = (item.router, item.request_id)
@@ -440,6 +435,45 @@ def ingest_decisions(
             inclusion_probability=stored_row["inclusion_probability"] if new else None,
         )
     return IngestOutcome(results=[r for r in results if r is not None], errors=errors)
+
+
+def _store(
+    session: Session,
+    settings: Settings,
+    pending: dict[tuple[str, str], _Pending],
+    received_at: datetime,
+) -> dict[tuple[str, str], int]:
+    """Write the pending decisions, their payloads, budget and traffic counts; commit.
+
+    A failure rolls back here, so no write lock outlives the call.
+    """
+    try:
+        return _write_and_commit(session, settings, pending, received_at)
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def _write_and_commit(
+    session: Session,
+    settings: Settings,
+    pending: dict[tuple[str, str], _Pending],
+    received_at: datetime,
+) -> dict[tuple[str, str], int]:
+    rows = [p.row for p in pending.values()]
+    inserted = _insert_new_decisions(session, rows) if rows else {}
+    payload_rows = [
+        {**pending[key].payload, "decision_id": decision_id, "stored_at": received_at}  # type: ignore[dict-item]
+        for key, decision_id in inserted.items()
+        if pending[key].payload is not None
+    ]
+    if payload_rows:
+        session.execute(PAYLOAD_TABLE.insert(), payload_rows)
+    # Last before the commit: on PostgreSQL the budget row stays locked until then.
+    _reserve_budget(session, settings, inserted, pending)
+    _count_traffic(session, [pending[key].row for key in inserted])
+    session.commit()
+    return inserted
 
 
 def _reserve_budget(

@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from shadoweval.config import Settings
+from shadoweval.db import ingest_write_lock
 from shadoweval.ingest import service
 from shadoweval.ingest.parsing import ParsedBody
 from shadoweval.sampling.service import SamplingPlan
@@ -92,6 +93,7 @@ class IngestWriter:
 
     def __init__(self, engine: Engine, plan: SamplingPlan) -> None:
         self.engine, self.plan = engine, plan
+        self.write_lock = ingest_write_lock(engine)
         self.threads = 1
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -147,7 +149,11 @@ class IngestWriter:
         with Session(self.engine, expire_on_commit=False) as session:
             # Through the module attribute, so tests can stand in for it.
             return service.ingest_decisions(
-                session=session, settings=settings, parsed=parsed, plan=self.plan
+                session=session,
+                settings=settings,
+                parsed=parsed,
+                plan=self.plan,
+                write_lock=self.write_lock,
             )
 
     def _write(self, group: list[_Job]) -> None:
