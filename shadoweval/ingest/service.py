@@ -340,6 +340,22 @@ _PG_COPY_ENCODERS: dict[str, Callable[[Any], Any]] = dict.fromkeys(_JSON_COLUMNS
 _PG_STAGING = "decision_ingest_staging"
 
 
+@dataclass
+class PreparedBatch:
+    """One posted body, validated and turned into rows: all of ingest that needs no database.
+
+    Prepared in the request's own thread, so one request is validated while another's
+    rows are written (store_prepared).
+    """
+
+    size: int
+    results: list[ItemResult | None]  # the invalid items' results; the rest come at store time
+    errors: list[ItemError]
+    valid: list[tuple[int, DecisionIn]]
+    pending: dict[tuple[str, str], _Pending]  # new-in-this-body decisions by (router, request_id)
+    first_index_of_key: dict[tuple[str, str], int]
+
+
 def ingest_decisions(
     *,
     session: Session,
@@ -350,12 +366,20 @@ def ingest_decisions(
 ) -> IngestOutcome:
     """Validate every item, store the valid new ones in one transaction, report per item.
 
-    `write_lock`, when given, is held from the first write to the commit only
-    (validation runs outside it), see db.ingest_write_lock.
-
     Invalid items never block valid ones: the caller answers 422 listing the
     invalid ones, and a resend of the whole batch stores nothing twice.
     """
+    prepared = prepare_decisions(settings=settings, parsed=parsed, plan=plan)
+    (outcome,) = store_prepared(
+        session=session, settings=settings, batches=[prepared], write_lock=write_lock
+    )
+    return outcome
+
+
+def prepare_decisions(
+    *, settings: Settings, parsed: ParsedBody, plan: SamplingPlan | None = None
+) -> PreparedBatch:
+    """Validate every item and build the rows of the valid ones (sampling, redaction)."""
     received_at = utcnow()
     lookup = _PlanLookup(settings, plan or SamplingPlan())
     redactor = _redactor(tuple(settings.redaction_patterns.items()))
@@ -416,54 +440,81 @@ def ingest_decisions(
             payload, row["payload_redacted"] = _redacted_payload(redactor, item)
             row["payload_stored"] = True
         pending[key] = _Pending(item, row, reservation, payload)
+    return PreparedBatch(len(parsed.items), results, errors, valid, pending, first_index_of_key)
 
+
+def store_prepared(
+    *,
+    session: Session,
+    settings: Settings,
+    batches: Sequence[PreparedBatch],
+    write_lock: AbstractContextManager[object] | None = None,
+) -> list[IngestOutcome]:
+    """Store prepared bodies in one transaction; one outcome per body, in order.
+
+    A decision in several bodies is stored once, for the first body; the others see a
+    duplicate. `write_lock`, when given, is held from the first write to the commit
+    only (see db.ingest_write_lock).
+    """
+    pending: dict[tuple[str, str], _Pending] = {}
+    for batch in batches:
+        for key, entry in batch.pending.items():
+            pending.setdefault(key, entry)
     with write_lock or contextlib.nullcontext():
-        inserted = _store(session, settings, pending, received_at)
+        inserted = _store(session, settings, pending)
 
-    for index, item in valid:
-        key = (item.router, item.request_id)
-        stored_row = pending[key].row
-        new = first_index_of_key[key] == index and key in inserted
-        results[index] = ItemResult(
-            index=index,
-            status="stored" if new else "duplicate",
-            request_id=item.request_id,
-            router=item.router,
-            id=inserted[key] if new else None,
-            # A duplicate keeps what was decided when it was first stored.
-            sampled=stored_row["sampled"] if new else None,
-            inclusion_probability=stored_row["inclusion_probability"] if new else None,
+    outcomes = []
+    for batch in batches:
+        results = list(batch.results)
+        for index, item in batch.valid:
+            key = (item.router, item.request_id)
+            entry = pending[key]
+            new = (
+                batch.first_index_of_key[key] == index
+                and entry is batch.pending[key]
+                and key in inserted
+            )
+            results[index] = ItemResult(
+                index=index,
+                status="stored" if new else "duplicate",
+                request_id=item.request_id,
+                router=item.router,
+                id=inserted[key] if new else None,
+                # A duplicate keeps what was decided when it was first stored.
+                sampled=entry.row["sampled"] if new else None,
+                inclusion_probability=entry.row["inclusion_probability"] if new else None,
+            )
+        outcomes.append(
+            IngestOutcome(results=[r for r in results if r is not None], errors=batch.errors)
         )
-    return IngestOutcome(results=[r for r in results if r is not None], errors=errors)
+    return outcomes
 
 
 def _store(
-    session: Session,
-    settings: Settings,
-    pending: dict[tuple[str, str], _Pending],
-    received_at: datetime,
+    session: Session, settings: Settings, pending: dict[tuple[str, str], _Pending]
 ) -> dict[tuple[str, str], int]:
     """Write the pending decisions, their payloads, budget and traffic counts; commit.
 
     A failure rolls back here, so no write lock outlives the call.
     """
     try:
-        return _write_and_commit(session, settings, pending, received_at)
+        return _write_and_commit(session, settings, pending)
     except BaseException:
         session.rollback()
         raise
 
 
 def _write_and_commit(
-    session: Session,
-    settings: Settings,
-    pending: dict[tuple[str, str], _Pending],
-    received_at: datetime,
+    session: Session, settings: Settings, pending: dict[tuple[str, str], _Pending]
 ) -> dict[tuple[str, str], int]:
     rows = [p.row for p in pending.values()]
     inserted = _insert_new_decisions(session, rows) if rows else {}
     payload_rows = [
-        {**pending[key].payload, "decision_id": decision_id, "stored_at": received_at}  # type: ignore[dict-item]
+        {
+            **pending[key].payload,  # type: ignore[dict-item]
+            "decision_id": decision_id,
+            "stored_at": pending[key].row["received_at"],
+        }
         for key, decision_id in inserted.items()
         if pending[key].payload is not None
     ]

@@ -2,23 +2,23 @@
 
 Each request on its own paid a transaction and a commit (~11 ms on SQLite, where writers
 queue for the one write lock, and a pooled connection on PostgreSQL); at 200 single
-posts/s they queued without bound. Here requests hand their parsed bodies to a writer
-thread of their API process, which takes every request waiting at that moment, stores
-them through `service.ingest_decisions` in one transaction, commits, and only then
-resolves each request's future: a request is still acknowledged only after its own rows
-are committed. Nothing waits for a group to fill: a lone request is written at once, and
-requests arriving during a write form the next group.
+posts/s they queued without bound. Here requests validate their bodies in their own
+threads (service.prepare_decisions) and hand the prepared rows to a writer thread of
+their API process, which takes every request waiting at that moment, stores them through
+`service.store_prepared` in one transaction, commits, and only then resolves each
+request's future: a request is still acknowledged only after its own rows are committed.
+Nothing waits for a group to fill: a lone request is written at once, and requests
+arriving during a write form the next group. While the writer waits for the database,
+other requests are being validated.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -40,50 +40,13 @@ IDLE_EXIT_SECONDS = 10.0
 
 @dataclass
 class _Job:
-    parsed: ParsedBody
+    prepared: service.PreparedBatch
     settings: Settings
     future: Future[service.IngestOutcome] = field(default_factory=Future)
 
 
-def _merge(jobs: list[_Job]) -> tuple[ParsedBody, list[int]]:
-    """One body holding every job's items in order, and each job's first index in it."""
-    items: list[Any] = []
-    unparsable: dict[int, str] = {}
-    offsets: list[int] = []
-    for job in jobs:
-        offset = len(items)
-        offsets.append(offset)
-        items.extend(job.parsed.items)
-        unparsable.update({offset + i: reason for i, reason in job.parsed.unparsable.items()})
-    return ParsedBody(items=items, unparsable=unparsable), offsets
-
-
-def split_outcome(
-    outcome: service.IngestOutcome, offsets: list[int], sizes: list[int]
-) -> list[service.IngestOutcome]:
-    """The merged outcome cut back into one outcome per job, indices local to each job."""
-    parts = [service.IngestOutcome(results=[], errors=[]) for _ in offsets]
-
-    def owner(index: int) -> int:
-        return bisect.bisect_right(offsets, index) - 1
-
-    for result in outcome.results:
-        # Each result belongs to this merged outcome alone: renumbered in place.
-        position = owner(result.index)
-        result.index -= offsets[position]
-        parts[position].results.append(result)
-    for error in outcome.errors:
-        position = owner(error.index)
-        parts[position].errors.append(
-            error.model_copy(update={"index": error.index - offsets[position]})
-        )
-    for part, size in zip(parts, sizes, strict=True):
-        assert len(part.results) == size, "every item of a request gets one result"
-    return parts
-
-
 class IngestWriter:
-    """The writer thread of one API process, fed by a queue of parsed request bodies.
+    """The writer thread of one API process, fed by a queue of prepared request bodies.
 
     One thread: SQLite has one write lock anyway, and on PostgreSQL a second thread made
     no measurable difference (30,000 decisions in batches of 500: 4,776 and 5,149/s with
@@ -99,9 +62,20 @@ class IngestWriter:
         self._lock = threading.Lock()
         self._running = 0
 
-    def submit(self, parsed: ParsedBody, settings: Settings) -> Future[service.IngestOutcome]:
-        """Queue a body; the future resolves after the transaction holding it commits."""
-        job = _Job(parsed, settings)
+    def plan_is_fresh(self, settings: Settings) -> bool:
+        """Whether prepare() can run without reading the sampling plan from the database."""
+        return self.plan.is_fresh(settings.plan_refresh_seconds)
+
+    def prepare(self, body: ParsedBody, settings: Settings) -> service.PreparedBatch:
+        """Validate a body and build its rows, in the calling thread (no database writes)."""
+        self.plan.refresh_if_stale(self.engine, settings.plan_refresh_seconds)
+        return service.prepare_decisions(settings=settings, parsed=body, plan=self.plan)
+
+    def submit(
+        self, prepared: service.PreparedBatch, settings: Settings
+    ) -> Future[service.IngestOutcome]:
+        """Queue a prepared body; the future resolves after the transaction holding it commits."""
+        job = _Job(prepared, settings)
         self._queue.put(job)
         with self._lock:
             if self._running < self.threads:
@@ -120,7 +94,7 @@ class IngestWriter:
                         self._running -= 1
                         return
                 continue
-            group, size = [first], len(first.parsed.items)
+            group, size = [first], first.prepared.size
             following: _Job | None = None
             while size < MAX_GROUP_ITEMS:
                 try:
@@ -131,7 +105,7 @@ class IngestWriter:
                     following = job  # settings changed (tests do): next group
                     break
                 group.append(job)
-                size += len(job.parsed.items)
+                size += job.prepared.size
             for batch in [group, [following]] if following else [group]:
                 # A request whose client went away before its write starts is not written.
                 live = [job for job in batch if job.future.set_running_or_notify_cancel()]
@@ -144,15 +118,13 @@ class IngestWriter:
                         if not job.future.done():
                             job.future.set_exception(exc)
 
-    def _ingest(self, parsed: ParsedBody, settings: Settings) -> service.IngestOutcome:
-        self.plan.refresh_if_stale(self.engine, settings.plan_refresh_seconds)
+    def _store(self, group: list[_Job]) -> list[service.IngestOutcome]:
         with Session(self.engine, expire_on_commit=False) as session:
             # Through the module attribute, so tests can stand in for it.
-            return service.ingest_decisions(
+            return service.store_prepared(
                 session=session,
-                settings=settings,
-                parsed=parsed,
-                plan=self.plan,
+                settings=group[0].settings,
+                batches=[job.prepared for job in group],
                 write_lock=self.write_lock,
             )
 
@@ -162,9 +134,8 @@ class IngestWriter:
         if len(group) == 1:
             self._write_alone(group[0])
             return
-        merged, offsets = _merge(group)
         try:
-            outcome = self._ingest(merged, group[0].settings)
+            outcomes = self._store(group)
         except OperationalError as exc:
             # The database is busy or gone: every request of the group hears it (503).
             for job in group:
@@ -178,12 +149,12 @@ class IngestWriter:
             for job in group:
                 self._write_alone(job)
             return
-        sizes = [len(job.parsed.items) for job in group]
-        for job, part in zip(group, split_outcome(outcome, offsets, sizes), strict=True):
-            job.future.set_result(part)
+        for job, outcome in zip(group, outcomes, strict=True):
+            job.future.set_result(outcome)
 
     def _write_alone(self, job: _Job) -> None:
         try:
-            job.future.set_result(self._ingest(job.parsed, job.settings))
+            (outcome,) = self._store([job])
+            job.future.set_result(outcome)
         except Exception as exc:  # handed to the waiting request, which answers with it
             job.future.set_exception(exc)

@@ -58,11 +58,14 @@ class SamplingPlan:
     loaded_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def is_fresh(self, max_age_s: float) -> bool:
+        return bool(self.loaded_at) and time.monotonic() - self.loaded_at < max_age_s
+
     def refresh_if_stale(self, engine: Engine, max_age_s: float) -> None:
-        if time.monotonic() - self.loaded_at < max_age_s and self.loaded_at:
+        if self.is_fresh(max_age_s):
             return
         with self._lock:
-            if time.monotonic() - self.loaded_at < max_age_s and self.loaded_at:
+            if self.is_fresh(max_age_s):
                 return
             with engine.connect() as connection:
                 rows = connection.execute(select(STRATUM_TABLE)).mappings().all()

@@ -59,16 +59,16 @@ def _hold_the_writer(
     """Make the first write wait until released; record each transaction's item count."""
     entered, release = threading.Event(), threading.Event()
     sizes: list[int] = []
-    real = ingest_service.ingest_decisions
+    real = ingest_service.store_prepared
 
     def held(**kwargs: Any) -> Any:
-        sizes.append(len(kwargs["parsed"].items))
+        sizes.append(sum(batch.size for batch in kwargs["batches"]))
         if len(sizes) == 1:
             entered.set()
             release.wait(20)
         return real(**kwargs)
 
-    monkeypatch.setattr(ingest_service, "ingest_decisions", held)
+    monkeypatch.setattr(ingest_service, "store_prepared", held)
     return entered, release, sizes
 
 
@@ -155,14 +155,14 @@ def test_a_request_that_breaks_its_group_does_not_fail_the_others(
     one_writer_api: LiveApi, keys: Keys, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entered, release, _sizes = _hold_the_writer(monkeypatch)
-    held = ingest_service.ingest_decisions
+    held = ingest_service.store_prepared
 
     def poisoned(**kwargs: Any) -> Any:
-        if any("poison" in str(item) for item in kwargs["parsed"].items):
+        if any("poison" in key[1] for batch in kwargs["batches"] for key in batch.pending):
             raise RuntimeError("a bug triggered by one request")
         return held(**kwargs)
 
-    monkeypatch.setattr(ingest_service, "ingest_decisions", poisoned)
+    monkeypatch.setattr(ingest_service, "store_prepared", poisoned)
     answers: dict[str, int] = {}
 
     def post(request_id: str) -> None:
@@ -309,7 +309,8 @@ def test_a_large_batch_stores_each_new_decision_once_with_its_own_id(
     for result in outcome.results:
         row = stored[f"big-{result.index}" if result.index < 200 else "big-77"]
         if result.status == "stored":
-            assert result.id == row.id and result.sampled == row.sampled
+            assert result.id == row.id
+            assert result.sampled == row.sampled
             assert row.cost_usd == 9.0
             assert row.ts == datetime(2026, 11, 27, 12, tzinfo=UTC)
             assert row.segment == {"topic": "billing", "language": "en"}
