@@ -172,6 +172,21 @@ def ingest_write_lock(engine: Engine) -> AbstractContextManager[object]:
     return SqliteWriterLock(Path(database).resolve())
 
 
+def take_sqlite_write_lock(session: Session) -> None:
+    """On SQLite, start the session's transaction holding the write lock (BEGIN IMMEDIATE).
+
+    A deferred transaction that reads first fails its first write at once with "database
+    is locked" (SQLITE_BUSY_SNAPSHOT skips the busy wait) whenever another connection
+    committed in between; with the lock taken up front the caller waits its turn like
+    any other writer, and what it reads stays true until its commit. No-op elsewhere.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    if not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def get_session(request: Request) -> Iterator[Session]:
     """The request-scoped session; the engine lives on the app."""
     with Session(request.app.state.engine, expire_on_commit=False) as session:

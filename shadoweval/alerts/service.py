@@ -28,7 +28,7 @@ from shadoweval.analytics.models import (
     VerdictWindowSnapshot,
 )
 from shadoweval.config import Settings
-from shadoweval.db import utcnow
+from shadoweval.db import take_sqlite_write_lock, utcnow
 from shadoweval.events.models import Event
 from shadoweval.exceptions import InvalidRequest, NotFound
 from shadoweval.ingest.models import Decision
@@ -932,21 +932,6 @@ def _advance(
         _notify(session, ctx.settings, alert, step.notify, now, result)
 
 
-def _take_sqlite_write_lock(session: Session) -> None:
-    """On SQLite, start the pass holding the write lock (BEGIN IMMEDIATE).
-
-    A savepoint opens a deferred transaction that reads first; its first write then fails
-    at once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which skips the busy wait)
-    whenever another connection committed in between — constantly under ingest load.
-    With the lock taken up front the pass waits its turn like any other writer.
-    """
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
-        return
-    if not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def evaluate_alerts(
     *, session: Session, settings: Settings, now: datetime | None = None
 ) -> EvaluationResult:
@@ -956,7 +941,10 @@ def evaluate_alerts(
     are: one broken rule never silences the others.
     """
     now = now or utcnow()
-    _take_sqlite_write_lock(session)
+    # A savepoint opens a deferred transaction that reads first; on SQLite its first write
+    # then fails at once (SQLITE_BUSY_SNAPSHOT) whenever another connection committed in
+    # between, constantly under ingest load: the lock is taken up front instead.
+    take_sqlite_write_lock(session)
     ctx = _Context(session=session, settings=settings, now=now)
     result = EvaluationResult()
     rule_set = _rules_for_evaluation(session, settings, result)

@@ -6,13 +6,13 @@ import contextlib
 import functools
 import logging
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
-from psycopg.types.json import Jsonb
+import pydantic_core
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import JSON, Table, and_, func, or_, select
 from sqlalchemy.engine import Connection
@@ -21,7 +21,7 @@ from sqlmodel import Session
 from shadoweval import paging
 from shadoweval.analytics.models import TRAFFIC_SUMS
 from shadoweval.config import Settings
-from shadoweval.db import UtcDateTime, json_text, utcnow
+from shadoweval.db import UtcDateTime, json_text, take_sqlite_write_lock, utcnow
 from shadoweval.exceptions import InvalidRequest, NotFound
 from shadoweval.ingest.models import (
     Decision,
@@ -81,6 +81,9 @@ class _Pending:
     row: dict[str, Any]
     reservation: _Reservation
     payload: dict[str, Any] | None  # redacted request/response to keep, or None
+    # The row as the driver takes it, in the row's column order (set by prepare_decisions,
+    # so the encoding happens before, not while, the database's write lock is held).
+    values: list[Any] = field(default_factory=list)
 
 
 class _PlanLookup:
@@ -223,7 +226,7 @@ def _redacted_payload(redactor: Redactor, item: DecisionIn) -> tuple[dict[str, A
 
 
 def _insert_new_decisions(
-    session: Session, rows: Sequence[dict[str, Any]]
+    session: Session, entries: Sequence[_Pending]
 ) -> dict[tuple[str, str], int]:
     """INSERT … ON CONFLICT (router, request_id) DO NOTHING; returns ids of rows really inserted.
 
@@ -235,18 +238,17 @@ def _insert_new_decisions(
     statement outgrew psycopg's query cache, which then re-parsed it with regexes on
     every batch (over half of the ingest time).
     """
-    names = list(rows[0])
+    names = list(entries[0].row)
     columns = ", ".join(names)
     driver: Any = session.connection().connection.driver_connection
     inserted: dict[tuple[str, str], int] = {}
-    if session.get_bind().dialect.name == "postgresql" and len(rows) < _PG_COPY_MIN_ROWS:
-        to_driver = _driver_values(names, _PG_ENCODERS)
+    if session.get_bind().dialect.name == "postgresql" and len(entries) < _PG_COPY_MIN_ROWS:
         # Pipelined: one round trip for the batch, the statement prepared once.
         with driver.cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO decision ({columns}) VALUES ({', '.join(['%s'] * len(names))}) "  # noqa: S608 (the table's columns)
                 "ON CONFLICT (router, request_id) DO NOTHING RETURNING id, router, request_id",
-                [to_driver(row) for row in rows],
+                [entry.values for entry in entries],
                 returning=True,
             )
             while True:
@@ -260,15 +262,14 @@ def _insert_new_decisions(
         # rows/s of a pipelined executemany (30,000 rows: 25,800/s against 17,400/s).
         # Emptied at commit; a second use in one transaction re-offers rows the first
         # stored, which ON CONFLICT skips.
-        to_driver = _driver_values(names, _PG_COPY_ENCODERS)
         with driver.cursor() as cursor:
             cursor.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGING} ON COMMIT DELETE ROWS "  # noqa: S608 (the table's columns)
                 f"AS SELECT {columns} FROM decision WITH NO DATA"
             )
             with cursor.copy(f"COPY {_PG_STAGING} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(to_driver(row))
+                for entry in entries:
+                    copy.write_row(entry.values)
             cursor.execute(
                 f"INSERT INTO decision ({columns}) SELECT {columns} FROM {_PG_STAGING} "  # noqa: S608 (the table's columns)
                 "ON CONFLICT (router, request_id) DO NOTHING RETURNING id, router, request_id"
@@ -276,27 +277,54 @@ def _insert_new_decisions(
             for decision_id, router, request_id in cursor.fetchall():
                 inserted[(router, request_id)] = decision_id
         return inserted
-    # SQLite: executemany drops RETURNING rows; a per-row execute of a cached statement
-    # costs a few µs. Values are stored as SQLAlchemy would (JSON text, naive UTC text).
-    sql = (
-        f"INSERT INTO decision ({columns}) VALUES ({', '.join(['?'] * len(names))}) "  # noqa: S608 (the table's columns)
-        "ON CONFLICT (router, request_id) DO NOTHING RETURNING id, router, request_id"
-    )
-    to_driver = _driver_values(names, _SQLITE_ENCODERS)
+    # SQLite, holding the write lock from here to the commit: no other writer can take
+    # ids, so the rows this statement inserted are exactly those above the current
+    # maximum. Multi-row statements and one aggregate read-back keep sqlite3 calls per
+    # batch constant: each call releases the GIL, and with other threads validating, a
+    # per-row statement waited up to the 5 ms switch interval to get it back, per row.
+    take_sqlite_write_lock(session)
     cursor = driver.cursor()
     try:
-        for row in rows:
-            for decision_id, router, request_id in cursor.execute(sql, to_driver(row)):
-                inserted[(router, request_id)] = decision_id
+        (watermark,) = cursor.execute("SELECT coalesce(max(id), 0) FROM decision").fetchone()
+        _insert_sqlite_rows(
+            cursor, "decision", names, [entry.values for entry in entries], _ON_CONFLICT_SKIP
+        )
+        (listing,) = cursor.execute(
+            "SELECT json_group_array(json_array(id, router, request_id)) "
+            "FROM decision WHERE id > ?",
+            (watermark,),
+        ).fetchone()
     finally:
         cursor.close()
+    for decision_id, router, request_id in pydantic_core.from_json(listing):
+        inserted[(router, request_id)] = decision_id
     return inserted
 
 
-def _driver_values(
-    names: Sequence[str], encoders: Mapping[str, Callable[[Any], Any]]
-) -> Callable[[dict[str, Any]], list[Any]]:
-    """A function from a row dict to the driver's parameter list, in `names` order."""
+# Stays within every SQLite build's SQLITE_MAX_VARIABLE_NUMBER (32,766 since 3.32).
+_SQLITE_MAX_PARAMETERS = 32_000
+_ON_CONFLICT_SKIP = " ON CONFLICT (router, request_id) DO NOTHING"
+
+
+def _insert_sqlite_rows(
+    cursor: Any, table: str, names: Sequence[str], rows: Sequence[Sequence[Any]], suffix: str = ""
+) -> None:
+    """INSERT rows of driver values with as few multi-row statements as SQLite allows."""
+    placeholders = "(" + ", ".join(["?"] * len(names)) + ")"
+    per_statement = max(1, _SQLITE_MAX_PARAMETERS // len(names))
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(names)}) "  # noqa: S608 (our tables and columns)
+            f"VALUES {', '.join([placeholders] * len(chunk))}{suffix}",
+            [value for row in chunk for value in row],
+        )
+
+
+@functools.cache
+def _driver_values(names: tuple[str, ...], dialect: str) -> Callable[[dict[str, Any]], list[Any]]:
+    """A function from a row dict to `dialect`'s driver parameters, in `names` order."""
+    encoders = _PG_ENCODERS if dialect == "postgresql" else _SQLITE_ENCODERS
     pick = operator.itemgetter(*names)
     encode_at = [(i, encoders[name]) for i, name in enumerate(names) if name in encoders]
 
@@ -329,14 +357,11 @@ _SQLITE_ENCODERS: dict[str, Callable[[Any], Any]] = {
         if isinstance(column.type, UtcDateTime)
     },
 }
-_PG_ENCODERS: dict[str, Callable[[Any], Any]] = {
-    name: functools.partial(Jsonb, dumps=json_text) for name in _JSON_COLUMNS
-}
 # Below this many rows the staging table's set-up costs more than COPY saves, and a
 # single post's latency matters more than throughput.
 _PG_COPY_MIN_ROWS = 100
-# JSON columns travel as text in COPY; PostgreSQL parses them into jsonb.
-_PG_COPY_ENCODERS: dict[str, Callable[[Any], Any]] = dict.fromkeys(_JSON_COLUMNS, json_text)
+# JSON columns travel as text (in COPY and as parameters); PostgreSQL parses them into jsonb.
+_PG_ENCODERS: dict[str, Callable[[Any], Any]] = dict.fromkeys(_JSON_COLUMNS, json_text)
 _PG_STAGING = "decision_ingest_staging"
 
 
@@ -369,7 +394,9 @@ def ingest_decisions(
     Invalid items never block valid ones: the caller answers 422 listing the
     invalid ones, and a resend of the whole batch stores nothing twice.
     """
-    prepared = prepare_decisions(settings=settings, parsed=parsed, plan=plan)
+    prepared = prepare_decisions(
+        settings=settings, parsed=parsed, plan=plan, dialect=session.get_bind().dialect.name
+    )
     (outcome,) = store_prepared(
         session=session, settings=settings, batches=[prepared], write_lock=write_lock
     )
@@ -377,9 +404,10 @@ def ingest_decisions(
 
 
 def prepare_decisions(
-    *, settings: Settings, parsed: ParsedBody, plan: SamplingPlan | None = None
+    *, settings: Settings, parsed: ParsedBody, dialect: str, plan: SamplingPlan | None = None
 ) -> PreparedBatch:
-    """Validate every item and build the rows of the valid ones (sampling, redaction)."""
+    """Validate every item and build the rows of the valid ones (sampling, redaction),
+    encoded for `dialect`'s driver."""
     received_at = utcnow()
     lookup = _PlanLookup(settings, plan or SamplingPlan())
     redactor = _redactor(tuple(settings.redaction_patterns.items()))
@@ -440,6 +468,11 @@ def prepare_decisions(
             payload, row["payload_redacted"] = _redacted_payload(redactor, item)
             row["payload_stored"] = True
         pending[key] = _Pending(item, row, reservation, payload)
+    if pending:
+        # Every row has the same columns in the same order (_decision_row).
+        to_driver = _driver_values(tuple(next(iter(pending.values())).row), dialect)
+        for entry in pending.values():
+            entry.values = to_driver(entry.row)
     return PreparedBatch(len(parsed.items), results, errors, valid, pending, first_index_of_key)
 
 
@@ -507,9 +540,21 @@ def _store(
 def _write_and_commit(
     session: Session, settings: Settings, pending: dict[tuple[str, str], _Pending]
 ) -> dict[tuple[str, str], int]:
-    rows = [p.row for p in pending.values()]
-    inserted = _insert_new_decisions(session, rows) if rows else {}
-    payload_rows = [
+    inserted = _insert_new_decisions(session, list(pending.values())) if pending else {}
+    _insert_payloads(session, pending, inserted)
+    # Last before the commit: on PostgreSQL the budget row stays locked until then.
+    _reserve_budget(session, settings, inserted, pending)
+    _count_traffic(session, [pending[key].row for key in inserted])
+    session.commit()
+    return inserted
+
+
+def _insert_payloads(
+    session: Session,
+    pending: dict[tuple[str, str], _Pending],
+    inserted: dict[tuple[str, str], int],
+) -> None:
+    rows = [
         {
             **pending[key].payload,  # type: ignore[dict-item]
             "decision_id": decision_id,
@@ -518,13 +563,27 @@ def _write_and_commit(
         for key, decision_id in inserted.items()
         if pending[key].payload is not None
     ]
-    if payload_rows:
-        session.execute(PAYLOAD_TABLE.insert(), payload_rows)
-    # Last before the commit: on PostgreSQL the budget row stays locked until then.
-    _reserve_budget(session, settings, inserted, pending)
-    _count_traffic(session, [pending[key].row for key in inserted])
-    session.commit()
-    return inserted
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(PAYLOAD_TABLE.insert(), rows)
+        return
+    # As SQLAlchemy's JSON type stores them: a missing side is JSON null, not SQL NULL.
+    values = [
+        (
+            row["decision_id"],
+            json_text(row["request"]),
+            json_text(row["response"]),
+            _sqlite_datetime(row["stored_at"]),
+        )
+        for row in rows
+    ]
+    names = ("decision_id", "request", "response", "stored_at")
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        _insert_sqlite_rows(cursor, "decision_payload", names, values)
+    finally:
+        cursor.close()
 
 
 def _reserve_budget(

@@ -69,7 +69,9 @@ class IngestWriter:
     def prepare(self, body: ParsedBody, settings: Settings) -> service.PreparedBatch:
         """Validate a body and build its rows, in the calling thread (no database writes)."""
         self.plan.refresh_if_stale(self.engine, settings.plan_refresh_seconds)
-        return service.prepare_decisions(settings=settings, parsed=body, plan=self.plan)
+        return service.prepare_decisions(
+            settings=settings, parsed=body, plan=self.plan, dialect=self.engine.dialect.name
+        )
 
     def submit(
         self, prepared: service.PreparedBatch, settings: Settings
