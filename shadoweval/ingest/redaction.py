@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+# The regex parser behind `re` (sre_parse before 3.11): reads what a pattern requires.
+from re import _constants as re_constants  # type: ignore[attr-defined]
+from re import _parser as re_parser  # type: ignore[attr-defined]
 from typing import Any
 
 # Defaults cover the common leaks; deployments add their own (SHADOWEVAL_REDACTION_PATTERNS).
@@ -18,17 +22,107 @@ DEFAULT_PATTERNS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
+class Prefilter:
+    """What every match of a pattern contains: characters, and one character of each class.
+
+    A text lacking one cannot match, so the pattern's scan is skipped: `in` and a
+    one-class search run at C speed, where a scan tries the whole pattern at every
+    position (the default patterns cost ~30 µs per 400 characters of prose).
+    """
+
+    characters: frozenset[str] = frozenset()
+    classes: tuple[re.Pattern[str], ...] = ()
+
+    def rules_out(self, text: str) -> bool:
+        return any(c not in text for c in self.characters) or any(
+            cls.search(text) is None for cls in self.classes
+        )
+
+    @classmethod
+    def of(cls, pattern: re.Pattern[str]) -> Prefilter:
+        """The prefilter of a compiled pattern; an empty one where it cannot tell."""
+        if pattern.flags & (re.IGNORECASE | re.LOCALE):
+            return cls()
+        try:
+            parsed = re_parser.parse(pattern.pattern, pattern.flags)
+        except Exception:  # an internal module's shape changed: no prefilter, same result
+            return cls()
+        characters: set[str] = set()
+        classes: dict[str, re.Pattern[str]] = {}
+        _collect_required(list(parsed), characters, classes)
+        return cls(frozenset(characters), tuple(classes.values()))
+
+
+_CATEGORY_ESCAPES = {
+    re_constants.CATEGORY_DIGIT: r"\d",
+    re_constants.CATEGORY_NOT_DIGIT: r"\D",
+    re_constants.CATEGORY_SPACE: r"\s",
+    re_constants.CATEGORY_NOT_SPACE: r"\S",
+    re_constants.CATEGORY_WORD: r"\w",
+    re_constants.CATEGORY_NOT_WORD: r"\W",
+}
+_REPEATS = {
+    re_constants.MAX_REPEAT,
+    re_constants.MIN_REPEAT,
+    getattr(re_constants, "POSSESSIVE_REPEAT", re_constants.MAX_REPEAT),
+}
+
+
+def _collect_required(
+    sequence: list[Any], characters: set[str], classes: dict[str, re.Pattern[str]]
+) -> None:
+    """Every element a match of `sequence` must contain: top-level literals and classes,
+    and those of groups and of repeats taken at least once (branches, lookarounds and
+    optional parts require nothing)."""
+    for op, argument in sequence:
+        if op is re_constants.LITERAL:
+            characters.add(chr(argument))
+        elif op is re_constants.IN:
+            source = _class_source(argument)
+            if source is not None and source not in classes:
+                classes[source] = re.compile(source)
+        elif op is re_constants.SUBPATTERN:
+            _group, add_flags, _del_flags, inner = argument
+            if not add_flags & (re.IGNORECASE | re.LOCALE):
+                _collect_required(list(inner), characters, classes)
+        elif op in _REPEATS:
+            low, _high, inner = argument
+            if low >= 1:
+                _collect_required(list(inner), characters, classes)
+
+
+def _class_source(items: list[Any]) -> str | None:
+    """A character class back as regex text, or None for a part it does not know."""
+    parts = []
+    for op, argument in items:
+        if op is re_constants.NEGATE:
+            parts.append("^")
+        elif op is re_constants.LITERAL:
+            parts.append(re.escape(chr(argument)))
+        elif op is re_constants.RANGE:
+            parts.append(f"{re.escape(chr(argument[0]))}-{re.escape(chr(argument[1]))}")
+        elif op is re_constants.CATEGORY and argument in _CATEGORY_ESCAPES:
+            parts.append(_CATEGORY_ESCAPES[argument])
+        else:
+            return None
+    return f"[{''.join(parts)}]"
+
+
+@dataclass(frozen=True)
 class Redactor:
-    patterns: tuple[tuple[str, re.Pattern[str]], ...]
+    patterns: tuple[tuple[str, re.Pattern[str], Prefilter], ...]
 
     @classmethod
     def from_patterns(cls, patterns: Mapping[str, str]) -> Redactor:
-        return cls(tuple((name, re.compile(regex)) for name, regex in patterns.items()))
+        compiled = ((name, re.compile(regex)) for name, regex in patterns.items())
+        return cls(tuple((name, regex, Prefilter.of(regex)) for name, regex in compiled))
 
     def text(self, value: str) -> tuple[str, int]:
         """The text with every match replaced by `[REDACTED:<name>]`, and the replacements."""
         total = 0
-        for name, pattern in self.patterns:
+        for name, pattern, prefilter in self.patterns:
+            if prefilter.rules_out(value):
+                continue
             value, count = pattern.subn(f"[REDACTED:{name}]", value)
             total += count
         return value, total

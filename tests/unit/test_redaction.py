@@ -39,3 +39,59 @@ def test_payload_walks_messages_and_blocks_but_not_params() -> None:
     assert redacted["messages"][0]["content"] == "I am [REDACTED:email]"
     assert redacted["messages"][1]["content"][0]["text"] == "and [REDACTED:email]"
     assert redacted["params"] == {"stop": ["x@y.io"]}
+
+
+PREFILTER_PATTERNS = {
+    **DEFAULT_PATTERNS,
+    "ticket": r"TICKET-(?:[A-Z]{2,3}-)?\d{4,}",
+    "negated": r"<[^<>\s]{3,}>",
+    "grouped": r"(?:ab|cd)(x\d)+y",
+    "lookaround": r"(?<=id=)\w{6}(?!\w)",
+    "caseless": r"(?i)secret\d",
+    "possessive": r"q++z",
+}
+
+
+def test_the_prefilter_never_skips_a_text_its_pattern_matches() -> None:
+    """Random texts of fragments that make every pattern match sometimes, and miss often."""
+    import random
+
+    rng = random.Random(7)
+    fragments = [
+        *"ab cdxyzq@.+-_()<>7\n",
+        *[
+            "555",
+            "0100",
+            "+1",
+            "(415)",
+            "TICKET-",
+            "AB-",
+            "1234",
+            "id=",
+            "x1",
+            "abcdef",
+            "cdx1",
+            "x2y",
+        ],
+        *["secret", "SECRET", "sk-", "abcdefghijklmnopq", "example", ".com", "qq", "Ω"],
+    ]
+    redactor = Redactor.from_patterns(PREFILTER_PATTERNS)
+    matched = dict.fromkeys(PREFILTER_PATTERNS, 0)
+    for _ in range(40_000):
+        text = "".join(rng.choice(fragments) for _ in range(rng.randint(0, 16)))
+        for name, pattern, prefilter in redactor.patterns:
+            if pattern.search(text):
+                matched[name] += 1
+                assert not prefilter.rules_out(text), (name, text)
+    # Each pattern matched often enough for the check to mean something.
+    assert all(count >= 10 for count in matched.values()), matched
+
+
+def test_the_prefilter_skips_default_patterns_on_prose_without_their_characters() -> None:
+    redactor = Redactor.from_patterns(DEFAULT_PATTERNS)
+    prefilters = {name: prefilter for name, _pattern, prefilter in redactor.patterns}
+    prose = "the router sent the cheap model a question about a refund"
+    assert prefilters["email"].rules_out(prose)  # no "@"
+    assert prefilters["phone"].rules_out(prose)  # no digit
+    assert not prefilters["email"].rules_out("write to a@b.io")
+    assert not prefilters["phone"].rules_out("call 555 0100")
