@@ -34,9 +34,13 @@ class Prefilter:
     classes: tuple[re.Pattern[str], ...] = ()
 
     def rules_out(self, text: str) -> bool:
-        return any(c not in text for c in self.characters) or any(
-            cls.search(text) is None for cls in self.classes
-        )
+        for character in self.characters:
+            if character not in text:
+                return True
+        for character_class in self.classes:  # noqa: SIM110 (no generator per call: hot path)
+            if character_class.search(text) is None:
+                return True
+        return False
 
     @classmethod
     def of(cls, pattern: re.Pattern[str]) -> Prefilter:

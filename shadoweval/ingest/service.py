@@ -338,12 +338,13 @@ def _driver_values(names: tuple[str, ...], dialect: str) -> Callable[[dict[str, 
     return values
 
 
+# Every row of a batch shares one received_at, so its text is kept.
+@functools.lru_cache(maxsize=8)
 def _sqlite_datetime(value: datetime) -> str:
     # SQLAlchemy's SQLite DATETIME text form of the naive UTC time (see db.UtcDateTime):
     # "YYYY-MM-DD HH:MM:SS.ffffff", cut from isoformat (~10× faster than strftime).
-    if value.utcoffset():
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]
+    utc = value.astimezone(UTC) if value.utcoffset() else value
+    return utc.isoformat(" ", "microseconds")[:26]
 
 
 _JSON_COLUMNS = frozenset(
