@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
@@ -96,3 +99,30 @@ def _refs(node: object) -> list[str]:
     if isinstance(node, list):
         return [r for value in node for r in _refs(value)]
     return []
+
+
+def test_each_request_is_timed_by_route_and_logged_with_its_key_prefix(
+    base_settings: Settings, engine: Engine, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(base_settings, engine)
+    with TestClient(app) as client, caplog.at_level(logging.INFO, logger="shadoweval.api"):
+        headers = {"Authorization": f"Bearer {keys.ingest}"}
+        assert (
+            client.post("/v1/decisions", json=decision("timed"), headers=headers).status_code == 202
+        )
+        assert client.get("/v1/decisions/999999", headers=headers).status_code == 403
+        metrics = metric_values(client.get("/metrics").text)
+    lines = [r for r in caplog.records if r.getMessage().startswith(("POST", "GET /v1"))]
+    assert [r.getMessage() for r in lines] == [
+        "POST /v1/decisions 202",
+        "GET /v1/decisions/999999 403",
+    ]
+    prefix = "_".join(keys.ingest.split("_")[:2])  # sek_<prefix>_<secret>
+    assert [(r.key, r.duration_ms >= 0) for r in lines] == [(prefix, True)] * 2  # type: ignore[attr-defined]
+    histogram = "shadoweval_http_request_duration_seconds_count"
+    assert (
+        metrics[(histogram, (("method", "POST"), ("route", "/v1/decisions"), ("status", "202")))]
+        == 1
+    )
+    by_template = (("method", "GET"), ("route", "/v1/decisions/{decision_id}"), ("status", "403"))
+    assert metrics[(histogram, by_template)] == 1
