@@ -66,7 +66,7 @@ def _validation_errors(index: int, exc: ValidationError) -> list[ItemError]:
     ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Reservation:
     account: str
     cost_usd: float
@@ -104,10 +104,11 @@ class _PlanLookup:
 def _decision_row(
     item: DecisionIn, *, settings: Settings, lookup: _PlanLookup, received_at: datetime
 ) -> tuple[dict[str, Any], _Reservation]:
-    extra = dict(item.model_extra or {})
+    # __pydantic_extra__, not the model_extra property: this runs once per decision.
+    extra = dict(item.__pydantic_extra__ or {})
     usage = item.usage
-    if usage is not None and usage.model_extra:
-        extra["usage"] = dict(usage.model_extra)
+    if usage is not None and usage.__pydantic_extra__:
+        extra["usage"] = dict(usage.__pydantic_extra__)
     segment_value = policy.segment_value_of(
         item.segment, settings.segment_key, settings.unlabelled_segment
     )
@@ -126,13 +127,15 @@ def _decision_row(
         "served_model": item.served_model or item.chosen_model,
         "failover": item.failover,
         "fallback": item.fallback,
-        "candidates": [c.model_dump(mode="json", exclude_none=True) for c in item.candidates],
+        "candidates": [c.model_dump(mode="json", exclude_none=True) for c in item.candidates]
+        if item.candidates
+        else [],
         "router_score": item.router_score,
         "score_semantics": item.score_semantics,
         "threshold": item.threshold,
-        "segment": dict(item.segment),
+        "segment": item.segment,
         "segment_value": segment_value,
-        "features": dict(item.features),
+        "features": item.features,
         "input_tokens": usage.input_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,
         "cache_read_tokens": usage.cache_read_tokens if usage else None,

@@ -55,7 +55,9 @@ def worker_env(settings: Settings, fake: FakeProviderServer) -> dict[str, str]:
             "SHADOWEVAL_WORKER_LANES": str(LANES),
             "SHADOWEVAL_WORKER_POLL_SECONDS": "0.2",
             "SHADOWEVAL_ENQUEUE_INTERVAL_SECONDS": "0.3",
-            "SHADOWEVAL_WORK_LEASE_SECONDS": "3",
+            # Short, so the dead worker's leases are taken over soon; long enough that a
+            # live worker slowed by a loaded machine (a full suite run) keeps its own.
+            "SHADOWEVAL_WORK_LEASE_SECONDS": "6",
             "SHADOWEVAL_LEADER_LEASE_SECONDS": "3",
             "SHADOWEVAL_WORK_RETRY_BASE_S": "0",
             "PYTHONUNBUFFERED": "1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -34,7 +35,7 @@ def ingest(
             session=session, settings=settings, parsed=ParsedBody(items=items), plan=plan
         )
     assert not outcome.errors
-    return [r.model_dump() for r in outcome.results]
+    return [asdict(r) for r in outcome.results]
 
 
 def budget_rows(engine: Engine) -> dict[tuple[str, str], BudgetDay]:
