@@ -81,9 +81,12 @@ class _Pending:
     row: dict[str, Any]
     reservation: _Reservation
     payload: dict[str, Any] | None  # redacted request/response to keep, or None
-    # The row as the driver takes it, in the row's column order (set by prepare_decisions,
-    # so the encoding happens before, not while, the database's write lock is held).
+    # Computed in prepare_decisions, so this work happens before, not while, the
+    # database's write lock is held: the traffic stratum-hour, the row as the driver takes
+    # it (in the row's column order), the payload's request and response as JSON text.
+    traffic_key: tuple[str, str, str, datetime]
     values: list[Any] = field(default_factory=list)
+    payload_json: tuple[str, str] | None = None
 
 
 class _PlanLookup:
@@ -167,18 +170,18 @@ def _hour(ts: datetime) -> datetime:
     return ts.replace(minute=0, second=0, microsecond=0)
 
 
-def _count_traffic(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+def _count_traffic(session: Session, entries: Sequence[_Pending]) -> None:
     """Append the stored decisions' counts per stratum-hour (the top of the coverage funnel).
 
     Appended as deltas, never upserted into the snapshot rows every writer shares: concurrent
     ingest transactions do not wait on each other's row locks. The aggregator job folds them.
     """
     counts: dict[tuple[str, str, str, datetime], dict[str, float]] = {}
-    for row in rows:
-        key = (row["router"], row["segment_value"], row["tier"], _hour(row["ts"]))
-        entry = counts.get(key)
+    for pending in entries:
+        row = pending.row
+        entry = counts.get(pending.traffic_key)
         if entry is None:
-            entry = counts[key] = dict.fromkeys(TRAFFIC_SUMS, 0.0)
+            entry = counts[pending.traffic_key] = dict.fromkeys(TRAFFIC_SUMS, 0.0)
         entry["decisions"] += 1
         entry["sampled"] += row["sampled"]
         entry["budget_refused"] += row["sampling_skip_reason"] == "budget_exhausted"
@@ -353,8 +356,17 @@ def _sqlite_datetime(value: datetime) -> str:
 _JSON_COLUMNS = frozenset(
     name for name, column in DECISION_TABLE.c.items() if isinstance(column.type, JSON)
 )
+
+
+def _json_column_text(value: Any) -> str:
+    # Most decisions carry no candidates or extras: their text is known.
+    if not value and type(value) in (dict, list):
+        return "{}" if type(value) is dict else "[]"
+    return json_text(value)
+
+
 _SQLITE_ENCODERS: dict[str, Callable[[Any], Any]] = {
-    **dict.fromkeys(_JSON_COLUMNS, json_text),
+    **dict.fromkeys(_JSON_COLUMNS, _json_column_text),
     **{
         name: _sqlite_datetime
         for name, column in DECISION_TABLE.c.items()
@@ -365,7 +377,7 @@ _SQLITE_ENCODERS: dict[str, Callable[[Any], Any]] = {
 # single post's latency matters more than throughput.
 _PG_COPY_MIN_ROWS = 100
 # JSON columns travel as text (in COPY and as parameters); PostgreSQL parses them into jsonb.
-_PG_ENCODERS: dict[str, Callable[[Any], Any]] = dict.fromkeys(_JSON_COLUMNS, json_text)
+_PG_ENCODERS: dict[str, Callable[[Any], Any]] = dict.fromkeys(_JSON_COLUMNS, _json_column_text)
 _PG_STAGING = "decision_ingest_staging"
 
 
@@ -471,12 +483,19 @@ def prepare_decisions(
             # Decided before the insert, so the decision row is written once, complete.
             payload, row["payload_redacted"] = _redacted_payload(redactor, item)
             row["payload_stored"] = True
-        pending[key] = _Pending(item, row, reservation, payload)
+        traffic_key = (item.router, row["segment_value"], item.tier, _hour(row["ts"]))
+        pending[key] = _Pending(item, row, reservation, payload, traffic_key)
     if pending:
         # Every row has the same columns in the same order (_decision_row).
         to_driver = _driver_values(tuple(next(iter(pending.values())).row), dialect)
         for entry in pending.values():
             entry.values = to_driver(entry.row)
+            if entry.payload is not None:
+                # As SQLAlchemy's JSON type stores them: a missing side is JSON null.
+                entry.payload_json = (
+                    json_text(entry.payload["request"]),
+                    json_text(entry.payload["response"]),
+                )
     return PreparedBatch(len(parsed.items), results, errors, valid, pending, first_index_of_key)
 
 
@@ -548,7 +567,7 @@ def _write_and_commit(
     _insert_payloads(session, pending, inserted)
     # Last before the commit: on PostgreSQL the budget row stays locked until then.
     _reserve_budget(session, settings, inserted, pending)
-    _count_traffic(session, [pending[key].row for key in inserted])
+    _count_traffic(session, [pending[key] for key in inserted])
     session.commit()
     return inserted
 
@@ -558,36 +577,34 @@ def _insert_payloads(
     pending: dict[tuple[str, str], _Pending],
     inserted: dict[tuple[str, str], int],
 ) -> None:
+    dialect = session.get_bind().dialect.name
+    names = ("decision_id", "request", "response", "stored_at")
     rows = [
-        {
-            **pending[key].payload,  # type: ignore[dict-item]
-            "decision_id": decision_id,
-            "stored_at": pending[key].row["received_at"],
-        }
+        (
+            decision_id,
+            *pending[key].payload_json,  # type: ignore[misc]
+            _sqlite_datetime(pending[key].row["received_at"])
+            if dialect == "sqlite"
+            else pending[key].row["received_at"],
+        )
         for key, decision_id in inserted.items()
-        if pending[key].payload is not None
+        if pending[key].payload_json is not None
     ]
     if not rows:
         return
-    if session.get_bind().dialect.name != "sqlite":
-        session.execute(PAYLOAD_TABLE.insert(), rows)
+    driver: Any = session.connection().connection.driver_connection
+    if dialect == "sqlite":
+        cursor = driver.cursor()
+        try:
+            _insert_sqlite_rows(cursor, "decision_payload", names, rows)
+        finally:
+            cursor.close()
         return
-    # As SQLAlchemy's JSON type stores them: a missing side is JSON null, not SQL NULL.
-    values = [
-        (
-            row["decision_id"],
-            json_text(row["request"]),
-            json_text(row["response"]),
-            _sqlite_datetime(row["stored_at"]),
+    with driver.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO decision_payload ({', '.join(names)}) VALUES (%s, %s, %s, %s)",  # noqa: S608 (our columns)
+            rows,
         )
-        for row in rows
-    ]
-    names = ("decision_id", "request", "response", "stored_at")
-    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        _insert_sqlite_rows(cursor, "decision_payload", names, values)
-    finally:
-        cursor.close()
 
 
 def _reserve_budget(
