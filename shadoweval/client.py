@@ -575,6 +575,9 @@ class _Buffer:
         c = self.counters
         n = len(items)
         if answer.kind == "delivered":
+            if answer.invalid:
+                # Logged before the release: a flush() that returns has seen it logged.
+                self.throttle.warn("invalid", "shadoweval decision log: %s", answer.error)
             with self.cond:
                 c.sent += n
                 c.stored += answer.stored
@@ -583,22 +586,20 @@ class _Buffer:
                 if answer.invalid:
                     c.last_error = answer.error
                 self._release(items)
-            if answer.invalid:
-                self.throttle.warn("invalid", "shadoweval decision log: %s", answer.error)
             return _Step("done")
         if answer.kind == "split" and n > 1:
             return _Step("split")
         if answer.kind in ("rejected", "split"):
-            with self.cond:
-                c.dropped_rejected += n
-                c.last_error = answer.error
-                self._release(items)
             self.throttle.warn(
                 "rejected",
                 "shadoweval decision log: %d decisions refused, not retried: %s",
                 n,
                 answer.error,
             )
+            with self.cond:
+                c.dropped_rejected += n
+                c.last_error = answer.error
+                self._release(items)
             return _Step("done")
         if attempt > self.config.max_retries:
             self.give_up(items, "after_retries", answer.error)
@@ -635,6 +636,14 @@ class _Buffer:
         reason: Literal["after_retries", "on_close"],
         error: str | None,
     ) -> None:
+        # Logged before the release: a flush() or close() that returns has seen it logged.
+        self.throttle.warn(
+            f"gave_up_{reason}",
+            "shadoweval decision log: dropped %d decisions %s: %s",
+            len(items),
+            "after retries" if reason == "after_retries" else "unsent at close",
+            error,
+        )
         with self.cond:
             if reason == "after_retries":
                 self.counters.dropped_after_retries += len(items)
@@ -643,13 +652,6 @@ class _Buffer:
             if error:
                 self.counters.last_error = error
             self._release(items)
-        self.throttle.warn(
-            f"gave_up_{reason}",
-            "shadoweval decision log: dropped %d decisions %s: %s",
-            len(items),
-            "after retries" if reason == "after_retries" else "unsent at close",
-            error,
-        )
 
     def give_up_inflight(self, error: str) -> None:
         """After a bug of ours mid-batch: drop what is still in flight rather than stall."""
