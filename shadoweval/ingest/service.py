@@ -389,12 +389,16 @@ class PreparedBatch:
     rows are written (store_prepared).
     """
 
-    size: int
     results: list[ItemResult | None]  # the invalid items' results; the rest come at store time
     errors: list[ItemError]
     valid: list[tuple[int, DecisionIn]]
     pending: dict[tuple[str, str], _Pending]  # new-in-this-body decisions by (router, request_id)
     first_index_of_key: dict[tuple[str, str], int]
+
+    @property
+    def size(self) -> int:
+        """Items in the body, valid or not."""
+        return len(self.results)
 
 
 def ingest_decisions(
@@ -496,7 +500,7 @@ def prepare_decisions(
                     json_text(entry.payload["request"]),
                     json_text(entry.payload["response"]),
                 )
-    return PreparedBatch(len(parsed.items), results, errors, valid, pending, first_index_of_key)
+    return PreparedBatch(results, errors, valid, pending, first_index_of_key)
 
 
 def store_prepared(
