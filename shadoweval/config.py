@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     )
     aggregate_interval_seconds: float = Field(default=5.0, gt=0)
     planner_interval_seconds: float = Field(default=300.0, gt=0)
+    decision_clock_skew_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How far a decision `ts` may run ahead of the wall clock and still move its "
+        "router's decision-time watermark (a bogus future ts cannot run the clock ahead).",
+    )
     planner_traffic_days: float = Field(default=1.0, gt=0, description="Traffic look-back.")
     plan_refresh_seconds: float = Field(
         default=30.0, ge=0, description="How often ingest reloads the sampling plan."
