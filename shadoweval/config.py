@@ -128,6 +128,53 @@ class Settings(BaseSettings):
     # --- end providers ---
 
     # --- sampling plan and budget ---
+    sampling_mode: Literal["hourly", "at_ingest"] = Field(
+        default="hourly",
+        description="`hourly`: π is decided per closed decision-time period by the planner job, "
+        "from traffic before the period and labels older than `sampling_label_lag_minutes`, so "
+        "a replay at any speed samples the same decisions (DESIGN.md, Time). `at_ingest`: π is "
+        "decided as each decision is stored, from the plan in force then (lower latency; the same "
+        "samples in a replay only while no planner plan exists, i.e. at the fixed "
+        "`sampling_rate_by_tier`).",
+    )
+    sampling_period_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=1440,
+        description="Length of a sampling period in decision time; divides a day.",
+    )
+    sampling_close_lateness_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="A period closes once its router's decision time is this far past its end; "
+        "decisions arriving later are sampled with the period's stored plan.",
+    )
+    sampling_label_lag_minutes: float = Field(
+        default=360.0,
+        gt=0,
+        description="The plan of period h reads labels of decisions before h minus this lag, and "
+        "waits until all of them are judged (use ≥ the batch window in batch mode).",
+    )
+    sampling_idle_close_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Wall seconds without any decision-time progress after which open periods "
+        "up to the watermark close (the end of a stream, a quiet router).",
+    )
+    sampling_cost_lookback_days: float = Field(
+        default=7.0, gt=0, description="Days of finished samples a stratum's cost is learned from."
+    )
+    sampling_cost_min_samples: int = Field(
+        default=5,
+        ge=1,
+        description="Finished samples before a stratum's learned cost replaces the prior.",
+    )
+    sampling_cost_margin: float = Field(
+        default=0.05,
+        ge=0,
+        description="Reservations are the learned mean cost × (1 + margin), for the spread of "
+        "work still in flight.",
+    )
     daily_shadow_budget_usd: float = Field(
         default=20.0, ge=0, description="USD per UTC day of ts for everything sampling causes."
     )
@@ -423,6 +470,14 @@ class Settings(BaseSettings):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"rate for tier {tier!r} must be within [0, 1], got {rate}")
         return rates
+
+    @field_validator("sampling_period_minutes")
+    @classmethod
+    def _period_divides_a_day(cls, minutes: int) -> int:
+        # A period never straddles two budget days.
+        if 1440 % minutes:
+            raise ValueError(f"must divide a day (1440 minutes), got {minutes}")
+        return minutes
 
     @property
     def resolved_database_url(self) -> str:

@@ -16,7 +16,13 @@ from shadoweval.ingest.models import Decision, DecisionPayload, TrafficDelta
 from shadoweval.judge.models import Verdict
 from shadoweval.pool.models import ModelWatchState, RouterModel
 from shadoweval.runtime.models import LeaderLease, WorkerHeartbeat
-from shadoweval.sampling.models import BudgetDay, SamplingStratum
+from shadoweval.sampling.models import (
+    BudgetDay,
+    SamplingCursor,
+    SamplingPeriod,
+    SamplingPeriodStratum,
+    SamplingStratum,
+)
 from shadoweval.shadow.models import ProviderBatch, ShadowRun
 
 __all__ = [
@@ -40,6 +46,9 @@ __all__ = [
     "ReviewAssignment",
     "ReviewLabel",
     "RouterModel",
+    "SamplingCursor",
+    "SamplingPeriod",
+    "SamplingPeriodStratum",
     "SamplingStratum",
     "SequentialState",
     "ShadowRun",

@@ -120,7 +120,11 @@ def base_settings(
     data_dir = tmp_path_factory.mktemp(f"data-{backend}")
     url = make_empty_database_url(backend, data_dir, postgres_database_factory)
     # The plan cache reloads on every ingest, so one test's strata never leak into the next.
-    settings = Settings(data_dir=data_dir, database_url=url, plan_refresh_seconds=0)
+    # Most tests post a few decisions and expect them sampled at once: they sample at
+    # ingest; the hourly planner (the default) has its own tests (tests/integration/sampling).
+    settings = Settings(
+        data_dir=data_dir, database_url=url, plan_refresh_seconds=0, sampling_mode="at_ingest"
+    )
     upgrade_database(settings)
     return settings
 

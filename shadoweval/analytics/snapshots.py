@@ -21,7 +21,7 @@ from shadoweval.analytics.models import SNAPSHOT_SUMS, SequentialState, VerdictW
 from shadoweval.config import Settings
 from shadoweval.db import UtcDateTime, dialect_insert, utcnow
 from shadoweval.events import service as events
-from shadoweval.ingest.models import Decision
+from shadoweval.ingest.models import AWAITING_PLAN, Decision
 from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Outcome, Verdict, VerdictStatus
 from shadoweval.stats import sequential
 
@@ -196,7 +196,13 @@ def watermark(engine: Engine, now: datetime | None = None) -> datetime:
                 .exists(),
             )
         )
-    candidates = [t for t in (open_verdict, unplanned) if t is not None]
+        # Decisions whose sampling period is still open may yet be sampled (hourly mode).
+        awaiting = connection.scalar(
+            select(func.min(DECISION_TABLE.c.ts)).where(
+                DECISION_TABLE.c.sampling_skip_reason == AWAITING_PLAN
+            )
+        )
+    candidates = [t for t in (open_verdict, unplanned, awaiting) if t is not None]
     if not candidates:
         return now
     decoded = [UtcDateTime().process_result_value(t, engine.dialect) for t in candidates]

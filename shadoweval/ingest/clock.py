@@ -50,9 +50,7 @@ def decision_now(
     """The router's decision-time watermark; None before its first decision."""
     bound = wall_bound(skew_seconds, wall_now)
     c = DECISION_TABLE.c
-    value = bind.execute(
-        select(func.max(c.ts)).where(c.router == router, c.ts <= bound)
-    ).scalar()
+    value = bind.execute(select(func.max(c.ts)).where(c.router == router, c.ts <= bound)).scalar()
     return _decode(bind, value)
 
 

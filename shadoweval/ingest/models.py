@@ -7,11 +7,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import Column, ForeignKey, Index, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, UniqueConstraint, text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from shadoweval.db import BigIntId, JsonType, UtcDateTime
+
+# sampling_skip_reason of a decision whose sampling period is still open (hourly sampling).
+AWAITING_PLAN = "awaiting_plan"
 
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 TierName = Annotated[
@@ -185,6 +188,14 @@ class Decision(SQLModel, table=True):
         Index("ix_decision_ts_id", "ts", "id"),
         Index("ix_decision_router_ts", "router", "ts"),
         Index("ix_decision_segment_value_ts", "segment_value", "ts"),
+        # Hourly sampling finds the decisions still waiting for their period's plan here,
+        # and the label watermark their earliest ts: a tiny index, whatever the log's size.
+        Index(
+            "ix_decision_awaiting_plan",
+            "ts",
+            postgresql_where=text(f"sampling_skip_reason = '{AWAITING_PLAN}'"),
+            sqlite_where=text(f"sampling_skip_reason = '{AWAITING_PLAN}'"),
+        ),
     )
 
     id: int | None = SQLField(
@@ -233,7 +244,8 @@ class Decision(SQLModel, table=True):
     # Redaction changed the stored payload: a redacted prompt against the original answer
     # is not a fair comparison, so the decision is not shadowed (and is counted).
     payload_redacted: bool = False
-    # Why a decision was not sampled although its stratum is (budget_exhausted).
+    # Why a decision was not sampled although its stratum is (budget_exhausted), or
+    # `awaiting_plan` while its sampling period is still open (hourly sampling).
     sampling_skip_reason: str | None = SQLField(default=None, max_length=64)
 
 

@@ -24,6 +24,7 @@ from shadoweval.config import Settings
 from shadoweval.db import UtcDateTime, json_text, take_sqlite_write_lock, utcnow
 from shadoweval.exceptions import InvalidRequest, NotFound
 from shadoweval.ingest.models import (
+    AWAITING_PLAN,
     Decision,
     DecisionIn,
     DecisionPage,
@@ -104,6 +105,9 @@ class _PlanLookup:
         return planned
 
 
+_AWAITING = sampling_service.PlannedStratum(inclusion_probability=0.0, cost_per_sample_usd=0.0)
+
+
 def _decision_row(
     item: DecisionIn, *, settings: Settings, lookup: _PlanLookup, received_at: datetime
 ) -> tuple[dict[str, Any], _Reservation]:
@@ -116,9 +120,16 @@ def _decision_row(
         item.segment, settings.segment_key, settings.unlabelled_segment
     )
     ts = item.ts or received_at
-    planned = lookup(item.router, segment_value, item.tier)
-    inclusion_probability, base_probability = planned.probability_at(ts)
     hash_value = policy.sampling_hash(item.router, item.request_id)
+    if lookup.settings.sampling_mode == "hourly":
+        # Decided by the planner once the decision's period closes (sampling.periods).
+        planned = _AWAITING
+        inclusion_probability, base_probability = 0.0, 0.0
+        skip_reason: str | None = AWAITING_PLAN
+    else:
+        planned = lookup(item.router, segment_value, item.tier)
+        inclusion_probability, base_probability = planned.probability_at(ts)
+        skip_reason = None
     return {
         "router": item.router,
         "request_id": item.request_id,
@@ -155,7 +166,7 @@ def _decision_row(
         "sampled": hash_value < inclusion_probability,
         "payload_stored": False,
         "payload_redacted": False,
-        "sampling_skip_reason": None,
+        "sampling_skip_reason": skip_reason,
     }, _Reservation(
         # Sampled only thanks to a boost: the boost budget pays.
         account=sampling_service.SHADOW_ACCOUNT
@@ -217,7 +228,9 @@ def _keeps_payload(settings: Settings, item: DecisionIn, sampled: bool) -> bool:
         return False
     if settings.store_payloads == "all":
         return True
-    return settings.store_payloads == "sampled" and sampled
+    # Hourly sampling decides later: the payload waits with the decision, and the planner
+    # deletes it again unless the decision is sampled.
+    return settings.store_payloads == "sampled" and (sampled or settings.sampling_mode == "hourly")
 
 
 def _redacted_payload(redactor: Redactor, item: DecisionIn) -> tuple[dict[str, Any], bool]:

@@ -67,3 +67,79 @@ class BudgetPublic(BaseModel):
     sampled: int
     refused: int
     exhausted_at: datetime | None
+
+
+class SamplingPeriod(SQLModel, table=True):
+    """One closed decision-time period whose decisions the planner sampled (hourly mode).
+
+    A row exists once the period's plan is stored and its decisions are decided; the plan
+    depends only on traffic before `period_start` and labels of decisions before
+    `labels_before`, so the same log replayed at any speed gets the same row.
+    """
+
+    __tablename__ = "sampling_period"
+
+    period_start: datetime = SQLField(sa_column=Column(UtcDateTime(), primary_key=True))
+    period_end: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    labels_before: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    closed_by: str = SQLField(max_length=16)  # watermark | idle
+    strata: int = 0
+    decisions: int = 0
+    sampled: int = 0
+    refused: int = 0
+    reserved_usd: float = 0.0  # shadow account, as reserved
+    boost_reserved_usd: float = 0.0  # boost account, as reserved
+    # Once every sample of the period is judged, its reservations are replaced in the
+    # budget by what the samples cost (actual_usd).
+    reconciled: bool = False
+    actual_usd: float = 0.0
+    planned_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))  # wall
+
+
+class SamplingPeriodStratum(SQLModel, table=True):
+    """The π and reserved cost of one stratum in one sampling period."""
+
+    __tablename__ = "sampling_period_stratum"
+
+    period_start: datetime = SQLField(sa_column=Column(UtcDateTime(), primary_key=True))
+    router: str = SQLField(primary_key=True, max_length=200)
+    segment_value: str = SQLField(primary_key=True, max_length=200)
+    tier: str = SQLField(primary_key=True, max_length=64)
+    inclusion_probability: float
+    is_reverse: bool = False
+    expected_traffic_per_day: float = 0.0
+    cost_per_sample_usd: float = 0.0
+    cost_learned_from: int = 0  # finished samples behind cost_per_sample_usd (0: the prior)
+    std_dev: float = 0.0
+    floor_samples_per_day: float = 0.0
+    decisions: int = 0
+    sampled: int = 0
+    refused: int = 0
+    reserved_usd: float = 0.0
+
+
+class SamplingCursor(SQLModel, table=True):
+    """Where the period planner stands, and when decision time last moved (idle close)."""
+
+    __tablename__ = "sampling_cursor"
+
+    name: str = SQLField(primary_key=True, max_length=32)
+    next_period_start: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+    watermark_seen: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+    watermark_seen_at: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+
+
+class PeriodPublic(BaseModel):
+    period_start: datetime
+    period_end: datetime
+    labels_before: datetime = Field(description="labels of decisions before this ts fed the plan")
+    closed_by: str
+    strata: int
+    decisions: int
+    sampled: int
+    refused: int
+    reserved_usd: float = Field(description="USD reserved on the shadow budget")
+    boost_reserved_usd: float = Field(description="USD reserved on the boost budget")
+    reconciled: bool = Field(description="reservations replaced by the samples' actual cost")
+    actual_usd: float = Field(description="USD the period's samples cost, once reconciled")
+    planned_at: datetime

@@ -212,7 +212,7 @@ def list_budget(*, session: Session, since_day: str | None = None) -> list[Budge
 # --- planner -----------------------------------------------------------------------------
 
 
-def _ordered_tiers(tier_cost: dict[str, float]) -> list[str]:
+def ordered_tiers(tier_cost: dict[str, float]) -> list[str]:
     """Tiers from cheapest to strongest by their mean served cost, then by conventional name."""
     from shadoweval.shadow.policy import CONVENTIONAL_TIER_ORDER
 
@@ -294,7 +294,7 @@ def plan_sampling(
         entry[0] += float(decisions or 0)
         entry[1] += float(cost or 0)
     strongest = {
-        router: _ordered_tiers({t: (c / n if n else 0.0) for t, (n, c) in tiers.items()})[-1]
+        router: ordered_tiers({t: (c / n if n else 0.0) for t, (n, c) in tiers.items()})[-1]
         for router, tiers in tier_cost.items()
     }
     required = sample_size_for_drop(settings.harm_baseline, settings.harm_alert_rate)
