@@ -207,7 +207,9 @@ class Settings(BaseSettings):
         default=100, ge=10, description="Labels that set a segment's baseline harm rate p0."
     )
     aggregate_interval_seconds: float = Field(default=5.0, gt=0)
-    planner_interval_seconds: float = Field(default=300.0, gt=0)
+    planner_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often the planner samples closed periods."
+    )
     decision_clock_skew_seconds: float = Field(
         default=300.0,
         ge=0,
@@ -388,6 +390,26 @@ class Settings(BaseSettings):
     )
     alert_evaluate_interval_seconds: float = Field(
         default=60.0, gt=0, description="How often the leader evaluates the alert rules."
+    )
+    # Rules on decision time are evaluated at fixed steps of each router's decision time,
+    # never at "whenever the worker ran": a replay at any speed then meets the same steps.
+    alert_decision_step_seconds: float = Field(
+        default=300.0,
+        ge=60,
+        le=86400,
+        description="Decision-time step at which the decision-time alert rules are evaluated.",
+    )
+    alert_catch_up_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Hours of decision time a new rule, a new router or a lagging evaluator "
+        "looks back over; older steps are skipped.",
+    )
+    alert_max_steps_per_pass: int = Field(
+        default=288,
+        ge=1,
+        description="Decision-time steps per rule and clock one evaluation pass handles; "
+        "the next pass continues from there.",
     )
     alert_reminder_minutes: float = Field(
         default=240.0,
