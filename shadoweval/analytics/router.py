@@ -23,8 +23,9 @@ from shadoweval.deps import ReadScope, SettingsDep
 from shadoweval.events import service as events_service
 from shadoweval.events.models import EventPublic
 from shadoweval.judge.models import VerdictPublic
+from shadoweval.sampling import periods
 from shadoweval.sampling import service as sampling_service
-from shadoweval.sampling.models import BudgetPublic, StratumPublic
+from shadoweval.sampling.models import BudgetPublic, PeriodPublic, StratumPublic
 
 router = APIRouter(prefix="/v1", tags=["analytics"], dependencies=[ReadScope])
 
@@ -177,8 +178,18 @@ def router_economics(
 def sampling_plan(
     session: SessionDep, router_name: Annotated[str | None, Query(alias="router")] = None
 ) -> list[StratumPublic]:
-    """π per stratum as the planner set it, with boosts."""
+    """π per stratum as the planner last set it, with boosts, the labels a day planned and
+    any shortfall against the floor that detects the configured drop."""
     return sampling_service.list_strata(session=session, router=router_name)
+
+
+@router.get("/sampling/periods")
+def sampling_periods(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 48
+) -> list[PeriodPublic]:
+    """The latest sampling periods the planner closed (hourly mode), newest first: when the
+    plan's labels stop, decisions, samples, refusals, reserved and reconciled USD."""
+    return periods.list_periods(session=session, limit=limit)
 
 
 @router.get("/budget")

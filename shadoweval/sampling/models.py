@@ -26,6 +26,9 @@ class SamplingStratum(SQLModel, table=True):
     cost_per_sample_usd: float = 0.0
     std_dev: float = 0.0
     floor_samples_per_day: float = 0.0
+    expected_samples_per_day: float = 0.0
+    # Labels a day the floor asks for and the plan cannot buy (budget or traffic too small).
+    floor_shortfall_per_day: float = 0.0
     boost_factor: float = 1.0
     boosted_until: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
     updated_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
@@ -53,7 +56,13 @@ class StratumPublic(BaseModel):
     is_reverse: bool
     expected_traffic_per_day: float = Field(description="decisions per day")
     cost_per_sample_usd: float = Field(description="USD")
-    floor_samples_per_day: float
+    floor_samples_per_day: float = Field(
+        description="labels a day that detect the configured drop within the detection window"
+    )
+    expected_samples_per_day: float = Field(default=0.0, description="labels a day planned")
+    floor_shortfall_per_day: float = Field(
+        default=0.0, description="labels a day the floor needs beyond what the plan buys"
+    )
     boost_factor: float
     boosted_until: datetime | None
     updated_at: datetime
@@ -112,6 +121,8 @@ class SamplingPeriodStratum(SQLModel, table=True):
     cost_learned_from: int = 0  # finished samples behind cost_per_sample_usd (0: the prior)
     std_dev: float = 0.0
     floor_samples_per_day: float = 0.0
+    expected_samples_per_day: float = 0.0
+    floor_shortfall_per_day: float = 0.0
     decisions: int = 0
     sampled: int = 0
     refused: int = 0

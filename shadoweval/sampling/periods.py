@@ -35,6 +35,7 @@ from shadoweval.analytics.models import TrafficWindowSnapshot
 from shadoweval.config import Settings
 from shadoweval.db import dialect_insert, take_sqlite_write_lock, utcnow
 from shadoweval.events.models import Event
+from shadoweval.events.service import record_event
 from shadoweval.ingest import clock
 from shadoweval.ingest.models import AWAITING_PLAN, Decision, DecisionPayload, TrafficDelta
 from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict, VerdictStatus
@@ -74,6 +75,7 @@ BUDGET = cast(Table, BudgetDay.__table__)  # type: ignore[attr-defined]
 
 CURSOR_NAME = "periods"
 MODEL_CHANGE = "model_change"
+SAMPLING_SHORTFALL = "sampling_shortfall"
 StratumId = tuple[str, str, str]  # router, segment value, tier
 
 
@@ -340,6 +342,20 @@ def plan_period(
         s = by_key[key]
         planned[stratum_id] = _PlannedStratum(probability, s.cost_per_sample_usd)
         router, segment, tier = stratum_id
+        expected = plan.expected_samples_per_day.get(key, 0.0)
+        shortfall = max(0.0, s.floor_samples - expected)
+        if shortfall > 1e-6 and not s.is_reverse:
+            _record_shortfall(
+                session,
+                router=router,
+                segment=segment,
+                tier=tier,
+                start=start,
+                floor=s.floor_samples,
+                planned=expected,
+                # Every decision sampled and still short: traffic binds, not the budget.
+                reason="traffic" if probability >= 0.999 else "budget",
+            )
         rows.append(
             {
                 "router": router,
@@ -352,6 +368,8 @@ def plan_period(
                 "cost_learned_from": learned_from[stratum_id],
                 "std_dev": s.std_dev,
                 "floor_samples_per_day": s.floor_samples,
+                "expected_samples_per_day": expected,
+                "floor_shortfall_per_day": shortfall,
             }
         )
     period_plan = _PeriodPlan(
@@ -367,6 +385,45 @@ def plan_period(
         boost_factor=settings.model_change_boost_factor,
     )
     return period_plan, rows, plan
+
+
+def _record_shortfall(
+    session: Session,
+    *,
+    router: str,
+    segment: str,
+    tier: str,
+    start: datetime,
+    floor: float,
+    planned: float,
+    reason: str,
+) -> None:
+    """One `sampling_shortfall` event per segment and decision day whose plan cannot buy the
+    labels that detect the configured drop within the detection window."""
+    day = start.strftime("%Y-%m-%d")
+    cause = (
+        "the segment has too little traffic"
+        if reason == "traffic"
+        else "the daily shadow budget cannot pay for every segment's floor"
+    )
+    record_event(
+        session,
+        kind=SAMPLING_SHORTFALL,
+        dedup_key=f"{router}/{segment}/{tier}/{day}",
+        ts=start,
+        router=router,
+        details={
+            "segment": segment,
+            "tier": tier,
+            "day": day,
+            "floor_labels_per_day": round(floor, 2),
+            "planned_labels_per_day": round(planned, 2),
+            "shortfall_labels_per_day": round(floor - planned, 2),
+            "reason": reason,
+            "message": f"{segment}: {planned:.1f} labels a day planned, {floor:.1f} needed to "
+            f"detect the configured harm rise within the detection window; {cause}",
+        },
+    )
 
 
 def _stored_plan(session: Session, settings: Settings, start: datetime) -> _PeriodPlan:
@@ -775,6 +832,8 @@ def _store_period(
                 "cost_per_sample_usd",
                 "std_dev",
                 "floor_samples_per_day",
+                "expected_samples_per_day",
+                "floor_shortfall_per_day",
             )
         }
         session.execute(

@@ -49,6 +49,8 @@ def upgrade() -> None:
         sa.Column("cost_learned_from", sa.Integer(), nullable=False),
         sa.Column("std_dev", sa.Float(), nullable=False),
         sa.Column("floor_samples_per_day", sa.Float(), nullable=False),
+        sa.Column("expected_samples_per_day", sa.Float(), nullable=False),
+        sa.Column("floor_shortfall_per_day", sa.Float(), nullable=False),
         sa.Column("decisions", sa.Integer(), nullable=False),
         sa.Column("sampled", sa.Integer(), nullable=False),
         sa.Column("refused", sa.Integer(), nullable=False),
@@ -61,6 +63,11 @@ def upgrade() -> None:
         sa.Column("watermark_seen", utc, nullable=True),
         sa.Column("watermark_seen_at", utc, nullable=True),
     )
+    for column in ("expected_samples_per_day", "floor_shortfall_per_day"):
+        op.add_column(
+            "sampling_stratum",
+            sa.Column(column, sa.Float(), nullable=False, server_default="0"),
+        )
     op.create_index(
         "ix_decision_awaiting_plan",
         "decision",
@@ -72,6 +79,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_decision_awaiting_plan", table_name="decision")
+    with op.batch_alter_table("sampling_stratum") as batch:
+        batch.drop_column("floor_shortfall_per_day")
+        batch.drop_column("expected_samples_per_day")
     op.drop_table("sampling_cursor")
     op.drop_table("sampling_period_stratum")
     op.drop_table("sampling_period")

@@ -13,6 +13,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -20,6 +21,8 @@ from sqlmodel import Session
 from shadoweval.config import Settings
 from shadoweval.events.models import Event
 from shadoweval.ingest.models import AWAITING_PLAN, Decision, DecisionPayload
+from shadoweval.sampling import periods
+from shadoweval.sampling import service as sampling_service
 from shadoweval.sampling.models import BudgetDay, SamplingPeriod, SamplingPeriodStratum
 from shadoweval.testing.fake_provider import FakeProviderServer
 from tests.conftest import TABLES
@@ -199,3 +202,35 @@ def _drain_all(engine: Engine, settings: Settings) -> None:
         if not awaiting and open_verdicts(engine) == 0:
             return
     raise AssertionError("the worker did not catch up")
+
+
+def test_a_budget_too_small_for_the_floors_says_which_segments_fall_short(
+    engine: Engine, base_settings: Settings, fake: FakeProviderServer
+) -> None:
+    settings = _settings(base_settings, fake).model_copy(
+        update={"daily_shadow_budget_usd": 0.01, "planner_traffic_days": 1.0}
+    )
+    stream = _stream(hours=3, per_hour=40)
+    ingest(engine, settings, stream)
+    ingest(engine, settings, [{**stream[-1], "request_id": "later", "ts": "2026-10-05T06:00:00Z"}])
+
+    with Session(engine) as session:
+        result = periods.sample_closed_periods(session=session, settings=settings)
+    assert result.periods == 3
+    assert result.waiting is None or result.waiting == "open"
+
+    with Session(engine) as session:
+        shortfalls = [e for e in session.scalars(select(Event)) if e.kind == "sampling_shortfall"]
+        strata = sampling_service.list_strata(session=session, router="replayed-router")
+    # The first hour has no traffic before it to plan from; the later ones fall short.
+    assert shortfalls, "a floor the budget cannot pay must be reported"
+    details = shortfalls[0].details
+    assert details["reason"] == "budget"
+    assert details["planned_labels_per_day"] < details["floor_labels_per_day"]
+    assert shortfalls[0].ts == datetime(2026, 10, 5, 1, tzinfo=UTC)
+    short = [s for s in strata if s.floor_shortfall_per_day > 0]
+    assert short
+    for stratum in short:
+        assert stratum.expected_samples_per_day + stratum.floor_shortfall_per_day == pytest.approx(
+            stratum.floor_samples_per_day
+        )
