@@ -1,4 +1,7 @@
-"""Leader job: feature and router-score drift of each completed UTC day (Evidently, lazily)."""
+"""Leader job: feature and router-score drift of each completed UTC day (Evidently, lazily).
+
+Clock: decision time (a day is complete once the router's watermark has passed it); the
+wall clock only stamps `created_at`."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ if TYPE_CHECKING:
 
 def _check(runtime: WorkerRuntime) -> int:
     with session_scope(runtime.engine) as session:
-        return drift_service.check_completed_days(session=session)
+        return drift_service.check_completed_days(session=session, settings=runtime.settings)
 
 
 async def run(runtime: WorkerRuntime) -> int:

@@ -1,4 +1,6 @@
-"""Every worker: claim due alert deliveries and POST them to their channels."""
+"""Every worker: claim due alert deliveries and POST them to their channels.
+
+Clock: wall clock (leases, retry times, the delivery max age)."""
 
 from __future__ import annotations
 

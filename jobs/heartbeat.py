@@ -1,4 +1,6 @@
-"""Every worker: record that it is alive, whether it leads, and how its jobs fare."""
+"""Every worker: record that it is alive, whether it leads, and how its jobs fare.
+
+Clock: wall clock (a heartbeat is about wall time)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Every worker: claim queued verdicts and judge each pair in both orders."""
+"""Every worker: claim queued verdicts and judge each pair in both orders.
+
+Clock: wall clock (leases, retry times, `finished_at`); it keys no window on time."""
 
 from __future__ import annotations
 

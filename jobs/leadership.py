@@ -1,4 +1,6 @@
-"""Take or keep the planner leadership (advisory lock on PostgreSQL, lease row on SQLite)."""
+"""Take or keep the planner leadership (advisory lock on PostgreSQL, lease row on SQLite).
+
+Clock: wall clock (the SQLite lease row's expiry)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Every worker: check submitted provider batches and collect those that have ended."""
+"""Every worker: check submitted provider batches and collect those that have ended.
+
+Clock: wall clock (when to check again, leases)."""
 
 from __future__ import annotations
 

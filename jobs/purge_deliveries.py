@@ -1,5 +1,7 @@
 """Leader job: delete delivered and failed alert deliveries (with their attempts) older than
-`delivery_retention_days`, so the outbox does not grow forever."""
+`delivery_retention_days`, so the outbox does not grow forever.
+
+Clock: wall clock (retention counts from a delivery's `created_at`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Leader job: delete request/response payloads older than the retention period."""
+"""Leader job: delete request/response payloads older than the retention period.
+
+Clock: wall clock (retention counts from when a payload was stored, not from its `ts`)."""
 
 from __future__ import annotations
 

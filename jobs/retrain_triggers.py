@@ -1,4 +1,7 @@
-"""Leader: turn each new model_change event into one retrain delivery."""
+"""Leader: turn each new model_change event into one retrain delivery.
+
+Clock: wall clock (events created longer than the delivery max age ago are not triggered);
+the trigger carries the event's decision-time ts."""
 
 from __future__ import annotations
 

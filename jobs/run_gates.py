@@ -1,4 +1,6 @@
-"""Every worker: plan queued gate runs, replay and judge their items, write their verdicts."""
+"""Every worker: plan queued gate runs, replay and judge their items, write their verdicts.
+
+Clock: wall clock (leases and retry waits); the sample is drawn by seed, not by time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Every worker: claim due shadow runs and run them on the other tier."""
+"""Every worker: claim due shadow runs and run them on the other tier.
+
+Clock: wall clock (leases and retry times); it keys no window on time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Every worker: reconcile batches left `submitting`, gather held items into new batches."""
+"""Every worker: reconcile batches left `submitting`, gather held items into new batches.
+
+Clock: wall clock (how long items are held, leases)."""
 
 from __future__ import annotations
 

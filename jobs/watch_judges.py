@@ -1,4 +1,7 @@
-"""Leader job: record a `judge_changed` event when a router's verdicts come from a new judge."""
+"""Leader job: record a `judge_changed` event when a router's verdicts come from a new judge.
+
+Clock: wall clock for completion order and the settle delay (`finished_at`: which judge was
+configured when); the event's ts is decision time, the earliest decision the new judge judged."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Leader job: scan new decisions for models new to a router's tier (model_change events)."""
+"""Leader job: scan new decisions for models new to a router's tier (model_change events).
+
+Clock: decision time (first-seen times, the event's ts and its sampling boost are decisions'
+`ts`); the database clock only times the watermark's settle delay."""
 
 from __future__ import annotations
 

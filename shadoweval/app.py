@@ -138,7 +138,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.metrics = metrics = ApiMetrics(engine)
+    app.state.metrics = metrics = ApiMetrics(
+        engine, decision_clock_skew_seconds=settings.decision_clock_skew_seconds
+    )
     app.state.sampling_plan = SamplingPlan()
     # Bounded ingest concurrency: past it, clients are told to come back (503), not queued.
     app.state.ingest_slots = threading.BoundedSemaphore(settings.ingest_max_concurrent)

@@ -206,6 +206,14 @@ class Settings(BaseSettings):
     sequential_reference_labels: int = Field(
         default=100, ge=10, description="Labels that set a segment's baseline harm rate p0."
     )
+    change_point_window_labels: int = Field(
+        default=1000,
+        ge=50,
+        le=5000,
+        description="Look-back of the quality-drop detector: the longest post-change stretch "
+        "it tests, and the labels (with their ts) each segment's state keeps. Rises it must "
+        "catch need fewer labels than this (stats.sequential.labels_to_detect).",
+    )
     aggregate_interval_seconds: float = Field(default=5.0, gt=0)
     planner_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often the planner samples closed periods."
@@ -343,6 +351,12 @@ class Settings(BaseSettings):
         default=300.0,
         ge=0,
         description="Seconds (database clock) the watcher keeps re-reading recent decision ids.",
+    )
+    model_pool_establish_minutes: float = Field(
+        default=15.0,
+        ge=0,
+        description="Minutes of decision time after a tier's first decision whose models "
+        "establish its pool (no model_change for them).",
     )
     model_change_boost_hours: float = Field(
         default=24.0, ge=0, description="Hours of decision time a model change boosts sampling."

@@ -1,4 +1,9 @@
-"""Prometheus metrics of one app instance, in a registry of its own."""
+"""Prometheus metrics of one app instance, in a registry of its own.
+
+Clocks: budget and quality gauges ("today", "last 24 h") are decision time, each router's
+watermark (`ingest.clock`), so a replayed log shows its own days; heartbeat ages, verdict
+lags (by finish time) and the label watermark's lag behind now are wall-clock questions.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +19,27 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from shadoweval.config import Settings
 from shadoweval.db import utcnow
+from shadoweval.ingest import clock
 from shadoweval.ingest.models import ItemError
 
 log = logging.getLogger(__name__)
+DEFAULT_SKEW_SECONDS = float(Settings.model_fields["decision_clock_skew_seconds"].default)
 
 
 class ApiMetrics:
     """Counters and histograms the API exports on /metrics."""
 
-    def __init__(self, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        decision_clock_skew_seconds: float = DEFAULT_SKEW_SECONDS,
+    ) -> None:
         self.registry = CollectorRegistry()
         if engine is not None:
-            self.registry.register(DatabaseCollector(engine))
+            self.registry.register(DatabaseCollector(engine, decision_clock_skew_seconds))
         self.decisions_ingested = Counter(
             "shadoweval_decisions_ingested",
             "Decisions stored by ingest (new rows).",
@@ -75,8 +88,9 @@ class DatabaseCollector(Collector):
     worker wrote it.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, skew_seconds: float = DEFAULT_SKEW_SECONDS) -> None:
         self.engine = engine
+        self.skew_seconds = skew_seconds
 
     def describe(self) -> list[Metric]:
         return []  # no database access when the collector is registered
@@ -87,7 +101,7 @@ class DatabaseCollector(Collector):
         try:
             depths = runtime_service.queue_depths(self.engine)
             beats = runtime_service.heartbeats(self.engine)
-            budgets = runtime_service.budget_today(self.engine, utcnow())
+            budgets = _budget_today(self.engine, self.skew_seconds)
         except SQLAlchemyError as error:
             log.warning("metrics: database gauges unavailable: %s", error)
             return
@@ -119,20 +133,23 @@ class DatabaseCollector(Collector):
         yield failures
         reserved = GaugeMetricFamily(
             "shadoweval_budget_reserved_usd",
-            "Shadow spend reserved for today's (UTC) decisions, by budget account.",
+            "Shadow spend reserved for the current decision day (UTC day of the latest ts), "
+            "by budget account.",
             labels=["account"],
         )
         limit = GaugeMetricFamily(
-            "shadoweval_budget_limit_usd", "Today's budget by account.", labels=["account"]
+            "shadoweval_budget_limit_usd",
+            "The current decision day's budget by account.",
+            labels=["account"],
         )
         refused = GaugeMetricFamily(
             "shadoweval_budget_refused_decisions",
-            "Decisions not sampled today because the budget was spent.",
+            "Decisions of the current decision day not sampled because the budget was spent.",
             labels=["account"],
         )
         exhausted = GaugeMetricFamily(
             "shadoweval_budget_exhausted",
-            "1 when today's budget of the account is spent and sampling has stopped.",
+            "1 when the current decision day's budget is spent and sampling has stopped.",
             labels=["account"],
         )
         for budget in budgets:
@@ -146,7 +163,17 @@ class DatabaseCollector(Collector):
         yield refused
         yield exhausted
         yield from _delivery_gauges(self.engine)
-        yield from _quality_gauges(self.engine)
+        yield from _quality_gauges(self.engine, self.skew_seconds)
+
+
+def _budget_today(engine: Engine, skew_seconds: float) -> list[dict[str, Any]]:
+    """Budget rows of the deployment's decision day: budgets are kept per UTC day of `ts`,
+    and the wall clock's day has none while a historical log is replayed."""
+    from shadoweval.runtime import service as runtime_service
+
+    with engine.connect() as connection:
+        today = clock.deployment_now(connection, skew_seconds=skew_seconds)
+    return [] if today is None else runtime_service.budget_today(engine, today)
 
 
 def _delivery_gauges(engine: Engine) -> Iterator[Metric]:
@@ -190,26 +217,31 @@ CalibrationFigure = tuple[str, str, float | None, float | None, int]  # router, 
 _calibration_cache: dict[str, tuple[float, list[CalibrationFigure]]] = {}
 
 
-def _quality_gauges(engine: Engine) -> Iterator[Metric]:
+def _quality_gauges(engine: Engine, skew_seconds: float) -> Iterator[Metric]:
     """Harm rate per segment with its 95 % interval, calibration per router, alert states and
     label freshness, for teams that alert through Alertmanager."""
     try:
-        families = _quality_families(engine, utcnow())
+        families = _quality_families(engine, utcnow(), skew_seconds)
     except SQLAlchemyError as error:
         log.warning("metrics: quality gauges unavailable: %s", error)
         return
     yield from families
 
 
-def _quality_families(engine: Engine, now: datetime) -> list[Metric]:
+def _quality_families(
+    engine: Engine, now: datetime, skew_seconds: float = DEFAULT_SKEW_SECONDS
+) -> list[Metric]:
+    """`now` is the wall clock: it bounds the routers' watermarks (the decision time the
+    "last 24 h" end at) and measures the wall-clock lags."""
     from sqlmodel import Session
 
     from shadoweval.alerts import service as alerts_service
     from shadoweval.analytics import snapshots
 
     with Session(engine) as session:
-        harm = _harm_rates(session, now - QUALITY_WINDOW)
-        calibration = _calibration(engine, session, now)
+        watermarks = clock.decision_now_by_router(session, skew_seconds=skew_seconds, wall_now=now)
+        harm = _harm_rates(session, watermarks)
+        calibration = _calibration(engine, session, watermarks)
         firing_counts = alerts_service.firing_counts(session)
         firing = alerts_service.firing_alerts(session)
         lags = _verdict_lags(session, now)
@@ -288,34 +320,32 @@ def _quality_families(engine: Engine, now: datetime) -> list[Metric]:
     return [rate, low, high, n, ece, brier, calibration_n, counts, states, lag, watermark]
 
 
-def _harm_rates(session: Any, since: datetime) -> list[tuple[tuple[str, str, str], Any]]:
+def _harm_rates(
+    session: Any, watermarks: dict[str, datetime]
+) -> list[tuple[tuple[str, str, str], Any]]:
     # The one harm-rate reduction, shared with the quality_drop alert.
     from shadoweval.analytics.harm import harm_rates
 
-    return list(harm_rates(session, since=since).items())
+    rates: list[tuple[tuple[str, str, str], Any]] = []
+    for router, now in sorted(watermarks.items()):
+        rates.extend(harm_rates(session, since=now - QUALITY_WINDOW, router=router).items())
+    return rates
 
 
-def _calibration(engine: Engine, session: Any, now: datetime) -> list[CalibrationFigure]:
-    from sqlalchemy import Table, select
-
+def _calibration(
+    engine: Engine, session: Any, watermarks: dict[str, datetime]
+) -> list[CalibrationFigure]:
     from shadoweval.analytics import calibration_service
-    from shadoweval.judge.models import Verdict
 
     key = engine.url.render_as_string(hide_password=True)
     cached = _calibration_cache.get(key)
     if cached is not None and time.monotonic() - cached[0] < CALIBRATION_CACHE_SECONDS:
         return cached[1]
-    v = cast(Table, Verdict.__table__).c  # type: ignore[attr-defined]
-    since = now - QUALITY_WINDOW
-    routers = session.scalars(
-        select(v.router)
-        .where(v.ts >= since, v.router_score.is_not(None), v.status == "done")
-        .group_by(v.router)
-    ).all()
     figures = []
-    for router in routers:
+    for router, now in sorted(watermarks.items()):
+        # No labelled verdicts in the window: no report, so no gauge for the router.
         for report in calibration_service.calibration_reports(
-            session=session, router=router, since=since
+            session=session, router=router, since=now - QUALITY_WINDOW
         ):
             figures.append(
                 (

@@ -1,4 +1,9 @@
-"""Drift service: feature and router-score drift per router and UTC day, stored once per window."""
+"""Drift service: feature and router-score drift per router and UTC day, stored once per window.
+
+Clock: decision time. A router's day is reported once its own log has moved past it (its
+watermark, `ingest.clock`), so a replayed or backfilled log gets the reports of its
+decision days whatever the wall clock says; the wall clock only stamps `created_at`.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ from sqlalchemy import Table, select
 from sqlmodel import Session
 
 from shadoweval.analytics.models import DriftReport
+from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.exceptions import NotFound
+from shadoweval.ingest import clock
 from shadoweval.ingest.models import Decision
 
 log = logging.getLogger(__name__)
@@ -20,6 +27,10 @@ DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
 REPORT_TABLE = cast(Table, DriftReport.__table__)  # type: ignore[attr-defined]
 # Enough rows for a stable distance; more only costs time.
 MAX_ROWS_PER_WINDOW = 20_000
+# How many completed days before a router's watermark day are reported when missing: a
+# replay can move the watermark days ahead between two runs of the hourly job. Older
+# history is left alone (each report runs Evidently for seconds).
+CATCH_UP_DAYS = 7
 
 
 class DriftReportPublic(BaseModel):
@@ -104,25 +115,38 @@ def check_drift(
     return report
 
 
-def check_completed_days(*, session: Session, now: datetime | None = None) -> int:
-    """A report for yesterday (UTC) per router with traffic; windows already done are skipped."""
-    now = now or utcnow()
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    yesterday = today - timedelta(days=1)
-    routers = session.scalars(
-        select(DECISION_TABLE.c.router)
-        .where(DECISION_TABLE.c.ts >= yesterday, DECISION_TABLE.c.ts < today)
-        .distinct()
-    ).all()
+def _reported(session: Session, router: str, day: datetime) -> bool:
+    r = REPORT_TABLE.c
+    query = select(r.id).where(r.router == router, r.window_start == day).limit(1)
+    return session.execute(query).first() is not None
+
+
+def _has_traffic(session: Session, router: str, day: datetime) -> bool:
+    d = DECISION_TABLE.c
+    query = (
+        select(d.id).where(d.router == router, d.ts >= day, d.ts < day + timedelta(days=1)).limit(1)
+    )
+    return session.execute(query).first() is not None
+
+
+def check_completed_days(
+    *, session: Session, settings: Settings, wall_now: datetime | None = None
+) -> int:
+    """A report per router for each UTC day its log has completed (the `CATCH_UP_DAYS`
+    days before its watermark's day) that has traffic and no report yet; how many made.
+
+    `wall_now` only bounds the watermarks (wall clock + the allowed skew, tests)."""
+    watermarks = clock.decision_now_by_router(
+        session, skew_seconds=settings.decision_clock_skew_seconds, wall_now=wall_now
+    )
     made = 0
-    for router in routers:
-        before = session.scalars(
-            select(REPORT_TABLE.c.id).where(
-                REPORT_TABLE.c.router == router, REPORT_TABLE.c.window_start == yesterday
-            )
-        ).first()
-        if before is None:
-            check_drift(session=session, router=router, window_start=yesterday)
+    for router, now in sorted(watermarks.items()):
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        for back in range(CATCH_UP_DAYS, 0, -1):
+            day = today - timedelta(days=back)
+            if _reported(session, router, day) or not _has_traffic(session, router, day):
+                continue
+            check_drift(session=session, router=router, window_start=day)
             made += 1
     return made
 

@@ -34,8 +34,11 @@ class RouterModel(SQLModel, table=True):
     router: str = SQLField(max_length=200)
     tier: str = SQLField(max_length=64)
     model: str = SQLField(max_length=200)
-    # Decision time of the first decision that chose it (PUT time for pool_put models).
-    first_seen_ts: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    # Decision time of the first decision that chose it; NULL while a model announced by
+    # PUT /v1/pool has not been chosen, so that no wall-clock time ever stands in for it.
+    first_seen_ts: datetime | None = SQLField(
+        default=None, sa_column=Column(UtcDateTime(), nullable=True)
+    )
     source: str = SQLField(max_length=16)
     # In the router's current pool; PUT /v1/pool deactivates models it leaves out.
     active: bool = True
@@ -99,7 +102,10 @@ class RouterModelPublic(BaseModel):
     router: str
     tier: str
     model: str
-    first_seen_ts: datetime = Field(description="decision time of the first decision choosing it")
+    first_seen_ts: datetime | None = Field(
+        description="decision time of the first decision choosing it; null for a model "
+        "PUT /v1/pool announced that no decision has chosen yet"
+    )
     source: str = Field(description="observed | pool_put")
     active: bool
     updated_at: datetime
@@ -112,9 +118,12 @@ class PoolPage(BaseModel):
 
 class PoolPutResult(BaseModel):
     router: str
-    added: list[RouterModelPublic] = Field(description="models new to the pool")
+    added: list[RouterModelPublic] = Field(description="models new to the pool (or reactivated)")
     removed: list[RouterModelPublic] = Field(description="models deactivated")
-    events: list[int] = Field(description="ids of the model_change events recorded")
+    announced: list[RouterModelPublic] = Field(
+        description="active models of the pool no decision has chosen yet; the first decision "
+        "choosing one records its model_change event (ts = that decision's ts)"
+    )
     pool: list[RouterModelPublic]
 
 

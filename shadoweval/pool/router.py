@@ -36,10 +36,11 @@ def get_pool(
 
 
 @router.put("/pool", dependencies=[AdminScope])
-def put_pool(body: PoolIn, session: SessionDep, settings: SettingsDep) -> PoolPutResult:
-    """Replace a router's pool. Each model new to an existing tier records a model_change
-    event (source pool_put) and boosts that tier's sampling; omitted models turn inactive."""
-    return service.put_pool(session=session, settings=settings, pool=body)
+def put_pool(body: PoolIn, session: SessionDep) -> PoolPutResult:
+    """Replace a router's pool: listed models are announced, omitted ones turn inactive.
+    No event at PUT time: the first decision choosing an announced model records its
+    model_change event, at that decision's ts (`announced` lists those still waiting)."""
+    return service.put_pool(session=session, pool=body)
 
 
 @router.get("/exports/training", dependencies=[ReadScope])

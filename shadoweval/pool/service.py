@@ -1,20 +1,27 @@
 """The model watcher and the pool API: one `model_change` event per new (router, tier, model).
 
+Clock: decision time. Every judgement here compares decisions' `ts` (first-seen times
+are decision times, events carry the ts of the decision that showed the change, boosts
+end a fixed span of decision time after it), so a log replayed at any speed gives the
+same events. Wall (database) clock only for the watermark's settle delay and row stamps.
+
 The watcher reads the decision log past its watermark (decision ids) and keeps, per
 router and tier, every *chosen* model it has seen (`chosen_model` is pre-failover,
-so provider failover never looks like a routing change). It records one
-`model_change` event (unique per (kind, dedup key), so two watchers racing over the
-same decisions still record one) and boosts sampling of the tier when a model new to
-a tier is chosen by a decision whose ts is after every known model's first_seen_ts;
-with `gate_on_model_change` the same transaction queues one gate run of the new model
-against the tier's previous one (its id goes into the event's details).
+so provider failover never looks like a routing change). The first decision choosing a
+model new to a tier records one `model_change` event with that decision's ts (unique
+per (kind, dedup key), so two watchers racing over the same decisions still record
+one) and boosts sampling of the tier; with `gate_on_model_change` the same transaction
+queues one gate run of the new model against the tier's previous one (its id goes into
+the event's details). A model announced by `PUT /v1/pool` is no exception: PUT stores
+it with no first-seen time, and the decision that first chooses it records the event.
 Not an event:
-- the models a tier is first seen with: everything the router's tier uses in the
-  watcher's first pass over it establishes the pool (a router may use two models in a
-  tier from day one);
-- a model first seen on decisions older than the newest known model (a backfill of
-  old logs): it joins the pool, but the router did not change to it (DESIGN Time rule:
-  keyed on ts).
+- the models a tier chooses in its first `model_pool_establish_minutes` of decision time establish
+  the pool (a router may use two models in a tier from day one); keyed on ts, not on
+  what a watcher pass happens to read, so a fast replay establishes what the live
+  stream established;
+- a model first seen on decisions no later than the newest decision-derived first-seen
+  of the tier (a backfill of old logs): it joins the pool, but the router did not
+  change to it (DESIGN Time rule: keyed on ts).
 
 Watermark: ids become visible in commit order on PostgreSQL, so a decision may commit
 after a pass read higher ids. The watermark therefore trails what was read: a pass
@@ -70,8 +77,9 @@ WATCH_STATE_TABLE = cast(Table, ModelWatchState.__table__)  # type: ignore[attr-
 DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
 EVENT_TABLE = cast(Table, Event.__table__)  # type: ignore[attr-defined]
 
-# (router, tier) → {model: (active, first_seen_ts)}
-Pool = dict[tuple[str, str], dict[str, tuple[bool, datetime]]]
+
+# (router, tier) → {model: (active, first_seen_ts; None until a decision chooses it)}
+Pool = dict[tuple[str, str], dict[str, tuple[bool, datetime | None]]]
 
 
 def model_change_key(router: str, tier: str, model: str) -> str:
@@ -101,7 +109,7 @@ def _add_model(
     router: str,
     tier: str,
     model: str,
-    first_seen_ts: datetime,
+    first_seen_ts: datetime | None,
     source: PoolSource,
     now: datetime,
 ) -> bool:
@@ -124,6 +132,20 @@ def _add_model(
     return result.first() is not None
 
 
+def _claim_first_seen(
+    session: Session, *, router: str, tier: str, model: str, first_seen_ts: datetime, now: datetime
+) -> bool:
+    """Give an announced model (no first-seen yet) its first decision's ts; True when this
+    call set it (a racing watcher's UPDATE finds it set and changes nothing)."""
+    c = ROUTER_MODEL_TABLE.c
+    result = session.execute(
+        update(ROUTER_MODEL_TABLE)
+        .where(c.router == router, c.tier == tier, c.model == model, c.first_seen_ts.is_(None))
+        .values(first_seen_ts=first_seen_ts, updated_at=now)
+    )
+    return int(result.rowcount) > 0  # type: ignore[attr-defined]
+
+
 def _set_active(
     session: Session, *, router: str, tier: str, model: str, active: bool, now: datetime
 ) -> None:
@@ -144,9 +166,10 @@ def _record_change(
     model: str,
     ts: datetime,
     previous_models: list[str],
-    source: PoolSource,
+    announced: bool,
 ) -> tuple[bool, int]:
-    """Record the model_change event and, when it is new, boost the tier's sampling.
+    """Record the model_change event at decision time `ts` and, when it is new, boost the
+    tier's sampling for decisions from `ts` on (decision time too, never the wall clock).
 
     Returns (event is new, strata boosted). `boost` commits, so the pool row, the event,
     the gate run it may start and the boost land in one transaction: one gate run per event.
@@ -155,7 +178,8 @@ def _record_change(
         "tier": tier,
         "model": model,
         "previous_models": previous_models,
-        "source": source.value,
+        "source": PoolSource.OBSERVED.value,  # a decision showed it, announced or not
+        "announced_by_pool_put": announced,
         "export_url": export_url(router, ts),
     }
     key = model_change_key(router, tier, model)
@@ -336,29 +360,26 @@ def _scan_chunk(
     session: Session,
     settings: Settings,
     seen: dict[tuple[str, str, str], _Seen],
-    establishing: set[tuple[str, str]],
     now: datetime,
 ) -> ModelWatchResult:
     """Apply one id range's (router, tier, model) groups to the pool; commits."""
     pool = _load_pool(session, [router for router, _, _ in seen])
-    for router, tier, _ in seen:
-        if (router, tier) not in pool:
-            # First pass over this tier: all it uses now establishes the pool.
-            establishing.add((router, tier))
     new_models = events = boosted = 0
     # Oldest first, so of two models new to a tier the later one sees the earlier as known.
     for (router, tier, model), group in sorted(seen.items(), key=lambda kv: kv[1].first_ts):
         models = pool.setdefault((router, tier), {})
-        if model in models:
-            if not models[model][0]:
-                # Left out by PUT /v1/pool, yet the router chooses it: it is in use again.
-                _set_active(session, router=router, tier=tier, model=model, active=True, now=now)
-                models[model] = (True, models[model][1])
+        known = models.get(model)
+        if known is not None and not known[0]:
+            # Left out by PUT /v1/pool, yet the router chooses it: it is in use again.
+            _set_active(session, router=router, tier=tier, model=model, active=True, now=now)
+        if known is not None and known[1] is not None:
+            models[model] = (True, known[1])
             continue
-        previous = sorted(models)
-        newest_known = max((first for _, first in models.values()), default=None)
+        # Only decision-derived first-seen times: an announced model's PUT says nothing
+        # about when the router started choosing anything.
+        decided = {name: first for name, (_, first) in models.items() if first is not None}
         models[model] = (True, group.first_ts)
-        added = _add_model(
+        added = known is None and _add_model(
             session,
             router=router,
             tier=tier,
@@ -367,13 +388,14 @@ def _scan_chunk(
             source=PoolSource.OBSERVED,
             now=now,
         )
-        if not added:
-            continue  # another watcher added it first, together with any event
-        new_models += 1
-        if (router, tier) in establishing:
-            log.info("pool of %s: tier %s starts with %s", router, tier, model)
-            continue
-        if newest_known is not None and group.first_ts <= newest_known:
+        new_models += int(added)
+        # The row exists: announced by a PUT (perhaps committed since the pool was read).
+        claimed = added or _claim_first_seen(
+            session, router=router, tier=tier, model=model, first_seen_ts=group.first_ts, now=now
+        )
+        if not claimed:
+            continue  # another watcher got there first, together with any event
+        if decided and group.first_ts <= max(decided.values()):
             log.info(
                 "pool of %s: %s in tier %s first seen on older decisions (a backfill): "
                 "no model change",
@@ -382,6 +404,10 @@ def _scan_chunk(
                 tier,
             )
             continue
+        establish = timedelta(minutes=settings.model_pool_establish_minutes)
+        if not decided or group.first_ts < min(decided.values()) + establish:
+            log.info("pool of %s: tier %s starts with %s", router, tier, model)
+            continue
         new, strata = _record_change(
             session,
             settings,
@@ -389,8 +415,8 @@ def _scan_chunk(
             tier=tier,
             model=model,
             ts=group.first_ts,
-            previous_models=previous,
-            source=PoolSource.OBSERVED,
+            previous_models=sorted(decided),
+            announced=not added,
         )
         events += int(new)
         boosted += strata
@@ -414,7 +440,6 @@ def watch_models(
     d = DECISION_TABLE.c
     settle = timedelta(seconds=settings.model_watch_settle_seconds)
     total = ModelWatchResult(scanned=0, new_models=0, events=0, boosted_strata=0, watermark=0)
-    establishing: set[tuple[str, str]] = set()
     with Session(engine, expire_on_commit=False) as session:
         clock = now or _database_now(session)
         mark = _mark(session)
@@ -431,7 +456,7 @@ def watch_models(
                     .group_by(d.router, d.tier, d.chosen_model)
                 )
             }
-            chunk = _scan_chunk(session, settings, seen, establishing, clock)
+            chunk = _scan_chunk(session, settings, seen, clock)
         total = ModelWatchResult(
             scanned=total.scanned + chunk.scanned,
             new_models=total.new_models + chunk.new_models,
@@ -481,23 +506,22 @@ def list_pool(
     )
 
 
-def put_pool(
-    *, session: Session, settings: Settings, pool: PoolIn, now: datetime | None = None
-) -> PoolPutResult:
-    """Replace a router's pool: add the listed models, deactivate the others.
+def put_pool(*, session: Session, pool: PoolIn, now: datetime | None = None) -> PoolPutResult:
+    """Replace a router's pool: announce the listed models, deactivate the others.
 
-    Each model new to a tier that already had models records a `model_change` event
-    (source `pool_put`, ts = now) and boosts the tier, as an observed change would; the
-    first pool of a router only establishes it, like the first models the watcher sees.
+    Records no event: a model changes when the router starts choosing it, which is a
+    decision time only a decision can give (the wall time of a PUT is not one, least of
+    all for a replayed log). A model new to the pool is stored without a first-seen
+    time; the first decision choosing it sets one and records the `model_change` event
+    (see the module docstring). `now` (wall clock) only stamps the rows.
     """
     now = now or utcnow()
     current = _load_pool(session, [pool.router])
     wanted = {(tier, model) for tier, models in pool.tiers.items() for model in models}
-    added: list[tuple[str, str, list[str]]] = []
+    added: list[tuple[str, str]] = []
     removed: list[tuple[str, str]] = []
     for tier, models in pool.tiers.items():
         known = current.get((pool.router, tier), {})
-        previous = sorted(m for m, (active, _) in known.items() if active) or sorted(known)
         for model in models:
             if model in known and known[model][0]:
                 continue
@@ -511,11 +535,11 @@ def put_pool(
                     router=pool.router,
                     tier=tier,
                     model=model,
-                    first_seen_ts=now,
+                    first_seen_ts=None,
                     source=PoolSource.POOL_PUT,
                     now=now,
                 )
-            added.append((tier, model, previous))
+            added.append((tier, model))
     for (_, tier), known_models in current.items():
         for model, (active, _) in known_models.items():
             if active and (tier, model) not in wanted:
@@ -523,41 +547,14 @@ def put_pool(
                     session, router=pool.router, tier=tier, model=model, active=False, now=now
                 )
                 removed.append((tier, model))
-    event_keys = []
-    for tier, model, previous in added:
-        if previous:  # as in the watcher, a tier's first models only establish it
-            new, _ = _record_change(
-                session,
-                settings,
-                router=pool.router,
-                tier=tier,
-                model=model,
-                ts=now,
-                previous_models=previous,
-                source=PoolSource.POOL_PUT,
-            )
-            if new:
-                event_keys.append(model_change_key(pool.router, tier, model))
     session.commit()
-    event_ids = (
-        [
-            int(i)
-            for i in session.scalars(
-                select(EVENT_TABLE.c.id)
-                .where(EVENT_TABLE.c.kind == MODEL_CHANGE, EVENT_TABLE.c.dedup_key.in_(event_keys))
-                .order_by(EVENT_TABLE.c.id)
-            )
-        ]
-        if event_keys
-        else []
-    )
     pool_rows = _public(session, pool.router)
     by_key = {(r.tier, r.model): r for r in pool_rows}
     return PoolPutResult(
         router=pool.router,
-        added=[by_key[(tier, model)] for tier, model, _ in added],
+        added=[by_key[key] for key in added],
         removed=[by_key[key] for key in removed],
-        events=event_ids,
+        announced=[r for r in pool_rows if r.active and r.first_seen_ts is None],
         pool=pool_rows,
     )
 

@@ -137,6 +137,7 @@ def test_a_model_change_records_one_event_and_boosts_the_tier(
         "model": "claude-haiku-5",
         "previous_models": ["claude-haiku-4-5"],
         "source": "observed",
+        "announced_by_pool_put": False,
         "export_url": f"/v1/exports/training?router={ROUTER}"
         "&since=2026-11-27T13%3A00%3A00%2B00%3A00",
     }
@@ -258,7 +259,7 @@ def test_a_lower_id_that_commits_late_is_still_read(
     assert (first.scanned, first.watermark) == (2, 0)  # read, but not settled yet
 
     # id 5 was drawn before the pass but committed after it.
-    add_decision(engine, id=5, request_id="late", model="m-new", ts=T0 + timedelta(minutes=1))
+    add_decision(engine, id=5, request_id="late", model="m-new", ts=T0 + timedelta(hours=1))
     soon = now + timedelta(seconds=base_settings.model_watch_settle_seconds / 2)
     second = pool_service.watch_models(engine=engine, settings=base_settings, now=soon)
     assert (second.scanned, second.new_models, second.events) == (3, 1, 1)
@@ -306,7 +307,7 @@ def test_a_router_using_two_models_in_a_tier_from_day_one_has_no_change(
     assert model_events(engine) == []
 
 
-def test_put_pool_replaces_the_pool_and_records_added_models(
+def test_put_pool_replaces_the_pool_and_announces_models_without_an_event(
     engine: Engine, live_api: LiveApi, keys: Keys
 ) -> None:
     body = {"router": "r2", "tiers": {"cheap": ["m-small"], "strong": ["m-large"]}}
@@ -320,7 +321,6 @@ def test_put_pool_replaces_the_pool_and_records_added_models(
             "/v1/pool",
             json={"router": "r2", "tiers": {"cheap": ["m-small-2"], "strong": ["m-large"]}},
         )
-        # A tier new to the router starts its pool: no event, as for its first observed model.
         new_tier = client.put(
             "/v1/pool",
             json={
@@ -336,30 +336,104 @@ def test_put_pool_replaces_the_pool_and_records_added_models(
         ).json()
 
     assert created.status_code == 200, created.text
-    assert created.json()["events"] == []  # a router's first pool only establishes it
     assert changed.status_code == 200, changed.text
     result = changed.json()
     assert [(m["tier"], m["model"]) for m in result["added"]] == [("cheap", "m-small-2")]
     assert [(m["tier"], m["model"], m["active"]) for m in result["removed"]] == [
         ("cheap", "m-small", False)
     ]
-    (event,) = model_events(engine)
-    assert result["events"] == [event.id]
-    assert event.dedup_key == "r2|cheap|m-small-2"
-    assert event.details["source"] == "pool_put"
-    assert event.details["previous_models"] == ["m-small"]
-    assert again.json()["added"] == []
-    assert again.json()["events"] == []
-    assert {(m["tier"], m["model"], m["source"], m["active"]) for m in listed["items"]} == {
-        ("cheap", "m-small", "pool_put", False),
-        ("cheap", "m-small-2", "pool_put", True),
-        ("strong", "m-large", "pool_put", True),
-        ("mid", "m-mid", "pool_put", True),
+    # A PUT is no decision: the change happens when the router first chooses m-small-2.
+    assert model_events(engine) == []
+    assert {(m["tier"], m["model"]) for m in result["announced"]} == {
+        ("cheap", "m-small-2"),
+        ("strong", "m-large"),
     }
-    assert new_tier.json()["events"] == []
+    assert "events" not in result
+    assert again.json()["added"] == []
+    assert {(m["tier"], m["model"]) for m in new_tier.json()["announced"]} == {
+        ("cheap", "m-small-2"),
+        ("strong", "m-large"),
+        ("mid", "m-mid"),
+    }
+    assert {
+        (m["tier"], m["model"], m["source"], m["active"], m["first_seen_ts"])
+        for m in listed["items"]
+    } == {
+        ("cheap", "m-small", "pool_put", False, None),
+        ("cheap", "m-small-2", "pool_put", True, None),
+        ("strong", "m-large", "pool_put", True, None),
+        ("mid", "m-mid", "pool_put", True, None),
+    }
     assert listed["next_cursor"] is None
     assert first_page["items"] + second_page["items"] == listed["items"]
     assert second_page["next_cursor"] is None
+
+
+# Weeks before the wall clock: a recorded log replayed through POST /v1/decisions.
+HISTORY = datetime(2026, 10, 5, tzinfo=UTC)
+SWAP = HISTORY + timedelta(days=2, hours=9)
+
+
+def replayed_stream() -> list[dict[str, object]]:
+    """Three decision days, one cheap and one strong decision an hour; the cheap model is
+    swapped for gpt-5.4-mini at SWAP (day 3, 09:00)."""
+    items: list[dict[str, object]] = []
+    for hour in range(72):
+        ts = HISTORY + timedelta(hours=hour)
+        cheap = "gpt-5.4-mini" if ts >= SWAP else "claude-haiku-4-5"
+        items.append(decision(f"c-{hour}", ts=ts.isoformat(), chosen_model=cheap))
+        items.append(
+            decision(
+                f"s-{hour}",
+                ts=(ts + timedelta(minutes=1)).isoformat(),
+                tier="strong",
+                chosen_model="claude-sonnet-4-6",
+            )
+        )
+    return items
+
+
+@pytest.mark.parametrize("batches", [1, 6], ids=["whole-log-then-one-pass", "pass-per-half-day"])
+def test_a_pool_put_then_a_replayed_swap_gives_one_event_at_the_swap(
+    engine: Engine, settings: Settings, batches: int
+) -> None:
+    add_stratum(engine, "cheap")
+    with Session(engine) as session:
+        put = pool_service.put_pool(
+            session=session,
+            pool=PoolIn(
+                router=ROUTER,
+                tiers={"cheap": ["claude-haiku-4-5"], "strong": ["claude-sonnet-4-6"]},
+            ),
+        )
+    assert {m.model for m in put.announced} == {"claude-haiku-4-5", "claude-sonnet-4-6"}
+    stream = replayed_stream()
+    # However far the watcher gets between batches, the result is the same.
+    size = len(stream) // batches
+    for start in range(0, len(stream), size):
+        ingest(engine, settings, stream[start : start + size])
+        pool_service.watch_models(engine=engine, settings=settings)
+
+    (event,) = model_events(engine)
+    assert event.ts == SWAP
+    assert event.dedup_key == f"{ROUTER}|cheap|gpt-5.4-mini"
+    assert event.details["previous_models"] == ["claude-haiku-4-5"]
+    assert event.details["announced_by_pool_put"] is False
+    # The boost runs a day of decision time from the swap, not from the wall clock.
+    assert stratum(engine, "cheap").boosted_until == SWAP + timedelta(
+        hours=settings.model_change_boost_hours
+    )
+    with Session(engine) as session:
+        first_seen = {
+            r.model: r.first_seen_ts
+            for r in session.scalars(select(RouterModel).where(RouterModel.router == ROUTER))  # type: ignore[arg-type]
+        }
+    # The announced models took their first decision's ts, not the PUT's wall time.
+    assert first_seen == {
+        "claude-haiku-4-5": HISTORY,
+        "claude-sonnet-4-6": HISTORY + timedelta(minutes=1),
+        "gpt-5.4-mini": SWAP,
+    }
 
 
 @pytest.mark.parametrize(
@@ -539,7 +613,7 @@ def test_a_model_change_queues_one_gate_run_when_enabled(
     assert event.details["gate_replaced_model"] == "claude-3-5-haiku"
 
 
-def test_a_pool_put_that_swaps_a_model_gates_it_against_the_one_it_replaced(
+def test_a_model_a_pool_put_announced_changes_when_first_chosen_and_is_gated(
     engine: Engine, settings: Settings
 ) -> None:
     settings = settings.model_copy(update={"gate_on_model_change": True})
@@ -548,17 +622,29 @@ def test_a_pool_put_that_swaps_a_model_gates_it_against_the_one_it_replaced(
     swap = PoolIn(router=ROUTER, tiers={"cheap": ["gpt-5.4-mini"], "strong": ["claude-sonnet-4-6"]})
 
     with Session(engine) as session:
-        put = pool_service.put_pool(
-            session=session, settings=settings, pool=swap, now=T0 + timedelta(hours=2)
-        )
+        put = pool_service.put_pool(session=session, pool=swap, now=T0 + timedelta(hours=2))
+    assert [(m.tier, m.model, m.first_seen_ts) for m in put.announced] == [
+        ("cheap", "gpt-5.4-mini", None)
+    ]
+    assert (model_events(engine), gate_runs(engine)) == ([], [])
+    # The router switches an hour (of decision time) before the PUT's wall time: the
+    # decision, not the PUT, says when the change happened.
+    ingest(
+        engine,
+        settings,
+        [decision(f"n-{i}", ts=at(60 + i), chosen_model="gpt-5.4-mini") for i in range(3)],
+    )
+    result = pool_service.watch_models(engine=engine, settings=settings)
 
-    assert len(put.events) == 1
+    assert result.events == 1
+    (event,) = model_events(engine)
+    assert event.ts == T0 + timedelta(minutes=60)
+    assert event.details["announced_by_pool_put"] is True
     (run,) = gate_runs(engine)
     # The PUT deactivated claude-haiku-4-5 first; it is still the model being replaced.
     assert (run.candidate_model, run.replaced_model) == ("gpt-5.4-mini", "claude-haiku-4-5")
-    (event,) = model_events(engine)
-    assert event.details["source"] == "pool_put"
     assert event.details["gate_run_id"] == run.id
+    assert pool_of(engine)[("cheap", "gpt-5.4-mini")] == ("pool_put", True)
 
 
 def test_no_gate_run_when_the_option_is_off(engine: Engine, settings: Settings) -> None:
