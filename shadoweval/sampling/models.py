@@ -130,11 +130,12 @@ class SamplingPeriodStratum(SQLModel, table=True):
 
 
 class SamplingCursor(SQLModel, table=True):
-    """Where the period planner stands, and when decision time last moved (idle close)."""
+    """Where the period planner stands (`periods`), and per router (`router:<name>`) when
+    its decision time last moved (wall clock: the idle close)."""
 
     __tablename__ = "sampling_cursor"
 
-    name: str = SQLField(primary_key=True, max_length=32)
+    name: str = SQLField(primary_key=True, max_length=220)
     next_period_start: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
     watermark_seen: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
     watermark_seen_at: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))

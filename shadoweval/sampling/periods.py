@@ -2,8 +2,9 @@
 
 Clock: decision time only. A period [s, e) of `sampling_period_minutes` closes when every
 router that has reached it is `sampling_close_lateness_seconds` of decision time past e
-(or when decision time has not moved for `sampling_idle_close_seconds` of wall time: the
-end of a stream). Its plan is then computed from
+(a router still inside it whose decision time has not moved for `sampling_idle_close_seconds`
+of wall time no longer holds it open: the end of a stream, a router gone quiet).
+Its plan is then computed from
 - traffic of the whole hours before s (ingest's hourly counts),
 - labels and costs of decisions before s − `sampling_label_lag_minutes`, and only once
   every sampled decision before that point is judged (the label gate),
@@ -176,13 +177,53 @@ def label_watermark(session: Session) -> datetime | None:
     return min(found) if found else None
 
 
-def _is_closed(
-    start: datetime, end: datetime, clocks: dict[str, datetime], lateness: timedelta
-) -> bool:
-    """No router is inside [start, end + lateness): each is past it or has not reached it."""
-    past = [now for now in clocks.values() if now >= end + lateness]
-    inside = [now for now in clocks.values() if start <= now < end + lateness]
-    return bool(past) and not inside
+def _idle_routers(
+    session: Session, clocks: dict[str, datetime], wall_now: datetime, idle_seconds: float
+) -> set[str]:
+    """Routers whose decision time has not moved for `idle_seconds` of wall time: they no
+    longer hold a period open (a router that went quiet must not stop everyone's sampling)."""
+    names = {f"router:{router}": router for router in clocks}
+    insert = dialect_insert(session)
+    for name, router in names.items():
+        session.execute(
+            insert(CURSOR)
+            .values(name=name, watermark_seen=clocks[router], watermark_seen_at=wall_now)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+    idle: set[str] = set()
+    for name, seen, seen_at in session.execute(
+        select(CURSOR.c.name, CURSOR.c.watermark_seen, CURSOR.c.watermark_seen_at).where(
+            CURSOR.c.name.in_(list(names))
+        )
+    ):
+        router = names[name]
+        if _aware(seen) != clocks[router]:
+            session.execute(
+                update(CURSOR)
+                .where(CURSOR.c.name == name)
+                .values(watermark_seen=clocks[router], watermark_seen_at=wall_now)
+            )
+        elif (wall_now - cast(datetime, _aware(seen_at))).total_seconds() >= idle_seconds:
+            idle.add(router)
+    return idle
+
+
+def closed_by(
+    start: datetime,
+    end: datetime,
+    clocks: dict[str, datetime],
+    idle: set[str],
+    lateness: timedelta,
+) -> str | None:
+    """Whether period [start, end) is closed, and by what: `watermark` when every router that
+    reached it is `lateness` past its end, `idle` when the only routers still inside it have
+    stopped moving; None while a router is still inside it."""
+    inside = {r for r, now in clocks.items() if start <= now < end + lateness}
+    if not any(now >= start for now in clocks.values()):
+        return None
+    if not inside:
+        return "watermark"
+    return "idle" if inside <= idle else None
 
 
 # --- the plan of one period ---------------------------------------------------------------------
@@ -672,16 +713,7 @@ def sample_closed_periods(
     if not clocks:
         session.commit()
         return result
-    watermark = max(clocks.values())
-    seen, seen_at = _aware(cursor["watermark_seen"]), _aware(cursor["watermark_seen_at"])
-    if seen != watermark or seen_at is None:
-        seen_at = wall_now
-        session.execute(
-            update(CURSOR)
-            .where(CURSOR.c.name == CURSOR_NAME)
-            .values(watermark_seen=watermark, watermark_seen_at=wall_now)
-        )
-    idle = (wall_now - seen_at).total_seconds() >= settings.sampling_idle_close_seconds
+    idle = _idle_routers(session, clocks, wall_now, settings.sampling_idle_close_seconds)
     next_start = _aware(cursor["next_period_start"])
     session.commit()
 
@@ -698,14 +730,8 @@ def sample_closed_periods(
         if next_start is not None:
             start = max(start, next_start)
         end = start + length
-        closed_by = (
-            "watermark"
-            if _is_closed(start, end, clocks, lateness)
-            else "idle"
-            if idle and start <= watermark
-            else None
-        )
-        if closed_by is None:
+        closed = closed_by(start, end, clocks, idle, lateness)
+        if closed is None:
             result.waiting = "open"
             break
         labels_before = start - lag
@@ -716,9 +742,7 @@ def sample_closed_periods(
         _reconcile(session, settings, labels_before)
         plan, stratum_rows, allocation_result = plan_period(session, settings, start, labels_before)
         decided = _decide(session, settings, plan, start, end)
-        _store_period(
-            session, start, end, labels_before, closed_by, stratum_rows, decided, wall_now
-        )
+        _store_period(session, start, end, labels_before, closed, stratum_rows, decided, wall_now)
         session.execute(
             update(CURSOR).where(CURSOR.c.name == CURSOR_NAME).values(next_period_start=end)
         )

@@ -58,7 +58,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "sampling_cursor",
-        sa.Column("name", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(220), primary_key=True),
         sa.Column("next_period_start", utc, nullable=True),
         sa.Column("watermark_seen", utc, nullable=True),
         sa.Column("watermark_seen_at", utc, nullable=True),
