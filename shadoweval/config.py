@@ -209,7 +209,7 @@ class Settings(BaseSettings):
     change_point_window_labels: int = Field(
         default=1000,
         ge=50,
-        le=5000,
+        le=2000,
         description="Look-back of the quality-drop detector: the longest post-change stretch "
         "it tests, and the labels (with their ts) each segment's state keeps. Rises it must "
         "catch need fewer labels than this (stats.sequential.labels_to_detect).",

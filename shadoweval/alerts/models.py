@@ -32,12 +32,18 @@ class AlertRuleSet(SQLModel, table=True):
 
 
 class Alert(SQLModel, table=True):
-    """One episode of a dedup key (rule, router, segment): firing until clear, then resolved."""
+    """One episode of a dedup key (rule, router, segment): pending while the condition has
+    not held for the rule's `for` yet, firing until clear, then resolved.
+
+    Wall-clock columns (`started_at`, `updated_at`, `resolved_at`, …) say when shadoweval
+    acted; the `*_ts` columns say at which decision time the measurement stood, so an
+    alert can be compared between a live run and a replay of the same log.
+    """
 
     __tablename__ = "alert"
     __table_args__ = (
-        # Equal to dedup_key while firing, NULL once resolved: at most one firing episode per
-        # key on both databases (NULLs never collide), without a partial index.
+        # Equal to dedup_key while pending or firing, NULL once resolved: at most one open
+        # episode per key on both databases (NULLs never collide), without a partial index.
         UniqueConstraint("open_key", name="uq_alert_open_key"),
         Index("ix_alert_dedup_started", "dedup_key", "started_at"),
         Index("ix_alert_state", "state", "updated_at"),
@@ -50,7 +56,7 @@ class Alert(SQLModel, table=True):
     kind: str = SQLField(max_length=64)
     dedup_key: str = SQLField(max_length=600)
     open_key: str | None = SQLField(default=None, max_length=600)
-    state: str = SQLField(max_length=16)  # firing | resolved
+    state: str = SQLField(max_length=16)  # pending | firing | resolved
     level: str = SQLField(max_length=8)  # warn | alert
     severity: str = SQLField(max_length=16)  # of the notification: info | warning | critical
     router: str | None = SQLField(default=None, max_length=200)
@@ -72,6 +78,28 @@ class Alert(SQLModel, table=True):
     acknowledged_at: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
     acknowledged_by: str | None = SQLField(default=None, max_length=100)
     silenced_until: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+    # Decision time (wall time for the wall-clock kinds' pending start, which uses started_at).
+    pending_since_ts: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+    fired_ts: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+    resolved_ts: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+    measured_ts: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+
+
+class AlertCursor(SQLModel, table=True):
+    """How far in decision time a rule has been evaluated on one clock.
+
+    Each pass evaluates the steps between this and the clock's watermark, in order, and
+    moves it in the same transaction as the alerts it changed: a restarted worker neither
+    skips nor repeats a step, and a log replayed at any speed is evaluated at the same
+    decision times as the live stream.
+    """
+
+    __tablename__ = "alert_cursor"
+
+    rule: str = SQLField(primary_key=True, max_length=100)
+    clock: str = SQLField(primary_key=True, max_length=200)  # a router; "" = the deployment
+    evaluated_ts: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    updated_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
 
 
 class AlertPublic(BaseModel):
@@ -79,7 +107,10 @@ class AlertPublic(BaseModel):
     rule: str
     kind: str
     dedup_key: str
-    state: str = Field(description="firing | resolved")
+    state: str = Field(
+        description="pending (the condition holds, for less than the rule's `for`) | firing "
+        "| resolved"
+    )
     level: str = Field(description="warn | alert")
     severity: str = Field(description="info | warning | critical")
     router: str | None
@@ -101,6 +132,21 @@ class AlertPublic(BaseModel):
     silenced_until: datetime | None
     dashboard_url: str | None
     runbook_url: str | None
+    pending_since_ts: datetime | None = Field(
+        default=None, description="decision time since which the condition has held"
+    )
+    fired_ts: datetime | None = Field(
+        default=None,
+        description="decision time of the measurement that fired it (the budget's day, a "
+        "model change's ts); with rule, router and segment it identifies the alert across "
+        "a live run and a replay",
+    )
+    resolved_ts: datetime | None = Field(
+        default=None, description="decision time of the measurement that resolved it"
+    )
+    measured_ts: datetime | None = Field(
+        default=None, description="decision time of the latest measurement"
+    )
 
 
 class AlertPage(BaseModel):

@@ -22,7 +22,7 @@ Admin = Annotated[Principal, Depends(require_scope(Scope.ADMIN))]
 @router.get("/alerts", dependencies=[ReadScope])
 def list_alerts(
     session: SessionDep,
-    state: Literal["firing", "resolved", "all"] = "all",
+    state: Literal["pending", "firing", "resolved", "all"] = "all",
     router_name: Annotated[str | None, Query(alias="router")] = None,
     segment: str | None = None,
     rule: str | None = None,

@@ -6,33 +6,41 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlencode
 
 from pydantic import ValidationError
-from sqlalchemy import Table, case, func, or_, select
+from sqlalchemy import Table, case, delete, func, or_, select, text, union_all
 from sqlmodel import Session
 
 from shadoweval import paging
 from shadoweval.alerts import rules as alert_rules
-from shadoweval.alerts.models import Alert, AlertPage, AlertPublic, AlertRuleSet, RuleSetPublic
+from shadoweval.alerts.models import (
+    Alert,
+    AlertCursor,
+    AlertPage,
+    AlertPublic,
+    AlertRuleSet,
+    RuleSetPublic,
+)
 from shadoweval.alerts.notification import Notification, NotificationKind
 from shadoweval.alerts.rules import AlertRule, Measurement, RuleSet
 from shadoweval.analytics.models import (
     DriftReport,
     SequentialState,
     TrafficWindowSnapshot,
-    VerdictWindowSnapshot,
 )
 from shadoweval.config import Settings
 from shadoweval.db import take_sqlite_write_lock, utcnow
 from shadoweval.events.models import Event
 from shadoweval.exceptions import InvalidRequest, NotFound
-from shadoweval.ingest.models import Decision
-from shadoweval.judge.models import Verdict, VerdictStatus
+from shadoweval.ingest import clock as decision_clock
+from shadoweval.ingest.models import AWAITING_PLAN, Decision, TrafficDelta
+from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Outcome, Verdict, VerdictStatus
 from shadoweval.sampling.models import BudgetDay
 from shadoweval.shadow.models import BATCH_HOLD, ShadowMode, ShadowRun, WorkStatus
 from shadoweval.stats.rates import wilson_interval
@@ -43,13 +51,14 @@ ALERT_TABLE = cast(Table, Alert.__table__)  # type: ignore[attr-defined]
 RULE_SET_TABLE = cast(Table, AlertRuleSet.__table__)  # type: ignore[attr-defined]
 STATE_TABLE = cast(Table, SequentialState.__table__)  # type: ignore[attr-defined]
 TRAFFIC_TABLE = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
-SNAPSHOT_TABLE = cast(Table, VerdictWindowSnapshot.__table__)  # type: ignore[attr-defined]
 DRIFT_TABLE = cast(Table, DriftReport.__table__)  # type: ignore[attr-defined]
 EVENT_TABLE = cast(Table, Event.__table__)  # type: ignore[attr-defined]
 DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
 VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
 RUN_TABLE = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
 BUDGET_TABLE = cast(Table, BudgetDay.__table__)  # type: ignore[attr-defined]
+DELTA_TABLE = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
+CURSOR_TABLE = cast(Table, AlertCursor.__table__)  # type: ignore[attr-defined]
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.yaml")
 
@@ -153,7 +162,7 @@ def _rules_for_evaluation(
 def put_rules(*, session: Session, rule_set: RuleSet, updated_by: str | None) -> RuleSetPublic:
     """Store a validated rule set; it replaces the file (and earlier sets) from now on."""
     row = AlertRuleSet(
-        rules=[rule.model_dump(mode="json") for rule in rule_set.rules],
+        rules=[rule.model_dump(mode="json", by_alias=True) for rule in rule_set.rules],
         updated_by=updated_by,
         created_at=utcnow(),
     )
@@ -169,16 +178,153 @@ def put_rules(*, session: Session, rule_set: RuleSet, updated_by: str | None) ->
 
 @dataclass
 class _Context:
+    """One evaluation pass: `now` is the wall clock; decision time comes per clock."""
+
     session: Session
     settings: Settings
     now: datetime
-    cache: dict[tuple[str, timedelta, float | None], list[Measurement]] = field(
-        default_factory=dict
-    )
+    cache: dict[tuple[Any, ...], list[Measurement]] = field(default_factory=dict)
+    routers: list[str] | None = None
+    watermarks: dict[str, datetime | None] = field(default_factory=dict)
+    unlabelled: dict[tuple[str, datetime, datetime], datetime | None] = field(default_factory=dict)
+    # The last outcome acted on per dedup key this pass (None: missing data, state kept).
+    outcomes: dict[str, alert_rules.Outcome | None] = field(default_factory=dict)
+
+    @property
+    def step(self) -> timedelta:
+        return timedelta(seconds=self.settings.alert_decision_step_seconds)
+
+
+MeasureAt = Callable[[_Context, AlertRule, str | None, datetime], list[Measurement]]
 
 
 def _hour_floor(ts: datetime) -> datetime:
     return ts.replace(minute=0, second=0, microsecond=0)
+
+
+# Steps are multiples of the step length since the epoch, so every pass, worker and replay
+# meets the same decision times.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEPLOYMENT_CLOCK = ""  # the cursor clock of deployment-wide rules (the budget accounts)
+
+
+def _step_floor(ts: datetime, step: timedelta) -> datetime:
+    return _EPOCH + ((ts - _EPOCH) // step) * step
+
+
+def _routers(ctx: _Context) -> list[str]:
+    """Every router with decisions: a loose index scan of ix_decision_router_ts (one probe
+    per router on both databases, never a scan of the log)."""
+    if ctx.routers is None:
+        rows = ctx.session.execute(
+            text(
+                "WITH RECURSIVE r(router) AS ("
+                " SELECT min(router) FROM decision"
+                " UNION ALL"
+                " SELECT (SELECT min(d.router) FROM decision d WHERE d.router > r.router)"
+                " FROM r WHERE r.router IS NOT NULL"
+                ") SELECT router FROM r WHERE router IS NOT NULL"
+            )
+        )
+        ctx.routers = [str(router) for (router,) in rows]
+    return ctx.routers
+
+
+def _watermark(ctx: _Context, clock: str) -> datetime | None:
+    """The clock's decision time: a router's watermark, or the latest of them for the
+    deployment (DESIGN.md, Time); None before the first decision."""
+    if clock not in ctx.watermarks:
+        if clock == DEPLOYMENT_CLOCK:
+            marks = [m for m in (_watermark(ctx, r) for r in _routers(ctx)) if m is not None]
+            ctx.watermarks[clock] = max(marks) if marks else None
+        else:
+            ctx.watermarks[clock] = decision_clock.decision_now(
+                ctx.session,
+                clock,
+                skew_seconds=ctx.settings.decision_clock_skew_seconds,
+                wall_now=ctx.now,
+            )
+    return ctx.watermarks[clock]
+
+
+def _first_decision(ctx: _Context, clock: str) -> datetime | None:
+    d = DECISION_TABLE.c
+    query = select(func.min(d.ts))
+    if clock != DEPLOYMENT_CLOCK:
+        query = query.where(d.router == clock)
+    value = ctx.session.execute(query).scalar()
+    return _aware(value) if value is not None else None
+
+
+def _earliest_unlabelled(
+    ctx: _Context, router: str, since: datetime, until: datetime
+) -> datetime | None:
+    """The earliest ts in [since, until) of the router's decisions whose label may still
+    come: a verdict not finished, a sampled decision without one, or one awaiting its
+    sampling plan."""
+    key = (router, since, until)
+    if key not in ctx.unlabelled:
+        d, v = DECISION_TABLE.c, VERDICT_TABLE.c
+        found = [
+            _oldest(
+                ctx.session,
+                v.ts,
+                v.router == router,
+                v.ts >= since,
+                v.ts < until,
+                v.status.in_(OPEN_VERDICT_STATUSES),
+            ),
+            _oldest(
+                ctx.session, d.ts, d.router == router, d.ts < until, *_unplanned_conditions(since)
+            ),
+            _oldest(
+                ctx.session,
+                d.ts,
+                d.router == router,
+                d.ts >= since,
+                d.ts < until,
+                d.sampling_skip_reason == AWAITING_PLAN,
+            ),
+        ]
+        known = [t for t in found if t is not None]
+        ctx.unlabelled[key] = min(known) if known else None
+    return ctx.unlabelled[key]
+
+
+def _due_steps(
+    ctx: _Context, rule: AlertRule, clock: str, evaluated: datetime | None
+) -> list[datetime]:
+    """The decision times at which to evaluate the rule on this clock, oldest first.
+
+    A step t is due once the clock's watermark has reached it (the log before t is in);
+    for kinds that read verdicts, also once every sampled decision before t is judged.
+    A clock seen for the first time starts after its first decision, and no clock looks
+    back more than `alert_catch_up_hours`; one pass takes `alert_max_steps_per_pass`.
+    """
+    step = ctx.step
+    watermark = _watermark(ctx, clock)
+    if watermark is None:
+        return []
+    last = _step_floor(watermark, step)
+    if evaluated is not None:
+        # Floored: a changed step length moves the grid, never off it.
+        first = _step_floor(evaluated, step) + step
+    else:
+        first_ts = _first_decision(ctx, clock)
+        if first_ts is None:
+            return []
+        first = _step_floor(first_ts, step) + step
+    catch_up = timedelta(hours=ctx.settings.alert_catch_up_hours) // step
+    first = max(first, last - catch_up * step)
+    if last < first:
+        return []
+    if alert_rules.KINDS[rule.kind].uses_labels and clock != DEPLOYMENT_CLOCK:
+        # The current and the reference window of the earliest due step.
+        unlabelled = _earliest_unlabelled(ctx, clock, first - 2 * rule.window_delta, last)
+        if unlabelled is not None:
+            last = min(last, _step_floor(unlabelled, step))
+    count = min(ctx.settings.alert_max_steps_per_pass, (last - first) // step + 1)
+    return [first + i * step for i in range(max(0, count))]
 
 
 def _proportion(
@@ -208,116 +354,179 @@ def _proportion(
     )
 
 
-def _traffic_rate(
-    column: str, per_segment: bool
-) -> Callable[[_Context, AlertRule], list[Measurement]]:
-    def measure(ctx: _Context, rule: AlertRule) -> list[Measurement]:
-        t = TRAFFIC_TABLE.c
-        start = _hour_floor(ctx.now - rule.window_delta)
-        keys = (t.router, t.segment_value) if per_segment else (t.router,)
+def _complete_hours(rule: AlertRule, at: datetime) -> tuple[datetime, datetime]:
+    """The whole hours of the rule's window before the hour of `at`: hourly counts of the
+    hour `at` is in are still growing in a live run but complete in a replay."""
+    end = _hour_floor(at)
+    hours = max(1, math.ceil(rule.window_delta / timedelta(hours=1)))
+    return end - timedelta(hours=hours), end
+
+
+def _traffic_rate(column: str, per_segment: bool) -> MeasureAt:
+    def measure(
+        ctx: _Context, rule: AlertRule, router: str | None, at: datetime
+    ) -> list[Measurement]:
+        start, end = _complete_hours(rule, at)
+        # Folded hourly snapshots and the ingest deltas not folded yet: exact whenever the
+        # aggregator last ran.
+        counted = union_all(
+            *(
+                select(
+                    table.c.segment_value.label("segment"),
+                    table.c[column].label("count"),
+                    table.c.decisions.label("decisions"),
+                ).where(
+                    table.c.router == router,
+                    table.c.window_start >= start,
+                    table.c.window_start < end,
+                )
+                for table in (TRAFFIC_TABLE, DELTA_TABLE)
+            )
+        ).subquery()
+        keys = (counted.c.segment,) if per_segment else ()
         rows = ctx.session.execute(
-            select(*keys, func.sum(t[column]), func.sum(t.decisions))
-            .where(t.window_start >= start, t.window_start <= ctx.now)
+            select(*keys, func.sum(counted.c.count), func.sum(counted.c.decisions))
             .group_by(*keys)
+            .order_by(*keys)
         ).all()
         return [
             _proportion(
-                row[0],
-                row[1] if per_segment else None,
+                router,
+                row[0] if per_segment else None,
                 float(row[-2] or 0),
                 float(row[-1] or 0),
                 start,
-                ctx.now,
+                end,
             )
             for row in rows
+            if row[-1] is not None
         ]
 
     return measure
 
 
 def _quality_drop(ctx: _Context, rule: AlertRule) -> list[Measurement]:
-    """log R / log A of each segment's Shiryaev–Roberts detector, read as it is now.
+    """G / h of each segment's change-point detector, read as it is now.
 
-    R keeps updating after an alarm (stats.sequential.shiryaev_roberts_update), so the
-    value is never pinned at the alarm: the alert fires at log R ≥ log A (the rule's
-    `alert`, 1) and resolves once log R falls back below the rule's `warn` level
-    (hysteresis), i.e. the repeated Shiryaev–Roberts procedure, at most n/A expected
-    false alarms per n labels. The estimate shown is the Hájek harm rate with its 95 %
-    interval over the hours since monitoring began, as /v1/segments gives for them.
+    G is the log GLR of the best change point among the segment's recent labels, with
+    unknown pre- and post-change harm rates and a rise of at least harm_alert_rate −
+    harm_baseline (stats.sequential.change_point_update). It keeps updating after an
+    alarm, so the alert fires at G ≥ h (value 1, the rule's `alert`) and resolves once G
+    falls back below the rule's `warn` share of h (hysteresis): when harm is back down,
+    or once the raised rate has become the segment's history. h = glr_threshold(A) keeps
+    the in-control ARL ≥ A = sequential_alarm_threshold labels per segment (calibrated by
+    simulation for harm rates 0.01–0.5). The estimate is the post-change harm rate: the
+    weighted (Hájek, 1/π) rate of the hours from the estimated change point on, as
+    /v1/segments?since=window_start&until=window_end shows it, with its 95 % interval
+    (the detector's own unweighted count with a Wilson interval when no hour has weights).
     """
     from shadoweval.analytics import harm
 
     s = STATE_TABLE.c
-    log_a = math.log(ctx.settings.sequential_alarm_threshold)
     latest: dict[tuple[str, str], Any] = {}
     # Several judges may have a state per segment; the one updated last is the judge in force.
     for row in ctx.session.execute(select(STATE_TABLE).where(s.direction == "forward")):
         key = (row.router, row.segment_value)
         if key not in latest or row.updated_at > latest[key].updated_at:
             latest[key] = row
+    min_rise = max(0.0, round(ctx.settings.harm_alert_rate - ctx.settings.harm_baseline, 12))
     measurements = []
     for (router, segment), row in sorted(latest.items()):
-        if row.baseline_rate is None:
-            # Still collecting the reference labels: nothing to test against yet.
+        if not row.threshold or not row.labels:
+            # Not fed yet (or a row the former detector left): nothing measured.
             measurements.append(
-                Measurement(router, segment, None, row.baseline_labels, window_end=row.last_ts)
+                Measurement(router, segment, None, row.labels, window_end=row.last_ts)
             )
             continue
-        progress = max(0.0, row.log_shiryaev_roberts / log_a)
-        since = harm.first_hour_with_labels_after(
+        value = max(0.0, row.statistic) / row.threshold
+        until = _hour_floor(_aware(row.last_ts)) + timedelta(hours=1) if row.last_ts else None
+        since = _hour_floor(_aware(row.change_ts)) if row.change_ts else None
+        detector_details: dict[str, Any] = {
+            "detector": "Bernoulli GLR change point, unknown pre- and post-change rates",
+            "statistic": row.statistic,
+            "threshold": row.threshold,
+            "min_rise": min_rise,
+            "in_control_arl_labels": ctx.settings.sequential_alarm_threshold,
+            "labels_used": row.labels,
+            "alarmed_at_ts": _iso(row.alarmed_at_ts),
+            "judge_key": row.judge_key,
+        }
+        if since is None or not row.post_change_labels:
+            measurements.append(
+                Measurement(
+                    router,
+                    segment,
+                    value,
+                    row.labels,
+                    window_end=until,
+                    details={
+                        **detector_details,
+                        "summary": f"no evidence of a harm-rate rise of {min_rise:.0%} or "
+                        f"more in the {row.labels} labels so far (harm rate "
+                        f"{row.positives / row.labels:.1%})",
+                    },
+                )
+            )
+            continue
+        post_labels, post_harms = row.post_change_labels, row.post_change_harms
+        post_rate = post_harms / post_labels
+        rate = harm.harm_rates(
             ctx.session,
+            since=since,
+            until=until,
             router=router,
             segment=segment,
             judge_key=row.judge_key,
-            skip=row.baseline_labels,
-        )
-        until = _hour_floor(_aware(row.last_ts)) + timedelta(hours=1) if row.last_ts else None
-        rate = (
-            harm.harm_rates(
-                ctx.session,
-                since=since,
-                until=until,
-                router=router,
-                segment=segment,
-                judge_key=row.judge_key,
-            ).get((router, segment, row.judge_key))
-            if since is not None
-            else None
-        )
-        weighted = rate is not None and not math.isnan(rate.estimate)
+        ).get((router, segment, row.judge_key))
+        if rate is not None and not math.isnan(rate.estimate):
+            estimate, ci_low, ci_high = rate.estimate, rate.ci_low, rate.ci_high
+            estimate_of = (
+                "weighted (Hájek, 1/π) harm rate of the hours from the estimated change point "
+                "on, as /v1/segments?since=window_start&until=window_end shows it"
+            )
+        else:
+            estimate = post_rate
+            ci_low, ci_high = wilson_interval(post_rate, post_labels)
+            estimate_of = "harm rate of the labels since the estimated change point (Wilson)"
+        evidence = "enough evidence" if value >= 1.0 else f"{value:.0%} of the evidence needed"
         measurements.append(
             Measurement(
                 router,
                 segment,
-                progress,
+                value,
                 row.labels,
-                estimate=rate.estimate if rate is not None and weighted else None,
-                ci_low=rate.ci_low if rate is not None and weighted else None,
-                ci_high=rate.ci_high if rate is not None and weighted else None,
+                estimate=estimate,
+                ci_low=ci_low,
+                ci_high=ci_high,
                 window_start=since,
                 window_end=until,
                 details={
-                    "estimate_of": "weighted (Hájek, 1/π) harm rate of the hours since the "
-                    "baseline, as /v1/segments?since=window_start&until=window_end shows it",
-                    "effective_n": rate.effective_n if rate is not None and weighted else None,
-                    "baseline_harm_rate": row.baseline_rate,
-                    "reference_labels": row.baseline_labels,
-                    "log_shiryaev_roberts": row.log_shiryaev_roberts,
-                    "log_alarm_threshold": log_a,
-                    "first_alarm_at_ts": _iso(row.alarmed_at_ts),
-                    "judge_key": row.judge_key,
+                    **detector_details,
+                    "summary": f"harm rate rose from {row.baseline_rate:.1%} "
+                    f"({row.baseline_labels} labels before) to {post_rate:.1%} "
+                    f"({post_harms} of the {post_labels} labels since "
+                    f"{_aware(row.change_ts).isoformat()}): {evidence} for a rise of "
+                    f"{min_rise:.0%} or more",
+                    "estimate_of": estimate_of,
+                    "effective_n": rate.effective_n if rate is not None else None,
+                    "pre_change_harm_rate": row.baseline_rate,
+                    "pre_change_labels": row.baseline_labels,
+                    "post_change_harm_rate": post_rate,
+                    "post_change_labels": post_labels,
+                    "post_change_harms": post_harms,
+                    "change_point_ts": _iso(_aware(row.change_ts)),
                 },
             )
         )
     return measurements
 
 
-def _model_change_times(ctx: _Context, router: str) -> list[datetime]:
-    """The router's model_change times before now, newest first (at most two needed)."""
+def _model_change_times(ctx: _Context, router: str, before: datetime) -> list[datetime]:
+    """The router's model_change times before `before`, newest first (at most two needed)."""
     e = EVENT_TABLE.c
     rows = ctx.session.scalars(
         select(e.ts)
-        .where(e.kind == "model_change", e.router == router, e.ts < ctx.now)
+        .where(e.kind == "model_change", e.router == router, e.ts < before)
         .group_by(e.ts)  # several tiers changing at one ts are one change
         .order_by(e.ts.desc())
         .limit(2)
@@ -345,78 +554,103 @@ def _calibration_windows(
     return start, (reference_start if reference_start < start else None), start
 
 
-def _calibration_drift(ctx: _Context, rule: AlertRule) -> list[Measurement]:
+def _calibration_drift(
+    ctx: _Context, rule: AlertRule, router: str | None, at: datetime
+) -> list[Measurement]:
     """Bonferroni over its two tests (drift against the previous window, and against
-    perfect calibration): the value is min(1, m · smallest p) for the m tests run, so
-    the rule's thresholds keep their meaning as a false-alarm rate per evaluation."""
+    perfect calibration when n and the effect are large enough, rules.calibration_value):
+    the value is min(1, m · smallest counted p) for the m tests run, so the rule's
+    thresholds keep their meaning as a false-alarm rate per evaluation."""
     from shadoweval.analytics import calibration_service
 
+    assert router is not None
     window = rule.window_delta
     v = VERDICT_TABLE.c
-    routers = ctx.session.scalars(
-        select(v.router)
-        .where(v.ts >= ctx.now - window, v.ts < ctx.now, v.router_score.is_not(None))
-        .group_by(v.router)
-    ).all()
-    measurements = []
-    for router in routers:
-        changes = _model_change_times(ctx, router)
-        start, reference_start, reference_end = _calibration_windows(ctx.now, window, changes)
-        reports = calibration_service.calibration_reports(
-            session=ctx.session,
-            router=router,
-            since=start,
-            until=ctx.now,
-            # An empty reference window (a change just before `start`) means no drift test.
-            reference_since=reference_start if reference_start is not None else reference_end,
-            reference_until=reference_end,
+    labelled = ctx.session.scalar(
+        select(v.id)
+        .where(v.router == router, v.ts >= at - window, v.ts < at, v.router_score.is_not(None))
+        .limit(1)
+    )
+    if labelled is None:
+        return []
+    changes = _model_change_times(ctx, router, at)
+    start, reference_start, reference_end = _calibration_windows(at, window, changes)
+    reports = calibration_service.calibration_reports(
+        session=ctx.session,
+        router=router,
+        since=start,
+        until=at,
+        # An empty reference window (a change just before `start`) means no drift test.
+        reference_since=reference_start if reference_start is not None else reference_end,
+        reference_until=reference_end,
+    )
+    if not reports:
+        return []
+    report = max(reports, key=lambda r: r.n)  # the judge with the most labels
+    reference = report.drift_against_reference or {}
+    minimums = rule.calibration_minimums
+    slope = report.cox.get("slope")
+    counted = alert_rules.calibration_value(
+        alert_rules.CalibrationEvidence(
+            n=report.n,
+            ece=report.expected_calibration_error,
+            slope=float(slope) if slope is not None else None,
+            p_against_reference=reference.get("p_value"),
+            p_against_perfect=report.against_perfect_calibration.get("p_value"),
+        ),
+        minimums,
+    )
+    tests = sum(
+        p is not None
+        for p in (reference.get("p_value"), report.against_perfect_calibration.get("p_value"))
+    )
+    return [
+        Measurement(
+            router,
+            None,
+            counted.value,
+            report.n,
+            estimate=report.expected_calibration_error,
+            window_start=start,
+            window_end=at,
+            ts=at,
+            details={
+                "estimate_of": "expected calibration error (weighted, adaptive bins)",
+                "judge_key": report.judge_key,
+                "p_value_adjustment": f"Bonferroni over {tests} tests",
+                "p_value_against_reference": reference.get("p_value"),
+                "p_value_against_perfect_calibration": report.against_perfect_calibration.get(
+                    "p_value"
+                ),
+                "perfect_calibration_counted": counted.perfect_counted,
+                "conditions": counted.text,
+                "conditions_held": counted.conditions,
+                "calibration_slope": slope,
+                "calibration_intercept": report.cox.get("intercept"),
+                "perfect_calibration_min_n": minimums.min_n,
+                "perfect_calibration_min_ece": minimums.min_ece,
+                "perfect_calibration_min_slope_distance": minimums.min_slope_distance,
+                "brier": report.brier.get("brier"),
+                "reference_window_start": _iso(reference_start),
+                "reference_window_end": _iso(reference_end) if reference_start else None,
+                "window_starts_at_model_change": bool(changes) and start == changes[0],
+            },
         )
-        if not reports:
-            continue
-        report = max(reports, key=lambda r: r.n)  # the judge with the most labels
-        p_values = [
-            float(test["p_value"])
-            for test in (report.drift_against_reference, report.against_perfect_calibration)
-            if test is not None and test.get("p_value") is not None
-        ]
-        adjusted = min(1.0, len(p_values) * min(p_values)) if p_values else None
-        measurements.append(
-            Measurement(
-                router,
-                None,
-                adjusted,
-                report.n,
-                estimate=report.expected_calibration_error,
-                window_start=start,
-                window_end=ctx.now,
-                details={
-                    "estimate_of": "expected calibration error (weighted, adaptive bins)",
-                    "judge_key": report.judge_key,
-                    "p_value_adjustment": f"Bonferroni over {len(p_values)} tests",
-                    "p_value_against_reference": (report.drift_against_reference or {}).get(
-                        "p_value"
-                    ),
-                    "p_value_against_perfect_calibration": report.against_perfect_calibration.get(
-                        "p_value"
-                    ),
-                    "brier": report.brier.get("brier"),
-                    "reference_window_start": _iso(reference_start),
-                    "reference_window_end": _iso(reference_end) if reference_start else None,
-                    "window_starts_at_model_change": bool(changes) and start == changes[0],
-                },
-            )
-        )
-    return measurements
+    ]
 
 
-def _feature_drift(ctx: _Context, rule: AlertRule) -> list[Measurement]:
+def _feature_drift(
+    ctx: _Context, rule: AlertRule, router: str | None, at: datetime
+) -> list[Measurement]:
     d = DRIFT_TABLE.c
-    rows = ctx.session.execute(
+    row = ctx.session.execute(
         select(d.id, d.router, d.window_start, d.window_end, d.status, d.drifted_share)
-        .where(d.window_end > ctx.now - rule.window_delta)
-        .order_by(d.window_end)
-    ).all()
-    newest = {row.router: row for row in rows}  # ordered by window_end: the last one wins
+        .where(d.router == router, d.window_end > at - rule.window_delta, d.window_end <= at)
+        .order_by(d.window_end.desc(), d.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return []
     return [
         Measurement(
             router,
@@ -426,24 +660,27 @@ def _feature_drift(ctx: _Context, rule: AlertRule) -> list[Measurement]:
             estimate=row.drifted_share,
             window_start=row.window_start,
             window_end=row.window_end,
+            ts=at,
             details={"drift_report_id": row.id, "status": row.status},
         )
-        for router, row in sorted(newest.items())
     ]
 
 
-def _judge_inconsistency(ctx: _Context, rule: AlertRule) -> list[Measurement]:
-    s = SNAPSHOT_TABLE.c
-    start = _hour_floor(ctx.now - rule.window_delta)
-    rows = ctx.session.execute(
-        select(s.router, func.sum(s.inconsistent), func.sum(s.labels))
-        .where(s.window == "hour", s.window_start >= start, s.window_start <= ctx.now)
-        .group_by(s.router)
-    ).all()
-    return [
-        _proportion(router, None, float(bad or 0), float(n or 0), start, ctx.now)
-        for router, bad, n in rows
-    ]
+def _judge_inconsistency(
+    ctx: _Context, rule: AlertRule, router: str | None, at: datetime
+) -> list[Measurement]:
+    """Share of the router's judged pairs in [at − window, at) whose orders disagree, from
+    the verdicts themselves (the hourly snapshots are folded by a job, later)."""
+    v = VERDICT_TABLE.c
+    start = at - rule.window_delta
+    bad, total = ctx.session.execute(
+        select(func.sum(case((v.outcome == Outcome.INCONSISTENT, 1), else_=0)), func.count()).where(
+            v.router == router, v.ts >= start, v.ts < at, v.status == VerdictStatus.DONE
+        )
+    ).one()
+    if not total:
+        return []
+    return [_proportion(router, None, float(bad or 0), float(total), start, at)]
 
 
 # Items in batch mode wait for their provider batch: up to batch_max_age before it goes,
@@ -561,33 +798,59 @@ def _provider_error_rate(ctx: _Context, rule: AlertRule) -> list[Measurement]:
     ]
 
 
-def _budget_exhausted(ctx: _Context, rule: AlertRule) -> list[Measurement]:
-    day = ctx.now.strftime("%Y-%m-%d")
-    rows = ctx.session.execute(select(BUDGET_TABLE).where(BUDGET_TABLE.c.day == day)).all()
-    start = datetime.fromisoformat(day + "T00:00:00+00:00")
+def _budget_exhausted(
+    ctx: _Context, rule: AlertRule, router: str | None, at: datetime
+) -> list[Measurement]:
+    """Per budget account, the decision day of `at`: 1 once its budget_exhausted event is
+    recorded (the event's ts is the day's 00:00 of decision time), else reserved / budget.
+
+    The measurement stands for the day (`ts` = its 00:00), so the alert of a day is the
+    same whether the evaluator met the day live or in a replay.
+    """
+    start = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = start.strftime("%Y-%m-%d")
+    e, a = EVENT_TABLE.c, ALERT_TABLE.c
+    exhausted = {
+        str((row.details or {}).get("account") or row.dedup_key.partition("/")[2]): row
+        for row in ctx.session.execute(
+            select(e.dedup_key, e.details).where(e.kind == "budget_exhausted", e.ts == start)
+        )
+    }
+    days = {
+        row.account: row
+        for row in ctx.session.execute(select(BUDGET_TABLE).where(BUDGET_TABLE.c.day == day))
+    }
+    # Accounts alerting for an earlier day: measured too, so they resolve with the day.
+    still_open = ctx.session.scalars(
+        select(a.segment).where(
+            a.rule == rule.name, a.state.in_(OPEN_STATES), a.segment.is_not(None)
+        )
+    ).all()
     measurements = []
-    for row in rows:
-        if row.exhausted_at is not None:
-            value: float | None = 1.0
-        elif row.budget_usd > 0:
+    for account in sorted({*exhausted, *days, *(s for s in still_open if s is not None)}):
+        row = days.get(account)
+        value: float | None = 0.0
+        if account in exhausted:
+            value = 1.0
+        elif row is not None and row.budget_usd > 0:
             value = row.reserved_usd / row.budget_usd
-        else:
-            value = None
-        # The budget account (shadow, boost) stands in the segment's place in the dedup key.
+        # The budget account stands in the segment's place in the dedup key.
         measurements.append(
             Measurement(
                 None,
-                row.account,
+                account,
                 value,
                 None,
-                estimate=row.reserved_usd,
+                estimate=row.reserved_usd if row is not None else None,
                 window_start=start,
                 window_end=start + timedelta(days=1),
+                ts=start,
                 details={
                     "estimate_of": "reserved USD",
-                    "budget_usd": row.budget_usd,
-                    "refused_decisions": row.refused,
-                    "exhausted_at": row.exhausted_at.isoformat() if row.exhausted_at else None,
+                    "day": day,
+                    "budget_usd": row.budget_usd if row is not None else None,
+                    "refused_decisions": row.refused if row is not None else None,
+                    "budget_exhausted_event": account in exhausted,
                 },
             )
         )
@@ -644,6 +907,8 @@ def _router_stale(ctx: _Context, rule: AlertRule) -> list[Measurement]:
                 None,
                 window_start=event.ts,
                 window_end=ctx.now,
+                # The staleness is wall time; the change it stems from is decision time.
+                ts=_aware(event.ts),
                 details={
                     "event_id": event.id,
                     "tier": details.get("tier"),
@@ -661,38 +926,69 @@ def _router_stale(ctx: _Context, rule: AlertRule) -> list[Measurement]:
     return measurements
 
 
-MEASURE: dict[str, Callable[[_Context, AlertRule], list[Measurement]]] = {
+MeasureNow = Callable[[_Context, AlertRule], list[Measurement]]
+# The wall-clock and detector kinds: measured once per pass, as things are now.
+MEASURE: dict[str, MeasureNow] = {
     "quality_drop": _quality_drop,
+    "shadow_backlog": _shadow_backlog,
+    "provider_error_rate": _provider_error_rate,
+    "router_stale": _router_stale,
+}
+# The decision-time kinds: measured on one clock (a router; None = the deployment) at one
+# decision-time step, over windows that end there.
+MEASURE_AT: dict[str, MeasureAt] = {
     "calibration_drift": _calibration_drift,
     "feature_drift": _feature_drift,
     "cascade_escalation_rate": _traffic_rate("escalated", per_segment=True),
     "router_fallback_rate": _traffic_rate("fallback", per_segment=False),
     "provider_failover_rate": _traffic_rate("failover", per_segment=False),
     "judge_inconsistency": _judge_inconsistency,
-    "shadow_backlog": _shadow_backlog,
-    "provider_error_rate": _provider_error_rate,
     "budget_exhausted": _budget_exhausted,
-    "router_stale": _router_stale,
 }
+# Kinds over whole hours of counts: the same value at every step within an hour.
+_HOURLY = {"cascade_escalation_rate", "router_fallback_rate", "provider_failover_rate"}
 
 
 def measure(ctx: _Context, rule: AlertRule) -> list[Measurement]:
-    """The rule's inputs, computed once per (kind, window) per evaluation pass."""
+    """A wall-clock or detector rule's inputs, computed once per (kind, window) per pass."""
     key = (rule.kind, rule.window_delta, rule.alert)  # shadow_backlog reads rule.alert
     if key not in ctx.cache:
         ctx.cache[key] = MEASURE[rule.kind](ctx, rule)
     return ctx.cache[key]
 
 
+def measure_at(
+    ctx: _Context, rule: AlertRule, router: str | None, at: datetime
+) -> list[Measurement]:
+    """A decision-time rule's inputs at one step, shared by the rules that read the same."""
+    hourly = rule.kind in _HOURLY
+    key: tuple[Any, ...] = (
+        rule.kind,
+        rule.window_delta,
+        router,
+        _hour_floor(at) if hourly else at,
+        rule.calibration_minimums.model_dump_json() if rule.kind == "calibration_drift" else None,
+        rule.name if rule.kind == "budget_exhausted" else None,  # reads the rule's alerts
+    )
+    if key not in ctx.cache:
+        ctx.cache[key] = MEASURE_AT[rule.kind](ctx, rule, router, at)
+    return [replace(m, ts=at) if hourly else m for m in ctx.cache[key]]
+
+
 # --- lifecycle --------------------------------------------------------------------------------
+
+OPEN_STATES = ("pending", "firing")
 
 
 @dataclass
 class EvaluationResult:
     rules: int = 0
     measured: int = 0
-    opened: int = 0
+    opened: int = 0  # alerts that started firing
+    pending: int = 0  # alerts that started their pending period
+    cancelled: int = 0  # pending alerts whose condition stopped holding before they fired
     resolved: int = 0
+    steps: int = 0  # decision-time steps evaluated, over all rules and clocks
     notifications: list[Notification] = field(default_factory=list)
     failed_rules: list[str] = field(default_factory=list)
     rules_error: str | None = None  # the rules in force did not validate: a fallback ran
@@ -702,7 +998,12 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _numbers(rule: AlertRule, m: Measurement, evaluation: alert_rules.Evaluation) -> dict[str, Any]:
+def _numbers(
+    rule: AlertRule,
+    m: Measurement,
+    evaluation: alert_rules.Evaluation,
+    decision_ts: datetime | None,
+) -> dict[str, Any]:
     spec = alert_rules.KINDS[rule.kind]
     return {
         "value": m.value,
@@ -722,6 +1023,10 @@ def _numbers(rule: AlertRule, m: Measurement, evaluation: alert_rules.Evaluation
         "window": rule.window if spec.uses_window else None,
         "window_start": _iso(m.window_start),
         "window_end": _iso(m.window_end),
+        "decision_ts": _iso(decision_ts),
+        "clock": spec.clock,
+        "for": rule.pending_for,
+        "clear": rule.clear,
         **m.details,
     }
 
@@ -760,12 +1065,14 @@ def _summary(rule: AlertRule, numbers: dict[str, Any]) -> str:
         )
     elif numbers.get("n") is not None:
         parts.append(f"n={numbers['n']}")
+    if numbers.get("conditions"):
+        parts.append(str(numbers["conditions"]))
     if numbers.get("window_start") or numbers.get("window_end"):
         parts.append(
             f"decision time {numbers.get('window_start') or '…'} to "
             f"{numbers.get('window_end') or '…'}"
         )
-    return "; ".join(parts)
+    return "; ".join(parts)[:2000]
 
 
 def _fmt(value: Any) -> str:
@@ -831,10 +1138,12 @@ def _resolve(
     now: datetime,
     notify: bool,
     result: EvaluationResult,
+    resolved_ts: datetime | None = None,
 ) -> None:
     alert.state = "resolved"
     alert.open_key = None
     alert.resolved_at = now
+    alert.resolved_ts = resolved_ts
     alert.resolve_reason = reason
     alert.updated_at = now
     session.add(alert)
@@ -842,6 +1151,23 @@ def _resolve(
     result.resolved += 1
     if notify:
         _notify(session, settings, alert, "resolve", now, result)
+
+
+def _cancel(ctx: _Context, alert: Alert, result: EvaluationResult, reason: str) -> None:
+    """A pending alert that never fired: nobody was told, so it leaves no episode behind,
+    unless an operator already acted on it (their silence must keep covering the key)."""
+    result.cancelled += 1
+    if alert.silenced_until is None and alert.acknowledged_at is None:
+        ctx.session.delete(alert)
+        ctx.session.flush()
+        return
+    alert.state = "resolved"
+    alert.open_key = None
+    alert.resolved_at = ctx.now
+    alert.resolve_reason = f"pending, never fired: {reason}"
+    alert.updated_at = ctx.now
+    ctx.session.add(alert)
+    ctx.session.flush()
 
 
 def _inherited_silence(session: Session, key: str, now: datetime) -> datetime | None:
@@ -855,46 +1181,105 @@ def _inherited_silence(session: Session, key: str, now: datetime) -> datetime | 
     return aware if aware > now else None
 
 
+def _snapshot(rule: AlertRule, alert: Alert) -> alert_rules.AlertSnapshot:
+    wall = alert_rules.KINDS[rule.kind].clock == "wall"
+    return alert_rules.AlertSnapshot(
+        level=cast(alert_rules.Level, alert.level),
+        last_notified_at=alert.last_notified_at,
+        acknowledged_at=alert.acknowledged_at,
+        silenced_until=alert.silenced_until,
+        state="pending" if alert.state == "pending" else "firing",
+        # The pending period runs on the rule's clock.
+        pending_since=alert.started_at if wall else (alert.pending_since_ts or alert.started_at),
+    )
+
+
 def _advance(
     ctx: _Context,
     rule: AlertRule,
     m: Measurement,
-    evaluation: alert_rules.Evaluation,
-    outcome: alert_rules.Outcome | None,
-    current: Alert | None,
+    open_alerts: dict[str, Alert],
     result: EvaluationResult,
+    at: datetime | None,
 ) -> None:
-    session, now = ctx.session, ctx.now
+    """One measurement's lifecycle step for its dedup key. `at` is the decision-time step
+    evaluated (None for the wall-clock and detector kinds, measured as they are now)."""
+    session, now, spec = ctx.session, ctx.now, alert_rules.KINDS[rule.kind]
     key = alert_rules.dedup_key(rule.name, m.router, m.segment)
-    snapshot = (
-        alert_rules.AlertSnapshot(
-            level=cast(alert_rules.Level, current.level),
-            last_notified_at=current.last_notified_at,
-            acknowledged_at=current.acknowledged_at,
-            silenced_until=current.silenced_until,
-        )
-        if current is not None
+    current = open_alerts.get(key)
+    # The decision time the measurement stands for; the detector's state carries its own.
+    decision_ts = m.ts or at or (m.window_end if spec.clock == "detector" else None)
+    # The clock the pending period runs on: the step evaluated, the detector's decision
+    # time, or the wall clock for the wall-clock kinds.
+    rule_time = now if spec.clock == "wall" else (at or decision_ts or now)
+    if (
+        current is not None
+        and spec.episode_per_ts
+        and m.value is not None
+        and decision_ts is not None
+        and current.numbers.get("decision_ts") not in (None, _iso(decision_ts))
+    ):
+        # The budget of another decision day: that day's episode is over.
+        del open_alerts[key]
+        if current.state == "pending":
+            _cancel(ctx, current, result, "a new decision day")
+        else:
+            _resolve(
+                session,
+                ctx.settings,
+                current,
+                "a new decision day",
+                now,
+                current.last_notified_at is not None,
+                result,
+                decision_ts,
+            )
+        current = None
+    firing_level = (
+        cast(alert_rules.Level, current.level)
+        if current is not None and current.state == "firing"
         else None
     )
-    opening = current is None and outcome in ("warn", "alert")
-    inherited = _inherited_silence(session, key, now) if opening else None
+    evaluation = alert_rules.evaluate(rule, m, firing_level=firing_level)
+    outcome = alert_rules.apply_missing_data_policy(rule, evaluation)
+    ctx.outcomes[key] = outcome
+    may_fire = outcome in ("warn", "alert") and (current is None or current.state == "pending")
+    inherited = _inherited_silence(session, key, now) if may_fire else None
     step = alert_rules.step(
-        snapshot,
+        _snapshot(rule, current) if current is not None else None,
         outcome,
         now=now,
         reminder_interval=timedelta(minutes=ctx.settings.alert_reminder_minutes),
         inherited_silence=inherited,
+        at=rule_time,
+        pending_for=rule.pending_delta,
     )
     if step.action == "none":
         return
+    if step.action == "cancel":
+        assert current is not None
+        del open_alerts[key]
+        _cancel(ctx, current, result, "condition stopped holding")
+        return
     if step.action == "resolve":
         assert current is not None
-        current.numbers = {**current.numbers, **_numbers(rule, m, evaluation)}
+        current.numbers = {**current.numbers, **_numbers(rule, m, evaluation, decision_ts)}
+        current.measured_ts = decision_ts
         reason = "no data" if evaluation.outcome == "no_data" else "condition cleared"
-        _resolve(session, ctx.settings, current, reason, now, step.notify == "resolve", result)
+        del open_alerts[key]
+        _resolve(
+            session,
+            ctx.settings,
+            current,
+            reason,
+            now,
+            step.notify == "resolve",
+            result,
+            decision_ts,
+        )
         return
     assert step.level is not None
-    numbers = _numbers(rule, m, evaluation)
+    numbers = _numbers(rule, m, evaluation, decision_ts)
     if evaluation.outcome == "no_data":
         # Keep the last numbers seen, marked stale.
         base = current.numbers if current is not None else numbers
@@ -906,7 +1291,7 @@ def _advance(
             kind=rule.kind,
             dedup_key=key,
             open_key=key,
-            state="firing",
+            state="pending" if step.action == "pend" else "firing",
             level=step.level,
             severity="info",
             router=m.router,
@@ -917,25 +1302,161 @@ def _advance(
             updated_at=now,
             silenced_until=inherited,
             dashboard_url=dashboard_link(ctx.settings, rule.kind, m.router, m.segment),
+            pending_since_ts=rule_time if spec.clock != "wall" else None,
         )
+        open_alerts[key] = alert
+        if step.action == "pend":
+            result.pending += 1
+    if step.action in ("open", "fire"):
+        alert.state = "firing"
+        alert.fired_ts = decision_ts
+        if inherited is not None and (
+            alert.silenced_until is None or inherited > _aware(alert.silenced_until)
+        ):
+            alert.silenced_until = inherited
         result.opened += 1
     alert.level = step.level
     alert.severity = alert_rules.notification_severity(rule.severity, step.level)
     alert.numbers = numbers
+    alert.measured_ts = decision_ts
     alert.title = _title(rule, step.level, m.router, m.segment)
     alert.summary = _summary(rule, numbers)
     alert.runbook_url = rule.runbook_url
     alert.updated_at = now
     session.add(alert)
     session.flush()
-    if step.notify is not None:
+    # Reminders are a wall-clock duty: once per pass, for the state the pass ends in
+    # (evaluate_alerts), never for a step a catch-up pass has already left behind.
+    if step.notify is not None and not (step.notify == "reminder" and at is not None):
         _notify(session, ctx.settings, alert, step.notify, now, result)
+
+
+def _remind(ctx: _Context, rule: AlertRule, alert: Alert, result: EvaluationResult) -> None:
+    """A firing decision-time alert at the end of a pass: wall-clock duties only — a
+    reminder, or the trigger a silence held back — whether or not decision time moved."""
+    step = alert_rules.step(
+        _snapshot(rule, alert),
+        cast(alert_rules.Level, alert.level),
+        now=ctx.now,
+        reminder_interval=timedelta(minutes=ctx.settings.alert_reminder_minutes),
+    )
+    if step.notify is not None:
+        alert.updated_at = ctx.now
+        ctx.session.add(alert)
+        ctx.session.flush()
+        _notify(ctx.session, ctx.settings, alert, step.notify, ctx.now, result)
+
+
+def _apply(
+    ctx: _Context,
+    rule: AlertRule,
+    measurements: list[Measurement],
+    open_alerts: dict[str, Alert],
+    result: EvaluationResult,
+    *,
+    at: datetime | None,
+    scope: tuple[str | None] | None,
+) -> None:
+    """Advance every measured key, and the rule's open alerts in `scope` (the routers of the
+    clock evaluated; None = all) that the inputs no longer mention: their data is missing."""
+    seen: set[str] = set()
+    for m in measurements:
+        if not rule.covers(m.router, m.segment):
+            continue
+        seen.add(alert_rules.dedup_key(rule.name, m.router, m.segment))
+        result.measured += 1
+        _advance(ctx, rule, m, open_alerts, result, at)
+    for key, alert in list(open_alerts.items()):
+        if alert.rule != rule.name or key in seen:
+            continue
+        if scope is not None and alert.router not in scope:
+            continue
+        m = Measurement(alert.router, alert.segment, None, None, window_end=at or ctx.now, ts=at)
+        _advance(ctx, rule, m, open_alerts, result, at)
+
+
+def _evaluate_steps(
+    ctx: _Context,
+    rule: AlertRule,
+    clock: str,
+    open_alerts: dict[str, Alert],
+    result: EvaluationResult,
+) -> None:
+    """Evaluate the rule at each due decision-time step of one clock, then move its cursor
+    (in the pass's transaction: a crash repeats the steps, a commit never does)."""
+    cursor = ctx.session.get(AlertCursor, (rule.name, clock))
+    due = _due_steps(ctx, rule, clock, _aware(cursor.evaluated_ts) if cursor else None)
+    if not due:
+        return
+    router = clock if clock != DEPLOYMENT_CLOCK else None
+    for at in due:
+        _apply(
+            ctx,
+            rule,
+            measure_at(ctx, rule, router, at),
+            open_alerts,
+            result,
+            at=at,
+            scope=(router,),
+        )
+        result.steps += 1
+    if cursor is None:
+        cursor = AlertCursor(rule=rule.name, clock=clock, evaluated_ts=due[-1], updated_at=ctx.now)
+    cursor.evaluated_ts, cursor.updated_at = due[-1], ctx.now
+    ctx.session.add(cursor)
+    ctx.session.flush()
+
+
+def _evaluate_now(
+    ctx: _Context, rule: AlertRule, open_alerts: dict[str, Alert], result: EvaluationResult
+) -> None:
+    """A wall-clock or detector rule: measured once, as things are now."""
+    _apply(ctx, rule, measure(ctx, rule), open_alerts, result, at=None, scope=None)
+
+
+def _open_alerts(session: Session) -> dict[str, Alert]:
+    return {
+        alert.dedup_key: alert
+        for alert in session.scalars(select(Alert).where(ALERT_TABLE.c.state.in_(OPEN_STATES)))
+    }
+
+
+def _guarded(
+    ctx: _Context,
+    rule: AlertRule,
+    open_alerts: dict[str, Alert],
+    result: EvaluationResult,
+    work: Callable[[], None],
+) -> bool:
+    """Run one unit of a rule's evaluation in a savepoint: one broken rule (or clock) is
+    logged and rolled back, and never stops the others."""
+    before = (result.opened, result.pending, result.cancelled, result.resolved)
+    kept = len(result.notifications)
+    try:
+        with ctx.session.begin_nested():
+            work()
+    except Exception:
+        log.exception("alert rule %s could not be evaluated", rule.name)
+        # Its savepoint is rolled back: so is what it reported, and the alerts it opened.
+        result.opened, result.pending, result.cancelled, result.resolved = before
+        del result.notifications[kept:]
+        ctx.session.expire_all()
+        open_alerts.clear()
+        open_alerts.update(_open_alerts(ctx.session))
+        return False
+    return True
 
 
 def evaluate_alerts(
     *, session: Session, settings: Settings, now: datetime | None = None
 ) -> EvaluationResult:
     """One evaluation pass over every enabled rule; commits what it changed.
+
+    Two clocks (DESIGN.md, Time): `now` is the wall clock (reminders, silences,
+    acknowledgements, the wall-clock kinds); the decision-time kinds are evaluated at
+    every `alert_decision_step_seconds` step of each router's decision time (the
+    deployment's for the budget) that its watermark passed since the last pass, in order,
+    so the same log gives the same alerts however fast it arrived.
 
     A rule whose inputs fail to compute is logged and skipped, its alerts left as they
     are: one broken rule never silences the others.
@@ -949,59 +1470,50 @@ def evaluate_alerts(
     result = EvaluationResult()
     rule_set = _rules_for_evaluation(session, settings, result)
     enabled = {rule.name: rule for rule in rule_set.rules if rule.enabled}
-    firing = {
-        alert.dedup_key: alert
-        for alert in session.scalars(select(Alert).where(ALERT_TABLE.c.state == "firing"))
-    }
+    open_alerts = _open_alerts(session)
     for rule in enabled.values():
         result.rules += 1
-        before = (result.opened, result.resolved, len(result.notifications))
-        try:
-            with session.begin_nested():
-                _evaluate_rule(ctx, rule, firing, result)
-        except Exception:  # one broken rule must not stop the others
-            log.exception("alert rule %s could not be evaluated", rule.name)
+        spec = alert_rules.KINDS[rule.kind]
+        if spec.clock != "decision":
+            units: list[Callable[[], None]] = [
+                partial(_evaluate_now, ctx, rule, open_alerts, result)
+            ]
+        else:
+            clocks = [DEPLOYMENT_CLOCK] if spec.deployment else _routers(ctx)
+            units = [
+                partial(_evaluate_steps, ctx, rule, clock, open_alerts, result) for clock in clocks
+            ]
+        failed = [unit for unit in units if not _guarded(ctx, rule, open_alerts, result, unit)]
+        if failed:
             result.failed_rules.append(rule.name)
-            # Its savepoint is rolled back: so is what it reported.
-            result.opened, result.resolved, kept = before
-            del result.notifications[kept:]
-            session.expire_all()
-    for alert in firing.values():
-        if alert.state == "firing" and alert.rule not in enabled:
-            _resolve(
-                session,
-                settings,
-                alert,
-                "rule disabled or removed",
-                now,
-                alert.last_notified_at is not None,
-                result,
-            )
+    for alert in list(open_alerts.values()):
+        alert_rule = enabled.get(alert.rule)
+        if alert_rule is None:
+            del open_alerts[alert.dedup_key]
+            if alert.state == "pending":
+                _cancel(ctx, alert, result, "rule disabled or removed")
+            else:
+                _resolve(
+                    session,
+                    settings,
+                    alert,
+                    "rule disabled or removed",
+                    now,
+                    alert.last_notified_at is not None,
+                    result,
+                )
+        elif (
+            alert.state == "firing"
+            and alert_rules.KINDS[alert_rule.kind].clock == "decision"
+            # Missing data under keep_state changes nothing, reminders included.
+            and ctx.outcomes.get(alert.dedup_key, alert.level) is not None
+        ):
+            _remind(ctx, alert_rule, alert, result)
+    # A removed rule's cursor goes with it; a disabled one keeps its place.
+    names = [rule.name for rule in rule_set.rules]
+    session.execute(delete(CURSOR_TABLE).where(CURSOR_TABLE.c.rule.not_in(names)))
     session.commit()
     return result
-
-
-def _evaluate_rule(
-    ctx: _Context, rule: AlertRule, firing: dict[str, Alert], result: EvaluationResult
-) -> None:
-    seen: set[str] = set()
-    for m in measure(ctx, rule):
-        if not rule.covers(m.router, m.segment):
-            continue
-        key = alert_rules.dedup_key(rule.name, m.router, m.segment)
-        seen.add(key)
-        result.measured += 1
-        evaluation = alert_rules.evaluate(rule, m)
-        outcome = alert_rules.apply_missing_data_policy(rule, evaluation)
-        _advance(ctx, rule, m, evaluation, outcome, firing.get(key), result)
-    # Firing alerts the inputs no longer mention: their data is missing.
-    for key, alert in list(firing.items()):
-        if alert.rule != rule.name or key in seen or alert.state != "firing":
-            continue
-        m = Measurement(alert.router, alert.segment, None, None, window_end=ctx.now)
-        evaluation = alert_rules.Evaluation("no_data", None, "no data in the window")
-        outcome = alert_rules.apply_missing_data_policy(rule, evaluation)
-        _advance(ctx, rule, m, evaluation, outcome, alert, result)
 
 
 # --- API reads and operator actions -----------------------------------------------------------

@@ -132,8 +132,13 @@ class TrafficWindowSnapshot(SQLModel, table=True):
 
 
 class SequentialState(SQLModel, table=True):
-    """Per segment and pair direction: the sequential tests' state, consumed in (ts, request_id)
-    order up to the watermark."""
+    """Per segment and pair direction: the quality-drop detector's state, consumed in
+    (ts, request_id) order up to the watermark.
+
+    The detector is the change-point GLR of `stats.sequential.change_point_update`: no
+    baseline phase, every label is monitored. Its state is bounded: two counts and the
+    last `change_point_window_labels` labels with their decision ts.
+    """
 
     __tablename__ = "sequential_state"
     __table_args__ = (
@@ -151,15 +156,33 @@ class SequentialState(SQLModel, table=True):
     judge_key: str = SQLField(max_length=300)
     last_ts: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
     last_request_id: str | None = SQLField(default=None, max_length=200)
-    baseline_rate: float | None = None  # p0, from the reference labels
+    # The pre-change side of the current estimate: its harm rate, labels and harms.
+    baseline_rate: float | None = None
     baseline_labels: int = 0
     baseline_positives: int = 0
-    labels: int = 0
-    positives: int = 0
-    log_e_value: float = 0.0  # mixture SPRT since the baseline (shown, not alarmed on)
-    log_shiryaev_roberts: float = -1e300  # the alarm statistic, log R (R_0 = 0)
-    alarmed_at_ts: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
-    alarm_labels: int | None = None
+    labels: int = 0  # every label consumed
+    positives: int = 0  # their harms
+    log_e_value: float = 0.0  # kept for readers of the former mixture SPRT; no longer computed
+    # statistic / threshold × ln(sequential_alarm_threshold): readers of the former
+    # Shiryaev–Roberts fields (log R against log A) see the detector's progress unchanged.
+    log_shiryaev_roberts: float = -1e300
+    alarmed_at_ts: datetime | None = SQLField(
+        default=None, sa_column=Column(UtcDateTime())
+    )  # decision ts of the current alarm; None when not alarmed (or re-armed)
+    alarm_labels: int | None = None  # labels consumed at that alarm
+    statistic: float = 0.0  # G_n, the log GLR of the best change point, nats (≥ 0)
+    threshold: float | None = None  # h in force at the last update
+    post_change_labels: int = 0  # labels since the estimated change point (0: no evidence)
+    post_change_harms: int = 0
+    change_ts: datetime | None = SQLField(
+        default=None, sa_column=Column(UtcDateTime())
+    )  # decision ts of the first label after the estimated change point
+    # The last labels, oldest first ('0'/'1' per label), and their decision ts in epoch
+    # microseconds: what later labels need to test change points within the window.
+    recent_labels: str = SQLField(default="", sa_column=Column(Text, nullable=False))
+    recent_ts: list[int] = SQLField(
+        default_factory=list, sa_column=Column(JsonType, nullable=False)
+    )
     updated_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
 
 

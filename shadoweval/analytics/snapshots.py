@@ -8,9 +8,10 @@ up to the watermark: the earliest ts still waiting for a verdict.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
@@ -214,14 +215,15 @@ def advance_sequential_tests(
 ) -> dict[str, int]:
     """Feed each segment's new harm labels (forward pairs), in order, up to the watermark.
 
-    The first `sequential_reference_labels` labels of a segment set its baseline
-    p0 (the Clopper–Pearson upper bound of their harm rate); later labels feed a
-    Shiryaev–Roberts e-detector for a rise of (harm_alert_rate − harm_baseline)
-    over p0, which alarms at R ≥ A = `sequential_alarm_threshold`: at most n/A
-    expected false alarms in n labels (Pollak 1985; Shin, Ramdas & Rinaldo 2023),
-    and, unlike a mixture SPRT run from the start, it reacts as fast to a late
-    change as to an early one (`shadoweval bench detect`). The mixture SPRT's
-    e-value is kept for display. A new alarm records a `quality_drop` event.
+    Every label feeds a change-point detector with unknown pre- and post-change harm
+    rates (`stats.sequential.change_point_update`): after each label it tests every
+    change point within the last `change_point_window_labels` labels, on a geometric grid,
+    for a rise of at least harm_alert_rate − harm_baseline, with the segment's whole
+    earlier history as the pre-change side, so it needs no clean baseline and finds a
+    change that starts early or mid-way. It alarms at G ≥ h = glr_threshold(A), A =
+    `sequential_alarm_threshold`: an in-control ARL ≥ A labels per segment, calibrated by
+    simulation for harm rates 0.01–0.5. A new alarm records a `quality_drop` event at the
+    alarming label's decision ts.
     """
     now = now or utcnow()
     limit_ts = watermark(engine, now)
@@ -232,8 +234,9 @@ def advance_sequential_tests(
             .where(columns.status == VerdictStatus.DONE, columns.direction == "forward")
             .group_by(columns.router, columns.segment_value, columns.judge_key)
         ).all()
-        threshold = settings.sequential_alarm_threshold
-        rise = settings.harm_alert_rate - settings.harm_baseline
+        threshold = sequential.glr_threshold(settings.sequential_alarm_threshold)
+        # Rounded so 0.15 − 0.10 reads 0.05 in events, not 0.04999999999999999.
+        min_rise = max(0.0, round(settings.harm_alert_rate - settings.harm_baseline, 12))
         fed = alarms = 0
         insert = dialect_insert(connection)
         for router, segment, judge_key in keys:
@@ -250,6 +253,11 @@ def advance_sequential_tests(
                     positives=0,
                     log_e_value=0.0,
                     log_shiryaev_roberts=-1e300,
+                    statistic=0.0,
+                    post_change_labels=0,
+                    post_change_harms=0,
+                    recent_labels="",
+                    recent_ts=[],
                     updated_at=now,
                 )
                 .on_conflict_do_nothing(
@@ -291,26 +299,16 @@ def advance_sequential_tests(
             if not rows:
                 continue
             fed += len(rows)
-            labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
-            update_values = _feed(state, labels, rows, rise, threshold, settings)
-            if update_values.get("alarmed_at_ts") is not None and state["alarmed_at_ts"] is None:
+            update_values, new_alarms = _feed(state, rows, min_rise, threshold, settings)
+            for alarm in new_alarms:
                 alarms += 1
                 events.record_event(
                     connection,
                     kind="quality_drop",
-                    dedup_key=f"{router}/{segment}/{judge_key}/{update_values['alarmed_at_ts'].isoformat()}",
-                    ts=update_values["alarmed_at_ts"],
+                    dedup_key=f"{router}/{segment}/{judge_key}/{alarm['ts'].isoformat()}",
+                    ts=alarm["ts"],
                     router=router,
-                    details={
-                        "segment": segment,
-                        "baseline_harm_rate": state["baseline_rate"]
-                        or update_values.get("baseline_rate"),
-                        "labels_since_baseline": update_values["labels"],
-                        "harm_since_baseline": update_values["positives"],
-                        "log_shiryaev_roberts": update_values["log_shiryaev_roberts"],
-                        "alarm_threshold": threshold,
-                        "alarm_labels": update_values.get("alarm_labels"),
-                    },
+                    details={"segment": segment, "judge_key": judge_key, **alarm["details"]},
                 )
             connection.execute(
                 update(STATE_TABLE)
@@ -320,68 +318,101 @@ def advance_sequential_tests(
     return {"labels_fed": fed, "new_alarms": alarms}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_us(ts: datetime) -> int:
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_epoch_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
 def _feed(
     state: dict[str, Any],
-    labels: np.ndarray[Any, np.dtype[np.int64]],
     rows: Sequence[Any],
-    rise: float,
+    min_rise: float,
     threshold: float,
     settings: Settings,
-) -> dict[str, Any]:
-    values: dict[str, Any] = {"last_ts": rows[-1][0], "last_request_id": rows[-1][1]}
-    start = 0
-    baseline_n, baseline_x = state["baseline_labels"], state["baseline_positives"]
-    p0 = state["baseline_rate"]
-    if p0 is None:
-        need = settings.sequential_reference_labels - baseline_n
-        take = labels[:need]
-        baseline_n += len(take)
-        baseline_x += int(take.sum())
-        start = len(take)
-        values.update(baseline_labels=baseline_n, baseline_positives=baseline_x)
-        if baseline_n >= settings.sequential_reference_labels:
-            p0 = sequential.baseline_harm_rate(baseline_x, baseline_n)
-            values["baseline_rate"] = p0
-    monitored = labels[start:]
-    if p0 is None or monitored.size == 0:
-        return values
-    p1 = min(0.999, p0 + rise)
-    prior_a, prior_b = sequential.beta_prior_for_alternative(p1)
-    sprt = sequential.mixture_sprt_update(
-        sequential.MixtureSprtState(
-            successes=state["positives"],
-            failures=state["labels"] - state["positives"],
-            log_e_value=state["log_e_value"],
-            n=state["labels"],
-        ),
-        monitored,
-        p0,
-        prior_a,
-        prior_b,
-        settings.sequential_alpha,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One segment's new labels through the detector: the state row's new values, and the
+    new alarms (decision ts and event details)."""
+    window = settings.change_point_window_labels
+    recent_labels = state["recent_labels"] or ""
+    recent_ts = [int(v) for v in (state["recent_ts"] or [])]
+    if len(recent_ts) != len(recent_labels):
+        # A row from before the ts were kept: its labels still count as history.
+        recent_labels, recent_ts = "", []
+    before = sequential.ChangePointState(
+        n=int(state["labels"]),
+        harms=int(state["positives"]),
+        recent=tuple(int(c) for c in recent_labels),
+        statistic=float(state["statistic"] or 0.0),
+        post_labels=int(state["post_change_labels"] or 0),
+        post_harms=int(state["post_change_harms"] or 0),
+        alarmed=state["alarmed_at_ts"] is not None,
+        alarm_n=state["alarm_labels"],
     )
-    detector = sequential.shiryaev_roberts_update(
-        sequential.ShiryaevRobertsState(
-            log_statistic=state["log_shiryaev_roberts"],
-            n=state["labels"],
-            alarmed=state["alarmed_at_ts"] is not None,
-        ),
-        monitored,
-        p0,
-        p1,
-        threshold,
+    labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
+    result = sequential.change_point_update(
+        before, labels, min_rise=min_rise, threshold=threshold, window_labels=window
     )
-    values.update(
-        labels=state["labels"] + int(monitored.size),
-        positives=state["positives"] + int(monitored.sum()),
-        log_e_value=float(sprt.log_e_value),
-        log_shiryaev_roberts=max(-1e300, float(detector.log_statistic)),
-    )
-    if detector.alarm_n is not None and state["alarmed_at_ts"] is None:
-        index = start + (detector.alarm_n - state["labels"]) - 1
-        values["alarmed_at_ts"] = rows[min(max(index, 0), len(rows) - 1)][0]
-        values["alarm_labels"] = detector.alarm_n
-    return values
+    after = result.state
+    # Decision ts of every label from the oldest kept one on; label k (1-based, counted
+    # since the state began) sits at position k − first.
+    timeline = recent_ts + [_epoch_us(r[0]) for r in rows]
+    first = before.n - len(before.recent) + 1
+
+    def ts_of(label: int) -> datetime:
+        return _from_epoch_us(timeline[label - first])
+
+    new_alarms = [
+        {
+            "ts": ts_of(alarm.n),
+            "details": {
+                "detector": "bernoulli_glr_change_point",
+                "pre_change_harm_rate": alarm.pre_change_rate,
+                "post_change_harm_rate": alarm.post_change_rate,
+                "change_point_ts": ts_of(alarm.change_n).isoformat(),
+                "pre_change_labels": alarm.pre_labels,
+                "pre_change_harms": alarm.pre_harms,
+                "post_change_labels": alarm.post_labels,
+                "post_change_harms": alarm.post_harms,
+                "labels_used": alarm.n,
+                "statistic": alarm.statistic,
+                "threshold": threshold,
+                "min_rise": min_rise,
+                "in_control_arl_labels": settings.sequential_alarm_threshold,
+            },
+        }
+        for alarm in result.alarms
+    ]
+    kept = len(after.recent)
+    log_a = math.log(settings.sequential_alarm_threshold)
+    values: dict[str, Any] = {
+        "last_ts": rows[-1][0],
+        "last_request_id": rows[-1][1],
+        "labels": after.n,
+        "positives": after.harms,
+        "statistic": after.statistic,
+        "threshold": threshold,
+        "log_shiryaev_roberts": after.statistic / threshold * log_a if after.statistic else -1e300,
+        "post_change_labels": after.post_labels,
+        "post_change_harms": after.post_harms,
+        "change_ts": ts_of(after.n - after.post_labels + 1) if after.post_labels else None,
+        "baseline_rate": after.pre_change_rate,
+        "baseline_labels": after.n - after.post_labels,
+        "baseline_positives": after.harms - after.post_harms,
+        "recent_labels": "".join(str(v) for v in after.recent),
+        "recent_ts": timeline[len(timeline) - kept :],
+        "alarm_labels": after.alarm_n if after.alarmed else None,
+    }
+    if not after.alarmed:
+        values["alarmed_at_ts"] = None
+    elif result.alarms:
+        values["alarmed_at_ts"] = new_alarms[-1]["ts"]
+    return values, new_alarms
 
 
 def fold_traffic_deltas(engine: Engine, *, limit: int = 100_000) -> int:

@@ -23,6 +23,7 @@ day's committed spend is actual cost for judged work plus reservations for work 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from shadoweval.sampling.service import (
     reserve_budget,
 )
 from shadoweval.shadow.models import ShadowRun
+from shadoweval.stats import sequential
 from shadoweval.stats.rates import sample_size_for_drop
 
 log = logging.getLogger(__name__)
@@ -232,12 +234,20 @@ def closed_by(
 def _traffic(
     session: Session, before: datetime, days: float
 ) -> list[tuple[str, str, str, float, float]]:
+    """(router, segment, tier, decisions a day, served USD a day) over the whole hours of
+    the look-back before `before`; a router with a shorter history is averaged over the
+    hours it has (at least one), so its first day is not planned as a trickle."""
     since = before - timedelta(days=days)
     counted = union_all(
         *(
-            select(t.c.router, t.c.segment_value, t.c.tier, t.c.decisions, t.c.cost_usd).where(
-                t.c.window_start >= since, t.c.window_start < before
-            )
+            select(
+                t.c.router,
+                t.c.segment_value,
+                t.c.tier,
+                t.c.decisions,
+                t.c.cost_usd,
+                t.c.window_start,
+            ).where(t.c.window_start >= since, t.c.window_start < before)
             for t in (TRAFFIC, DELTA)
         )
     ).subquery()
@@ -250,7 +260,21 @@ def _traffic(
             func.sum(counted.c.cost_usd),
         ).group_by(counted.c.router, counted.c.segment_value, counted.c.tier)
     ).all()
-    return [(r, s, t, float(n or 0), float(c or 0)) for r, s, t, n, c in rows if n]
+    first_hour = {
+        router: _aware(first)
+        for router, first in session.execute(
+            select(counted.c.router, func.min(counted.c.window_start)).group_by(counted.c.router)
+        )
+    }
+    observed_days: dict[str, float] = {}
+    for router, first in first_hour.items():
+        hours = (before - first).total_seconds() / 3600 if first is not None else 24 * days
+        observed_days[router] = min(days, max(hours, 1.0) / 24)
+    return [
+        (r, s, t, float(n) / observed_days[r], float(c or 0) / observed_days[r])
+        for r, s, t, n, c in rows
+        if n
+    ]
 
 
 def _labels(
@@ -324,6 +348,21 @@ def _boosts(
     return boosts
 
 
+def detection_floor_per_day(settings: Settings) -> float:
+    """Labels a day a segment needs for the quality-drop detector to flag the configured rise
+    (harm_baseline → harm_alert_rate) within the detection window, at its false-alarm rate
+    (the detector's conservative 80th-percentile delay, stats.sequential.labels_to_detect)."""
+    required = sequential.labels_to_detect(
+        settings.harm_baseline,
+        settings.harm_alert_rate,
+        arl_labels=settings.sequential_alarm_threshold,
+    )
+    if not math.isfinite(required):
+        # Cannot happen for p1 > p0 with unbounded history; the classical test's size then.
+        required = sample_size_for_drop(settings.harm_baseline, settings.harm_alert_rate)
+    return allocation.floor_samples_per_day(math.ceil(required), settings.detection_window_days)
+
+
 def plan_period(
     session: Session, settings: Settings, start: datetime, labels_before: datetime
 ) -> tuple[_PeriodPlan, list[dict[str, Any]], allocation.Allocation]:
@@ -333,7 +372,6 @@ def plan_period(
     traffic = _traffic(session, hour, settings.planner_traffic_days)
     label_counts = _labels(session, labels_before - timedelta(days=7), labels_before)
     costs = _learned_costs(session, settings, labels_before)
-    days = settings.planner_traffic_days
     tier_cost: dict[str, dict[str, list[float]]] = {}
     for router, _segment, tier, decisions, cost in traffic:
         entry = tier_cost.setdefault(router, {}).setdefault(tier, [0.0, 0.0])
@@ -343,13 +381,12 @@ def plan_period(
         router: ordered_tiers({t: (c / n if n else 0.0) for t, (n, c) in tiers.items()})[-1]
         for router, tiers in tier_cost.items()
     }
-    required = sample_size_for_drop(settings.harm_baseline, settings.harm_alert_rate)
-    floor = allocation.floor_samples_per_day(required, settings.detection_window_days)
+    floor = detection_floor_per_day(settings)
     prior_b = (1 - settings.harm_baseline) / settings.harm_baseline
     strata: list[allocation.Stratum] = []
     ids: dict[tuple[str, str], StratumId] = {}
     learned_from: dict[StratumId, int] = {}
-    for router, segment, tier, decisions, _cost in traffic:
+    for router, segment, tier, decisions_per_day, _cost in traffic:
         stratum_id = (router, segment, tier)
         is_reverse = len(tier_cost[router]) > 1 and tier == strongest[router]
         n, x = label_counts.get((router, segment, "reverse" if is_reverse else "forward"), (0, 0))
@@ -366,7 +403,7 @@ def plan_period(
         strata.append(
             allocation.Stratum(
                 key=key,
-                expected_traffic=decisions / days,
+                expected_traffic=decisions_per_day,
                 cost_per_sample_usd=cost,
                 std_dev=allocation.stratum_std_dev(x, n, 1.0, prior_b),
                 floor_samples=floor,
@@ -385,7 +422,9 @@ def plan_period(
         router, segment, tier = stratum_id
         expected = plan.expected_samples_per_day.get(key, 0.0)
         shortfall = max(0.0, s.floor_samples - expected)
-        if shortfall > 1e-6 and not s.is_reverse:
+        # Every decision sampled and still short: the segment is small, not the budget; that
+        # shows in /v1/sampling only, an event would repeat it every day.
+        if shortfall > 1e-6 and not s.is_reverse and probability < 0.999:
             _record_shortfall(
                 session,
                 router=router,
@@ -394,8 +433,6 @@ def plan_period(
                 start=start,
                 floor=s.floor_samples,
                 planned=expected,
-                # Every decision sampled and still short: traffic binds, not the budget.
-                reason="traffic" if probability >= 0.999 else "budget",
             )
         rows.append(
             {
@@ -437,16 +474,10 @@ def _record_shortfall(
     start: datetime,
     floor: float,
     planned: float,
-    reason: str,
 ) -> None:
     """One `sampling_shortfall` event per segment and decision day whose plan cannot buy the
     labels that detect the configured drop within the detection window."""
     day = start.strftime("%Y-%m-%d")
-    cause = (
-        "the segment has too little traffic"
-        if reason == "traffic"
-        else "the daily shadow budget cannot pay for every segment's floor"
-    )
     record_event(
         session,
         kind=SAMPLING_SHORTFALL,
@@ -460,9 +491,10 @@ def _record_shortfall(
             "floor_labels_per_day": round(floor, 2),
             "planned_labels_per_day": round(planned, 2),
             "shortfall_labels_per_day": round(floor - planned, 2),
-            "reason": reason,
+            "reason": "budget",
             "message": f"{segment}: {planned:.1f} labels a day planned, {floor:.1f} needed to "
-            f"detect the configured harm rise within the detection window; {cause}",
+            "detect the configured harm rise within the detection window; the daily shadow "
+            "budget cannot pay for every segment's floor",
         },
     )
 

@@ -58,6 +58,7 @@ SCOPE_MATRIX = [
     ("GET", "/v1/calibration", Scope.READ, "/v1/calibration", None, 200),
     ("GET", "/v1/economics", Scope.READ, "/v1/economics?router=r", None, 200),
     ("GET", "/v1/sampling", Scope.READ, "/v1/sampling", None, 200),
+    ("GET", "/v1/sampling/periods", Scope.READ, "/v1/sampling/periods", None, 200),
     ("GET", "/v1/budget", Scope.READ, "/v1/budget", None, 200),
     ("GET", "/v1/events", Scope.READ, "/v1/events", None, 200),
     ("GET", "/v1/drift", Scope.READ, "/v1/drift", None, 200),

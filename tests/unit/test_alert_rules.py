@@ -209,3 +209,134 @@ def test_warn_level_notifications_are_one_step_below_the_rule_severity() -> None
 )
 def test_windows(text: str, seconds: float) -> None:
     assert rules.parse_window(text).total_seconds() == seconds
+
+
+def test_for_and_clear_are_validated_with_their_field_paths() -> None:
+    text = (
+        "rules: [{name: a, kind: cascade_escalation_rate, warn: 0.25, alert: 0.3, for: soon}, "
+        "{name: b, kind: calibration_drift, warn: 0.01, alert: 0.001, clear: 0.005}, "
+        "{name: c, kind: shadow_backlog, alert: 5, calibration: {min_n: 10}}]"
+    )
+    with pytest.raises(RuleFileError) as caught:
+        parse_rules(text)
+    paths = {".".join(str(p) for p in e["loc"]) for e in caught.value.errors}
+    assert paths == {"rules.0.for", "rules.1.clear", "rules.2.calibration"}
+    assert "must be ≥ the highest threshold" in str(caught.value)
+
+
+def test_for_reads_and_writes_as_for() -> None:
+    r = rule(**{"for": "15m", "clear": 0.2})
+    assert r.pending_delta == timedelta(minutes=15)
+    assert r.model_dump(mode="json")["for"] == "15m"
+    assert rule(**{"for": "0"}).pending_delta == timedelta(0)
+    assert rule().pending_delta == timedelta(0)
+
+
+def test_hysteresis_holds_a_firing_alert_until_the_clear_level() -> None:
+    r = rule(clear=0.2)
+    # Not firing: 0.22 is simply below warn.
+    assert evaluate(r, at(0.22)).outcome == "ok"
+    # Firing: held at the lowest level until the value is below clear.
+    held = evaluate(r, at(0.22), firing_level="alert")
+    assert (held.outcome, held.threshold) == ("warn", 0.2)
+    assert evaluate(r, at(0.2), firing_level="warn").outcome == "warn"
+    assert evaluate(r, at(0.19), firing_level="warn").outcome == "ok"
+    # p-values: lower is worse, so the clear level is above the thresholds.
+    p = rule(kind="calibration_drift", warn=0.01, alert=0.001, clear=0.05, min_samples=0)
+    assert evaluate(p, at(0.03), firing_level="warn").outcome == "warn"
+    assert evaluate(p, at(0.06), firing_level="warn").outcome == "ok"
+
+
+def pending(since: datetime, level: str = "warn") -> AlertSnapshot:
+    return AlertSnapshot(level, None, None, None, "pending", since)  # type: ignore[arg-type]
+
+
+def test_a_pending_alert_fires_only_after_its_period_of_decision_time() -> None:
+    hold = timedelta(minutes=30)
+    start = NOW - timedelta(days=3)  # decision time: far from the wall clock
+    assert step(None, "warn", now=NOW, reminder_interval=REMIND, at=start, pending_for=hold) == (
+        rules.Step("pend", None, "warn")
+    )
+    early = step(
+        pending(start),
+        "alert",
+        now=NOW,
+        reminder_interval=REMIND,
+        at=start + timedelta(minutes=25),
+        pending_for=hold,
+    )
+    assert early == rules.Step("update", None, "alert")
+    due = step(
+        pending(start),
+        "alert",
+        now=NOW,
+        reminder_interval=REMIND,
+        at=start + hold,
+        pending_for=hold,
+    )
+    assert due == rules.Step("fire", "trigger", "alert")
+    # Not holding, or no data: the pending alert is dropped, never notified.
+    for outcome in ("ok", None):
+        assert step(
+            pending(start), outcome, now=NOW, reminder_interval=REMIND, at=start, pending_for=hold
+        ) == rules.Step("cancel", None)
+    # A silence inherited from an earlier episode still covers the firing.
+    quiet = step(
+        pending(start),
+        "warn",
+        now=NOW,
+        reminder_interval=REMIND,
+        at=start + hold,
+        pending_for=hold,
+        inherited_silence=NOW + timedelta(hours=1),
+    )
+    assert quiet == rules.Step("fire", None, "warn")
+
+
+def evidence(**fields: object) -> rules.CalibrationEvidence:
+    values: dict[str, object] = {
+        "n": 753,
+        "ece": 0.16,
+        "slope": 0.40,
+        "p_against_reference": None,
+        "p_against_perfect": 2e-20,
+    }
+    values.update(fields)
+    return rules.CalibrationEvidence(**values)  # type: ignore[arg-type]
+
+
+def test_perfect_calibration_counts_only_with_enough_labels_and_effect() -> None:
+    minimums = rules.CalibrationMinimums()
+    # The over-confident swap: counted, and the text says why.
+    swap = rules.calibration_value(evidence(), minimums)
+    assert swap.value == pytest.approx(2e-20)
+    assert swap.perfect_counted is True
+    assert "n=753 ≥ 300, ECE 0.16 ≥ 0.1): counts" in swap.text
+    # The demo's flap: n = 116 rejects perfect calibration, but does not count.
+    small = rules.calibration_value(evidence(n=116, p_against_perfect=1e-4), minimums)
+    assert (small.value, small.perfect_counted) == (1.0, False)
+    assert "n=116 < 300" in small.text
+    assert small.conditions["min_n"] is False
+    # Many labels, a tiny effect: a p-value alone is not enough.
+    tiny = rules.calibration_value(evidence(n=5000, ece=0.03, slope=0.9), minimums)
+    assert tiny.value == 1.0
+    assert tiny.conditions == {
+        "min_n": True,
+        "min_ece": False,
+        "min_slope_distance": None,  # off by default
+        "effect": False,
+    }
+    # A slope far from 1 at a small ECE (scores clipped at 0): only with the slope
+    # criterion switched on, and then either criterion suffices.
+    clipped = evidence(ece=0.03, slope=0.19)
+    assert rules.calibration_value(clipped, minimums).perfect_counted is False
+    with_slope = rules.CalibrationMinimums(min_slope_distance=0.5)
+    counted = rules.calibration_value(clipped, with_slope)
+    assert counted.perfect_counted is True
+    assert "|1 − slope| 0.81 ≥ 0.5" in counted.text
+    # The drift test always counts; Bonferroni runs over every test run.
+    both = rules.calibration_value(
+        evidence(n=116, p_against_reference=0.004, p_against_perfect=1e-6), minimums
+    )
+    assert both.value == pytest.approx(0.008)
+    assert rules.calibration_value(evidence(p_against_perfect=None), minimums).value is None

@@ -1,6 +1,7 @@
 """`shadoweval bench detect` at a tiny size: output structure, detection in an easy setting,
 determinism, and the pieces the figures rest on (shares, binomial critical counts, the
-e-detector's false-alarm bound). The full benchmark is not run in CI."""
+production detector as the bench runs it, the oracle's calibration). The full benchmark is
+not run in CI."""
 
 from __future__ import annotations
 
@@ -12,22 +13,33 @@ import pytest
 from scipy import stats
 
 from shadoweval.bench import detect
+from shadoweval.stats.sequential import ChangePointState, change_point_update, glr_threshold
 
 STRATEGIES = {
+    "b_planner_glr",
+    "oracle_cusum",
     "a_uniform_daily",
-    "b_planner_sr",
-    "planner_cusum",
+    "planner_sr_known_baseline",
     "planner_daily_sprt",
-    "uniform_sr",
+    "uniform_glr",
+}
+
+
+# Half the traffic changes, so 500 labels/day see the rise; 4 null streams keep it fast.
+EASY: dict[str, Any] = {
+    "repetitions": 2,
+    "seed": 3,
+    "days": 3,
+    "change_day": 1,
+    "segments": 4,
+    "changed_share": 0.5,
+    "null_streams": 4,
 }
 
 
 @pytest.fixture(scope="module")
 def easy() -> dict[str, Any]:
-    # Half the traffic changes, so 500 labels/day see the rise: every strategy must catch it.
-    return detect.run_detect_bench(
-        repetitions=2, seed=3, days=3, change_day=1, segments=4, changed_share=0.5
-    )
+    return detect.run_detect_bench(**EASY)
 
 
 def test_output_structure_and_json(easy: dict[str, Any]) -> None:
@@ -40,15 +52,17 @@ def test_output_structure_and_json(easy: dict[str, Any]) -> None:
         for unit in ("delay_hours", "delay_labels"):
             assert set(figures[unit]) == {"median", "p90"}
         assert figures["false_alarms_per_30_days"] >= 0
-        assert set(figures["speedup_vs_a"]) >= {"delay_hours", "delay_labels"}
-    assert set(easy["delay_ratio_a_over_b"]) >= {"hours", "labels", "hours_ci95", "labels_ci95"}
-    assert set(easy["target"]) >= {"speedup_met", "false_alarms_met", "met"}
+        assert set(figures["delay_vs_oracle"]) >= {"delay_hours", "delay_labels"}
+    assert easy["strategies"]["oracle_cusum"]["delay_vs_oracle"]["delay_labels"] == 1.0
+    assert set(easy["delay_ratio_to_oracle"]) >= {"hours", "labels", "hours_ci95", "labels_ci95"}
+    assert set(easy["target"]) >= {"delay_ratio_met", "false_alarms_met", "met"}
+    assert easy["settings"]["production_threshold"] == pytest.approx(glr_threshold(3 * 1000 * 10))
     json.dumps(easy, allow_nan=False)
 
 
 def test_detects_an_easy_rise(easy: dict[str, Any]) -> None:
     horizon_hours = (3 - 1) * 24
-    for key in ("a_uniform_daily", "b_planner_sr", "planner_cusum", "uniform_sr"):
+    for key in ("b_planner_glr", "oracle_cusum", "a_uniform_daily", "uniform_glr"):
         figures = easy["strategies"][key]
         assert figures["detection_probability"] == 1.0, key
         assert 0 < figures["delay_hours"]["median"] <= horizon_hours
@@ -59,16 +73,16 @@ def test_detects_an_easy_rise(easy: dict[str, Any]) -> None:
         )
     # The daily test only decides at midnight, so its delays are whole days.
     assert easy["strategies"]["a_uniform_daily"]["delay_hours"]["median"] % 24 == 0
+    # The production detector tests post-change stretches of ≥ 50 labels.
+    assert easy["strategies"]["b_planner_glr"]["delay_labels"]["median"] >= 50
 
 
 def test_report_and_determinism(easy: dict[str, Any]) -> None:
     report = detect.format_detect_report(easy)
     for label in detect.STRATEGY_LABELS.values():
         assert label in report
-    assert "delay ratio (a)/(b)" in report
-    again = detect.run_detect_bench(
-        repetitions=2, seed=3, days=3, change_day=1, segments=4, changed_share=0.5
-    )
+    assert "production / oracle" in report
+    again = detect.run_detect_bench(**EASY)
     easy_copy, again_copy = dict(easy), dict(again)
     easy_copy.pop("runtime_seconds")
     again_copy.pop("runtime_seconds")
@@ -95,19 +109,44 @@ def test_binomial_critical_counts_match_scipy() -> None:
         assert k == 0 or stats.binom.sf(k - 2, n, 0.1) > level
 
 
-def test_shiryaev_roberts_false_alarms_stay_below_n_over_a() -> None:
-    # No change anywhere (changed = −1): expected alarms per stream ≤ labels / A.
+def test_bench_runs_the_production_detector_label_by_label() -> None:
+    # The vectorised bench path alarms where change_point_update does, stream by stream.
     shares, _ = detect.traffic_shares(4)
-    plan = detect._uniform_plan(shares, 500)
+    plan = detect._uniform_plan(shares, 300)
     labels = detect._simulate_labels(
-        np.random.default_rng(0),
+        np.random.default_rng(5),
         plan,
-        repetitions=20,
-        days=10,
-        change_day=5,
-        labels_per_day=500,
-        changed=-1,
+        repetitions=2,
+        days=6,
+        change_day=3,
+        labels_per_day=300,
+        changed=1,
     )
-    threshold = 50.0
-    alarms = detect._run_sequential(labels, kind="sr", threshold=threshold, change_day=5)
-    assert 0 < alarms.stream.size <= labels.harm.size / threshold
+    threshold = glr_threshold(3000)
+    alarms = detect._run_change_point(labels, threshold=threshold, change_day=3)
+    expected: list[tuple[int, int]] = []
+    for stream, (start, length) in enumerate(
+        zip(labels.stream_start, labels.stream_length, strict=True)
+    ):
+        result = change_point_update(
+            ChangePointState(),
+            labels.harm[start : start + length],
+            min_rise=detect.MIN_RISE,
+            threshold=threshold,
+            window_labels=detect.WINDOW_LABELS,
+        )
+        expected += [(stream, alarm.n) for alarm in result.alarms]
+    got = sorted(zip(alarms.stream.tolist(), alarms.labels_through.tolist(), strict=True))
+    assert got == sorted(expected)
+    assert any(stream % 4 == 1 for stream, _ in expected)  # the changed segment alarms
+
+
+def test_null_arl_is_measured_on_null_streams() -> None:
+    # A low threshold so a small simulation sees alarms: the ARL lands at A or above.
+    arl = 1_000.0
+    null = detect._change_point_null_arl(
+        np.random.default_rng(6), threshold=glr_threshold(arl), streams=40, length=5_000
+    )
+    assert null.alarms >= 20
+    assert null.exposure_labels <= 40 * 5_000
+    assert arl <= null.arl_labels <= 5 * arl

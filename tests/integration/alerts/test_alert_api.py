@@ -13,11 +13,10 @@ from sqlmodel import Session
 
 from shadoweval.alerts import service
 from shadoweval.alerts.rules import RuleFileError
-from shadoweval.analytics.models import TrafficWindowSnapshot
 from shadoweval.app import create_app
 from shadoweval.config import Settings
-from shadoweval.db import utcnow
 from tests.conftest import Keys, LiveApi, use_settings
+from tests.integration.alerts.stream import hour_traffic, move_decision_time
 
 RULE = {
     "name": "escalation",
@@ -47,6 +46,14 @@ def test_put_replaces_the_rule_set(live_api: LiveApi, keys: Keys) -> None:
     assert body["rules"][0]["labels"] == {"router": "*", "segment": "*"}
 
 
+def test_pending_period_and_clear_level_round_trip(live_api: LiveApi, keys: Keys) -> None:
+    rule = {**RULE, "for": "15m", "clear": 0.2}
+    with live_api.client(keys.admin) as client:
+        assert client.put("/v1/alert-rules", json={"rules": [rule]}).status_code == 200
+        (stored,) = client.get("/v1/alert-rules").json()["rules"]
+    assert (stored["for"], stored["clear"]) == ("15m", 0.2)
+
+
 @pytest.mark.parametrize(
     ("change", "loc", "message"),
     [
@@ -56,6 +63,23 @@ def test_put_replaces_the_rule_set(live_api: LiveApi, keys: Keys) -> None:
         ({"min_samples": -1}, ["body", "rules", 0, "min_samples"], "greater than or equal"),
         ({"labels": {"team": "x"}}, ["body", "rules", 0, "labels", "team"], "Extra inputs"),
         ({"severity": "loud"}, ["body", "rules", 0, "severity"], "Input should be"),
+        ({"for": "a while"}, ["body", "rules", 0, "for"], "0, 15m, 2h or 1d"),
+        ({"clear": 0.5}, ["body", "rules", 0, "clear"], "must be ≤ the lowest threshold"),
+        (
+            {"calibration": {"min_n": 10}},
+            ["body", "rules", 0, "calibration"],
+            "only calibration_drift rules",
+        ),
+        (
+            {
+                "kind": "calibration_drift",
+                "warn": 0.01,
+                "alert": 0.001,
+                "calibration": {"min_ece": 2},
+            },
+            ["body", "rules", 0, "calibration", "min_ece"],
+            "less than or equal to 1",
+        ),
     ],
 )
 def test_invalid_rules_answer_422_with_the_field_path(
@@ -82,26 +106,26 @@ def fired(live_api: LiveApi, keys: Keys, session: Session) -> list[int]:
     """Two firing alerts (billing, refunds) and one resolved (chat), from real evaluations."""
     with live_api.client(keys.admin) as client:
         assert client.put("/v1/alert-rules", json={"rules": [RULE]}).status_code == 200
-    now = utcnow()
-    hour = now.replace(minute=0, second=0, microsecond=0)
-    rows = {}
+    # Decision time, not the wall clock: a day in the log, evaluated as it was live.
+    now = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
+    hour = now.replace(minute=0) - timedelta(hours=1)
     for segment, escalated in (("billing", 40), ("refunds", 35), ("chat", 50)):
-        rows[segment] = TrafficWindowSnapshot(
-            router="support-router",
-            segment_value=segment,
-            tier="cheap",
-            window_start=hour,
-            decisions=100,
-            escalated=escalated,
-        )
-        session.add(rows[segment])
-    session.commit()
+        hour_traffic(session, hour=hour, decisions=100, escalated=escalated, segment=segment)
+    move_decision_time(session, now)
     settings = live_api.app.state.settings
     service.evaluate_alerts(session=session, settings=settings, now=now)
-    rows["chat"].escalated = 0
-    session.add(rows["chat"])
-    session.commit()
-    service.evaluate_alerts(session=session, settings=settings, now=now + timedelta(seconds=1))
+    # The next hour: chat is back to normal.
+    for segment, escalated in (("billing", 40), ("refunds", 35), ("chat", 0)):
+        hour_traffic(
+            session,
+            hour=hour + timedelta(hours=1),
+            decisions=100,
+            escalated=escalated,
+            segment=segment,
+        )
+    later = now + timedelta(hours=1)
+    move_decision_time(session, later)
+    service.evaluate_alerts(session=session, settings=settings, now=later)
     with live_api.client(keys.read) as client:
         items = client.get("/v1/alerts", params={"state": "all"}).json()["items"]
     return [item["id"] for item in items]

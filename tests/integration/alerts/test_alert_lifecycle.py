@@ -20,7 +20,6 @@ from shadoweval.alerts.rules import RuleSet
 from shadoweval.analytics.models import (
     DriftReport,
     SequentialState,
-    TrafficWindowSnapshot,
     VerdictWindowSnapshot,
 )
 from shadoweval.config import Settings
@@ -31,10 +30,13 @@ from shadoweval.judge.models import Verdict
 from shadoweval.runtime.worker import WorkerRuntime
 from shadoweval.sampling.models import BudgetDay
 from shadoweval.shadow.models import BATCH_HOLD, ShadowRun
+from shadoweval.stats.sequential import glr_threshold
+from tests.integration.alerts.stream import decision_row, hour_traffic, move_decision_time
 from tests.integration.alerts.verdicts import judged_verdict
 
 NOW = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
 HOUR = NOW.replace(minute=0)
+PREVIOUS = HOUR - timedelta(hours=1)
 
 
 @pytest.fixture
@@ -74,26 +76,28 @@ def traffic(
     decisions: int,
     escalated: int,
     segment: str = "billing",
-    hour: datetime = HOUR,
+    hour: datetime = PREVIOUS,
     fallback: int = 0,
 ) -> None:
-    row = session.scalars(
-        select(TrafficWindowSnapshot).where(
-            TrafficWindowSnapshot.segment_value == segment,  # type: ignore[arg-type]
-            TrafficWindowSnapshot.window_start == hour,  # type: ignore[arg-type]
-        )
-    ).first()
-    if row is None:
-        row = TrafficWindowSnapshot(
-            router="support-router", segment_value=segment, tier="cheap", window_start=hour
-        )
-    row.decisions, row.escalated, row.fallback = decisions, escalated, fallback
-    session.add(row)
-    session.commit()
+    hour_traffic(
+        session,
+        hour=hour,
+        decisions=decisions,
+        escalated=escalated,
+        fallback=fallback,
+        segment=segment,
+    )
 
 
 def evaluate(session: Session, settings: Settings, now: datetime = NOW) -> service.EvaluationResult:
+    """A pass at wall time `now`; decision time stays where the log has it."""
     return service.evaluate_alerts(session=session, settings=settings, now=now)
+
+
+def live(session: Session, settings: Settings, now: datetime = NOW) -> service.EvaluationResult:
+    """A pass at `now` after the router logged a decision at `now`, as a live router does."""
+    move_decision_time(session, now)
+    return evaluate(session, settings, now)
 
 
 def deliveries(session: Session) -> list[tuple[str, str]]:
@@ -112,36 +116,42 @@ def test_fires_once_reminds_after_the_interval_then_resolves(
     use_rules(session, ESCALATION)
     traffic(session, decisions=100, escalated=40)
 
-    first = evaluate(session, settings)
+    first = live(session, settings)
     assert [n.kind for n in first.notifications] == ["trigger"]
     (alert,) = alerts(session)
     assert (alert.state, alert.level, alert.severity) == ("firing", "alert", "critical")
     assert alert.dedup_key == "escalation|support-router|billing"
+    # Fired at the first step of decision time that saw the whole hour.
+    assert alert.fired_ts == HOUR
+    assert alert.measured_ts == NOW
     numbers = alert.numbers
     assert numbers["estimate"] == pytest.approx(0.40)
     assert numbers["ci_low"] < 0.40 < numbers["ci_high"]
     assert (numbers["n"], numbers["threshold"]) == (100, 0.30)
-    # Hour snapshots: the window reaches back to the start of the hour 1 h ago.
-    assert numbers["window_start"] == (HOUR - timedelta(hours=1)).isoformat()
-    assert numbers["window_end"] == NOW.isoformat()
+    # Whole hours of counts only: the hour of the decision time is still growing.
+    assert numbers["window_start"] == PREVIOUS.isoformat()
+    assert numbers["window_end"] == HOUR.isoformat()
+    assert numbers["decision_ts"] == NOW.isoformat()
     assert alert.dashboard_url == (
         "http://127.0.0.1:8501/routing?router=support-router&segment=billing"
     )
     assert alert.runbook_url == "https://runbooks.example/escalation"
     assert "95 % CI" in alert.summary
 
-    # Still firing: no repeat within the reminder interval, one reminder after it.
+    # Still firing: no repeat within the reminder interval, one reminder after it (wall
+    # clock: decision time does not move without decisions).
     assert evaluate(session, settings, NOW + timedelta(minutes=30)).notifications == []
     reminder = evaluate(session, settings, NOW + timedelta(minutes=61))
     assert [n.kind for n in reminder.notifications] == ["reminder"]
     assert evaluate(session, settings, NOW + timedelta(minutes=62)).notifications == []
 
-    traffic(session, decisions=100, escalated=5)
-    resolved = evaluate(session, settings, NOW + timedelta(minutes=63))
+    traffic(session, decisions=100, escalated=5, hour=HOUR)
+    resolved = live(session, settings, NOW + timedelta(minutes=63))
     assert [n.kind for n in resolved.notifications] == ["resolve"]
     (alert,) = alerts(session)
     assert (alert.state, alert.resolve_reason) == ("resolved", "condition cleared")
     assert alert.resolved_at == NOW + timedelta(minutes=63)
+    assert alert.resolved_ts == HOUR + timedelta(hours=1)
     assert deliveries(session) == [
         ("trigger", "escalation|support-router|billing"),
         ("reminder", "escalation|support-router|billing"),
@@ -153,16 +163,21 @@ def test_a_new_episode_keeps_the_dedup_key_and_escalation_triggers_again(
     session: Session, settings: Settings
 ) -> None:
     use_rules(session, ESCALATION)
-    traffic(session, decisions=100, escalated=27)
-    evaluate(session, settings)
-    traffic(session, decisions=100, escalated=35)
-    escalated = evaluate(session, settings, NOW + timedelta(minutes=1))
-    assert [(n.kind, n.severity) for n in escalated.notifications] == [("trigger", "critical")]
-    traffic(session, decisions=100, escalated=0)
-    evaluate(session, settings, NOW + timedelta(minutes=2))
-    traffic(session, decisions=100, escalated=50)
-    evaluate(session, settings, NOW + timedelta(minutes=3))
-
+    # An hour of wall time per hour of decision time: no reminder in between.
+    settings = settings.model_copy(update={"alert_reminder_minutes": 240.0})
+    kinds = []
+    for i, escalated in enumerate((27, 35, 0, 50)):
+        hour = PREVIOUS + timedelta(hours=i)
+        traffic(session, decisions=100, escalated=escalated, hour=hour)
+        result = live(session, settings, hour + timedelta(hours=1, minutes=1))
+        kinds.append([(n.kind, n.severity) for n in result.notifications])
+    # warn (critical → warning), escalation to alert, resolve, a new episode.
+    assert kinds == [
+        [("trigger", "warning")],
+        [("trigger", "critical")],
+        [("resolve", "critical")],
+        [("trigger", "critical")],
+    ]
     first, second = alerts(session)
     assert first.dedup_key == second.dedup_key == "escalation|support-router|billing"
     assert (first.state, second.state) == ("resolved", "firing")
@@ -172,7 +187,7 @@ def test_a_new_episode_keeps_the_dedup_key_and_escalation_triggers_again(
 def test_acknowledged_alerts_get_no_reminder(session: Session, settings: Settings) -> None:
     use_rules(session, ESCALATION)
     traffic(session, decisions=100, escalated=40)
-    evaluate(session, settings)
+    live(session, settings)
     (alert,) = alerts(session)
     acked = service.acknowledge(
         session=session, settings=settings, alert_id=alert.id or 0, by="sek_oncall"
@@ -187,19 +202,20 @@ def test_silenced_alerts_are_not_notified_until_the_silence_ends(
 ) -> None:
     use_rules(session, ESCALATION)
     traffic(session, decisions=100, escalated=27)
-    evaluate(session, settings)
+    live(session, settings)
     (alert,) = alerts(session)
-    service.silence(session=session, alert_id=alert.id or 0, minutes=20, now=NOW)
-    traffic(session, decisions=100, escalated=40)
+    service.silence(session=session, alert_id=alert.id or 0, minutes=240, now=NOW)
     # Escalation and reminders are swallowed while silenced.
-    assert evaluate(session, settings, NOW + timedelta(minutes=10)).notifications == []
+    traffic(session, decisions=100, escalated=40, hour=HOUR)
+    assert live(session, settings, NOW + timedelta(minutes=35)).notifications == []
     # A new episode of the same key inherits the silence.
-    traffic(session, decisions=100, escalated=0)
-    evaluate(session, settings, NOW + timedelta(minutes=11))
-    traffic(session, decisions=100, escalated=40)
-    assert evaluate(session, settings, NOW + timedelta(minutes=12)).notifications == []
-    # After it ends, the unnotified episode triggers.
-    after = evaluate(session, settings, NOW + timedelta(minutes=21))
+    traffic(session, decisions=100, escalated=0, hour=HOUR + timedelta(hours=1))
+    live(session, settings, NOW + timedelta(minutes=95))
+    traffic(session, decisions=100, escalated=40, hour=HOUR + timedelta(hours=2))
+    assert live(session, settings, NOW + timedelta(minutes=155)).notifications == []
+    assert [a.state for a in alerts(session)] == ["resolved", "firing"]
+    # After it ends, the unnotified episode triggers (wall clock only).
+    after = evaluate(session, settings, NOW + timedelta(minutes=241))
     assert [n.kind for n in after.notifications] == ["trigger"]
 
 
@@ -217,9 +233,9 @@ def test_missing_data_policy(
 ) -> None:
     use_rules(session, {**ESCALATION, "on_missing_data": policy})
     traffic(session, decisions=100, escalated=40)
-    evaluate(session, settings)
-    # Two hours later the 1 h window holds no traffic at all.
-    later = evaluate(session, settings, NOW + timedelta(hours=2))
+    live(session, settings)
+    # Two hours of decision time later the 1 h window holds no traffic at all.
+    later = live(session, settings, NOW + timedelta(hours=2))
     assert [n.kind for n in later.notifications] == notified
     (alert,) = alerts(session)
     assert alert.state == state
@@ -232,14 +248,14 @@ def test_missing_data_policy(
 def test_too_few_samples_never_fire(session: Session, settings: Settings) -> None:
     use_rules(session, ESCALATION)
     traffic(session, decisions=10, escalated=10)
-    assert evaluate(session, settings).opened == 0
+    assert live(session, settings).opened == 0
     assert alerts(session) == []
 
 
 def test_missing_data_policy_alert_fires_without_data(session: Session, settings: Settings) -> None:
     use_rules(session, {**ESCALATION, "on_missing_data": "alert"})
     traffic(session, decisions=10, escalated=0)  # below min_samples
-    result = evaluate(session, settings)
+    result = live(session, settings)
     assert [n.kind for n in result.notifications] == ["trigger"]
     assert alerts(session)[0].numbers["outcome"] == "no_data"
 
@@ -250,12 +266,95 @@ def test_labels_filter_and_disabling_a_rule_resolves_its_alerts(
     use_rules(session, {**ESCALATION, "labels": {"segment": "bill*"}})
     traffic(session, decisions=100, escalated=40, segment="billing")
     traffic(session, decisions=100, escalated=40, segment="refunds")
-    evaluate(session, settings)
+    live(session, settings)
     assert [a.segment for a in alerts(session)] == ["billing"]
     use_rules(session, {**ESCALATION, "enabled": False})
     result = evaluate(session, settings, NOW + timedelta(minutes=1))
     assert [n.kind for n in result.notifications] == ["resolve"]
     assert alerts(session)[0].resolve_reason == "rule disabled or removed"
+
+
+def test_a_pending_alert_fires_only_after_holding_for_its_period(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(session, {**ESCALATION, "for": "90m"})
+    # One bad hour: crossing at the steps of 12:00–12:55 only, 55 min < 90 min.
+    traffic(session, decisions=100, escalated=40)
+    result = live(session, settings)
+    assert (result.pending, result.opened, result.notifications) == (1, 0, [])
+    (pending,) = alerts(session)
+    assert (pending.state, pending.pending_since_ts, pending.fired_ts) == ("pending", HOUR, None)
+    traffic(session, decisions=100, escalated=0, hour=HOUR)
+    result = live(session, settings, HOUR + timedelta(hours=1, minutes=5))
+    # It never fired: nobody was told, and no episode is left behind.
+    assert (result.cancelled, result.notifications) == (1, [])
+    assert alerts(session) == []
+
+    # Three bad hours: it fires 90 minutes of decision time after the condition began.
+    for i in range(1, 4):
+        traffic(session, decisions=100, escalated=40, hour=HOUR + timedelta(hours=i))
+    result = live(session, settings, HOUR + timedelta(hours=4, minutes=30))
+    assert [n.kind for n in result.notifications] == ["trigger"]
+    (alert,) = alerts(session)
+    assert alert.state == "firing"
+    assert alert.pending_since_ts == HOUR + timedelta(hours=2)
+    assert alert.fired_ts == HOUR + timedelta(hours=3, minutes=30)
+
+
+def test_hysteresis_keeps_firing_until_the_clear_level(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(session, {**ESCALATION, "clear": 0.15})
+    settings = settings.model_copy(update={"alert_reminder_minutes": 600.0})
+    levels = []
+    for i, escalated in enumerate((40, 20, 24, 16, 10)):
+        hour = PREVIOUS + timedelta(hours=i)
+        traffic(session, decisions=100, escalated=escalated, hour=hour)
+        live(session, settings, hour + timedelta(hours=1, minutes=1))
+        (alert,) = alerts(session)
+        levels.append((alert.state, alert.level))
+        if escalated == 20:
+            assert alert.numbers["reason"] == "0.2 not yet < the clear level 0.15"
+    # 0.20 and 0.24 sit below warn (0.25) but not below clear (0.15): still firing, at the
+    # lowest level; 0.16 too; 0.10 resolves.
+    assert levels == [
+        ("firing", "alert"),
+        ("firing", "warn"),
+        ("firing", "warn"),
+        ("firing", "warn"),
+        ("resolved", "warn"),
+    ]
+    assert [kind for kind, _ in deliveries(session)] == ["trigger", "resolve"]
+
+
+def test_pending_state_survives_a_restart_without_repeating(
+    engine: Engine, settings: Settings
+) -> None:
+    """Each pass in a fresh session, one decision-time step per pass (a worker restarted
+    between every step): the same episode as one pass over all the steps."""
+    one_step = settings.model_copy(update={"alert_max_steps_per_pass": 1})
+    with Session(engine) as session:
+        use_rules(session, {**ESCALATION, "for": "30m"})
+        for i in range(2):
+            traffic(session, decisions=100, escalated=40, hour=PREVIOUS + timedelta(hours=i))
+        move_decision_time(session, HOUR + timedelta(minutes=50))
+    passes = []
+    for _ in range(40):
+        with Session(engine) as session:
+            result = evaluate(session, one_step, HOUR + timedelta(minutes=50))
+            passes.append((result.steps, result.pending, result.opened, len(result.notifications)))
+    with Session(engine) as session:
+        (alert,) = alerts(session)
+        triggers = deliveries(session)
+    assert (alert.state, alert.pending_since_ts, alert.fired_ts) == (
+        "firing",
+        HOUR,
+        HOUR + timedelta(minutes=30),
+    )
+    assert triggers == [("trigger", "escalation|support-router|billing")]
+    assert sum(p[1] for p in passes) == 1  # pending once
+    assert sum(p[2] for p in passes) == 1  # fired once
+    assert passes[-1][0] == 0  # every step done, none repeated
 
 
 def verdict_hour(
@@ -287,8 +386,8 @@ def test_quality_drop_fires_at_the_alarm_and_resolves_below_warn(
     session: Session, settings: Settings
 ) -> None:
     use_rules(session, {"name": "quality", "kind": "quality_drop", "warn": 0.5, "alert": 1.0})
-    log_a = np.log(settings.sequential_alarm_threshold)
-    # 100 reference labels in the first hour, then monitored hours with weighted labels.
+    h = glr_threshold(settings.sequential_alarm_threshold)
+    # 100 labels before the change point, then two hours with weighted labels after it.
     verdict_hour(session, HOUR - timedelta(hours=3), harm=8, fine=92)
     verdict_hour(session, HOUR - timedelta(hours=2), harm=20, fine=30, fine_weight=4.0)
     verdict_hour(session, HOUR - timedelta(hours=1), harm=30, fine=70, fine_weight=4.0)
@@ -297,19 +396,23 @@ def test_quality_drop_fires_at_the_alarm_and_resolves_below_warn(
         segment_value="billing",
         direction="forward",
         judge_key="judge-a",
-        baseline_rate=0.1,
+        labels=250,
+        positives=58,
+        baseline_rate=0.08,
         baseline_labels=100,
         baseline_positives=8,
-        labels=150,
-        positives=50,
-        log_shiryaev_roberts=0.2 * log_a,
+        statistic=0.2 * h,
+        threshold=h,
+        post_change_labels=150,
+        post_change_harms=50,
+        change_ts=HOUR - timedelta(hours=2, minutes=-5),
         last_ts=HOUR - timedelta(minutes=10),
         updated_at=NOW,
     )
     session.add(state)
     session.commit()
     assert evaluate(session, settings).opened == 0
-    state.log_shiryaev_roberts = 1.1 * log_a
+    state.statistic = 1.1 * h
     state.alarmed_at_ts = NOW - timedelta(minutes=20)
     session.add(state)
     session.commit()
@@ -318,11 +421,16 @@ def test_quality_drop_fires_at_the_alarm_and_resolves_below_warn(
     assert (notification.kind, notification.details["level"]) == ("trigger", "alert")
     assert notification.dedup_key == "quality|support-router|billing"
     assert notification.severity == "warning"  # the rule's default severity
-    # The weighted (1/π) harm rate of the monitored hours, not 50/150 labels.
     numbers = notification.numbers
+    assert numbers["value"] == pytest.approx(1.1)  # statistic / threshold
+    # The post-change rate: weighted (1/π) over the hours from the change point on, not
+    # 50/150 labels.
     assert numbers["estimate"] == pytest.approx(50 / (50 + 100 * 4.0))
-    assert numbers["n"] == 150
-    assert numbers["baseline_harm_rate"] == pytest.approx(0.1)
+    assert numbers["n"] == 250
+    assert numbers["pre_change_harm_rate"] == pytest.approx(0.08)
+    assert numbers["post_change_harm_rate"] == pytest.approx(50 / 150)
+    assert numbers["change_point_ts"] == (HOUR - timedelta(hours=2, minutes=-5)).isoformat()
+    assert "rose from 8.0% (100 labels before) to 33.3%" in numbers["summary"]
     assert numbers["window_start"] == (HOUR - timedelta(hours=2)).isoformat()
     assert numbers["window_end"] == HOUR.isoformat()
     from shadoweval.analytics.service import segment_quality
@@ -342,19 +450,20 @@ def test_quality_drop_fires_at_the_alarm_and_resolves_below_warn(
     assert (numbers["estimate"], numbers["ci_low"], numbers["ci_high"]) == pytest.approx(
         (row.rate.estimate, row.rate.ci_low, row.rate.ci_high)
     )
+    assert numbers["ci_low"] < numbers["estimate"] < numbers["ci_high"]
     assert notification.dashboard_url == (
         "http://127.0.0.1:8501/quality?router=support-router&segment=billing"
     )
 
-    # R keeps updating after the alarm: between warn and alert the alert stays firing …
-    state.log_shiryaev_roberts = 0.7 * log_a
+    # G keeps updating after the alarm: between warn and alert the alert stays firing …
+    state.statistic = 0.7 * h
     session.add(state)
     session.commit()
     result = evaluate(session, settings, NOW + timedelta(minutes=2))
     assert result.notifications == []
     assert alerts(session)[0].state == "firing"
-    # … and once log R falls below the warn level the episode resolves (hysteresis).
-    state.log_shiryaev_roberts = 0.3 * log_a
+    # … and once G falls below the warn share of h the episode resolves (hysteresis).
+    state.statistic = 0.3 * h
     session.add(state)
     session.commit()
     result = evaluate(session, settings, NOW + timedelta(minutes=3))
@@ -412,8 +521,23 @@ def test_router_stale_clears_on_acknowledge(session: Session, settings: Settings
     assert [kind for kind, _ in deliveries(session)] == ["trigger", "resolve"]
 
 
-def test_budget_exhausted_per_account(session: Session, settings: Settings) -> None:
+def _budget_event(session: Session, day: str, account: str) -> None:
+    record_event(
+        session,
+        kind="budget_exhausted",
+        dedup_key=f"{day}/{account}",
+        ts=datetime.fromisoformat(day + "T00:00:00+00:00"),
+        details={"day": day, "account": account},
+    )
+    session.commit()
+
+
+def test_budget_exhausted_per_account_and_decision_day(
+    session: Session, settings: Settings
+) -> None:
     use_rules(session, {"name": "budget", "kind": "budget_exhausted", "warn": 0.9, "alert": 1.0})
+    day = NOW.replace(hour=0, minute=0)
+    move_decision_time(session, day + timedelta(minutes=10))
     session.add(BudgetDay(day="2026-11-28", account="shadow", budget_usd=20.0, reserved_usd=19.0))
     session.add(
         BudgetDay(
@@ -422,13 +546,29 @@ def test_budget_exhausted_per_account(session: Session, settings: Settings) -> N
             budget_usd=5.0,
             reserved_usd=4.99,
             refused=3,
-            exhausted_at=NOW - timedelta(hours=1),
+            # Wall time, not decision time: the alert goes by the event's decision day.
+            exhausted_at=NOW + timedelta(days=30),
         )
     )
     session.commit()
-    evaluate(session, settings)
-    levels = {a.dedup_key: a.level for a in alerts(session)}
-    assert levels == {"budget|*|shadow": "warn", "budget|*|boost": "alert"}
+    _budget_event(session, "2026-11-28", "boost")
+    live(session, settings)
+    levels = {a.dedup_key: (a.level, a.fired_ts) for a in alerts(session)}
+    assert levels == {"budget|*|shadow": ("warn", day), "budget|*|boost": ("alert", day)}
+
+    # The next decision day: the day's episodes end; the new day's exhaustion is a new one.
+    next_day = day + timedelta(days=1)
+    _budget_event(session, "2026-11-29", "boost")
+    live(session, settings, next_day + timedelta(minutes=30))
+    episodes = [(a.segment, a.state, a.fired_ts, a.resolved_ts) for a in alerts(session)]
+    assert sorted(episodes, key=str) == sorted(
+        [
+            ("shadow", "resolved", day, next_day),
+            ("boost", "resolved", day, next_day),
+            ("boost", "firing", next_day, None),
+        ],
+        key=str,
+    )
 
 
 def test_shadow_backlog_with_nothing_open_is_quiet(session: Session, settings: Settings) -> None:
@@ -451,27 +591,13 @@ def test_a_broken_rule_does_not_stop_the_others(
 
     monkeypatch.setitem(service.MEASURE, "shadow_backlog", broken)
     traffic(session, decisions=100, escalated=40)
-    result = evaluate(session, settings)
+    result = live(session, settings)
     assert result.failed_rules == ["backlog"]
     assert result.opened == 1
 
 
 def _decision(request_id: str, ts: datetime, version: str) -> Decision:
-    return Decision(
-        router="support-router",
-        request_id=request_id,
-        router_version=version,
-        ts=ts,
-        received_at=ts,
-        tier="cheap",
-        chosen_model="haiku-4",
-        served_model="haiku-4",
-        threshold=0.5,
-        segment={},
-        segment_value="billing",
-        inclusion_probability=0.0,
-        sampled=False,
-    )
+    return decision_row(request_id, ts, version=version)
 
 
 def _run(session: Session, decision_id: int, status: str, **fields: Any) -> ShadowRun:
@@ -587,19 +713,14 @@ def test_judge_inconsistency_and_feature_drift(session: Session, settings: Setti
         {"name": "judge", "kind": "judge_inconsistency", "warn": 0.25, "alert": 0.4},
         {"name": "drift", "kind": "feature_drift", "warn": 0.3, "alert": 0.5, "window": "2d"},
     )
-    session.add(
-        VerdictWindowSnapshot(
-            router="support-router",
-            segment_value="billing",
-            direction="forward",
-            judge_key="judge-a",
-            window="hour",
-            window_start=HOUR,
-            labels=40,
-            inconsistent=12,
-            updated_at=NOW,
-        )
-    )
+    # 40 judged pairs in the last hour, 12 of them with disagreeing orders.
+    for i in range(40):
+        decision = _decision(f"j{i}", HOUR + timedelta(seconds=i), "v1")
+        session.add(decision)
+        session.flush()
+        verdict = judged_verdict(decision, score=0.3, strong_needed=0)
+        verdict.outcome = "inconsistent" if i < 12 else "tie"
+        session.add(verdict)
     day = NOW.replace(hour=0, minute=0)
     session.add(
         DriftReport(
@@ -615,29 +736,27 @@ def test_judge_inconsistency_and_feature_drift(session: Session, settings: Setti
         )
     )
     session.commit()
-    evaluate(session, settings)
+    live(session, settings)
     levels = {a.rule: (a.level, a.numbers["value"]) for a in alerts(session)}
     assert levels == {"judge": ("warn", pytest.approx(0.3)), "drift": ("alert", 0.6)}
 
 
-def test_calibration_drift_against_perfect_calibration(
-    session: Session, settings: Settings
-) -> None:
-    use_rules(
-        session,
-        {
-            "name": "calibration",
-            "kind": "calibration_drift",
-            "warn": 0.01,
-            "alert": 0.001,
-            "window": "1d",
-            "min_samples": 100,
-        },
-    )
-    rng = np.random.default_rng(7)
-    # Scores of 0.05–0.35 where strong is needed about 60 % of the time: badly miscalibrated.
-    for i in range(200):
-        ts = NOW - timedelta(hours=2, seconds=i)
+CALIBRATION = {
+    "name": "calibration",
+    "kind": "calibration_drift",
+    "warn": 0.01,
+    "alert": 0.001,
+    "window": "1d",
+    "min_samples": 100,
+}
+
+
+def _miscalibrated_labels(session: Session, n: int, *, seed: int = 7) -> None:
+    """Scores of 0.05–0.35 where strong is needed about 60 % of the time: badly
+    miscalibrated (an over-confident router), labelled in the two hours before NOW."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        ts = NOW - timedelta(hours=2) + timedelta(hours=2) * (i / n)
         decision = _decision(f"c{i}", ts, "v1")
         session.add(decision)
         session.flush()
@@ -645,10 +764,23 @@ def test_calibration_drift_against_perfect_calibration(
         label = int(rng.random() < 0.6)
         session.add(judged_verdict(decision, score=score, strong_needed=label))
     session.commit()
-    evaluate(session, settings)
+
+
+def test_calibration_drift_against_perfect_calibration(
+    session: Session, settings: Settings
+) -> None:
+    use_rules(session, CALIBRATION)
+    _miscalibrated_labels(session, 400)
+    live(session, settings)
     (alert,) = alerts(session)
-    assert (alert.rule, alert.level, alert.numbers["n"]) == ("calibration", "alert", 200)
+    assert (alert.rule, alert.level, alert.numbers["n"]) == ("calibration", "alert", 400)
     assert alert.numbers["p_value_against_perfect_calibration"] < 0.001
+    assert alert.numbers["perfect_calibration_counted"] is True
+    assert alert.numbers["conditions_held"]["min_n"] is True
+    # The alert says which conditions held.
+    assert "n=400 ≥ 300" in alert.summary
+    assert "ECE" in alert.summary
+    assert ": counts" in alert.summary
     assert alert.dashboard_url == "http://127.0.0.1:8501/calibration?router=support-router"
     # Bonferroni over the tests run: twice the smallest p-value (one test here: no reference).
     tests = [
@@ -662,12 +794,35 @@ def test_calibration_drift_against_perfect_calibration(
     assert alert.numbers["value"] == pytest.approx(min(1.0, len(tests) * min(tests)))
 
 
+def test_a_p_value_alone_is_not_enough_against_perfect_calibration(
+    session: Session, settings: Settings
+) -> None:
+    """n = 150 (≥ min_samples, < min_n): the test rejects, but does not count; the
+    measurement says so, and nothing fires."""
+    use_rules(session, CALIBRATION)
+    _miscalibrated_labels(session, 150)
+    result = live(session, settings)
+    assert (result.opened, result.pending) == (0, 0)
+    assert alerts(session) == []
+    use_rules(session, {**CALIBRATION, "calibration": {"min_n": 100}})
+    live(session, settings, NOW + timedelta(minutes=5))
+    (alert,) = alerts(session)
+    assert alert.numbers["conditions_held"] == {
+        "min_n": True,
+        "min_ece": True,
+        "min_slope_distance": None,
+        "effect": True,
+    }
+    assert alert.numbers["perfect_calibration_min_n"] == 100
+
+
 def test_calibration_drift_bonferroni_and_model_change_split(
     session: Session, settings: Settings
 ) -> None:
+    # warn at p ≤ 1: one episode from the first labels on, its numbers those of the last step.
     use_rules(
         session,
-        {"name": "calibration", "kind": "calibration_drift", "warn": 0.5, "window": "1d"},
+        {"name": "calibration", "kind": "calibration_drift", "warn": 1.0, "window": "1d"},
     )
     change = NOW - timedelta(hours=3)
     record_event(
@@ -691,7 +846,7 @@ def test_calibration_drift_bonferroni_and_model_change_split(
         score = float(rng.random())
         session.add(judged_verdict(decision, score=score, strong_needed=int(rng.random() < score)))
     session.commit()
-    evaluate(session, settings)
+    live(session, settings)
     (alert,) = alerts(session)
     numbers = alert.numbers
     assert numbers["n"] == 150  # only the labels since the change
@@ -703,7 +858,9 @@ def test_calibration_drift_bonferroni_and_model_change_split(
     p_perfect = numbers["p_value_against_perfect_calibration"]
     assert p_ref is not None
     assert p_perfect is not None
-    assert numbers["value"] == pytest.approx(min(1.0, 2 * min(p_ref, p_perfect)))
+    # 150 labels < min_n: only the drift test counts, Bonferroni still over the two run.
+    assert numbers["perfect_calibration_counted"] is False
+    assert numbers["value"] == pytest.approx(min(1.0, 2 * p_ref))
 
 
 def test_calibration_windows_never_straddle_a_model_change() -> None:
@@ -725,7 +882,9 @@ def test_calibration_windows_never_straddle_a_model_change() -> None:
 def test_the_worker_job_evaluates_on_the_leader(engine: Engine, settings: Settings) -> None:
     with Session(engine) as session:
         use_rules(session, ESCALATION)
-        traffic(session, decisions=100, escalated=40, hour=_hour_floor(utcnow()))
+        now = utcnow()
+        traffic(session, decisions=100, escalated=40, hour=_hour_floor(now) - timedelta(hours=1))
+        move_decision_time(session, now)
 
     def no_provider(model: str) -> Any:
         raise AssertionError("alert evaluation calls no provider")
@@ -757,13 +916,13 @@ def test_a_broken_rule_file_keeps_the_last_good_rules(
     )
     from_file = settings.model_copy(update={"alert_rules_file": path})
     traffic(session, decisions=100, escalated=40)
-    assert evaluate(session, from_file).rules_error is None
+    assert live(session, from_file).rules_error is None
     (alert,) = alerts(session)
     assert alert.state == "firing"
 
     path.write_text("rules:\n  - {name: escalation, kind: cascade_escalation_rate, warn: [}\n")
-    traffic(session, decisions=100, escalated=10)
-    result = evaluate(session, from_file, NOW + timedelta(minutes=1))
+    traffic(session, decisions=100, escalated=10, hour=HOUR)
+    result = live(session, from_file, NOW + timedelta(hours=1))
     assert result.rules_error is not None
     assert str(path) in result.rules_error
     # Still evaluated, with the last rules that validated: the alert resolves as it should.

@@ -4,7 +4,7 @@ states and freshness, with the values the statistics modules compute."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -17,9 +17,11 @@ from shadoweval.alerts.rules import RuleSet
 from shadoweval.analytics.models import TrafficWindowSnapshot, VerdictWindowSnapshot
 from shadoweval.db import utcnow
 from shadoweval.ingest.models import Decision
+from shadoweval.sampling.models import BudgetDay
 from shadoweval.stats import calibration
 from shadoweval.stats.rates import WeightedSums, hajek_rate_from_sums
 from tests.conftest import LiveApi
+from tests.integration.alerts.stream import hour_traffic, move_decision_time
 from tests.integration.alerts.verdicts import judged_verdict
 
 SCORES = [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9]
@@ -45,10 +47,21 @@ def scrape(live_api: LiveApi) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     }
 
 
-def seed_verdicts(session: Session) -> None:
-    now = utcnow()
+def seed_verdicts(session: Session, start: datetime | None = None) -> None:
+    """Judged decisions from `start` (default: 30 min ago), counted as ingest counts them:
+    the router's log, whose latest ts is its decision-time clock."""
+    start = start or utcnow() - timedelta(minutes=30)
+    session.add(
+        TrafficWindowSnapshot(
+            router="support-router",
+            segment_value="billing",
+            tier="cheap",
+            window_start=start.replace(minute=0, second=0, microsecond=0),
+            decisions=len(SCORES),
+        )
+    )
     for i, (score, label, lag) in enumerate(zip(SCORES, LABELS, LAGS_S, strict=True)):
-        ts = now - timedelta(minutes=30) + timedelta(seconds=i)
+        ts = start + timedelta(seconds=i)
         decision = Decision(
             router="support-router",
             request_id=f"r{i}",
@@ -76,26 +89,29 @@ def seed_verdicts(session: Session) -> None:
     session.commit()
 
 
+def harm_snapshot(hour: datetime) -> VerdictWindowSnapshot:
+    # π = 0.5 for 40 labels with 10 harmful: w = 2, v = (1 − π) w² = 2.
+    return VerdictWindowSnapshot(
+        router="support-router",
+        segment_value="billing",
+        direction="forward",
+        judge_key="judge-a",
+        window="hour",
+        window_start=hour,
+        labels=40,
+        sum_w=80.0,
+        sum_w2=160.0,
+        sum_wy=20.0,
+        sum_vw=80.0,
+        sum_vwy=20.0,
+        updated_at=hour,
+    )
+
+
 def test_harm_rate_gauges_match_the_hajek_estimate(live_api: LiveApi, session: Session) -> None:
     hour = utcnow().replace(minute=0, second=0, microsecond=0)
-    # π = 0.5 for 40 labels with 10 harmful: w = 2, v = (1 − π) w² = 2.
-    session.add(
-        VerdictWindowSnapshot(
-            router="support-router",
-            segment_value="billing",
-            direction="forward",
-            judge_key="judge-a",
-            window="hour",
-            window_start=hour,
-            labels=40,
-            sum_w=80.0,
-            sum_w2=160.0,
-            sum_wy=20.0,
-            sum_vw=80.0,
-            sum_vwy=20.0,
-            updated_at=hour,
-        )
-    )
+    seed_verdicts(session, hour)
+    session.add(harm_snapshot(hour))
     session.commit()
     expected = hajek_rate_from_sums(WeightedSums(40, 80.0, 160.0, 20.0, 80.0, 20.0, 20.0))
     values = scrape(live_api)
@@ -126,6 +142,27 @@ def test_calibration_and_freshness_gauges(live_api: LiveApi, session: Session) -
     assert values[("shadoweval_label_watermark_lag_seconds", ())] == 0
 
 
+def test_a_replayed_logs_gauges_read_its_decision_day(live_api: LiveApi, session: Session) -> None:
+    """Weeks after it was recorded, a log's "last 24 h" and "today" are its decision time:
+    the wall clock's day has no labels and no budget."""
+    day = utcnow().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(weeks=5)
+    seed_verdicts(session, day + timedelta(hours=9, minutes=30))
+    session.add(harm_snapshot(day + timedelta(hours=9)))
+    session.add(
+        BudgetDay(day=day.strftime("%Y-%m-%d"), account="shadow", budget_usd=20.0, reserved_usd=7.5)
+    )
+    session.commit()
+
+    values = scrape(live_api)
+
+    router_judge = (("judge", "judge-a"), ("router", "support-router"))
+    segment = (("judge", "judge-a"), ("router", "support-router"), ("segment", "billing"))
+    assert values[("shadoweval_harm_labels", segment)] == 40
+    assert values[("shadoweval_calibration_labels", router_judge)] == len(SCORES)
+    assert values[("shadoweval_budget_reserved_usd", (("account", "shadow"),))] == 7.5
+    assert values[("shadoweval_budget_limit_usd", (("account", "shadow"),))] == 20.0
+
+
 def test_alert_state_gauges(live_api: LiveApi, session: Session) -> None:
     service.put_rules(
         session=session,
@@ -144,20 +181,12 @@ def test_alert_state_gauges(live_api: LiveApi, session: Session) -> None:
         ),
         updated_by=None,
     )
-    hour = utcnow().replace(minute=0, second=0, microsecond=0)
+    now = utcnow()
+    hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     for segment, escalated in (("billing", 40), ("refunds", 27), ("chat", 1)):
-        session.add(
-            TrafficWindowSnapshot(
-                router="support-router",
-                segment_value=segment,
-                tier="cheap",
-                window_start=hour,
-                decisions=100,
-                escalated=escalated,
-            )
-        )
-    session.commit()
-    service.evaluate_alerts(session=session, settings=live_api.app.state.settings)
+        hour_traffic(session, hour=hour, decisions=100, escalated=escalated, segment=segment)
+    move_decision_time(session, now)
+    service.evaluate_alerts(session=session, settings=live_api.app.state.settings, now=now)
     values = scrape(live_api)
     count = "shadoweval_alerts_firing"
     assert (

@@ -130,32 +130,98 @@ def test_snapshots_count_each_verdict_once(engine: Engine) -> None:
     assert sum(h.labels for h in hours) == 300
 
 
-def test_sequential_test_alarms_on_the_degraded_segment_only(
+def test_change_point_detector_flags_early_and_mid_way_drops_only(
     engine: Engine, base_settings: Settings
 ) -> None:
     rng = np.random.default_rng(11)
-    settings = base_settings.model_copy(update={"sequential_reference_labels": 100})
-    # Both segments start at 10 % harm; "code" rises to 40 % after its reference labels.
+    # "chat" never changes; "code" rises 0.10 → 0.40 mid-way (label 301); "legal" rises
+    # 0.05 → 0.50 at label 41, before any 100-label baseline could have filled.
     add_verdicts(engine, "chat", rng.binomial(1, 0.10, 600).tolist())
-    code = rng.binomial(1, 0.10, 150).tolist() + rng.binomial(1, 0.40, 450).tolist()
+    code = rng.binomial(1, 0.10, 300).tolist() + rng.binomial(1, 0.40, 300).tolist()
     add_verdicts(engine, "code", code)
+    legal = rng.binomial(1, 0.05, 40).tolist() + rng.binomial(1, 0.50, 300).tolist()
+    add_verdicts(engine, "legal", legal)
     snapshots.aggregate_finished_verdicts(engine)
 
-    result = snapshots.advance_sequential_tests(engine, settings, now=START + timedelta(days=2))
+    result = snapshots.advance_sequential_tests(
+        engine, base_settings, now=START + timedelta(days=2)
+    )
 
-    assert result["labels_fed"] == 1200
+    assert result == {"labels_fed": 1540, "new_alarms": 2}
     with Session(engine) as session:
         states = {s.segment_value: s for s in session.scalars(select(SequentialState))}
-        events = session.scalars(select(Event).where(Event.kind == "quality_drop")).all()  # type: ignore[arg-type]
+        events = {
+            e.details["segment"]: e
+            for e in session.scalars(select(Event).where(Event.kind == "quality_drop"))  # type: ignore[arg-type]
+        }
     assert states["chat"].alarmed_at_ts is None
-    assert states["code"].alarmed_at_ts is not None
-    assert states["code"].alarmed_at_ts > START + timedelta(minutes=150)  # after the change
-    assert states["code"].baseline_rate is not None
-    assert 0.05 < states["code"].baseline_rate < 0.25
-    assert [e.details["segment"] for e in events] == ["code"]
+    assert states["chat"].statistic < states["chat"].threshold
+    assert set(events) == {"code", "legal"}
+    for segment, change_label in (("code", 301), ("legal", 41)):
+        state, event = states[segment], events[segment]
+        # The alarm and its event sit at the alarming label's decision ts, after the change.
+        assert state.alarmed_at_ts == event.ts
+        assert event.ts > START + timedelta(minutes=change_label - 1)
+        details = event.details
+        assert details["statistic"] >= details["threshold"] == state.threshold
+        change_point = datetime.fromisoformat(details["change_point_ts"])
+        assert abs(change_point - (START + timedelta(minutes=change_label - 1))) <= timedelta(
+            minutes=60
+        )
+        assert details["post_change_harm_rate"] >= details["pre_change_harm_rate"] + 0.15
+        assert (
+            details["pre_change_labels"] + details["post_change_labels"] == details["labels_used"]
+        )
+        assert state.labels == len(code if segment == "code" else legal)
+        assert len(state.recent_labels) == len(state.recent_ts) == state.labels
     # Consumed once: a second pass feeds nothing and raises nothing new.
-    again = snapshots.advance_sequential_tests(engine, settings, now=START + timedelta(days=2))
+    again = snapshots.advance_sequential_tests(engine, base_settings, now=START + timedelta(days=2))
     assert again == {"labels_fed": 0, "new_alarms": 0}
+
+
+def test_detector_state_across_passes_equals_one_pass(
+    engine: Engine, base_settings: Settings
+) -> None:
+    settings = base_settings.model_copy(update={"change_point_window_labels": 200})
+    rng = np.random.default_rng(5)
+    labels = rng.binomial(1, 0.10, 350).tolist() + rng.binomial(1, 0.35, 250).tolist()
+    now = START + timedelta(days=2)
+    add_verdicts(engine, "code", labels, router="one-pass")
+    snapshots.advance_sequential_tests(engine, settings, now=now)
+    # The same labels for another router, arriving in three passes.
+    for lo, hi in ((0, 120), (120, 380), (380, 600)):
+        add_verdicts(
+            engine,
+            "code",
+            labels[lo:hi],
+            router="passes",
+            start=START + timedelta(minutes=lo),
+        )
+        snapshots.advance_sequential_tests(engine, settings, now=now)
+    with Session(engine) as session:
+        states = {s.router: s for s in session.scalars(select(SequentialState))}
+        events = {
+            e.router: e
+            for e in session.scalars(select(Event).where(Event.kind == "quality_drop"))  # type: ignore[arg-type]
+        }
+    fields = (
+        "labels",
+        "positives",
+        "statistic",
+        "post_change_labels",
+        "change_ts",
+        "recent_labels",
+        "recent_ts",
+        "alarmed_at_ts",
+        "alarm_labels",
+        "baseline_rate",
+    )
+    one, passes = states["one-pass"], states["passes"]
+    assert {f: getattr(passes, f) for f in fields} == {f: getattr(one, f) for f in fields}
+    assert len(one.recent_labels) == 200  # bounded by the look-back window
+    assert one.alarmed_at_ts is not None
+    assert events["passes"].ts == events["one-pass"].ts
+    assert events["passes"].details == {**events["one-pass"].details}
 
 
 def test_labels_wait_for_the_watermark(engine: Engine, base_settings: Settings) -> None:

@@ -82,7 +82,7 @@ def _settings(base: Settings, fake: FakeProviderServer) -> Settings:
         # The wall clock never closes a period here: the stream's own progress does.
         sampling_idle_close_seconds=3600,
         # A budget the stream exhausts on its busiest hours.
-        daily_shadow_budget_usd=0.05,
+        daily_shadow_budget_usd=0.02,
         default_cost_per_sample_usd=0.001,
         sampling_cost_min_samples=3,
         planner_traffic_days=0.25,
