@@ -200,8 +200,9 @@ class Settings(BaseSettings):
     sequential_alarm_threshold: float = Field(
         default=30_000.0,
         gt=1,
-        description="Shiryaev–Roberts threshold A: at most n/A expected false alarms in n "
-        "labels of a segment (30,000 ≈ 1 per 30 days over 20 segments at 50 labels a day).",
+        description="In-control run length A of the quality-drop detector, in labels per "
+        "segment: about n/A false alarms in n labels (30,000 ≈ 1 per 30 days over 20 segments "
+        "at 50 labels a day); the GLR threshold is calibrated from it.",
     )
     sequential_reference_labels: int = Field(
         default=100, ge=10, description="Labels that set a segment's baseline harm rate p0."

@@ -76,8 +76,9 @@ class KindSpec:
 
 KINDS: dict[str, KindSpec] = {
     "quality_drop": KindSpec(
-        "log Shiryaev–Roberts statistic / log A of the segment's harm detector, as it is "
-        "now (1 = alarm; it falls again once harm is back at the baseline)",
+        "GLR change-point statistic / its threshold of the segment's harm detector, as it is "
+        "now (1 = alarm: harm rose by at least harm_alert_rate − harm_baseline; it re-arms "
+        "below half the threshold)",
         "above",
         "ratio",
         per_segment=True,
