@@ -73,22 +73,21 @@ def usd_interval(value: float | None, interval: Sequence[float] | None) -> str:
     return f"{usd(value)} (95 % CI {usd(interval[0])}–{usd(interval[1])})"
 
 
-def sequential_state(state: Mapping[str, Any] | None, reference_labels: int | None = None) -> str:
-    """The sequential test in words: collecting its baseline, watching, or alarmed since when."""
+def sequential_state(state: Mapping[str, Any] | None) -> str:
+    """The quality-drop detector in words: watching (and any rise it sees), or alarmed since."""
     if not state:
         return "not started"
     if state.get("alarmed_at_ts"):
         return f"ALARM since {state['alarmed_at_ts']} (decision time)"
-    if state.get("baseline_harm_rate") is None:
-        need = f"/{reference_labels}" if reference_labels else ""
-        return f"collecting baseline ({state.get('reference_labels', 0)}{need} labels)"
-    log_r = float(state.get("log_shiryaev_roberts") or 0.0)
-    threshold = float(state.get("alarm_threshold") or 0.0)
-    progress = max(0.0, log_r) / threshold if threshold > 0 else 0.0
+    labels = int(state.get("labels") or 0)
+    evidence = max(0.0, float(state.get("evidence") or 0.0))
+    post_n = int(state.get("post_change_labels") or 0)
+    if post_n == 0 or state.get("post_change_harm_rate") is None:
+        return f"watching: no rise seen in {labels} labels"
     return (
-        f"watching: baseline {pct(state['baseline_harm_rate'])}, "
-        f"{state.get('harm_monitored', 0)}/{state.get('labels_monitored', 0)} harmful since, "
-        f"evidence {pct(min(progress, 1.0), digits=0)} of the alarm threshold"
+        f"watching: harm {pct(state['post_change_harm_rate'])} in the last {post_n} labels "
+        f"(since {state.get('change_ts')}) against {pct(state.get('pre_change_harm_rate'))} "
+        f"before; evidence {pct(min(evidence, 1.0), digits=0)} of the alarm threshold"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -289,15 +290,42 @@ class Estimate(BaseModel):
 
 
 class SequentialTestState(BaseModel):
-    baseline_harm_rate: float | None = Field(description="p0, from the reference labels")
-    reference_labels: int
-    labels_monitored: int
-    harm_monitored: int
-    log_shiryaev_roberts: float = Field(description="the alarm statistic, log R")
-    alarm_threshold: float = Field(description="log A: at most n/A false alarms in n labels")
-    log_e_value: float = Field(description="mixture SPRT since the baseline, for display")
+    """The segment's quality-drop detector (a one-sided GLR change-point test, no baseline
+    phase: every label is monitored), as the aggregator last advanced it."""
+
+    labels: int = Field(description="labels consumed, in (ts, request_id) order")
+    harms: int
+    statistic: float = Field(description="G: log GLR of the best change point, nats")
+    threshold: float | None = Field(description="h: the alarm fires at G ≥ h")
+    evidence: float = Field(description="G / h (1 = alarm)")
+    pre_change_labels: int = Field(description="labels before the estimated change point")
+    pre_change_harm_rate: float | None
+    post_change_labels: int = Field(description="labels since the estimated change point")
+    post_change_harm_rate: float | None
+    change_ts: datetime | None = Field(description="decision time of the estimated change")
     alarmed_at_ts: datetime | None
     consumed_up_to_ts: datetime | None
+
+
+def _sequential_public(state: Mapping[str, Any]) -> SequentialTestState:
+    threshold = state["threshold"]
+    post_n, post_x = int(state["post_change_labels"]), int(state["post_change_harms"])
+    pre_n = int(state["labels"]) - post_n
+    pre_x = int(state["positives"]) - post_x
+    return SequentialTestState(
+        labels=state["labels"],
+        harms=state["positives"],
+        statistic=state["statistic"],
+        threshold=threshold,
+        evidence=state["statistic"] / threshold if threshold else 0.0,
+        pre_change_labels=pre_n,
+        pre_change_harm_rate=pre_x / pre_n if pre_n > 0 else None,
+        post_change_labels=post_n,
+        post_change_harm_rate=post_x / post_n if post_n > 0 else None,
+        change_ts=state["change_ts"],
+        alarmed_at_ts=state["alarmed_at_ts"],
+        consumed_up_to_ts=state["last_ts"],
+    )
 
 
 class Coverage(BaseModel):
@@ -373,7 +401,6 @@ def segment_quality(
 
     Hour snapshots when a time range is given (hour resolution), day snapshots otherwise.
     """
-    import math
 
     from shadoweval.analytics.models import (
         SNAPSHOT_SUMS,
@@ -494,19 +521,7 @@ def segment_quality(
                     if decisions
                     else None,
                 ),
-                sequential=SequentialTestState(
-                    baseline_harm_rate=state["baseline_rate"],
-                    reference_labels=state["baseline_labels"],
-                    labels_monitored=state["labels"],
-                    harm_monitored=state["positives"],
-                    log_shiryaev_roberts=state["log_shiryaev_roberts"],
-                    alarm_threshold=math.log(settings.sequential_alarm_threshold),
-                    log_e_value=state["log_e_value"],
-                    alarmed_at_ts=state["alarmed_at_ts"],
-                    consumed_up_to_ts=state["last_ts"],
-                )
-                if state is not None
-                else None,
+                sequential=_sequential_public(dict(state)) if state is not None else None,
             )
         )
     # Riskiest first: the upper end of the harm interval.

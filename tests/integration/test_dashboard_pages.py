@@ -151,7 +151,7 @@ def test_pages_show_the_seeded_numbers_with_units_and_intervals(
     # One harmful pair of three cheap-routed ones, π = 1.
     assert "**billing** — harm rate 33.3 % (95 % CI" in quality
     assert "n = 3)" in quality
-    assert "collecting baseline (3 labels)" in quality
+    assert "watching: no rise seen in 3 labels" in quality
 
     calibration = pages["pages/calibration.py"]
     figures = {m.label: m.value for m in calibration.metric}

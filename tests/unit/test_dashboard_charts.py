@@ -66,21 +66,23 @@ def test_empty_answers_give_empty_tables() -> None:
     [
         (None, "not started"),
         ({"alarmed_at_ts": "2026-11-27T12:00:00Z"}, "ALARM since 2026-11-27T12:00:00Z"),
-        ({"baseline_harm_rate": None, "reference_labels": 7}, "collecting baseline (7/100"),
+        ({"labels": 7, "evidence": 0.0, "post_change_labels": 0}, "no rise seen in 7 labels"),
         (
             {
-                "baseline_harm_rate": 0.1,
-                "log_shiryaev_roberts": 5.15,
-                "alarm_threshold": 10.3,
-                "harm_monitored": 3,
-                "labels_monitored": 20,
+                "labels": 120,
+                "evidence": 0.5,
+                "post_change_labels": 50,
+                "post_change_harm_rate": 0.24,
+                "pre_change_harm_rate": 0.1,
+                "change_ts": "2026-11-27T09:00:00Z",
             },
-            "evidence 50 % of the alarm threshold",
+            "harm 24.0 % in the last 50 labels (since 2026-11-27T09:00:00Z) against 10.0 % "
+            "before; evidence 50 % of the alarm threshold",
         ),
     ],
 )
 def test_sequential_state_in_words(state: dict | None, expected: str) -> None:
-    assert expected in charts.sequential_state(state, reference_labels=100)
+    assert expected in charts.sequential_state(state)
 
 
 def test_tier_mix_counts_decisions_per_bucket_and_tier() -> None:
