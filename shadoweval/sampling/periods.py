@@ -23,14 +23,13 @@ day's committed spend is actual cost for judged work plus reservations for work 
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, select, union_all, update
+from sqlalchemy import Table, and_, func, select, update
 from sqlmodel import Session
 
 from shadoweval.analytics.models import TrafficWindowSnapshot
@@ -40,8 +39,8 @@ from shadoweval.events.models import Event
 from shadoweval.events.service import record_event
 from shadoweval.ingest import clock
 from shadoweval.ingest.models import AWAITING_PLAN, Decision, DecisionPayload, TrafficDelta
-from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict, VerdictStatus
-from shadoweval.sampling import allocation, policy
+from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict
+from shadoweval.sampling import allocation, planning, policy
 from shadoweval.sampling.models import (
     BudgetDay,
     PeriodPublic,
@@ -54,12 +53,9 @@ from shadoweval.sampling.service import (
     BOOST_ACCOUNT,
     SHADOW_ACCOUNT,
     Candidate,
-    ordered_tiers,
     reserve_budget,
 )
 from shadoweval.shadow.models import ShadowRun
-from shadoweval.stats import sequential
-from shadoweval.stats.rates import sample_size_for_drop
 
 log = logging.getLogger(__name__)
 
@@ -231,104 +227,6 @@ def closed_by(
 # --- the plan of one period ---------------------------------------------------------------------
 
 
-def _traffic(
-    session: Session, before: datetime, days: float
-) -> list[tuple[str, str, str, float, float]]:
-    """(router, segment, tier, decisions a day, served USD a day) over the whole hours of
-    the look-back before `before`; a router with a shorter history is averaged over the
-    hours it has (at least one), so its first day is not planned as a trickle."""
-    since = before - timedelta(days=days)
-    counted = union_all(
-        *(
-            select(
-                t.c.router,
-                t.c.segment_value,
-                t.c.tier,
-                t.c.decisions,
-                t.c.cost_usd,
-                t.c.window_start,
-            ).where(t.c.window_start >= since, t.c.window_start < before)
-            for t in (TRAFFIC, DELTA)
-        )
-    ).subquery()
-    rows = session.execute(
-        select(
-            counted.c.router,
-            counted.c.segment_value,
-            counted.c.tier,
-            func.sum(counted.c.decisions),
-            func.sum(counted.c.cost_usd),
-        ).group_by(counted.c.router, counted.c.segment_value, counted.c.tier)
-    ).all()
-    first_hour = {
-        router: _aware(first)
-        for router, first in session.execute(
-            select(counted.c.router, func.min(counted.c.window_start)).group_by(counted.c.router)
-        )
-    }
-    observed_days: dict[str, float] = {}
-    for router, first in first_hour.items():
-        hours = (before - first).total_seconds() / 3600 if first is not None else 24 * days
-        observed_days[router] = min(days, max(hours, 1.0) / 24)
-    return [
-        (r, s, t, float(n) / observed_days[r], float(c or 0) / observed_days[r])
-        for r, s, t, n, c in rows
-        if n
-    ]
-
-
-def _labels(
-    session: Session, since: datetime, before: datetime
-) -> dict[tuple[str, str, str], tuple[int, int]]:
-    """(router, segment, direction) → (labels, harms), judged labels of decisions in the span."""
-    v = VERDICT.c
-    rows = session.execute(
-        select(v.router, v.segment_value, v.direction, func.count(), func.sum(v.strong_needed))
-        .where(v.status == VerdictStatus.DONE, v.ts >= since, v.ts < before)
-        .group_by(v.router, v.segment_value, v.direction)
-    ).all()
-    return {(r, s, d): (int(n), int(x or 0)) for r, s, d, n, x in rows}
-
-
-def sample_costs(
-    session: Session, since: datetime, before: datetime
-) -> dict[int, tuple[str, str, str, float]]:
-    """decision id → (router, segment, routed tier, USD) of every finished sample in the span:
-    the judge's calls plus every shadow run of the decision (re-runs included), at billed price."""
-    v, r = VERDICT.c, SHADOW_RUN.c
-    runs = (
-        select(r.decision_id, func.sum(r.cost_usd).label("usd"))
-        .where(r.ts >= since, r.ts < before)
-        .group_by(r.decision_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(
-            v.decision_id,
-            v.router,
-            v.segment_value,
-            v.routed_tier,
-            v.judge_cost_usd,
-            func.coalesce(runs.c.usd, 0.0),
-        )
-        .select_from(VERDICT.outerjoin(runs, runs.c.decision_id == v.decision_id))
-        .where(v.ts >= since, v.ts < before, v.status.notin_(OPEN_VERDICT_STATUSES))
-    ).all()
-    return {int(d): (ro, s, t, float(j or 0) + float(u or 0)) for d, ro, s, t, j, u in rows}
-
-
-def _learned_costs(
-    session: Session, settings: Settings, labels_before: datetime
-) -> dict[StratumId, tuple[float, int]]:
-    since = labels_before - timedelta(days=settings.sampling_cost_lookback_days)
-    totals: dict[StratumId, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for router, segment, tier, usd in sample_costs(session, since, labels_before).values():
-        entry = totals[(router, segment, tier)]
-        entry[0] += usd
-        entry[1] += 1
-    return {key: (usd / n, int(n)) for key, (usd, n) in totals.items() if n}
-
-
 def _boosts(
     session: Session, settings: Settings, end: datetime
 ) -> dict[tuple[str, str], list[tuple[datetime, datetime]]]:
@@ -348,108 +246,38 @@ def _boosts(
     return boosts
 
 
-def detection_floor_per_day(settings: Settings) -> float:
-    """Labels a day a segment needs for the quality-drop detector to flag the configured rise
-    (harm_baseline → harm_alert_rate) within the detection window, at its false-alarm rate
-    (the detector's conservative 80th-percentile delay, stats.sequential.labels_to_detect)."""
-    required = sequential.labels_to_detect(
-        settings.harm_baseline,
-        settings.harm_alert_rate,
-        arl_labels=settings.sequential_alarm_threshold,
-    )
-    if not math.isfinite(required):
-        # Cannot happen for p1 > p0 with unbounded history; the classical test's size then.
-        required = sample_size_for_drop(settings.harm_baseline, settings.harm_alert_rate)
-    return allocation.floor_samples_per_day(math.ceil(required), settings.detection_window_days)
-
-
 def plan_period(
     session: Session, settings: Settings, start: datetime, labels_before: datetime
 ) -> tuple[_PeriodPlan, list[dict[str, Any]], allocation.Allocation]:
     """The plan of the period starting at `start`: π and reservation cost per stratum, from
-    traffic before `start` and labels and costs of decisions before `labels_before`."""
+    the whole hours of traffic before `start` and the labels and costs of decisions before
+    `labels_before`; records a `sampling_shortfall` where the budget cannot buy a floor."""
     hour = start.replace(minute=0, second=0, microsecond=0)
-    traffic = _traffic(session, hour, settings.planner_traffic_days)
-    label_counts = _labels(session, labels_before - timedelta(days=7), labels_before)
-    costs = _learned_costs(session, settings, labels_before)
-    tier_cost: dict[str, dict[str, list[float]]] = {}
-    for router, _segment, tier, decisions, cost in traffic:
-        entry = tier_cost.setdefault(router, {}).setdefault(tier, [0.0, 0.0])
-        entry[0] += decisions
-        entry[1] += cost
-    strongest = {
-        router: ordered_tiers({t: (c / n if n else 0.0) for t, (n, c) in tiers.items()})[-1]
-        for router, tiers in tier_cost.items()
-    }
-    floor = detection_floor_per_day(settings)
-    prior_b = (1 - settings.harm_baseline) / settings.harm_baseline
-    strata: list[allocation.Stratum] = []
-    ids: dict[tuple[str, str], StratumId] = {}
-    learned_from: dict[StratumId, int] = {}
-    for router, segment, tier, decisions_per_day, _cost in traffic:
-        stratum_id = (router, segment, tier)
-        is_reverse = len(tier_cost[router]) > 1 and tier == strongest[router]
-        n, x = label_counts.get((router, segment, "reverse" if is_reverse else "forward"), (0, 0))
-        mean_cost, observed = costs.get(stratum_id, (0.0, 0))
-        use_learned = observed >= settings.sampling_cost_min_samples and mean_cost > 0
-        learned_from[stratum_id] = observed if use_learned else 0
-        cost = (
-            mean_cost * (1 + settings.sampling_cost_margin)
-            if use_learned
-            else settings.default_cost_per_sample_usd
-        )
-        key = (f"{router}\x1f{segment}", tier)
-        ids[key] = stratum_id
-        strata.append(
-            allocation.Stratum(
-                key=key,
-                expected_traffic=decisions_per_day,
-                cost_per_sample_usd=cost,
-                std_dev=allocation.stratum_std_dev(x, n, 1.0, prior_b),
-                floor_samples=floor,
-                is_reverse=is_reverse,
-            )
-        )
-    budget = settings.daily_shadow_budget_usd
-    plan = allocation.neyman_allocation(strata, budget, settings.reverse_shadow_share)
-    by_key = {s.key: s for s in strata}
+    plan, rows = planning.build_strata(
+        session, settings, traffic_before=hour, labels_before=labels_before
+    )
     planned: dict[StratumId, _PlannedStratum] = {}
-    rows: list[dict[str, Any]] = []
-    for key, probability in plan.probabilities.items():
-        stratum_id = ids[key]
-        s = by_key[key]
-        planned[stratum_id] = _PlannedStratum(probability, s.cost_per_sample_usd)
-        router, segment, tier = stratum_id
-        expected = plan.expected_samples_per_day.get(key, 0.0)
-        shortfall = max(0.0, s.floor_samples - expected)
+    for row in rows:
+        stratum_id = (row["router"], row["segment_value"], row["tier"])
+        planned[stratum_id] = _PlannedStratum(
+            row["inclusion_probability"], row["cost_per_sample_usd"]
+        )
         # Every decision sampled and still short: the segment is small, not the budget; that
         # shows in /v1/sampling only, an event would repeat it every day.
-        if shortfall > 1e-6 and not s.is_reverse and probability < 0.999:
+        if (
+            row["floor_shortfall_per_day"] > 1e-6
+            and not row["is_reverse"]
+            and row["inclusion_probability"] < 0.999
+        ):
             _record_shortfall(
                 session,
-                router=router,
-                segment=segment,
-                tier=tier,
+                router=row["router"],
+                segment=row["segment_value"],
+                tier=row["tier"],
                 start=start,
-                floor=s.floor_samples,
-                planned=expected,
+                floor=row["floor_samples_per_day"],
+                planned=row["expected_samples_per_day"],
             )
-        rows.append(
-            {
-                "router": router,
-                "segment_value": segment,
-                "tier": tier,
-                "inclusion_probability": probability,
-                "is_reverse": s.is_reverse,
-                "expected_traffic_per_day": s.expected_traffic,
-                "cost_per_sample_usd": s.cost_per_sample_usd,
-                "cost_learned_from": learned_from[stratum_id],
-                "std_dev": s.std_dev,
-                "floor_samples_per_day": s.floor_samples,
-                "expected_samples_per_day": expected,
-                "floor_shortfall_per_day": shortfall,
-            }
-        )
     period_plan = _PeriodPlan(
         strata=planned,
         boosts=_boosts(
@@ -683,7 +511,7 @@ def _reconcile(session: Session, settings: Settings, labels_before: datetime) ->
         start, end = _aware(start), _aware(end)
         assert start is not None
         assert end is not None
-        costs = sample_costs(session, start, end)
+        costs = planning.sample_costs(session, start, end)
         actual: dict[str, float] = defaultdict(float)
         if costs:
             plan = _stored_plan(session, settings, start)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, union_all, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -19,9 +19,8 @@ from shadoweval.config import Settings
 from shadoweval.db import dialect_insert, utcnow
 from shadoweval.events import service as events
 from shadoweval.ingest.models import TrafficDelta
-from shadoweval.sampling import allocation, policy
+from shadoweval.sampling import allocation, planning, policy
 from shadoweval.sampling.models import BudgetDay, BudgetPublic, SamplingStratum, StratumPublic
-from shadoweval.stats.rates import sample_size_for_drop
 
 log = logging.getLogger(__name__)
 
@@ -212,138 +211,36 @@ def list_budget(*, session: Session, since_day: str | None = None) -> list[Budge
 # --- planner -----------------------------------------------------------------------------
 
 
-def ordered_tiers(tier_cost: dict[str, float]) -> list[str]:
-    """Tiers from cheapest to strongest by their mean served cost, then by conventional name."""
-    from shadoweval.shadow.policy import CONVENTIONAL_TIER_ORDER
-
-    return sorted(
-        tier_cost,
-        key=lambda t: (
-            (CONVENTIONAL_TIER_ORDER.get(t, 2), tier_cost[t])
-            if tier_cost[t] <= 0
-            else (0, tier_cost[t])
-        ),
-    )
-
-
 def plan_sampling(
-    *,
-    session: Session,
-    settings: Settings,
-    now: datetime | None = None,
-    cost_per_sample: Callable[[StratumId], float] | None = None,
+    *, session: Session, settings: Settings, now: datetime | None = None
 ) -> allocation.Allocation:
-    """Recompute π for every stratum with recent traffic and store the plan.
-
-    Traffic comes from the ingest snapshots over `planner_traffic_days`, label
-    variability from the verdict snapshots (a Beta(1, 9) prior, mean 0.10, where
-    labels are few), floors from the sample size that detects harm_baseline →
-    harm_alert_rate within `detection_window_days`.
-    """
+    """Recompute π for every stratum with traffic before `now` (decision time) and store it:
+    the plan ingest samples by in `at_ingest` mode (planning.build_strata: traffic over
+    `planner_traffic_days`, labels and learned costs of decisions before `now`, floors from
+    the detector's labels_to_detect within `detection_window_days`)."""
     now = now or utcnow()
-    since = now - timedelta(days=settings.planner_traffic_days)
-    # Snapshots plus the deltas ingest appended since the aggregator last folded them.
-    counted = union_all(
-        *(
-            select(
-                table.c.router,
-                table.c.segment_value,
-                table.c.tier,
-                table.c.decisions,
-                table.c.cost_usd,
-            ).where(table.c.window_start >= since)
-            for table in (TRAFFIC_TABLE, DELTA_TABLE)
-        )
-    ).subquery()
-    traffic_rows = session.execute(
-        select(
-            counted.c.router,
-            counted.c.segment_value,
-            counted.c.tier,
-            func.sum(counted.c.decisions),
-            func.sum(counted.c.cost_usd),
-        ).group_by(counted.c.router, counted.c.segment_value, counted.c.tier)
-    ).all()
-    label_rows = session.execute(
-        select(
-            VERDICT_SNAPSHOT_TABLE.c.router,
-            VERDICT_SNAPSHOT_TABLE.c.segment_value,
-            VERDICT_SNAPSHOT_TABLE.c.direction,
-            func.sum(VERDICT_SNAPSHOT_TABLE.c.labels),
-            func.sum(VERDICT_SNAPSHOT_TABLE.c.sum_wy),
-            func.sum(VERDICT_SNAPSHOT_TABLE.c.sum_w),
-        )
-        .where(
-            VERDICT_SNAPSHOT_TABLE.c.window == "day",
-            VERDICT_SNAPSHOT_TABLE.c.window_start >= now - timedelta(days=7),
-        )
-        .group_by(
-            VERDICT_SNAPSHOT_TABLE.c.router,
-            VERDICT_SNAPSHOT_TABLE.c.segment_value,
-            VERDICT_SNAPSHOT_TABLE.c.direction,
-        )
-    ).all()
-    labels = {
-        (r, s, d): (int(n or 0), float(wy or 0), float(w or 0)) for r, s, d, n, wy, w in label_rows
-    }
-
-    days = settings.planner_traffic_days
-    tier_cost: dict[str, dict[str, list[float]]] = {}
-    for router, _segment, tier, decisions, cost in traffic_rows:
-        entry = tier_cost.setdefault(router, {}).setdefault(tier, [0.0, 0.0])
-        entry[0] += float(decisions or 0)
-        entry[1] += float(cost or 0)
-    strongest = {
-        router: ordered_tiers({t: (c / n if n else 0.0) for t, (n, c) in tiers.items()})[-1]
-        for router, tiers in tier_cost.items()
-    }
-    required = sample_size_for_drop(settings.harm_baseline, settings.harm_alert_rate)
-    floor = allocation.floor_samples_per_day(required, settings.detection_window_days)
-    prior_b = (1 - settings.harm_baseline) / settings.harm_baseline
-
-    strata: list[allocation.Stratum] = []
-    ids: dict[tuple[str, str], StratumId] = {}
-    for router, segment, tier, decisions, _cost in traffic_rows:
-        stratum_id = (router, segment, tier)
-        is_reverse = len(tier_cost[router]) > 1 and tier == strongest[router]
-        n, wy, w = labels.get(
-            (router, segment, "reverse" if is_reverse else "forward"), (0, 0.0, 0.0)
-        )
-        positives = round(n * wy / w) if w else 0
-        key = (f"{router}\x1f{segment}", tier)
-        ids[key] = stratum_id
-        strata.append(
-            allocation.Stratum(
-                key=key,
-                expected_traffic=float(decisions or 0) / days,
-                cost_per_sample_usd=(
-                    cost_per_sample or (lambda _s: settings.default_cost_per_sample_usd)
-                )(stratum_id),
-                std_dev=allocation.stratum_std_dev(positives, n, 1.0, prior_b),
-                floor_samples=floor,
-                is_reverse=is_reverse,
-            )
-        )
-    plan = allocation.neyman_allocation(
-        strata, settings.daily_shadow_budget_usd, settings.reverse_shadow_share
+    # The hour `now` falls in counts too: at ingest the plan follows the log as it stands.
+    hour_end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    plan, rows = planning.build_strata(
+        session, settings, traffic_before=hour_end, labels_before=now
     )
     insert = dialect_insert(session)
-    by_key = {s.key: s for s in strata}
-    for key, probability in plan.probabilities.items():
-        router, segment, tier = ids[key]
-        stratum = by_key[key]
+    for row in rows:
         values = {
-            "inclusion_probability": probability,
-            "is_reverse": stratum.is_reverse,
-            "expected_traffic_per_day": stratum.expected_traffic,
-            "cost_per_sample_usd": stratum.cost_per_sample_usd,
-            "std_dev": stratum.std_dev,
-            "floor_samples_per_day": stratum.floor_samples,
-            "updated_at": now,
+            k: v
+            for k, v in row.items()
+            if k not in ("router", "segment_value", "tier", "cost_learned_from")
         }
+        values["updated_at"] = now
         session.execute(
             insert(STRATUM_TABLE)
-            .values(router=router, segment_value=segment, tier=tier, boost_factor=1.0, **values)
+            .values(
+                router=row["router"],
+                segment_value=row["segment_value"],
+                tier=row["tier"],
+                boost_factor=1.0,
+                **values,
+            )
             .on_conflict_do_update(index_elements=["router", "segment_value", "tier"], set_=values)
         )
     session.commit()

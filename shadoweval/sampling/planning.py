@@ -1,0 +1,242 @@
+"""Planning inputs read from the log, and the strata they give (both sampling modes).
+
+Traffic per stratum, label counts, what finished samples really cost, the detection floor,
+and `build_strata`, the cost-aware Neyman plan over them. Every reader takes explicit
+decision-time bounds: the caller decides what "before" means (a closed period, or the
+decision-time watermark).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, func, select, union_all
+from sqlmodel import Session
+
+from shadoweval.analytics.models import TrafficWindowSnapshot
+from shadoweval.config import Settings
+from shadoweval.ingest.models import TrafficDelta
+from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict, VerdictStatus
+from shadoweval.sampling import allocation
+from shadoweval.shadow.models import ShadowRun
+from shadoweval.shadow.policy import CONVENTIONAL_TIER_ORDER
+from shadoweval.stats import sequential
+from shadoweval.stats.rates import sample_size_for_drop
+
+VERDICT = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
+SHADOW_RUN = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
+TRAFFIC = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
+DELTA = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
+
+StratumId = tuple[str, str, str]  # router, segment value, tier
+
+
+def _aware(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return cast(datetime, value).replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def ordered_tiers(tier_cost: dict[str, float]) -> list[str]:
+    """Tiers from cheapest to strongest by their mean served cost, then by conventional name."""
+    return sorted(
+        tier_cost,
+        key=lambda t: (
+            (CONVENTIONAL_TIER_ORDER.get(t, 2), tier_cost[t])
+            if tier_cost[t] <= 0
+            else (0, tier_cost[t])
+        ),
+    )
+
+
+def traffic_per_day(
+    session: Session, before: datetime, days: float
+) -> list[tuple[str, str, str, float, float]]:
+    """(router, segment, tier, decisions a day, served USD a day) over the whole hours of
+    the look-back before `before`; a router with a shorter history is averaged over the
+    hours it has (at least one), so its first day is not planned as a trickle."""
+    since = before - timedelta(days=days)
+    counted = union_all(
+        *(
+            select(
+                t.c.router,
+                t.c.segment_value,
+                t.c.tier,
+                t.c.decisions,
+                t.c.cost_usd,
+                t.c.window_start,
+            ).where(t.c.window_start >= since, t.c.window_start < before)
+            for t in (TRAFFIC, DELTA)
+        )
+    ).subquery()
+    rows = session.execute(
+        select(
+            counted.c.router,
+            counted.c.segment_value,
+            counted.c.tier,
+            func.sum(counted.c.decisions),
+            func.sum(counted.c.cost_usd),
+        ).group_by(counted.c.router, counted.c.segment_value, counted.c.tier)
+    ).all()
+    first_hour = {
+        router: _aware(first)
+        for router, first in session.execute(
+            select(counted.c.router, func.min(counted.c.window_start)).group_by(counted.c.router)
+        )
+    }
+    observed_days: dict[str, float] = {}
+    for router, first in first_hour.items():
+        hours = (before - first).total_seconds() / 3600 if first is not None else 24 * days
+        observed_days[router] = min(days, max(hours, 1.0) / 24)
+    return [
+        (r, s, t, float(n) / observed_days[r], float(c or 0) / observed_days[r])
+        for r, s, t, n, c in rows
+        if n
+    ]
+
+
+def label_counts(
+    session: Session, since: datetime, before: datetime
+) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(router, segment, direction) → (labels, harms), judged labels of decisions in the span."""
+    v = VERDICT.c
+    rows = session.execute(
+        select(v.router, v.segment_value, v.direction, func.count(), func.sum(v.strong_needed))
+        .where(v.status == VerdictStatus.DONE, v.ts >= since, v.ts < before)
+        .group_by(v.router, v.segment_value, v.direction)
+    ).all()
+    return {(r, s, d): (int(n), int(x or 0)) for r, s, d, n, x in rows}
+
+
+def sample_costs(
+    session: Session, since: datetime, before: datetime
+) -> dict[int, tuple[str, str, str, float]]:
+    """decision id → (router, segment, routed tier, USD) of every finished sample in the span:
+    the judge's calls plus every shadow run of the decision (re-runs included), at billed price."""
+    v, r = VERDICT.c, SHADOW_RUN.c
+    runs = (
+        select(r.decision_id, func.sum(r.cost_usd).label("usd"))
+        .where(r.ts >= since, r.ts < before)
+        .group_by(r.decision_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            v.decision_id,
+            v.router,
+            v.segment_value,
+            v.routed_tier,
+            v.judge_cost_usd,
+            func.coalesce(runs.c.usd, 0.0),
+        )
+        .select_from(VERDICT.outerjoin(runs, runs.c.decision_id == v.decision_id))
+        .where(v.ts >= since, v.ts < before, v.status.notin_(OPEN_VERDICT_STATUSES))
+    ).all()
+    return {int(d): (ro, s, t, float(j or 0) + float(u or 0)) for d, ro, s, t, j, u in rows}
+
+
+def learned_costs(
+    session: Session, settings: Settings, labels_before: datetime
+) -> dict[StratumId, tuple[float, int]]:
+    since = labels_before - timedelta(days=settings.sampling_cost_lookback_days)
+    totals: dict[StratumId, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for router, segment, tier, usd in sample_costs(session, since, labels_before).values():
+        entry = totals[(router, segment, tier)]
+        entry[0] += usd
+        entry[1] += 1
+    return {key: (usd / n, int(n)) for key, (usd, n) in totals.items() if n}
+
+
+def detection_floor_per_day(settings: Settings) -> float:
+    """Labels a day a segment needs for the quality-drop detector to flag the configured rise
+    (harm_baseline → harm_alert_rate) within the detection window, at its false-alarm rate
+    (the detector's conservative 80th-percentile delay, stats.sequential.labels_to_detect)."""
+    required = sequential.labels_to_detect(
+        settings.harm_baseline,
+        settings.harm_alert_rate,
+        arl_labels=settings.sequential_alarm_threshold,
+    )
+    if not math.isfinite(required):
+        # Cannot happen for p1 > p0 with unbounded history; the classical test's size then.
+        required = sample_size_for_drop(settings.harm_baseline, settings.harm_alert_rate)
+    return allocation.floor_samples_per_day(math.ceil(required), settings.detection_window_days)
+
+
+def build_strata(
+    session: Session, settings: Settings, *, traffic_before: datetime, labels_before: datetime
+) -> tuple[allocation.Allocation, list[dict[str, Any]]]:
+    """π per stratum by cost-aware Neyman allocation with detection floors, from traffic
+    before `traffic_before` and labels and learned costs of decisions before `labels_before`;
+    the allocation and one row per stratum (the columns of the plan tables)."""
+    traffic = traffic_per_day(session, traffic_before, settings.planner_traffic_days)
+    counts = label_counts(session, labels_before - timedelta(days=7), labels_before)
+    costs = learned_costs(session, settings, labels_before)
+    tier_cost: dict[str, dict[str, list[float]]] = {}
+    for router, _segment, tier, decisions, cost in traffic:
+        entry = tier_cost.setdefault(router, {}).setdefault(tier, [0.0, 0.0])
+        entry[0] += decisions
+        entry[1] += cost
+    strongest = {
+        router: ordered_tiers({t: (c / n if n else 0.0) for t, (n, c) in tiers.items()})[-1]
+        for router, tiers in tier_cost.items()
+    }
+    floor = detection_floor_per_day(settings)
+    prior_b = (1 - settings.harm_baseline) / settings.harm_baseline
+    strata: list[allocation.Stratum] = []
+    ids: dict[tuple[str, str], StratumId] = {}
+    learned_from: dict[StratumId, int] = {}
+    for router, segment, tier, decisions_per_day, _cost in traffic:
+        stratum_id = (router, segment, tier)
+        is_reverse = len(tier_cost[router]) > 1 and tier == strongest[router]
+        n, x = counts.get((router, segment, "reverse" if is_reverse else "forward"), (0, 0))
+        mean_cost, observed = costs.get(stratum_id, (0.0, 0))
+        use_learned = observed >= settings.sampling_cost_min_samples and mean_cost > 0
+        learned_from[stratum_id] = observed if use_learned else 0
+        cost = (
+            mean_cost * (1 + settings.sampling_cost_margin)
+            if use_learned
+            else settings.default_cost_per_sample_usd
+        )
+        key = (f"{router}\x1f{segment}", tier)
+        ids[key] = stratum_id
+        strata.append(
+            allocation.Stratum(
+                key=key,
+                expected_traffic=decisions_per_day,
+                cost_per_sample_usd=cost,
+                std_dev=allocation.stratum_std_dev(x, n, 1.0, prior_b),
+                floor_samples=floor,
+                is_reverse=is_reverse,
+            )
+        )
+    plan = allocation.neyman_allocation(
+        strata, settings.daily_shadow_budget_usd, settings.reverse_shadow_share
+    )
+    by_key = {s.key: s for s in strata}
+    rows: list[dict[str, Any]] = []
+    for key, probability in plan.probabilities.items():
+        router, segment, tier = ids[key]
+        stratum = by_key[key]
+        expected = plan.expected_samples_per_day.get(key, 0.0)
+        rows.append(
+            {
+                "router": router,
+                "segment_value": segment,
+                "tier": tier,
+                "inclusion_probability": probability,
+                "is_reverse": stratum.is_reverse,
+                "expected_traffic_per_day": stratum.expected_traffic,
+                "cost_per_sample_usd": stratum.cost_per_sample_usd,
+                "cost_learned_from": learned_from[(router, segment, tier)],
+                "std_dev": stratum.std_dev,
+                "floor_samples_per_day": stratum.floor_samples,
+                "expected_samples_per_day": expected,
+                "floor_shortfall_per_day": max(0.0, stratum.floor_samples - expected),
+            }
+        )
+    return plan, rows
