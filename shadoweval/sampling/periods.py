@@ -34,7 +34,7 @@ from sqlmodel import Session
 
 from shadoweval.analytics.models import TrafficWindowSnapshot
 from shadoweval.config import Settings
-from shadoweval.db import dialect_insert, take_sqlite_write_lock, utcnow
+from shadoweval.db import aware_utc, dialect_insert, take_sqlite_write_lock, utcnow
 from shadoweval.events.models import Event
 from shadoweval.events.service import record_event
 from shadoweval.ingest import clock
@@ -122,14 +122,6 @@ class _PeriodPlan:
         return base, base, cost
 
 
-def _aware(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return cast(datetime, value).replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def period_start_of(ts: datetime, minutes: int) -> datetime:
     """The start of the sampling period holding `ts` (periods are aligned to UTC midnight)."""
     ts = ts.astimezone(UTC)
@@ -157,7 +149,7 @@ def _earliest_awaiting(session: Session, at_or_after: datetime | None = None) ->
     query = select(func.min(DECISION.c.ts)).where(DECISION.c.sampling_skip_reason == AWAITING_PLAN)
     if at_or_after is not None:
         query = query.where(DECISION.c.ts >= at_or_after)
-    return _aware(session.execute(query).scalar())
+    return aware_utc(session.execute(query).scalar())
 
 
 def label_watermark(session: Session) -> datetime | None:
@@ -171,7 +163,7 @@ def label_watermark(session: Session) -> datetime | None:
             ~select(VERDICT.c.id).where(VERDICT.c.decision_id == DECISION.c.id).exists(),
         )
     ).scalar()
-    found = [t for t in (_aware(open_verdict), _aware(unplanned)) if t is not None]
+    found = [t for t in (aware_utc(open_verdict), aware_utc(unplanned)) if t is not None]
     return min(found) if found else None
 
 
@@ -195,13 +187,13 @@ def _idle_routers(
         )
     ):
         router = names[name]
-        if _aware(seen) != clocks[router]:
+        if aware_utc(seen) != clocks[router]:
             session.execute(
                 update(CURSOR)
                 .where(CURSOR.c.name == name)
                 .values(watermark_seen=clocks[router], watermark_seen_at=wall_now)
             )
-        elif (wall_now - cast(datetime, _aware(seen_at))).total_seconds() >= idle_seconds:
+        elif (wall_now - cast(datetime, aware_utc(seen_at))).total_seconds() >= idle_seconds:
             idle.add(router)
     return idle
 
@@ -240,7 +232,7 @@ def _boosts(
         )
     ):
         tier = (details or {}).get("tier")
-        start = _aware(ts)
+        start = aware_utc(ts)
         if router and tier and start is not None:
             boosts[(router, str(tier))].append((start, start + span))
     return boosts
@@ -385,7 +377,7 @@ def _decide(
     stratum_of: dict[int, StratumId] = {}
     hour_of: dict[int, datetime] = {}
     for decision_id, router, request_id, segment, tier, ts in rows:
-        ts = _aware(ts)
+        ts = aware_utc(ts)
         assert ts is not None
         pi, base, cost = plan.probability(router, segment, tier, ts)
         hash_value = policy.sampling_hash(router, request_id)
@@ -508,7 +500,7 @@ def _reconcile(session: Session, settings: Settings, labels_before: datetime) ->
         )
     ).all()
     for start, end, reserved_shadow, reserved_boost in periods:
-        start, end = _aware(start), _aware(end)
+        start, end = aware_utc(start), aware_utc(end)
         assert start is not None
         assert end is not None
         costs = planning.sample_costs(session, start, end)
@@ -521,7 +513,7 @@ def _reconcile(session: Session, settings: Settings, labels_before: datetime) ->
                     d.id.in_(list(costs))
                 )
             ):
-                ts = _aware(ts)
+                ts = aware_utc(ts)
                 assert ts is not None
                 _pi, base, _cost = plan.probability(router, segment, tier, ts)
                 account = (
@@ -574,7 +566,7 @@ def sample_closed_periods(
         session.commit()
         return result
     idle = _idle_routers(session, clocks, wall_now, settings.sampling_idle_close_seconds)
-    next_start = _aware(cursor["next_period_start"])
+    next_start = aware_utc(cursor["next_period_start"])
     session.commit()
 
     if next_start is not None:
@@ -626,7 +618,7 @@ def _decide_late(session: Session, settings: Settings, before: datetime) -> int:
     d = DECISION.c
     starts = sorted(
         {
-            period_start_of(cast(datetime, _aware(ts)), minutes)
+            period_start_of(cast(datetime, aware_utc(ts)), minutes)
             for (ts,) in session.execute(
                 select(d.ts).where(d.sampling_skip_reason == AWAITING_PLAN, d.ts < before)
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, func, select, union_all
@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from shadoweval.analytics.models import TrafficWindowSnapshot
 from shadoweval.config import Settings
+from shadoweval.db import aware_utc
 from shadoweval.ingest.models import TrafficDelta
 from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict, VerdictStatus
 from shadoweval.sampling import allocation
@@ -32,14 +33,6 @@ TRAFFIC = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defi
 DELTA = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
 
 StratumId = tuple[str, str, str]  # router, segment value, tier
-
-
-def _aware(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return cast(datetime, value).replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def ordered_tiers(tier_cost: dict[str, float]) -> list[str]:
@@ -84,7 +77,7 @@ def traffic_per_day(
         ).group_by(counted.c.router, counted.c.segment_value, counted.c.tier)
     ).all()
     first_hour = {
-        router: _aware(first)
+        router: aware_utc(first)
         for router, first in session.execute(
             select(counted.c.router, func.min(counted.c.window_start)).group_by(counted.c.router)
         )

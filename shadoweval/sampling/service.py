@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from shadoweval.analytics.models import TrafficWindowSnapshot, VerdictWindowSnapshot
 from shadoweval.config import Settings
-from shadoweval.db import dialect_insert, utcnow
+from shadoweval.db import aware_utc, dialect_insert, utcnow
 from shadoweval.events import service as events
 from shadoweval.ingest.models import TrafficDelta
 from shadoweval.sampling import allocation, planning, policy
@@ -73,7 +73,7 @@ class SamplingPlan:
                     inclusion_probability=r["inclusion_probability"],
                     cost_per_sample_usd=r["cost_per_sample_usd"],
                     boost_factor=r["boost_factor"],
-                    boosted_until=_aware(r["boosted_until"]),
+                    boosted_until=aware_utc(r["boosted_until"]),
                 )
                 for r in rows
             }
@@ -90,14 +90,6 @@ class SamplingPlan:
             ),
             cost_per_sample_usd=settings.default_cost_per_sample_usd,
         )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    from datetime import UTC
-
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 # --- budget ------------------------------------------------------------------------------
