@@ -417,8 +417,8 @@ class Settings(BaseSettings):
     alert_catch_up_hours: float = Field(
         default=24.0,
         gt=0,
-        description="Hours of decision time a new rule, a new router or a lagging evaluator "
-        "looks back over; older steps are skipped.",
+        description="Hours of decision time a new rule or a new router looks back over; "
+        "older steps are skipped (an evaluator that fell behind takes every step).",
     )
     alert_max_steps_per_pass: int = Field(
         default=288,

@@ -41,7 +41,7 @@ from shadoweval.exceptions import InvalidRequest, NotFound
 from shadoweval.ingest import clock as decision_clock
 from shadoweval.ingest.models import AWAITING_PLAN, Decision, TrafficDelta
 from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Outcome, Verdict, VerdictStatus
-from shadoweval.sampling.models import BudgetDay
+from shadoweval.sampling.models import BudgetDay, SamplingPeriod
 from shadoweval.shadow.models import BATCH_HOLD, ShadowMode, ShadowRun, WorkStatus
 from shadoweval.stats.rates import wilson_interval
 
@@ -57,6 +57,7 @@ DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
 VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
 RUN_TABLE = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
 BUDGET_TABLE = cast(Table, BudgetDay.__table__)  # type: ignore[attr-defined]
+PERIOD_TABLE = cast(Table, SamplingPeriod.__table__)  # type: ignore[attr-defined]
 DELTA_TABLE = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
 CURSOR_TABLE = cast(Table, AlertCursor.__table__)  # type: ignore[attr-defined]
 
@@ -298,24 +299,36 @@ def _due_steps(
 
     A step t is due once the clock's watermark has reached it (the log before t is in);
     for kinds that read verdicts, also once every sampled decision before t is judged.
-    A clock seen for the first time starts after its first decision, and no clock looks
-    back more than `alert_catch_up_hours`; one pass takes `alert_max_steps_per_pass`.
+    A clock seen for the first time starts after its first decision, at most
+    `alert_catch_up_hours` back; one pass takes `alert_max_steps_per_pass`.
     """
     step = ctx.step
     watermark = _watermark(ctx, clock)
     if watermark is None:
         return []
     last = _step_floor(watermark, step)
+    if alert_rules.KINDS[rule.kind].deployment:
+        # Budget days: a step is due once every decision before it has its sampling decided
+        # (hourly sampling decides a period after it closes), so the spend it reads is final;
+        # capped before the catch-up bound, or a replay would skip the days still planned.
+        awaiting = _oldest(
+            ctx.session, DECISION_TABLE.c.ts, DECISION_TABLE.c.sampling_skip_reason == AWAITING_PLAN
+        )
+        if awaiting is not None:
+            last = min(last, _step_floor(awaiting, step))
     if evaluated is not None:
-        # Floored: a changed step length moves the grid, never off it.
+        # Floored: a changed step length moves the grid, never off it. Every step after
+        # the cursor is taken, however far decision time jumped since (a fast replay moves
+        # it days in one pass): skipping some would make the replay's alerts differ.
         first = _step_floor(evaluated, step) + step
     else:
         first_ts = _first_decision(ctx, clock)
         if first_ts is None:
             return []
         first = _step_floor(first_ts, step) + step
-    catch_up = timedelta(hours=ctx.settings.alert_catch_up_hours) // step
-    first = max(first, last - catch_up * step)
+        # A rule or router new to the evaluator does not replay its whole history.
+        catch_up = timedelta(hours=ctx.settings.alert_catch_up_hours) // step
+        first = max(first, last - catch_up * step)
     if last < first:
         return []
     if alert_rules.KINDS[rule.kind].uses_labels and clock != DEPLOYMENT_CLOCK:
@@ -798,6 +811,40 @@ def _provider_error_rate(ctx: _Context, rule: AlertRule) -> list[Measurement]:
     ]
 
 
+@dataclass(frozen=True)
+class _BudgetSoFar:
+    budget_usd: float
+    reserved_usd: float
+    refused: int
+
+
+def _budget_before(
+    ctx: _Context, start: datetime, at: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per account, the reservations and refusals of the sampling periods of the day that
+    started before `at`: (accounts whose budget refused a sample, account → _BudgetSoFar)."""
+    p = PERIOD_TABLE.c
+    shadow_usd, boost_usd, refused, boost_refused = ctx.session.execute(
+        select(
+            func.coalesce(func.sum(p.reserved_usd), 0.0),
+            func.coalesce(func.sum(p.boost_reserved_usd), 0.0),
+            func.coalesce(func.sum(p.refused), 0),
+            func.coalesce(func.sum(p.boost_refused), 0),
+        ).where(p.period_start >= start, p.period_start < at)
+    ).one()
+    settings = ctx.settings
+    days = {
+        "shadow": _BudgetSoFar(
+            settings.daily_shadow_budget_usd, float(shadow_usd), int(refused - boost_refused)
+        ),
+        "boost": _BudgetSoFar(
+            settings.boost_daily_budget_usd, float(boost_usd), int(boost_refused)
+        ),
+    }
+    days = {k: v for k, v in days.items() if v.reserved_usd > 0 or v.refused > 0}
+    return {k: v for k, v in days.items() if v.refused > 0}, days
+
+
 def _budget_exhausted(
     ctx: _Context, rule: AlertRule, router: str | None, at: datetime
 ) -> list[Measurement]:
@@ -820,6 +867,10 @@ def _budget_exhausted(
         row.account: row
         for row in ctx.session.execute(select(BUDGET_TABLE).where(BUDGET_TABLE.c.day == day))
     }
+    if ctx.settings.sampling_mode == "hourly":
+        # The day as it stood at `at`: the periods sampled before it (final once due, see
+        # _due_steps), never spend or refusals of later periods a fast replay already made.
+        exhausted, days = _budget_before(ctx, start, at)
     # Accounts alerting for an earlier day: measured too, so they resolve with the day.
     still_open = ctx.session.scalars(
         select(a.segment).where(

@@ -96,6 +96,7 @@ class SamplingPeriod(SQLModel, table=True):
     decisions: int = 0
     sampled: int = 0
     refused: int = 0
+    boost_refused: int = 0  # of `refused`, those the boost account refused
     reserved_usd: float = 0.0  # shadow account, as reserved
     boost_reserved_usd: float = 0.0  # boost account, as reserved
     # Once every sample of the period is judged, its reservations are replaced in the
@@ -150,6 +151,7 @@ class PeriodPublic(BaseModel):
     decisions: int
     sampled: int
     refused: int
+    boost_refused: int = Field(description="of `refused`, refused by the boost budget")
     reserved_usd: float = Field(description="USD reserved on the shadow budget")
     boost_reserved_usd: float = Field(description="USD reserved on the boost budget")
     reconciled: bool = Field(description="reservations replaced by the samples' actual cost")

@@ -347,6 +347,7 @@ class _Decided:
     decisions: int = 0
     sampled: int = 0
     refused: int = 0
+    boost_refused: int = 0
     reserved: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     by_stratum: dict[StratumId, list[float]] = field(
         default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0.0])
@@ -404,6 +405,9 @@ def _decide(
         if candidate.decision_id not in refused:
             outcome.reserved[candidate.account] += candidate.cost_usd
     outcome.sampled, outcome.refused = len(sampled_ids), len(refused)
+    outcome.boost_refused = sum(
+        1 for c in candidates if c.decision_id in refused and c.account == BOOST_ACCOUNT
+    )
 
     by_value: dict[float, list[int]] = defaultdict(list)
     for decision_id, pi in probability.items():
@@ -637,6 +641,7 @@ def _decide_late(session: Session, settings: Settings, before: datetime) -> int:
                     decisions=PERIOD.c.decisions + decided.decisions,
                     sampled=PERIOD.c.sampled + decided.sampled,
                     refused=PERIOD.c.refused + decided.refused,
+                    boost_refused=PERIOD.c.boost_refused + decided.boost_refused,
                     reserved_usd=PERIOD.c.reserved_usd + decided.reserved[SHADOW_ACCOUNT],
                     boost_reserved_usd=PERIOD.c.boost_reserved_usd
                     + decided.reserved[BOOST_ACCOUNT],
@@ -671,6 +676,7 @@ def _store_period(
             decisions=decided.decisions,
             sampled=decided.sampled,
             refused=decided.refused,
+            boost_refused=decided.boost_refused,
             reserved_usd=decided.reserved[SHADOW_ACCOUNT],
             boost_reserved_usd=decided.reserved[BOOST_ACCOUNT],
             reconciled=False,

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("decisions", sa.Integer(), nullable=False),
         sa.Column("sampled", sa.Integer(), nullable=False),
         sa.Column("refused", sa.Integer(), nullable=False),
+        sa.Column("boost_refused", sa.Integer(), nullable=False),
         sa.Column("reserved_usd", sa.Float(), nullable=False),
         sa.Column("boost_reserved_usd", sa.Float(), nullable=False),
         sa.Column("reconciled", sa.Boolean(), nullable=False),

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from shadoweval.alerts.models import Alert
 from shadoweval.config import Settings
 from shadoweval.events.models import Event
 from shadoweval.ingest.models import AWAITING_PLAN, Decision, DecisionPayload
@@ -124,6 +125,10 @@ def _outcome(engine: Engine) -> dict[str, Any]:
         budget = {
             (b.day, b.account): (b.sampled, b.refused) for b in session.scalars(select(BudgetDay))
         }
+        alerts = sorted(
+            (a.rule, a.router, a.segment, a.state, a.fired_ts, a.resolved_ts)
+            for a in session.scalars(select(Alert))
+        )
     return {
         "decisions": decisions,
         "payloads": len(payloads),
@@ -131,6 +136,7 @@ def _outcome(engine: Engine) -> dict[str, Any]:
         "plans": plans,
         "events": events,
         "budget": budget,
+        "alerts": alerts,
     }
 
 
@@ -184,8 +190,8 @@ def test_a_fast_replay_samples_what_the_live_stream_sampled(
     # Unsampled payloads are deleted; the sentinel's waits with it for its period.
     assert live["payloads"] == len(sampled) + 1
 
-    for part in ("decisions", "periods", "plans", "events", "budget", "payloads"):
-        assert replay[part] == live[part], part
+    for part in ("decisions", "periods", "plans", "events", "budget", "payloads", "alerts"):
+        assert replay[part] == live[part], (part, replay[part], live[part])
 
 
 def _drain_all(engine: Engine, settings: Settings) -> None:
