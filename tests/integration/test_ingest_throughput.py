@@ -272,8 +272,9 @@ def test_the_planner_counts_traffic_not_folded_yet(engine: Engine, base_settings
     with Session(engine) as session:
         sampling_service.plan_sampling(session=session, settings=base_settings, now=now)
         (stratum,) = sampling_service.list_strata(session=session)
-    days = base_settings.planner_traffic_days
-    assert stratum.expected_traffic_per_day == pytest.approx(75 / days)
+    # Both the folded 50 and the unfolded 25 count, averaged over the router's 7 hours of
+    # history (its decisions at 12:00, the plan through the hour of `now`, 18:00–19:00).
+    assert stratum.expected_traffic_per_day == pytest.approx(75 / (7 / 24))
 
 
 def _ingest_outcome(
