@@ -568,6 +568,48 @@ def bench_detect(
         typer.echo(json.dumps(figures))
 
 
+@bench_app.command("scenario")
+def bench_scenario(
+    seeds: Annotated[int, typer.Option(min=1, help="Seeded runs (in-process).")] = 20,
+    days: Annotated[float, typer.Option(min=0.25, help="Days of decisions per run.")] = 3.0,
+    decisions_per_day: Annotated[
+        float, typer.Option(min=24, help="Mean decisions a day.")
+    ] = 20_000,
+    budget_usd: Annotated[float, typer.Option(min=0, help="Daily shadow budget, USD.")] = 20.0,
+    http: Annotated[
+        bool, typer.Option("--http", help="Also run the first seed over HTTP + replay.")
+    ] = False,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL server; each run gets its own database.")
+    ] = None,
+    first_seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Figures as JSON on the last line.")
+    ] = False,
+) -> None:
+    """The issue-13 scenario (a 5 % segment's harm rises, the cheap model is swapped) through
+    the real pipeline per seed: detection delay, false alarms, model events, calibration
+    alerts, spend against budget and interval coverage, beside their targets."""
+    from shadoweval.bench.scenario import format_scenario_report, run_scenario_bench
+
+    def progress(message: str) -> None:
+        typer.echo(message, err=True)
+
+    figures = run_scenario_bench(
+        seeds=seeds,
+        first_seed=first_seed,
+        days=days,
+        decisions_per_day=decisions_per_day,
+        budget_usd=budget_usd,
+        http=http,
+        database_url=database_url,
+        progress=progress,
+    )
+    typer.echo(format_scenario_report(figures))
+    if as_json:
+        typer.echo(json.dumps(figures))
+
+
 @bench_app.command("ingest")
 def bench_ingest(
     decisions: Annotated[int, typer.Option(help="Decisions posted in batches of 500.")] = 50_000,

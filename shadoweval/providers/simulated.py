@@ -44,6 +44,17 @@ give consistent verdicts. An answer without a marker (e.g. a real one) gets a
 quality from the hash of the request. Any other OutputSchema gets a minimal
 object filled from its JSON schema.
 
+Position bias (optional; off unless the request's tag asks for it): a tag field
+`judge.position_bias=b` (0..1) makes the judge, in a share b of its calls,
+prefer answer A whatever the qualities (its scores then agree with that
+verdict). Whether a call is biased is a deterministic hash of the judge request,
+so the two orders of one pair are biased independently, and because the pipeline
+judges both orders the bias shows as inconsistent pairs, as an LLM judge's does.
+The judge finds the field in the conversation it is shown (the tagged user
+message), so scenario generators set it per request: `sim_tag(...,
+judge_position_bias=b)` (`shadoweval bench scenario` sets b = 1 on a tenth of its
+requests, a judge biased on those items in both orders, so it knows every label).
+
 Tokens are about 4 characters each; costs come from the pricing table (an
 unknown model raises `unknown_model`, as on the real providers).
 `cache_system=True` reports a cache write the first time this instance sees a
@@ -67,6 +78,7 @@ ANSWER_RE = re.compile(
     r"<!--shadoweval-sim-answer\s+model=(?P<model>\S+)\s+quality=(?P<quality>[0-9.]+)\s*-->"
 )
 VERDICT_SCHEMA_NAME = "verdict"
+POSITION_BIAS_FIELD = "judge.position_bias"
 
 # Strength by model family, checked in order (first substring that matches).
 _STRENGTH: tuple[tuple[str, float], ...] = (
@@ -101,9 +113,14 @@ def sim_tag(
     difficulty: float | None = None,
     quality: float | None = None,
     qualities: Mapping[str, float] | None = None,
+    judge_position_bias: float | None = None,
 ) -> str:
     """The hidden marker the demo traffic generator appends to the last user message."""
     fields: list[str] = []
+    if judge_position_bias is not None:
+        if not 0.0 <= judge_position_bias <= 1.0:
+            raise ValueError(f"judge_position_bias must lie in [0, 1], got {judge_position_bias}")
+        fields.append(f"{POSITION_BIAS_FIELD}={judge_position_bias:.3f}")
     if difficulty is not None:
         fields.append(f"difficulty={difficulty:.3f}")
     if quality is not None:
@@ -207,8 +224,11 @@ def _answer(model: str, messages: list[dict[str, Any]], max_tokens: int) -> tupl
     excerpt = question[:80] + ("…" if len(question) > 80 else "")
     n_words = 30 + int(170 * quality) + int(60 * _unit(digest, 1))
     # Rotate through the digest bytes with an offset so long answers do not repeat every 32 words.
+    # (divmod over local sizes: scenario generators build tens of thousands of these.)
+    size, vocabulary = len(digest), len(_WORDS)
     words = [
-        _WORDS[(digest[i % len(digest)] + i // len(digest)) % len(_WORDS)] for i in range(n_words)
+        _WORDS[(digest[rest] + turn) % vocabulary]
+        for turn, rest in (divmod(i, size) for i in range(n_words))
     ]
     marker = f"<!--shadoweval-sim-answer model={model} quality={quality:.3f}-->"
     head = f"[simulated {model}] On “{excerpt}”:"
@@ -258,6 +278,17 @@ def simulated_verdict(messages: list[dict[str, Any]]) -> dict[str, Any]:
     quality_b = found[1] if len(found) > 1 else round(0.3 + 0.5 * _unit(digest, 1), 3)
     score_a, score_b = _score(quality_a), _score(quality_b)
     winner = "A" if score_a > score_b else "B" if score_b > score_a else "tie"
+    bias = _clamp(_parse_tag(text).get(POSITION_BIAS_FIELD, 0.0))
+    if bias > 0.0 and _unit(_digest("position", messages), 2) < bias:
+        # A position-biased call: A wins, and the scores say so too (a judge that
+        # prefers the first answer rates it higher, it does not contradict itself).
+        winner = "A"
+        score_a, score_b = max(score_a, score_b), min(score_a, score_b)
+        if score_a == score_b:
+            if score_a < 10:
+                score_a += 1
+            else:
+                score_b -= 1
     return {
         "winner": winner,
         "score_a": score_a,

@@ -1,0 +1,60 @@
+"""`shadoweval bench scenario` on a tiny stream: the harness runs the real pipeline (in-process
+and over HTTP + replay) and computes every figure; the targets themselves are not asserted
+(the benchmark reports them, CI does not gate on them)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from shadoweval.bench.scenario import TARGETS, format_scenario_report, run_scenario_bench
+
+
+def test_tiny_scenario_runs_the_pipeline_and_reports_every_figure() -> None:
+    messages: list[str] = []
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    figures = run_scenario_bench(
+        seeds=1,
+        days=0.75,
+        decisions_per_day=640,
+        budget_usd=1.0,
+        http=True,
+        progress=messages.append,
+        start=start - timedelta(days=14),
+    )
+
+    (run,) = figures["runs"]
+    http_run = figures["http_run"]
+    assert any("decision day 1/1" in m for m in messages)
+    for each in (run, http_run):
+        assert each["job_failures"] == {}
+        assert each["labels"]["forward"] > 0
+        # The simulated judge gives every pair exactly the label the generator drew.
+        assert each["labels"]["agreement_with_truth"] == 1.0
+        assert each["spend"]["days"]
+        assert each["spend"]["max_over_budget"] is not None
+        assert each["coverage"]["windows_checked"] > 0
+        assert set(each["detection"]) >= {"detected", "delay_labels", "delay_hours", "false_alarms"}
+        assert set(each["calibration"]) >= {"first_hours_after_swap", "before_swap", "after_swap"}
+        # The swap of the cheap model at 70 % is a model the router starts choosing.
+        assert [event["model"] for event in each["model_events"]] == ["gpt-5.4-mini"]
+    assert run["path"] == "in-process"
+    assert http_run["path"] == "http"
+    assert set(http_run["matches_in_process"]) == {
+        "same_decisions",
+        "sampled_decisions_differing",
+        "max_pi_difference",
+        "same_sampled_set_and_pi",
+        "same_events",
+        "same_alerts",
+    }
+    assert http_run["matches_in_process"]["same_decisions"]
+    assert "_decisions" not in run
+
+    aggregate = figures["aggregate"]
+    assert set(aggregate["targets"]) == set(TARGETS)
+    assert aggregate["share_runs_one_model_event"] == 1.0
+    report = format_scenario_report(figures)
+    assert "aggregate (target, met):" in report
+    assert "http run matches in-process" in report
+    json.loads(json.dumps(figures))  # the --json line
