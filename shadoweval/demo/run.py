@@ -200,7 +200,9 @@ def run_demo(
         url = f"http://{host}:{port}"
         dashboard_port = free_port(host, options.dashboard_port)
         dashboard_url = f"http://{host}:{dashboard_port}"
-        os.environ.setdefault("SHADOWEVAL_PUBLIC_BASE_URL", dashboard_url)
+        # Data links (the retrain trigger's export) go to the API, page links to the dashboard.
+        os.environ.setdefault("SHADOWEVAL_PUBLIC_BASE_URL", url)
+        os.environ.setdefault("SHADOWEVAL_DASHBOARD_URL", dashboard_url)
         settings = configure()
         # One line per traffic batch and poll would drown what the demo prints.
         logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -173,6 +173,27 @@ def test_the_degrading_segment_alarms_and_the_upgrade_is_a_model_event(tmp_path:
             f"{len(failures)} failed rule evaluations in the worker log, e.g. {failures[:2]}"
         )
         assert all(r["signature_verified"] is True for r in received), received
+        # Page links open the dashboard the demo started (on its port, not the default);
+        # the retrain trigger's export link is data, so it points at the API.
+        dashboard_links = [r["payload"]["links"].get("dashboard") for r in delivered]
+        assert dashboard_links
+        assert all(
+            str(link).startswith(f"http://127.0.0.1:{dashboard_port}/") for link in dashboard_links
+        ), dashboard_links
+        retrain_deadline = time.monotonic() + 60
+        while not any(r["path"] == "/retrain" for r in received):
+            assert time.monotonic() < retrain_deadline, received
+            time.sleep(2)
+            received = receiver.read_log(tmp_path / "state" / "alerts-received.jsonl")
+        export_link = next(r for r in received if r["path"] == "/retrain")["payload"]["links"][
+            "export"
+        ]
+        assert str(export_link).startswith(f"{url}/v1/exports/training?"), export_link
+        export = httpx.get(
+            str(export_link), headers={"Authorization": f"Bearer {read_key}"}, timeout=30
+        )
+        assert export.status_code == 200
+        assert export.headers["content-type"].startswith("application/"), export.headers
         # Only the degrading segment has segment-level alerts; router-level ones are
         # the consequences of the same drift and of the upgrade.
         items = _get(url, read_key, "/v1/alerts", state="all").json()["items"]
