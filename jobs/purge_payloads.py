@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from shadoweval.ingest import service as ingest_service
+from shadoweval import retention
 
 if TYPE_CHECKING:
     from shadoweval.runtime.worker import WorkerRuntime
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 async def run(runtime: WorkerRuntime) -> int:
     return await asyncio.to_thread(
-        ingest_service.purge_expired_payloads,
+        retention.purge_expired_payloads,
         runtime.engine,
         retention_days=runtime.settings.payload_retention_days,
     )

@@ -25,13 +25,13 @@ from sqlalchemy import Row, Table, and_, or_, select
 from sqlmodel import Session
 
 from shadoweval.db import dialect_insert, utcnow
+from shadoweval.events.models import EventKind
 from shadoweval.events.service import record_event
 from shadoweval.feedback.models import JudgeWatchState
 from shadoweval.judge.models import Verdict, VerdictStatus
 
 VERDICT = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
 STATE = cast(Table, JudgeWatchState.__table__)  # type: ignore[attr-defined]
-JUDGE_CHANGED = "judge_changed"
 _DEDUP_KEY_MAX = 300  # event.dedup_key's length
 BATCH = 5000
 
@@ -98,7 +98,7 @@ def _record(session: Session, router: str, previous: str, run: JudgeRun) -> bool
     ).first()
     return record_event(
         session,
-        kind=JUDGE_CHANGED,
+        kind=EventKind.JUDGE_CHANGED,
         dedup_key=judge_event_key(
             router, run.judge_key, run.started_at if seen_before is not None else None
         ),

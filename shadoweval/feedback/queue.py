@@ -7,10 +7,19 @@ human look: the judge's label contradicts a human label already stored
 items cover every category and every segment before any stratum gets a second
 item; within a stratum the order is random. The final page is shuffled, so an
 item's position does not tell the reviewer its category.
+
+The stratified queue finds disagreements; its labels are not a sample with known
+probabilities, so no estimate may use them as one. The uniform review sample is
+the other mode: a judged pair is in it when a salted hash of (router, request_id)
+falls below `review_sample_probability` (Poisson sampling, like the decision sampler
+in DESIGN.md, Sampling, with an independent hash), so every pair's inclusion
+probability is known and reproducible. PPI (stats/ppi.py) reads only labels on pairs
+of this sample, never labels from the stratified queue on other pairs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -46,3 +55,53 @@ def stratified_order(candidates: list[Candidate], rng: random.Random) -> list[Ca
                 ordered.append(members[depth])
         depth += 1
     return ordered
+
+
+# Salted so the review draw is independent of the decision's sampling hash.
+REVIEW_SAMPLE_SALT = "review-sample"
+
+
+def review_draw(router: str, request_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (router, request_id): the pair's review draw."""
+    key = f"{REVIEW_SAMPLE_SALT}\x00{router}\x00{request_id}".encode()
+    digest = hashlib.sha256(key).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def in_review_sample(router: str, request_id: str, probability: float) -> bool:
+    """Whether a judged pair belongs to the uniform review sample drawn with `probability`."""
+    if not 0.0 < probability <= 1.0:
+        raise ValueError(f"probability must lie in (0, 1], got {probability}")
+    return review_draw(router, request_id) < probability
+
+
+@dataclass(frozen=True)
+class SampledCandidate:
+    """A judged pair of the uniform review sample, with its inclusion probability."""
+
+    verdict_id: int
+    router: str
+    request_id: str
+    segment: str
+    inclusion_probability: float
+
+
+def uniform_sample(
+    pairs: list[tuple[int, str, str, str]], probability: float
+) -> list[SampledCandidate]:
+    """The pairs (verdict_id, router, request_id, segment) in the uniform review sample,
+    lowest draw first, each with inclusion probability `probability`.
+
+    The order is the draw's, not the pairs' age or category, so the queue never prefers
+    the kind of pair a reviewer finds; all of the sample should be labelled for PPI to
+    stand for the judged pairs (labels missing at random within it are tolerated).
+    """
+    drawn = [
+        (review_draw(router, request_id), verdict_id, router, request_id, segment)
+        for verdict_id, router, request_id, segment in pairs
+    ]
+    chosen = sorted(entry for entry in drawn if entry[0] < probability)
+    return [
+        SampledCandidate(verdict_id, router, request_id, segment, probability)
+        for _, verdict_id, router, request_id, segment in chosen
+    ]

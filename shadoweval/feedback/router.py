@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 
 from shadoweval.auth.models import Principal
 from shadoweval.db import SessionDep
-from shadoweval.deps import IngestScope, OperateScope, ReadScope, SettingsDep
+from shadoweval.deps import IngestScope, OperateScope, ReadScope, SettingsDep, Since, Until
 from shadoweval.feedback import service
 from shadoweval.feedback.models import (
     AgreementReport,
@@ -23,6 +23,7 @@ from shadoweval.feedback.models import (
 )
 from shadoweval.ingest.body import read_body_within
 from shadoweval.ingest.parsing import ParsedBody, check_media_type, parse_items
+from shadoweval.ingest.submit import SubmitterDep
 
 router = APIRouter(tags=["feedback"])
 
@@ -71,18 +72,25 @@ async def read_feedback_body(request: Request, settings: SettingsDep) -> ParsedB
     responses={
         202: {"model": FeedbackResponse, "description": "Every item stored or a duplicate."},
         422: {"model": FeedbackResponse, "description": "Some items invalid; valid ones stored."},
+        503: {"description": "Overloaded: retry after the Retry-After header's seconds."},
     },
     response_model=FeedbackResponse,
 )
-def post_feedback(
+async def post_feedback(
     session: SessionDep,
     settings: SettingsDep,
+    submitter: SubmitterDep,
     parsed: Annotated[ParsedBody, Depends(read_feedback_body)],
 ) -> JSONResponse:
     """Thumbs up/down or a 1–5 grade on a decision's served answer, from its end user or a
     reviewer. Idempotent on (router, request_id, source, reviewer): the first is kept.
-    Feedback on a decision not (yet) logged is stored with `decision_known: false`."""
-    outcome = service.ingest_feedback(session=session, settings=settings, parsed=parsed)
+    Feedback on a decision not (yet) logged is stored with `decision_known: false`.
+    Written within ingest's capacity (503 with Retry-After when it is full)."""
+    outcome = await submitter.write_other(
+        functools.partial(
+            service.ingest_feedback, session=session, settings=settings, parsed=parsed
+        )
+    )
     code = 422 if outcome.detail else status.HTTP_202_ACCEPTED
     return JSONResponse(outcome.model_dump(mode="json"), status_code=code)
 
@@ -136,8 +144,8 @@ def post_review_label(
 def judge_agreement(
     session: SessionDep,
     router_name: Annotated[str | None, Query(alias="router")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="ts ≥ since (RFC 3339).")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="ts < until (RFC 3339).")] = None,
+    since: Since = None,
+    until: Until = None,
 ) -> AgreementReport:
     """Cohen's κ (95 % interval) between judge and human labels, both reduced to "the
     served answer was acceptable", per judge model and prompt hash."""

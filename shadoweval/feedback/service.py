@@ -34,6 +34,7 @@ from shadoweval.feedback.models import (
     ReviewQueue,
 )
 from shadoweval.feedback.queue import Candidate, stratified_order
+from shadoweval.ingest import storable
 from shadoweval.ingest.models import Decision, DecisionPayload
 from shadoweval.ingest.parsing import ParsedBody
 from shadoweval.judge import answers as judge_answers
@@ -77,14 +78,28 @@ def ingest_feedback(
             results.append(FeedbackItemResult(index=index, status="invalid"))
             continue
         try:
-            valid.append((index, FeedbackIn.model_validate(raw)))
+            item = FeedbackIn.model_validate(raw)
         except ValidationError as exc:
             detail.extend(
-                {"index": index, "loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                {
+                    "index": index,
+                    # A field name may be a lone surrogate, which no JSON answer carries.
+                    "loc": [storable.printable(part) for part in e["loc"]],
+                    "msg": e["msg"],
+                    "type": e["type"],
+                }
                 for e in exc.errors(include_url=False, include_input=False)
             )
             results.append(FeedbackItemResult(index=index, status="invalid"))
             continue
+        # The rule of decisions (ingest/storable.py): NUL or a lone surrogate is this item's 422.
+        problem = storable.first_problem(raw) if parsed.suspect else None
+        if problem is not None:
+            loc, msg, kind = problem
+            detail.append({"index": index, "loc": loc, "msg": msg, "type": kind})
+            results.append(FeedbackItemResult(index=index, status="invalid"))
+            continue
+        valid.append((index, item))
         results.append(FeedbackItemResult(index=index, status="pending"))
 
     keys = {(item.router, item.request_id) for _, item in valid}

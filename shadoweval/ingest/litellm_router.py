@@ -26,16 +26,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
-from shadoweval.db import SessionDep
 from shadoweval.deps import IngestScope, SettingsDep
-from shadoweval.exceptions import MalformedBody, Overloaded, ShadowevalError
-from shadoweval.ingest import service
+from shadoweval.exceptions import MalformedBody, ShadowevalError
 from shadoweval.ingest.adapters import litellm as adapter
 from shadoweval.ingest.body import read_body_within
 from shadoweval.ingest.models import IngestResponse, ItemError, ItemResult
@@ -45,8 +42,9 @@ from shadoweval.ingest.parsing import (
     check_media_type,
     parse_items,
 )
+from shadoweval.ingest.storable import printable
+from shadoweval.ingest.submit import SubmitterDep
 from shadoweval.metrics import ApiMetrics
-from shadoweval.sampling.service import SamplingPlan
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +118,12 @@ class _LiteLLMMetrics:
                 self.failed_calls.labels(
                     router=router,
                     model_group=group if group in groups else "(unmapped)",
-                    error_class=(item.error_class or "(unknown)")[:64],
+                    # Label values from the record: escaped, or /metrics could not encode them.
+                    error_class=printable((item.error_class or "(unknown)")[:64]),
                 ).inc()
             elif isinstance(item, adapter.Skipped):
-                self.skipped.labels(router=router, call_type=item.call_type[:64]).inc()
+                call_type = printable(item.call_type[:64])
+                self.skipped.labels(router=router, call_type=call_type).inc()
 
 
 # ApiMetrics belongs to the app; these counters join its registry the first time they are
@@ -216,10 +216,10 @@ def _source_loc(loc: list[str | int]) -> list[str | int]:
     },
     response_model=LiteLLMIngestResponse,
 )
-def post_litellm(
+async def post_litellm(
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
+    submitter: SubmitterDep,
     body: Annotated[LiteLLMBody, Depends(read_litellm_body)],
     router_name: Annotated[
         str | None,
@@ -230,7 +230,7 @@ def post_litellm(
             description="Router name of these decisions; default `litellm_router_name`.",
         ),
     ] = None,
-) -> JSONResponse:
+) -> Response:
     """Store LiteLLM's logged calls: successes as decisions, failures as counted failed calls."""
     name = router_name or settings.litellm_router_name
     config = adapter.AdapterConfig(
@@ -240,7 +240,9 @@ def post_litellm(
         segment_key_source=settings.litellm_segment_key_source,
         sender=body.sender,
     )
-    mapped = adapter.map_batch(body.parsed.items, config, unparsable=body.parsed.unparsable)
+    mapped = await run_in_threadpool(
+        adapter.map_batch, body.parsed.items, config, unparsable=body.parsed.unparsable
+    )
 
     results: list[LiteLLMItemResult | None] = [None] * len(mapped)
     errors: list[ItemError] = []
@@ -274,27 +276,12 @@ def post_litellm(
                 index=item.index, status="invalid", request_id=item.request_id, router=name
             )
 
+    adapter_errors = list(errors)
     if decisions:
-        plan: SamplingPlan = request.app.state.sampling_plan
-        # The same write slots as /v1/decisions: LiteLLM retries a 503 when max_retries is set.
-        slots = request.app.state.ingest_slots
-        if not slots.acquire(timeout=settings.ingest_wait_seconds):
-            raise Overloaded(
-                f"{settings.ingest_max_concurrent} ingest requests are being written already; "
-                "retry after the Retry-After delay",
-                retry_after_s=1,
-            )
-        try:
-            plan.refresh_if_stale(request.app.state.engine, settings.plan_refresh_seconds)
-            outcome = service.ingest_decisions(
-                session=session,
-                settings=settings,
-                parsed=ParsedBody(items=[d.decision for d in decisions]),
-                plan=plan,
-            )
-        finally:
-            slots.release()
-        # ingest_decisions numbers the decisions it was given; map back to the body's records.
+        # The one submit path (submit.py): capacity (503 + Retry-After, which LiteLLM
+        # retries when max_retries is set), group commit and the writer lock.
+        outcome = await submitter.submit(ParsedBody(items=[d.decision for d in decisions]))
+        # The submitter numbers the decisions it was given; map back to the body's records.
         for result in outcome.results:
             source = decisions[result.index]
             results[source.index] = LiteLLMItemResult(
@@ -310,16 +297,13 @@ def post_litellm(
                     type=error.type,
                 )
             )
-        metrics.decisions_ingested.inc(outcome.count("stored"))
-        metrics.decisions_duplicate.inc(outcome.count("duplicate"))
-        metrics.decisions_sampled.inc(
-            sum(1 for r in outcome.results if r.status == "stored" and r.sampled)
-        )
 
     # Counted only now: a 503 above makes LiteLLM resend, and nothing may count twice.
+    # The submitter counted the decisions' own errors; the records that never became one
+    # are counted here.
     _litellm_metrics(metrics).count(mapped, router=name, groups=settings.litellm_group_tiers)
+    metrics.record_item_errors(adapter_errors)
     errors.sort(key=lambda e: e.index)
-    metrics.record_item_errors(errors)
     final = [r for r in results if r is not None]
 
     def count(state: str) -> int:
@@ -345,4 +329,9 @@ def post_litellm(
     usable = len(final) - response.invalid
     # 422 as a literal: Starlette renamed its constant (UNPROCESSABLE_ENTITY → _CONTENT).
     code = status.HTTP_202_ACCEPTED if usable else 422
-    return JSONResponse(response.model_dump(mode="json"), status_code=code)
+    # ASCII-escaped: a record's ids may hold lone surrogates, which UTF-8 cannot carry.
+    return Response(
+        json.dumps(response.model_dump(mode="json"), ensure_ascii=True),
+        status_code=code,
+        media_type="application/json",
+    )

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from sqlalchemy import Column, ForeignKey, Index, UniqueConstraint, text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from shadoweval.db import BigIntId, JsonType, UtcDateTime
+from shadoweval.sql import table_of
 
 # sampling_skip_reason of a decision whose sampling period is still open (hourly sampling).
 AWAITING_PLAN = "awaiting_plan"
@@ -26,6 +34,29 @@ NonNegative = Annotated[float, Field(ge=0)]
 
 
 # --- wire schema ---------------------------------------------------------------------------
+
+# A day inside Python's datetime range at both ends: windows, hours and budget days are
+# computed around a decision's `ts`, and must not step outside it.
+_EARLIEST_TS = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+_LATEST_TS = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+
+
+def _representable_in_utc(value: datetime) -> datetime:
+    """The time as given, if it and a day around it exist in UTC (0001-01-01T00:00+01:00
+    does not); its offset is kept, the database stores it in UTC."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not _EARLIEST_TS <= utc <= _LATEST_TS:
+        raise ValueError(
+            f"time out of range: must lie between {_EARLIEST_TS.date().isoformat()} and "
+            f"{_LATEST_TS.date().isoformat()} in UTC"
+        )
+    return value
+
+
+DecisionTime = Annotated[AwareDatetime, AfterValidator(_representable_in_utc)]
 
 
 class Candidate(BaseModel):
@@ -110,7 +141,7 @@ class DecisionIn(BaseModel):
     request_id: ShortText = Field(description="Unique per router; the idempotency key.")
     router: ShortText = Field(description="Router name.")
     router_version: str | None = Field(default=None, max_length=200)
-    ts: AwareDatetime | None = Field(
+    ts: DecisionTime | None = Field(
         default=None, description="RFC 3339 time of the routing decision; default: receipt time."
     )
     tier: TierName = Field(description="`cheap`, `strong`, or another tier of the router's pool.")
@@ -338,3 +369,8 @@ class DecisionPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page; null on the last page."
     )
+
+
+DECISION_TABLE = table_of(Decision)
+PAYLOAD_TABLE = table_of(DecisionPayload)
+DELTA_TABLE = table_of(TrafficDelta)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
-from shadoweval.db import SessionDep
 from shadoweval.deps import IngestScope, SettingsDep
 from shadoweval.exceptions import MalformedBody, UnsupportedMediaType
-from shadoweval.ingest import service
 from shadoweval.ingest.adapters import otlp
 from shadoweval.ingest.body import read_body_within
 from shadoweval.ingest.parsing import ParsedBody, media_type_of
-from shadoweval.metrics import ApiMetrics
-from shadoweval.sampling.service import SamplingPlan
+from shadoweval.ingest.storable import MAX_ITEM_DEPTH
+from shadoweval.ingest.submit import SubmitterDep
 
 router = APIRouter(tags=["integrations"])
 
@@ -36,6 +35,13 @@ async def read_otlp_body(request: Request, settings: SettingsDep) -> dict[str, A
         raise MalformedBody(
             f"body is not valid JSON: {error.msg} at line {error.lineno}"
         ) from error
+    except RecursionError as error:
+        raise MalformedBody(
+            "body nests too deeply to read; a decision may nest at most "
+            f"{MAX_ITEM_DEPTH} levels of arrays and objects"
+        ) from error
+    except ValueError as error:  # valid JSON Python will not read (an integer's length)
+        raise MalformedBody(f"body cannot be read: {error}") from error
     if not isinstance(document, dict):
         raise MalformedBody("body must be an ExportTraceServiceRequest object")
     return document
@@ -109,35 +115,27 @@ _REQUEST_BODY: dict[str, Any] = {
 
 
 @router.post("/v1/traces", dependencies=[IngestScope], openapi_extra=_REQUEST_BODY)
-def post_traces(
-    request: Request,
-    session: SessionDep,
+async def post_traces(
     settings: SettingsDep,
+    submitter: SubmitterDep,
     document: Annotated[dict[str, Any], Depends(read_otlp_body)],
-) -> dict[str, Any]:
+) -> Response:
     """Store the routing decisions among OTLP spans (spans with `shadoweval.route.tier`).
 
     Answers OTLP's ExportTraceServiceResponse: 200 with `partialSuccess` counting the
-    routing spans that could not be stored and why; other spans are ignored.
+    routing spans that could not be stored and why; other spans are ignored. Written
+    through the one submit path (submit.py): 503 with Retry-After when ingest is full,
+    which OTLP exporters retry.
     """
     try:
-        batch = otlp.map_spans(document, default_router=settings.otlp_router_name)
+        batch = await run_in_threadpool(
+            otlp.map_spans, document, default_router=settings.otlp_router_name
+        )
     except otlp.OtlpShapeError as error:
         raise MalformedBody(f"not an OTLP ExportTraceServiceRequest: {error}") from error
     rejected = list(batch.rejected)
     if batch.decisions:
-        plan: SamplingPlan = request.app.state.sampling_plan
-        plan.refresh_if_stale(request.app.state.engine, settings.plan_refresh_seconds)
-        outcome = service.ingest_decisions(
-            session=session,
-            settings=settings,
-            parsed=ParsedBody(items=batch.decisions),
-            plan=plan,
-        )
-        metrics: ApiMetrics = request.app.state.metrics
-        metrics.decisions_ingested.inc(outcome.count("stored"))
-        metrics.decisions_duplicate.inc(outcome.count("duplicate"))
-        metrics.record_item_errors(outcome.errors)
+        outcome = await submitter.submit(ParsedBody(items=batch.decisions))
         for item_error in outcome.errors:
             request_id = batch.decisions[item_error.index].get("request_id")
             where = ".".join(map(str, item_error.loc))
@@ -145,4 +143,7 @@ def post_traces(
     partial: dict[str, Any] = {}
     if rejected:
         partial = {"rejectedSpans": len(rejected), "errorMessage": "; ".join(rejected)[:4000]}
-    return {"partialSuccess": partial}
+    # ASCII-escaped: a span's ids may hold lone surrogates, which UTF-8 cannot carry.
+    return Response(
+        json.dumps({"partialSuccess": partial}, ensure_ascii=True), media_type="application/json"
+    )

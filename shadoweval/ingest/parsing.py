@@ -13,6 +13,7 @@ from shadoweval.exceptions import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from shadoweval.ingest.storable import MAX_ITEM_DEPTH, body_may_be_unstorable
 
 JSON_MEDIA_TYPES = frozenset({"application/json"})
 NDJSON_MEDIA_TYPES = frozenset(
@@ -44,6 +45,8 @@ class RawJson(str):
             return json.loads(self), None
         except json.JSONDecodeError as exc:
             return None, f"line {self.line} is not JSON: {exc.msg} (column {exc.colno})"
+        except (RecursionError, ValueError) as exc:
+            return None, f"line {self.line} cannot be read: {_unreadable(exc)}"
 
 
 @dataclass
@@ -52,6 +55,17 @@ class ParsedBody:
 
     items: list[Any]
     unparsable: dict[int, str] = field(default_factory=dict)  # index -> reason
+    # The body may hold a value no database stores (storable.body_may_be_unstorable):
+    # ingest then checks each item with storable.first_problem. Adapters' items, built in
+    # Python, are always checked.
+    suspect: bool = True
+
+
+def _unreadable(error: RecursionError | ValueError) -> str:
+    """Why json.loads gave up on valid-looking JSON: nesting, or an integer's length."""
+    if isinstance(error, RecursionError):
+        return f"nests too deeply (items may nest at most {MAX_ITEM_DEPTH} levels)"
+    return str(error)  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
 
 
 def media_type_of(content_type: str | None) -> str:
@@ -110,6 +124,9 @@ def _parse_ndjson(text: str, *, defer_decoding: bool = False) -> ParsedBody:
                 f"line {line_number} is not JSON: {exc.msg} (column {exc.colno})"
             )
             items.append(None)
+        except (RecursionError, ValueError) as exc:
+            unparsable[len(items)] = f"line {line_number} cannot be read: {_unreadable(exc)}"
+            items.append(None)
     return ParsedBody(items=items, unparsable=unparsable)
 
 
@@ -132,6 +149,11 @@ def parse_items(
     else:
         try:
             document = json.loads(text)
+        except RecursionError as exc:
+            raise MalformedBody(
+                f"body nests too deeply to read; items may nest at most {MAX_ITEM_DEPTH} "
+                "levels of arrays and objects"
+            ) from exc
         except json.JSONDecodeError as exc:
             # Several loggers (LiteLLM among them) send NDJSON as application/json.
             if exc.msg == "Extra data" and "\n" in text.strip():
@@ -140,6 +162,8 @@ def parse_items(
                 raise MalformedBody(
                     f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
                 ) from exc
+        except ValueError as exc:  # valid JSON Python will not read (an integer's length)
+            raise MalformedBody(f"body cannot be read: {exc}") from exc
         else:
             if isinstance(document, dict):
                 parsed = ParsedBody(items=[document])
@@ -151,6 +175,7 @@ def parse_items(
                     f"got a JSON {type(document).__name__}"
                 )
 
+    parsed.suspect = body_may_be_unstorable(body)
     if not parsed.items:
         raise EmptyBody("body holds no decisions")
     if len(parsed.items) > max_items:

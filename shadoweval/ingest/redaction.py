@@ -11,14 +11,8 @@ from re import _constants as re_constants  # type: ignore[attr-defined]
 from re import _parser as re_parser  # type: ignore[attr-defined]
 from typing import Any
 
-# Defaults cover the common leaks; deployments add their own (SHADOWEVAL_REDACTION_PATTERNS).
-DEFAULT_PATTERNS: dict[str, str] = {
-    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    # Grouped digits (555-0100, +1 (415) 555 0100), not dates (2026-11-27) or versions.
-    "phone": r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{3,4}[ .-]\d{3,4}"
-    r"(?:[ .-]\d{2,4})?(?!\w)",
-    "api_key": r"\b(?:sk|pk|rk|sek|xox[abprs]|ghp|gho|AKIA)[-_A-Za-z0-9]{16,}\b",
-}
+# The defaults live in a leaf module so that config can read them without importing ingest.
+from shadoweval.redaction_defaults import DEFAULT_PATTERNS as DEFAULT_PATTERNS
 
 
 @dataclass(frozen=True)

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AwareDatetime
 
+from shadoweval import retention
 from shadoweval.auth.models import Principal, Scope
 from shadoweval.auth.service import KeyCache
 from shadoweval.db import SessionDep
-from shadoweval.deps import AdminScope, ReadScope, SettingsDep, bearer_token
-from shadoweval.exceptions import Overloaded, PermissionDenied
+from shadoweval.deps import AdminScope, ReadScope, RowId, SettingsDep, Since, Until, bearer_token
+from shadoweval.exceptions import PermissionDenied
 from shadoweval.ingest import service
 from shadoweval.ingest.body import read_body_within
 from shadoweval.ingest.models import DecisionPage, DecisionPublic, IngestResponse
 from shadoweval.ingest.parsing import check_media_type, parse_items
-from shadoweval.ingest.writer import IngestWriter
-from shadoweval.metrics import ApiMetrics
+from shadoweval.ingest.submit import SubmitterDep
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
@@ -45,7 +42,6 @@ _REQUEST_BODY: dict[str, Any] = {
 # Bodies up to this size are parsed on the event loop (a single decision takes ~0.1 ms);
 # larger ones in a worker thread, so one big batch does not stall every other request.
 _INLINE_PARSE_BYTES = 32 * 1024
-_SLOT_POLL_SECONDS = 0.005
 _app_state_lock = threading.Lock()
 
 
@@ -60,19 +56,6 @@ def _key_cache(app: Any) -> KeyCache:
                 )
     cache.ttl_s = app.state.settings.ingest_key_cache_seconds
     return cache
-
-
-def ingest_writer(app: Any) -> IngestWriter:
-    """The app's group-commit writer, created on first use."""
-    writer: IngestWriter | None = getattr(app.state, "ingest_writer", None)
-    if writer is None:
-        with _app_state_lock:
-            writer = getattr(app.state, "ingest_writer", None)
-            if writer is None:
-                writer = app.state.ingest_writer = IngestWriter(
-                    app.state.engine, app.state.sampling_plan
-                )
-    return writer
 
 
 async def ingest_principal(request: Request) -> Principal:
@@ -94,16 +77,6 @@ async def ingest_principal(request: Request) -> Principal:
     return principal
 
 
-async def _take_slot(slots: threading.BoundedSemaphore, wait_s: float) -> bool:
-    """A write slot within `wait_s`, polled so a client that goes away leaks none."""
-    deadline = time.monotonic() + wait_s
-    while not slots.acquire(blocking=False):
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(_SLOT_POLL_SECONDS)
-    return True
-
-
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -121,48 +94,24 @@ async def _take_slot(slots: threading.BoundedSemaphore, wait_s: float) -> bool:
 async def post_decisions(
     request: Request,
     settings: SettingsDep,
+    submitter: SubmitterDep,
     _principal: Annotated[Principal, Depends(ingest_principal)],
 ) -> Response:
     """Store routing decisions. Answers only after the rows are committed.
 
-    Concurrent requests are written together in one transaction (ingest/writer.py).
+    Concurrent requests are written together in one transaction (ingest/submit.py).
     """
     media_type = check_media_type(request.headers.get("content-type"))
     body = await read_body_within(request, settings.ingest_max_bytes)
     parse = functools.partial(
         parse_items, body, media_type, max_items=settings.ingest_max_items, defer_decoding=True
     )
-    parsed = parse() if len(body) <= _INLINE_PARSE_BYTES else await run_in_threadpool(parse)
-    slots = request.app.state.ingest_slots
-    if not await _take_slot(slots, settings.ingest_wait_seconds):
-        raise Overloaded(
-            f"{settings.ingest_max_concurrent} ingest requests are being written already; "
-            "retry after the Retry-After delay",
-            retry_after_s=1,
-        )
-    writer = ingest_writer(request.app)
-    try:
-        # Validated here, not in the writer: one request is validated while another's rows
-        # are written. Small bodies on the event loop (saving a thread hop's latency)
-        # unless the sampling plan is due to be read from the database.
-        if len(body) <= _INLINE_PARSE_BYTES and writer.plan_is_fresh(settings):
-            prepared = writer.prepare(parsed, settings)
-        else:
-            prepared = await run_in_threadpool(writer.prepare, parsed, settings)
-        outcome = await asyncio.wrap_future(writer.submit(prepared, settings))
-    finally:
-        slots.release()
-    metrics: ApiMetrics = request.app.state.metrics
-    stored, duplicates = outcome.count("stored"), outcome.count("duplicate")
-    metrics.decisions_ingested.inc(stored)
-    metrics.decisions_duplicate.inc(duplicates)
-    metrics.decisions_sampled.inc(
-        sum(1 for r in outcome.results if r.status == "stored" and r.sampled)
-    )
-    metrics.record_item_errors(outcome.errors)
+    inline = len(body) <= _INLINE_PARSE_BYTES
+    parsed = parse() if inline else await run_in_threadpool(parse)
+    outcome = await submitter.submit(parsed, inline=inline)
     answer = IngestResponse.model_construct(
-        stored=stored,
-        duplicates=duplicates,
+        stored=outcome.count("stored"),
+        duplicates=outcome.count("duplicate"),
         invalid=outcome.count("invalid"),
         results=outcome.results,
         detail=outcome.errors,
@@ -180,8 +129,8 @@ def list_decisions(
     router_name: Annotated[str | None, Query(alias="router")] = None,
     tier: str | None = None,
     segment: Annotated[str | None, Query(description="Segment value.")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="ts ≥ since (RFC 3339).")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="ts < until (RFC 3339).")] = None,
+    since: Since = None,
+    until: Until = None,
     sampled: bool | None = None,
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
     cursor: str | None = None,
@@ -202,7 +151,7 @@ def list_decisions(
 
 
 @router.get("/{decision_id}", dependencies=[ReadScope])
-def get_decision(decision_id: int, session: SessionDep) -> DecisionPublic:
+def get_decision(decision_id: RowId, session: SessionDep) -> DecisionPublic:
     """One decision, with its stored request/response payload when one was kept."""
     return service.get_decision(session=session, decision_id=decision_id)
 
@@ -216,10 +165,10 @@ def delete_decisions(
     payloads_only: Annotated[
         bool, Query(description="Delete request/response content only, keep the decisions.")
     ] = False,
-) -> service.DeletionResult:
+) -> retention.DeletionResult:
     """Delete decisions by request id, segment value and/or router, with everything derived
     from them (payloads, shadow runs, verdicts); at least one filter is required."""
-    return service.delete_decisions(
+    return retention.delete_decisions(
         session=session,
         router=router_name,
         request_id=request_id,

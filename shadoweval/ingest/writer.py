@@ -3,9 +3,9 @@
 Each request on its own paid a transaction and a commit (~11 ms on SQLite, where writers
 queue for the one write lock, and a pooled connection on PostgreSQL); at 200 single
 posts/s they queued without bound. Here requests validate their bodies in their own
-threads (service.prepare_decisions) and hand the prepared rows to a writer thread of
+threads (prepare.prepare_decisions) and hand the prepared rows to a writer thread of
 their API process, which takes every request waiting at that moment, stores them through
-`service.store_prepared` in one transaction, commits, and only then resolves each
+`store.store_prepared` in one transaction, commits, and only then resolves each
 request's future: a request is still acknowledged only after its own rows are committed.
 Nothing waits for a group to fill: a lone request is written at once, and requests
 arriving during a write form the next group. While the writer waits for the database,
@@ -26,8 +26,9 @@ from sqlmodel import Session
 
 from shadoweval.config import Settings
 from shadoweval.db import ingest_write_lock
-from shadoweval.ingest import service
+from shadoweval.ingest import store
 from shadoweval.ingest.parsing import ParsedBody
+from shadoweval.ingest.prepare import PreparedBatch, prepare_decisions
 from shadoweval.sampling.service import SamplingPlan
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,9 @@ IDLE_EXIT_SECONDS = 10.0
 
 @dataclass
 class _Job:
-    prepared: service.PreparedBatch
+    prepared: PreparedBatch
     settings: Settings
-    future: Future[service.IngestOutcome] = field(default_factory=Future)
+    future: Future[store.IngestOutcome] = field(default_factory=Future)
 
 
 class IngestWriter:
@@ -66,16 +67,14 @@ class IngestWriter:
         """Whether prepare() can run without reading the sampling plan from the database."""
         return self.plan.is_fresh(settings.plan_refresh_seconds)
 
-    def prepare(self, body: ParsedBody, settings: Settings) -> service.PreparedBatch:
+    def prepare(self, body: ParsedBody, settings: Settings) -> PreparedBatch:
         """Validate a body and build its rows, in the calling thread (no database writes)."""
         self.plan.refresh_if_stale(self.engine, settings.plan_refresh_seconds)
-        return service.prepare_decisions(
+        return prepare_decisions(
             settings=settings, parsed=body, plan=self.plan, dialect=self.engine.dialect.name
         )
 
-    def submit(
-        self, prepared: service.PreparedBatch, settings: Settings
-    ) -> Future[service.IngestOutcome]:
+    def submit(self, prepared: PreparedBatch, settings: Settings) -> Future[store.IngestOutcome]:
         """Queue a prepared body; the future resolves after the transaction holding it commits."""
         job = _Job(prepared, settings)
         self._queue.put(job)
@@ -120,10 +119,10 @@ class IngestWriter:
                         if not job.future.done():
                             job.future.set_exception(exc)
 
-    def _store(self, group: list[_Job]) -> list[service.IngestOutcome]:
+    def _store(self, group: list[_Job]) -> list[store.IngestOutcome]:
         with Session(self.engine, expire_on_commit=False) as session:
             # Through the module attribute, so tests can stand in for it.
-            return service.store_prepared(
+            return store.store_prepared(
                 session=session,
                 settings=group[0].settings,
                 batches=[job.prepared for job in group],

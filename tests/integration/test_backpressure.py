@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from shadoweval.app import create_app
 from shadoweval.config import Settings
-from shadoweval.ingest import service as ingest_service
+from shadoweval.ingest import store as ingest_store
 from tests.conftest import Keys, decision, serve
 
 
@@ -24,14 +24,14 @@ def test_ingest_beyond_its_slots_is_told_to_retry(
     )
     app = create_app(settings, engine)
     entered, release = threading.Event(), threading.Event()
-    real = ingest_service.store_prepared
+    real = ingest_store.store_prepared
 
     def slow_ingest(**kwargs: Any) -> Any:
         entered.set()
         release.wait(10)
         return real(**kwargs)
 
-    monkeypatch.setattr(ingest_service, "store_prepared", slow_ingest)
+    monkeypatch.setattr(ingest_store, "store_prepared", slow_ingest)
     first: dict[str, Any] = {}
     with serve(app) as api, api.client(keys.ingest) as client:
         worker = threading.Thread(
@@ -59,7 +59,7 @@ def test_a_busy_database_is_503_not_500(
     def locked(**_kwargs: Any) -> Any:
         raise OperationalError("INSERT …", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(ingest_service, "store_prepared", locked)
+    monkeypatch.setattr(ingest_store, "store_prepared", locked)
     with TestClient(create_app(base_settings, engine)) as client:
         response = client.post(
             "/v1/decisions", json=decision("x"), headers={"Authorization": f"Bearer {keys.ingest}"}

@@ -22,9 +22,10 @@ from shadoweval.auth import service as auth_service
 from shadoweval.auth.models import ApiKey, Scope
 from shadoweval.config import Settings
 from shadoweval.ingest import service as ingest_service
+from shadoweval.ingest import store as ingest_store
 from shadoweval.ingest.models import Decision, DecisionPayload, TrafficDelta
 from shadoweval.ingest.parsing import parse_items
-from shadoweval.ingest.router import ingest_writer
+from shadoweval.ingest.submit import ingest_writer
 from shadoweval.sampling import service as sampling_service
 from tests.conftest import Keys, LiveApi, decision, serve, use_settings
 
@@ -59,7 +60,7 @@ def _hold_the_writer(
     """Make the first write wait until released; record each transaction's item count."""
     entered, release = threading.Event(), threading.Event()
     sizes: list[int] = []
-    real = ingest_service.store_prepared
+    real = ingest_store.store_prepared
 
     def held(**kwargs: Any) -> Any:
         sizes.append(sum(batch.size for batch in kwargs["batches"]))
@@ -68,7 +69,7 @@ def _hold_the_writer(
             release.wait(20)
         return real(**kwargs)
 
-    monkeypatch.setattr(ingest_service, "store_prepared", held)
+    monkeypatch.setattr(ingest_store, "store_prepared", held)
     return entered, release, sizes
 
 
@@ -155,14 +156,14 @@ def test_a_request_that_breaks_its_group_does_not_fail_the_others(
     one_writer_api: LiveApi, keys: Keys, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entered, release, _sizes = _hold_the_writer(monkeypatch)
-    held = ingest_service.store_prepared
+    held = ingest_store.store_prepared
 
     def poisoned(**kwargs: Any) -> Any:
         if any("poison" in key[1] for batch in kwargs["batches"] for key in batch.pending):
             raise RuntimeError("a bug triggered by one request")
         return held(**kwargs)
 
-    monkeypatch.setattr(ingest_service, "store_prepared", poisoned)
+    monkeypatch.setattr(ingest_store, "store_prepared", poisoned)
     answers: dict[str, int] = {}
 
     def post(request_id: str) -> None:

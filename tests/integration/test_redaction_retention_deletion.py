@@ -8,9 +8,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from shadoweval import retention
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
-from shadoweval.feedback.models import Feedback
+from shadoweval.feedback.models import Feedback, ReviewAssignment, ReviewLabel
+from shadoweval.gate.models import GateItem, GateRun
 from shadoweval.ingest import service as ingest_service
 from shadoweval.ingest.models import Decision, DecisionPayload
 from shadoweval.ingest.parsing import ParsedBody
@@ -68,12 +70,71 @@ def test_redacted_payloads_are_stored_redacted_and_not_shadowed(
 def test_expired_payloads_are_purged(engine: Engine, base_settings: Settings) -> None:
     settings = base_settings.model_copy(update={"store_payloads": "all"})
     store(engine, settings, [decision(f"p-{i}") for i in range(5)])
-    assert ingest_service.purge_expired_payloads(engine, retention_days=30) == 0
+    assert retention.purge_expired_payloads(engine, retention_days=30) == 0
     later = utcnow() + timedelta(days=31)
-    assert ingest_service.purge_expired_payloads(engine, retention_days=30, now=later) == 5
+    assert retention.purge_expired_payloads(engine, retention_days=30, now=later) == 5
     assert count(engine, DecisionPayload) == 0
     with Session(engine) as session:
         assert not any(d.payload_stored for d in session.scalars(select(Decision)))
+
+
+def attach_gate_items_and_reviews(engine: Engine, request_ids: list[str]) -> None:
+    """A gate replay and a reviewer's assignment and label on each named decision: rows
+    that go by ON DELETE CASCADE (from the decision, and from its verdict)."""
+    now = utcnow()
+    with Session(engine) as session:
+        run = GateRun(
+            router="support-router",
+            candidate_model="c",
+            replaced_model="a",
+            sample_size=len(request_ids),
+            max_drop=0.05,
+            alpha=0.05,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        session.add(run)
+        session.flush()
+        assert run.id is not None
+        for request_id in request_ids:
+            found = session.scalars(select(Decision).where(Decision.request_id == request_id))
+            chosen = found.one()
+            assert chosen.id is not None
+            verdict_id = session.scalars(
+                select(Verdict.id).where(Verdict.decision_id == chosen.id)
+            ).one()
+            assert verdict_id is not None
+            session.add(
+                GateItem(
+                    gate_run_id=run.id,
+                    decision_id=chosen.id,
+                    request_id=request_id,
+                    segment_value=chosen.segment_value,
+                    next_attempt_at=now,
+                    candidate_answer="the candidate's answer",
+                )
+            )
+            session.add(
+                ReviewAssignment(
+                    token=f"t-{request_id}",
+                    verdict_id=verdict_id,
+                    reviewer="r",
+                    presented_order="cheaper_first",
+                    created_at=now,
+                )
+            )
+            session.add(
+                ReviewLabel(
+                    verdict_id=verdict_id,
+                    reviewer="r",
+                    choice="A",
+                    presented_order="cheaper_first",
+                    label="cheaper",
+                    served_acceptable=1,
+                    created_at=now,
+                )
+            )
+        session.commit()
 
 
 def test_deletion_by_request_segment_or_router_leaves_nothing_behind(
@@ -123,6 +184,7 @@ def test_deletion_by_request_segment_or_router_leaves_nothing_behind(
             )
             assert answer.status_code in (200, 201, 202), answer.text
     assert count(engine, Feedback) == 4
+    attach_gate_items_and_reviews(engine, ["keep", "one"])
 
     with live_api.client(keys.admin) as admin:
         by_request = admin.delete(
@@ -137,7 +199,7 @@ def test_deletion_by_request_segment_or_router_leaves_nothing_behind(
         "shadow_runs": 1,
         "verdicts": 1,
         "feedback": 1,
-        "gate_items": 0,
+        "gate_items": 1,
     }
     assert by_segment["feedback"] == 1
     assert by_router["feedback"] == 1
@@ -153,6 +215,10 @@ def test_deletion_by_request_segment_or_router_leaves_nothing_behind(
     )
     with Session(engine) as session:
         assert [f.request_id for f in session.scalars(select(Feedback))] == ["keep"]
+        assert [g.request_id for g in session.scalars(select(GateItem))] == ["keep"]
+        kept_verdicts = list(session.scalars(select(Verdict.id)))
+        for model in (ReviewAssignment, ReviewLabel):
+            assert [r.verdict_id for r in session.scalars(select(model))] == kept_verdicts
 
 
 def test_payload_only_deletion_keeps_the_decision(

@@ -92,3 +92,21 @@ def test_decode_content() -> None:
         decode_content(b"plain", "gzip", max_bytes=100)
     with pytest.raises(UnsupportedMediaType):
         decode_content(raw, "br", max_bytes=10_000)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"a": ' + b"9" * 5000 + b"}"],
+    ids=["nesting", "an integer of 5,000 digits"],
+)
+def test_json_python_cannot_read_is_a_malformed_body(body: bytes) -> None:
+    with pytest.raises(MalformedBody):
+        parse_items(body, "application/json", max_items=10)
+
+
+def test_an_ndjson_line_python_cannot_read_is_that_line_s_error() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    parsed = parse_items(b'{"a": 1}\n' + deep + b'\n{"b": 2}', "application/x-ndjson", max_items=10)
+    assert parsed.items[0] == {"a": 1}
+    assert parsed.items[2] == {"b": 2}
+    assert "nests too deeply" in parsed.unparsable[1]

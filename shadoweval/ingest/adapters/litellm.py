@@ -691,6 +691,15 @@ def _same_request(failure: Mapping[str, Any], success: _Success) -> bool:
     )
 
 
+def _unreadable(index: int, error: Exception) -> Invalid:
+    """A record whose shape the readers above did not foresee: its own error, not the
+    batch's (a record nested thousands of levels deep, for one)."""
+    reason = "nests too deeply" if isinstance(error, RecursionError) else str(error)[:200]
+    return Invalid(
+        index=index, loc=(), msg=f"record cannot be read: {reason}", type="record_unreadable"
+    )
+
+
 def map_batch(
     records: Sequence[Any],
     config: AdapterConfig,
@@ -709,7 +718,10 @@ def map_batch(
                 Invalid(index=index, loc=(), msg=unparsable[index], type="json_invalid")
             )
         else:
-            classified.append(_classify(index, raw))
+            try:
+                classified.append(_classify(index, raw))
+            except (RecursionError, ValueError, TypeError, AttributeError) as error:
+                classified.append(_unreadable(index, error))
 
     successes_by_trace: dict[str, list[_Success]] = {}
     for item in classified:
@@ -738,7 +750,10 @@ def map_batch(
     mapped: list[Mapped] = []
     for item in classified:
         if isinstance(item, _Success):
-            mapped.append(_decision(item, config))
+            try:
+                mapped.append(_decision(item, config))
+            except (RecursionError, ValueError, TypeError, AttributeError) as error:
+                mapped.append(_unreadable(item.index, error))
         elif isinstance(item, FailedCall) and item.index in linked:
             mapped.append(replace(item, failover_to=linked[item.index]))
         else:

@@ -39,8 +39,11 @@ class OtlpBatch:
     rejected: list[str] = field(default_factory=list)  # why a routing span could not map
 
 
-def _value(value: dict[str, Any]) -> Any:
-    """An OTLP AnyValue as a Python value."""
+def _value(value: Any) -> Any:
+    """An OTLP AnyValue as a Python value; a malformed one is None (the attribute is kept
+    empty, the span is not lost)."""
+    if not isinstance(value, dict):
+        return None
     for kind in ("stringValue", "boolValue", "doubleValue"):
         if kind in value:
             return value[kind]
@@ -50,12 +53,22 @@ def _value(value: dict[str, Any]) -> Any:
         except (TypeError, ValueError):
             return None  # not an integer: the attribute is dropped, not the request
     if "arrayValue" in value:
-        return [_value(v) for v in value["arrayValue"].get("values", [])]
+        return [_value(v) for v in _values(value["arrayValue"])]
     if "kvlistValue" in value:
         return {
-            kv["key"]: _value(kv.get("value", {})) for kv in value["kvlistValue"].get("values", [])
+            kv["key"]: _value(kv.get("value"))
+            for kv in _values(value["kvlistValue"])
+            if isinstance(kv, dict) and isinstance(kv.get("key"), str)
         }
     return None
+
+
+def _values(container: Any) -> list[Any]:
+    """`{"values": [...]}` of an array or kvlist value; a bare list is taken as its values."""
+    if isinstance(container, list):
+        return container
+    values = container.get("values") if isinstance(container, dict) else None
+    return values if isinstance(values, list) else []
 
 
 class OtlpShapeError(ValueError):
@@ -76,17 +89,26 @@ def attributes(span: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(values, list):
         return {}
     return {
-        str(kv["key"]): _value(kv["value"] if isinstance(kv.get("value"), dict) else {})
+        kv["key"]: _value(kv.get("value"))
         for kv in values
-        if isinstance(kv, dict) and "key" in kv
+        if isinstance(kv, dict) and isinstance(kv.get("key"), str)
     }
 
 
+class _OutOfRange(ValueError):
+    pass
+
+
 def _nanos_to_datetime(nanos: Any) -> datetime | None:
+    """A span time; None when absent or not a number, _OutOfRange when no datetime holds it."""
     try:
-        return datetime.fromtimestamp(int(nanos) / 1e9, tz=UTC)
-    except (TypeError, ValueError):
+        seconds = int(nanos) / 1e9
+    except (TypeError, ValueError, OverflowError):
         return None
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError) as error:
+        raise _OutOfRange(f"{nanos} nanoseconds is out of range") from error
 
 
 def _json_or_none(value: Any) -> Any:
@@ -121,9 +143,11 @@ def _input_messages(messages: Any) -> list[dict[str, Any]] | None:
         parts = message.get("parts")
         if isinstance(parts, list):
             text = "".join(
-                p.get("content", "")
+                p["content"]
                 for p in parts
-                if isinstance(p, dict) and p.get("type") == "text"
+                if isinstance(p, dict)
+                and p.get("type") == "text"
+                and isinstance(p.get("content"), str)
             )
             out.append({"role": message.get("role", "user"), "content": text})
         elif "content" in message:
@@ -144,15 +168,22 @@ def map_spans(body: dict[str, Any], *, default_router: str) -> OtlpBatch:
         if isinstance(parent, str) and parent:
             children.setdefault(parent, []).append(span)
     for span in spans:
-        attrs = attributes(span)
-        if f"{ROUTE}tier" not in attrs:
-            batch.not_routing += 1
-            continue
-        for child in children.get(str(span.get("spanId", "")), []):
-            for key, value in attributes(child).items():
-                if key.startswith("gen_ai.") and key not in attrs:
-                    attrs[key] = value
-        decision = _decision(span, attrs, default_router)
+        try:
+            attrs = attributes(span)
+            if f"{ROUTE}tier" not in attrs:
+                batch.not_routing += 1
+                continue
+            for child in children.get(str(span.get("spanId", "")), []):
+                for key, value in attributes(child).items():
+                    if key.startswith("gen_ai.") and key not in attrs:
+                        attrs[key] = value
+            decision = _decision(span, attrs, default_router)
+        except _OutOfRange as error:
+            decision = f"span {span.get('spanId', '')}: {error}"
+        except (RecursionError, ValueError, TypeError, AttributeError) as error:
+            # A shape the readers above did not foresee costs its span, not the request.
+            reason = "nests too deeply" if isinstance(error, RecursionError) else error
+            decision = f"span {span.get('spanId', '')}: cannot be read: {reason}"
         if isinstance(decision, str):
             batch.rejected.append(decision)
         else:
@@ -208,7 +239,11 @@ def _decision(
         request: dict[str, Any] = {"messages": messages}
         system = _json_or_none(attrs.get("gen_ai.system_instructions"))
         if isinstance(system, list):
-            system = "".join(p.get("content", "") for p in system if isinstance(p, dict))
+            system = "".join(
+                p["content"]
+                for p in system
+                if isinstance(p, dict) and isinstance(p.get("content"), str)
+            )
         if isinstance(system, str) and system:
             request["system"] = system
         decision["request"] = request
