@@ -4,6 +4,8 @@ A cursor is the unpadded URL-safe base64 of a small JSON object: `{"id": …}` f
 listings ordered by id alone, `{"ts": …, "id": …, …}` for listings ordered by
 (ts, id), plus whatever a listing must check on the way back (e.g. its sort order).
 Clients treat it as opaque; the JSON inside is only so old cursors stay readable.
+A decoded cursor is checked like any parameter: its id must fit a BIGINT and its ts must
+be an aware instant both databases can hold, else it is the 400 of a cursor we did not issue.
 """
 
 from __future__ import annotations
@@ -12,12 +14,35 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shadoweval.exceptions import InvalidRequest
 
 INVALID_CURSOR = "cursor is not valid; pass next_cursor from a previous page"
+# Row ids are BIGINT on PostgreSQL and 64-bit INTEGER on SQLite.
+MAX_ROW_ID = 2**63 - 1
+
+
+def check_row_id(value: int) -> int:
+    """`value` if it can be a row id (0 ≤ id < 2^63), else ValueError saying the range."""
+    if not 0 <= value <= MAX_ROW_ID:
+        raise ValueError(f"must be between 0 and {MAX_ROW_ID}")
+    return value
+
+
+def check_instant(value: datetime) -> datetime:
+    """`value` in UTC if it is aware and lies within years 1–9999 in UTC, else ValueError.
+
+    `0001-01-01T00:00:00+01:00` is a valid RFC 3339 string but its instant is in year 0,
+    which Python cannot hold in UTC; neither database query can then be bound.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must carry a UTC offset (e.g. 2026-01-01T00:00:00Z)")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("must lie between 0001-01-01 and 9999-12-31 in UTC") from exc
 
 
 @dataclass(frozen=True)
@@ -45,8 +70,8 @@ def encode_keyset(ts: datetime, item_id: int, **extra: str) -> str:
 
 def decode_id(cursor: str) -> int:
     try:
-        return int(_decode(cursor)["id"])
-    except (ValueError, KeyError, TypeError) as exc:
+        return _row_id(_decode(cursor)["id"])
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise invalid_cursor() from exc
 
 
@@ -55,12 +80,19 @@ def decode_keyset(cursor: str, extra: Sequence[str] = ()) -> Keyset:
     try:
         data = _decode(cursor)
         return Keyset(
-            ts=datetime.fromisoformat(data["ts"]),
-            id=int(data["id"]),
+            ts=check_instant(datetime.fromisoformat(data["ts"])),
+            id=_row_id(data["id"]),
             extra={name: data[name] for name in extra},
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise invalid_cursor() from exc
+
+
+def _row_id(value: Any) -> int:
+    # Only the JSON integers encode_id wrote: not "7", 7.5 or true.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("cursor id is not an integer")
+    return check_row_id(value)
 
 
 def _encode(data: dict[str, Any]) -> str:
@@ -69,5 +101,6 @@ def _encode(data: dict[str, Any]) -> str:
 
 def _decode(cursor: str) -> Any:
     # Bad base64, bytes or JSON all raise ValueError (binascii.Error, UnicodeDecodeError
-    # and JSONDecodeError are subclasses); JSON of the wrong shape raises Key/TypeError.
+    # and JSONDecodeError are subclasses); JSON of the wrong shape raises Key/TypeError,
+    # JSON nested deeper than the interpreter's stack RecursionError.
     return json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import Column
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -37,15 +38,33 @@ class ApiKey(SQLModel, table=True):
     rotated_from: str | None = SQLField(default=None, max_length=32)
 
 
+# Bounds that keep `now + timedelta(...)` inside what Python and both databases hold, with
+# room to spare: a key can live 100 years, and an old key 1 year past its rotation.
+MAX_KEY_LIFETIME_DAYS = 36_500
+MAX_ROTATION_GRACE_HOURS = 24 * 366
+
+
+def _printable(value: str) -> str:
+    if any(ch < " " or ch == "\x7f" for ch in value):
+        raise ValueError("must not contain control characters (NUL, newlines, …)")
+    return value
+
+
 class ApiKeyCreate(BaseModel):
-    scopes: list[Scope] = Field(min_length=1)
-    name: str = Field(default="", max_length=200)
-    expires_in_days: float | None = Field(default=None, gt=0)
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope))
+    name: Annotated[str, AfterValidator(_printable)] = Field(default="", max_length=200)
+    expires_in_days: float | None = Field(
+        default=None, gt=0, le=MAX_KEY_LIFETIME_DAYS, allow_inf_nan=False
+    )
 
 
 class ApiKeyRotate(BaseModel):
     grace_hours: float = Field(
-        default=0, ge=0, description="How long the old key keeps working after rotation."
+        default=0,
+        ge=0,
+        le=MAX_ROTATION_GRACE_HOURS,
+        allow_inf_nan=False,
+        description="How long the old key keeps working after rotation.",
     )
 
 

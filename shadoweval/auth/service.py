@@ -12,6 +12,7 @@ import hmac
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -56,9 +57,40 @@ def create_key(
     expires_in_days: float | None = None,
     rotated_from: str | None = None,
 ) -> ApiKeyCreated:
+    now = utcnow()
+    created = _new_key(session, scopes=scopes, name=name, now=now, expires_in_days=expires_in_days)
+    created.row.rotated_from = rotated_from
+    session.commit()
+    return created.answer(now)
+
+
+@dataclass
+class _NewKey:
+    """A key added to the session but not committed, with the secret to return once."""
+
+    row: ApiKey
+    key: str
+
+    def answer(self, now: datetime) -> ApiKeyCreated:
+        return ApiKeyCreated(key=self.key, **to_public(self.row, now).model_dump())
+
+
+def _new_key(
+    session: Session,
+    *,
+    scopes: list[Scope],
+    name: str,
+    now: datetime,
+    expires_in_days: float | None = None,
+) -> _NewKey:
     if not scopes:
         raise InvalidRequest("a key needs at least one scope", allowed=[s.value for s in Scope])
-    now = utcnow()
+    try:
+        expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
+    except OverflowError as exc:  # the route bounds it; a caller in code may not
+        raise InvalidRequest(
+            "expires_in_days is out of range", loc=["body", "expires_in_days"]
+        ) from exc
     prefix = f"{KEY_MARKER}_{secrets.token_hex(4)}"
     key = f"{prefix}_{secrets.token_urlsafe(32)}"
     row = ApiKey(
@@ -67,12 +99,10 @@ def create_key(
         name=name,
         scopes=sorted({scope.value for scope in scopes}),
         created_at=now,
-        expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
-        rotated_from=rotated_from,
+        expires_at=expires_at,
     )
     session.add(row)
-    session.commit()
-    return ApiKeyCreated(key=key, **to_public(row, now).model_dump())
+    return _NewKey(row=row, key=key)
 
 
 def list_keys(*, session: Session, include_inactive: bool = False) -> list[ApiKeyPublic]:
@@ -99,26 +129,33 @@ def revoke_key(*, session: Session, prefix: str) -> ApiKeyPublic:
 
 
 def rotate_key(*, session: Session, prefix: str, grace_hours: float = 0) -> ApiKeyCreated:
-    """A new key with the same name and scopes; the old one stops working after the grace period."""
+    """A new key with the same name and scopes; the old one stops working after the grace period.
+
+    One transaction: the new key is committed together with the old key's end, so a
+    failure anywhere before the commit leaves no active key whose secret was never shown.
+    """
     old = _get_by_prefix(session, prefix)
     now = utcnow()
     if not _is_active(old, now):
         raise InvalidRequest(f"API key {prefix} is revoked or expired and cannot be rotated")
-    new = create_key(
-        session=session,
-        scopes=[Scope(s) for s in old.scopes],
-        name=old.name,
-        rotated_from=old.prefix,
-    )
-    if grace_hours > 0:
-        ends = now + timedelta(hours=grace_hours)
-        old.expires_at = ends if old.expires_at is None else min(old.expires_at, ends)
-    else:
-        old.revoked_at = now
-    session.add(old)
-    session.commit()
+    try:
+        ends = now + timedelta(hours=grace_hours) if grace_hours > 0 else None
+    except OverflowError as exc:
+        raise InvalidRequest("grace_hours is out of range", loc=["body", "grace_hours"]) from exc
+    try:
+        new = _new_key(session, scopes=[Scope(s) for s in old.scopes], name=old.name, now=now)
+        new.row.rotated_from = old.prefix
+        if ends is not None:
+            old.expires_at = ends if old.expires_at is None else min(old.expires_at, ends)
+        else:
+            old.revoked_at = now
+        session.add(old)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
     _note_revocation()
-    return new
+    return new.answer(now)
 
 
 def authenticate(*, session: Session, key: str) -> Principal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import httpx
@@ -13,7 +14,7 @@ from sqlmodel import Session, select
 from shadoweval.auth import service as auth_service
 from shadoweval.auth.models import ApiKey, Scope
 from shadoweval.db import utcnow
-from tests.conftest import Keys, LiveApi, decision
+from tests.conftest import Keys, LiveApi, decision, use_settings
 
 # Every /v1 route, the scope it needs, and a call that passes auth when the scope is held.
 # (method, path template, required scope, path used, json body, status when allowed)
@@ -57,6 +58,16 @@ SCOPE_MATRIX = [
     ("GET", "/v1/segments", Scope.READ, "/v1/segments", None, 200),
     ("GET", "/v1/calibration", Scope.READ, "/v1/calibration", None, 200),
     ("GET", "/v1/economics", Scope.READ, "/v1/economics?router=r", None, 200),
+    ("GET", "/v1/sessions", Scope.READ, "/v1/sessions?router=r", None, 200),
+    ("GET", "/v1/thresholds", Scope.READ, "/v1/thresholds?router=r", None, 404),
+    (
+        "GET",
+        "/v1/segments/{segment}/estimates",
+        Scope.READ,
+        "/v1/segments/billing/estimates?router=r",
+        None,
+        404,
+    ),
     ("GET", "/v1/sampling", Scope.READ, "/v1/sampling", None, 200),
     ("GET", "/v1/sampling/periods", Scope.READ, "/v1/sampling/periods", None, 200),
     ("GET", "/v1/budget", Scope.READ, "/v1/budget", None, 200),
@@ -288,3 +299,145 @@ def test_expired_key_is_refused(live_api: LiveApi, session: Session) -> None:
         response = client.get("/v1/decisions")
     assert response.status_code == 401
     assert "expired" in response.json()["detail"]
+
+
+# --- hostile input on the admin and operate routes (issue 15 §7, §8) ----------------------
+
+BODY_ROUTES = [
+    (method, path)
+    for method, _, required, path, body, _ in SCOPE_MATRIX
+    if body is not None and required in (Scope.ADMIN, Scope.OPERATE)
+]
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES)
+@pytest.mark.parametrize("authorization", [None, "Bearer sek_deadbeef_wrongsecret"])
+def test_invalid_json_without_a_valid_key_is_a_401_not_a_422(
+    live_api: LiveApi, method: str, path: str, authorization: str | None
+) -> None:
+    # The key is checked before the body is read, so nothing about the body leaks out.
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    with httpx.Client(base_url=live_api.url) as client:
+        response = client.request(method, path, content=b'{"not json', headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_body_over_the_limit_is_refused_while_reading(live_api: LiveApi, keys: Keys) -> None:
+    use_settings(live_api, api_max_body_bytes=1024)
+    pool = {"router": "big", "tiers": {"cheap": [f"model-{i}" for i in range(200)]}}
+    chunks = [b'{"router": "big", "tiers": {"cheap": ['] + [b'"m",'] * 400 + [b'"m"]}}']
+    with live_api.client(keys.admin) as admin:
+        declared = admin.put("/v1/pool", json=pool)
+        # No Content-Length: the limit holds on the bytes as they arrive.
+        streamed = admin.put(
+            "/v1/pool", content=iter(chunks), headers={"Content-Type": "application/json"}
+        )
+        small = admin.put("/v1/pool", json={"router": "small", "tiers": {"cheap": ["m"]}})
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert response.json()["code"] == "payload_too_large"
+        assert response.json()["limit_bytes"] == 1024
+    assert small.status_code == 200, small.text
+
+
+def test_ingest_keys_keep_the_ingest_body_limit(live_api: LiveApi, keys: Keys) -> None:
+    use_settings(live_api, api_max_body_bytes=1024, ingest_max_bytes=4096)
+    batch = [decision(f"limit-{i}") for i in range(3)]  # ~2 KB: over the API limit only
+    with live_api.client(keys.ingest) as client:
+        assert client.post("/v1/decisions", json=batch).status_code == 202
+        too_big = client.post("/v1/decisions", json=[decision(f"x-{i}") for i in range(10)])
+    assert too_big.status_code == 413
+    assert too_big.json()["limit_bytes"] == 4096
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "value"),
+    [
+        ("/v1/keys", "expires_in_days", "1e300"),
+        ("/v1/keys", "expires_in_days", "Infinity"),
+        ("/v1/keys", "expires_in_days", "NaN"),
+        ("/v1/keys", "expires_in_days", "-1"),
+        ("/v1/keys/{prefix}/rotate", "grace_hours", "1e300"),
+        ("/v1/keys/{prefix}/rotate", "grace_hours", "Infinity"),
+        ("/v1/keys/{prefix}/rotate", "grace_hours", "-1"),
+    ],
+)
+def test_key_durations_are_bounded(
+    live_api: LiveApi, keys: Keys, session: Session, path: str, field: str, value: str
+) -> None:
+    old = auth_service.create_key(session=session, scopes=[Scope.READ], name="bounded")
+    body = f'{{"scopes": ["read"], "{field}": {value}}}'.encode()
+    with live_api.client(keys.admin) as admin:
+        response = admin.post(
+            path.format(prefix=old.prefix),
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        listed = admin.get("/v1/keys", params={"include_inactive": True}).json()
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", field]
+    # Nothing was created, and the key to rotate still works.
+    assert sorted(k["name"] for k in listed) == sorted(
+        ["bounded", *(f"test {scope}" for scope in Scope)]
+    )
+    assert next(k for k in listed if k["prefix"] == old.prefix)["active"]
+
+
+def test_a_key_name_with_control_characters_is_refused(live_api: LiveApi, keys: Keys) -> None:
+    with live_api.client(keys.admin) as admin:
+        response = admin.post("/v1/keys", json={"scopes": ["read"], "name": "a\u0000b"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "name"]
+
+
+def test_rotation_that_fails_to_commit_leaves_no_new_key(
+    engine: Engine, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = auth_service.create_key(session=session, scopes=[Scope.READ], name="rotated")
+    commit = Session.commit
+
+    def failing_commit(self: Session) -> None:
+        # Fail the write that ends the old key, wherever it comes in the rotation.
+        if any(isinstance(row, ApiKey) and row.prefix == old.prefix for row in self.dirty):
+            raise RuntimeError("the database went away")
+        commit(self)
+
+    monkeypatch.setattr(Session, "commit", failing_commit)
+    with pytest.raises(RuntimeError):
+        auth_service.rotate_key(session=session, prefix=old.prefix)
+    monkeypatch.undo()
+    with Session(engine) as fresh:
+        rows = fresh.exec(select(ApiKey).where(ApiKey.name == "rotated")).all()
+    assert [(row.prefix, row.revoked_at) for row in rows] == [(old.prefix, None)]
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES)
+@pytest.mark.parametrize(("text", "reason"), [("a\u0000b", "NUL"), ("s-\ud800", "lone surrogate")])
+def test_unstorable_strings_in_admin_and_operate_bodies_are_a_422_naming_them(
+    live_api: LiveApi, keys: Keys, method: str, path: str, text: str, reason: str
+) -> None:
+    # PostgreSQL cannot store either; the same answer on SQLite keeps the API one API.
+    required, body = next((r, b) for m, _, r, p, b, _ in SCOPE_MATRIX if (m, p) == (method, path))
+    assert isinstance(body, dict)
+    with live_api.client(keys.for_scope(required)) as client:
+        response = client.request(
+            method,
+            path,
+            # ASCII JSON: a lone surrogate travels as its escape, as any JSON client sends it.
+            content=json.dumps({**body, "note": {"deep": [text]}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "note", "deep", 0]
+    assert reason in error["msg"]
+
+
+def test_a_surrogate_pair_is_text_not_a_lone_surrogate(live_api: LiveApi, keys: Keys) -> None:
+    with live_api.client(keys.admin) as admin:
+        response = admin.post("/v1/keys", json={"scopes": ["read"], "name": "ok \U0001f600"})
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "ok \U0001f600"
