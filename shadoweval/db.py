@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
+import shutil
+import socket
+import sqlite3
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -22,16 +29,24 @@ from fastapi import Depends, Request
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, Table, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as SqlalchemyTimeoutError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
 from shadoweval.config import Settings
-from shadoweval.exceptions import DatabaseNotReady
+from shadoweval.exceptions import (
+    DatabaseNotReady,
+    DatabaseStalled,
+    Overloaded,
+    ShadowevalError,
+    StorageFull,
+)
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)
 
 # JSONB on PostgreSQL (indexable, compact), JSON text elsewhere.
 JsonType = JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -102,8 +117,15 @@ def dialect_insert(bind: Connection | Engine | Session) -> Callable[[Table], Any
     return postgresql.insert if dialect.name == "postgresql" else sqlite.insert
 
 
-def create_db_engine(settings: Settings) -> Engine:
-    """The engine for `settings`: SQLite in WAL mode with a busy timeout, or a PostgreSQL pool."""
+def create_db_engine(
+    settings: Settings, *, statement_timeout_seconds: float | None = None
+) -> Engine:
+    """The engine for `settings`: SQLite in WAL mode with a busy timeout, or a PostgreSQL pool
+    whose every wait is bounded (connect, pool checkout, each statement and commit).
+
+    `statement_timeout_seconds` overrides `db_statement_timeout_seconds` (the worker's jobs
+    run longer aggregations than a request may).
+    """
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -114,6 +136,7 @@ def create_db_engine(settings: Settings) -> Engine:
                 "check_same_thread": False,
                 "timeout": settings.sqlite_busy_timeout_ms / 1000,
             },
+            pool_timeout=settings.db_pool_timeout_seconds,
             json_serializer=json_text,
         )
         busy_timeout = settings.sqlite_busy_timeout_ms
@@ -129,13 +152,322 @@ def create_db_engine(settings: Settings) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(
+    limit = statement_timeout_seconds or settings.db_statement_timeout_seconds
+    engine = create_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
         pool_pre_ping=True,
         json_serializer=json_text,
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout_seconds,
+            # The server cancels a slow statement itself and keeps the connection.
+            "options": f"-c statement_timeout={int(limit * 1000)}",
+        },
     )
+    if url.get_driver_name() == "psycopg":  # the watchdog hooks psycopg 3's wait
+        bound_database_waits(engine, limit)
+    else:
+        log.warning("driver %s: no client-side stall limit (psycopg 3 only)", url.drivername)
+    return engine
+
+
+# --- bounded waits on PostgreSQL -----------------------------------------------------------
+#
+# statement_timeout cannot help when the server stops answering altogether (a SIGSTOPped
+# or partitioned PostgreSQL: the kernel still acknowledges the bytes, nothing ever comes
+# back), and libpq has no read timeout. So a watchdog thread shuts down the socket of any
+# connection that has waited past its limit: the blocked call then fails at once as if the
+# server had left, the pool replaces the connection, and the engine's StallBreaker fails
+# every later call at once until a probe connection gets an answer again.
+
+# Past the server's statement_timeout, so a merely slow statement is cancelled by the
+# server (the connection survives) before the watchdog breaks it.
+STALL_GRACE_SECONDS = 0.25
+# A pre-ping is `SELECT 1`: a healthy server answers it in milliseconds.
+PING_LIMIT_SECONDS = 1.0
+
+
+class StallWatch:
+    """Breaks DBAPI connections that wait on the server longer than their limit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deadlines: dict[int, tuple[float, Any]] = {}
+        self._broken: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+
+    def start(self, dbapi_connection: Any, limit_seconds: float) -> None:
+        with self._lock:
+            self._deadlines[id(dbapi_connection)] = (
+                time.monotonic() + limit_seconds,
+                dbapi_connection,
+            )
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="db-stall-watch", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self, dbapi_connection: Any) -> None:
+        with self._lock:
+            self._deadlines.pop(id(dbapi_connection), None)
+
+    def was_broken(self, dbapi_connection: Any) -> bool:
+        return dbapi_connection is not None and dbapi_connection in self._broken
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.05)
+            now = time.monotonic()
+            with self._lock:
+                expired = [
+                    (key, connection)
+                    for key, (deadline, connection) in self._deadlines.items()
+                    if deadline <= now
+                ]
+                for key, connection in expired:
+                    del self._deadlines[key]
+                    self._broken.add(connection)
+            for _key, connection in expired:
+                _shut_down_socket(connection)
+
+
+def _shut_down_socket(dbapi_connection: Any) -> None:
+    """Wake a thread blocked reading this psycopg connection: EOF, as if the server left."""
+    try:
+        fd = dbapi_connection.pgconn.socket
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+        log.warning("database did not answer in time; broke the waiting connection")
+    except Exception as exc:  # already closed (OSError, or psycopg's own): nothing waits on it
+        log.debug("could not break a stalled connection: %s", exc)
+
+
+STALL_WATCH = StallWatch()
+
+
+@dataclass
+class _EngineState:
+    statement_timeout_seconds: float | None = None
+    disk_full_at: float | None = None  # monotonic time of the last disk-full error
+    breaker: StallBreaker | None = None
+
+
+_ENGINE_STATE: weakref.WeakKeyDictionary[Engine, _EngineState] = weakref.WeakKeyDictionary()
+
+
+def _state(engine: Engine) -> _EngineState:
+    return _ENGINE_STATE.setdefault(engine, _EngineState())
+
+
+def statement_timeout_of(engine: Engine) -> float | None:
+    """The statement timeout `engine` enforces (None: SQLite, whose busy timeout rules)."""
+    return _state(engine).statement_timeout_seconds
+
+
+class StallBreaker:
+    """Once the database is found stalled, fail its callers at once until it answers again.
+
+    Without it every caller still pays a full timeout (and the single ingest writer pays
+    them one after another); with it, a probe thread tries a fresh connection every
+    PROBE_INTERVAL_SECONDS and closes the breaker on the first answer.
+    """
+
+    PROBE_INTERVAL_SECONDS = 0.5
+
+    def __init__(self, limit_seconds: float, connect: Callable[[], Any]) -> None:
+        self.limit_seconds = limit_seconds
+        self._connect = connect
+        self._lock = threading.Lock()
+        self.open = False
+        self._probe: threading.Thread | None = None
+
+    def trip(self) -> None:
+        with self._lock:
+            if self.open:
+                return
+            self.open = True
+            log.warning(
+                "database not answering within %gs: failing fast until it answers",
+                self.limit_seconds,
+            )
+            self._probe = threading.Thread(target=self._run_probe, name="db-probe", daemon=True)
+            self._probe.start()
+
+    def check(self) -> None:
+        if self.open:
+            raise DatabaseStallError(
+                ConnectionError("the database stopped answering; failing fast until it does"),
+                limit_seconds=self.limit_seconds,
+            )
+
+    def _run_probe(self) -> None:
+        while self.open:
+            time.sleep(self.PROBE_INTERVAL_SECONDS)
+            try:
+                connection = self._connect()
+                try:
+                    connection.stall_limit_seconds = PING_LIMIT_SECONDS
+                    connection.execute("SELECT 1")
+                finally:
+                    connection.close()
+            except Exception as exc:  # still stalled (or down): keep failing fast
+                log.debug("database probe failed: %s", exc)
+                continue
+            with self._lock:
+                self.open = False
+            log.warning("database answers again")
+
+
+def bound_database_waits(engine: Engine, limit_seconds: float) -> None:
+    """Open `engine`'s PostgreSQL connections as StallBoundConnection, so every wait on the
+    server (statements, COPY, fetches, commits, also through the driver directly) is bounded,
+    pre-pings more tightly, and a stall trips the engine's StallBreaker."""
+    import psycopg
+
+    watch_limit = limit_seconds + STALL_GRACE_SECONDS
+    _state(engine).statement_timeout_seconds = limit_seconds
+    connection_class = _stall_bound_connection_class(psycopg.Connection)
+    last_arguments: list[tuple[Any, dict[str, Any]]] = []
+
+    def probe_connect() -> Any:
+        cargs, cparams = last_arguments[-1]
+        return connection_class.connect(*cargs, **cparams)  # no breaker: it probes for one
+
+    breaker = StallBreaker(limit_seconds, probe_connect)
+    _state(engine).breaker = breaker
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        last_arguments[:] = [(cargs, cparams)]
+        breaker.check()
+        try:
+            connection = connection_class.connect(*cargs, **cparams)
+        except psycopg.errors.ConnectionTimeout as exc:
+            breaker.trip()
+            raise DatabaseStallError(exc, limit_seconds=limit_seconds) from exc
+        connection.stall_limit_seconds = watch_limit
+        connection.statement_timeout_seconds = limit_seconds
+        connection.breaker = breaker
+        return connection
+
+    ping = engine.dialect.do_ping
+
+    def bounded_ping(dbapi_connection: Any) -> bool:
+        dbapi_connection.stall_limit_seconds = PING_LIMIT_SECONDS
+        try:
+            return bool(ping(dbapi_connection))
+        finally:
+            dbapi_connection.stall_limit_seconds = watch_limit
+
+    # An instance attribute shadows the dialect class's method for this engine only.
+    engine.dialect.do_ping = bounded_ping  # type: ignore[method-assign]
+
+
+@functools.cache
+def _stall_bound_connection_class(base: type[Any]) -> type[Any]:
+    class StallBoundConnection(base):  # type: ignore[misc]
+        """A psycopg connection whose every wait on the server is watched by STALL_WATCH.
+
+        `Connection.wait` is the one place psycopg blocks on the socket once connected.
+        """
+
+        stall_limit_seconds = 5.5
+        statement_timeout_seconds = 5.0
+        breaker: StallBreaker | None = None  # None: the probe's own connection
+
+        def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.breaker is not None:
+                self.breaker.check()  # before anything is sent: the connection stays usable
+            STALL_WATCH.start(self, self.stall_limit_seconds)
+            try:
+                return super().wait(gen, *args, **kwargs)
+            except Exception as exc:
+                if STALL_WATCH.was_broken(self):
+                    if self.breaker is not None:
+                        self.breaker.trip()
+                    raise DatabaseStallError(
+                        exc, limit_seconds=self.statement_timeout_seconds
+                    ) from exc
+                raise
+            finally:
+                STALL_WATCH.stop(self)
+
+    return StallBoundConnection
+
+
+class DatabaseStallError(OperationalError):
+    """A statement, fetch or commit the database did not answer within the timeout (the
+    connection is broken, and SQLAlchemy replaces it once it is returned), or a call
+    refused at once while the database is known to be stalled."""
+
+    def __init__(self, orig: BaseException, *, limit_seconds: float) -> None:
+        super().__init__(f"database not answering within {limit_seconds:g}s", None, orig)
+        self.limit_seconds = limit_seconds
+
+
+def database_error(exc: BaseException, *, engine: Engine | None = None) -> ShadowevalError:
+    """The domain error for a database failure: a full disk (507), a stall (503 with the
+    timeout), or any other operational failure (503, retry shortly)."""
+    if is_disk_full(exc):
+        if engine is not None:
+            note_disk_full(engine)
+        return StorageFull(
+            "the database's disk is full; nothing can be stored until an operator frees "
+            "space or grows the volume (retrying will not help)"
+        )
+    if isinstance(exc, DatabaseStallError):
+        return DatabaseStalled(
+            f"database not answering within {exc.limit_seconds:g}s; retry later",
+            retry_after_s=max(1, round(exc.limit_seconds)),
+        )
+    limit = statement_timeout_of(engine) if engine is not None else None
+    if isinstance(exc, SqlalchemyTimeoutError):
+        return DatabaseStalled(
+            "no database connection became free in time (the database is slow or stalled); "
+            "retry later",
+            retry_after_s=max(1, round(limit or 1)),
+        )
+    if _sqlstate(exc) == "57014" or _is_connect_timeout(exc):  # query_canceled; connect
+        shown = f" within {limit:g}s" if limit else " in time"
+        return DatabaseStalled(
+            f"database not answering{shown}; retry later",
+            retry_after_s=max(1, round(limit or 1)),
+        )
+    return Overloaded("the database is busy or unreachable; retry shortly")
+
+
+def driver_operational_errors() -> tuple[type[Exception], ...]:
+    """The drivers' own OperationalError classes: code that talks to the driver directly
+    (ingest's bulk insert) raises these unwrapped by SQLAlchemy."""
+    errors: list[type[Exception]] = [sqlite3.OperationalError]
+    try:
+        import psycopg
+    except ImportError:  # SQLite-only install
+        return tuple(errors)
+    return (*errors, psycopg.OperationalError)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full") or PostgreSQL's disk_full (53100)."""
+    orig = getattr(exc, "orig", exc)
+    if getattr(orig, "sqlite_errorcode", None) == SQLITE_FULL:
+        return True
+    if _sqlstate(exc) == "53100":
+        return True
+    return "database or disk is full" in str(orig)
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None)
+
+
+def _is_connect_timeout(exc: BaseException) -> bool:
+    text_ = str(getattr(exc, "orig", exc)).lower()
+    return "timeout expired" in text_ or "connection timeout" in text_
 
 
 class SqliteWriterLock:
@@ -198,8 +530,16 @@ def take_sqlite_write_lock(session: Session) -> None:
 
 def get_session(request: Request) -> Iterator[Session]:
     """The request-scoped session; the engine lives on the app."""
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    session = Session(request.app.state.engine, expire_on_commit=False)
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except SQLAlchemyError as exc:
+            # Closing only rolls back what was not committed; a database that stops
+            # answering then must not turn an answer already sent into a reset connection.
+            log.warning("closing a request's session failed: %s", str(exc).splitlines()[0])
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -266,6 +606,9 @@ def check_database_ready(engine: Engine) -> str:
             connection.execute(text("SELECT 1"))
         current = current_revision(engine)
     except SQLAlchemyError as exc:
+        error = database_error(exc, engine=engine)
+        if isinstance(error, DatabaseStalled):
+            raise DatabaseNotReady(f"database {shown}: {error.message}") from exc
         raise DatabaseNotReady(
             f"database {shown} is unreachable: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
         ) from exc
@@ -292,3 +635,60 @@ def _is_known_revision(revision: str) -> bool:
         return _script_directory().get_revision(revision) is not None
     except AlembicError:
         return False
+
+
+# --- readiness -----------------------------------------------------------------------------
+
+# A disk-full error is remembered this long, so /readyz reports what ingest just hit even on
+# PostgreSQL, where no client-side query can see the disk. Writes failing on a disk that
+# stays full keep renewing it; once space is freed, readiness returns within this time.
+DISK_FULL_MEMORY_SECONDS = 60.0
+# Below this, SQLite cannot even grow its WAL by a few pages: the disk is as good as full.
+SQLITE_MIN_FREE_BYTES = 64 * 1024
+
+
+def note_disk_full(engine: Engine) -> None:
+    _state(engine).disk_full_at = time.monotonic()
+
+
+def storage_full_reason(engine: Engine) -> str | None:
+    """Why `engine`'s database cannot take writes, or None: a SQLite file at its page limit
+    (`PRAGMA max_page_count`) or a disk-full error seen in the last minute."""
+    noted = _state(engine).disk_full_at
+    if noted is not None and time.monotonic() - noted < DISK_FULL_MEMORY_SECONDS:
+        return "the database's disk is full (a write just failed with disk full); free space"
+    if engine.dialect.name != "sqlite":
+        return None
+    with engine.connect() as connection:
+        pages = connection.exec_driver_sql("PRAGMA page_count").scalar_one()
+        limit = connection.exec_driver_sql("PRAGMA max_page_count").scalar_one()
+        free = connection.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+    if int(pages) >= int(limit) and int(free) == 0:
+        return f"the SQLite file is full ({pages} of max_page_count {limit} pages); free space"
+    database = engine.url.database
+    if database and database != ":memory:":
+        available = shutil.disk_usage(Path(database).resolve().parent).free
+        if available < SQLITE_MIN_FREE_BYTES:
+            return f"the disk holding {database} has {available} bytes free; free space"
+    return None
+
+
+def database_readiness(engine: Engine) -> tuple[int, dict[str, Any]]:
+    """The status and body of /readyz: 200 ready, 503 unreachable, stalled or not migrated,
+    507 when the disk is full (which retrying does not fix)."""
+    try:
+        revision = check_database_ready(engine)
+        full = storage_full_reason(engine)
+    except DatabaseNotReady as error:
+        return 503, {
+            "status": "not ready",
+            "detail": error.message,
+            "code": error.code,
+            **error.context,
+        }
+    except SQLAlchemyError as exc:
+        error_ = database_error(exc, engine=engine)
+        return 503, {"status": "not ready", "detail": error_.message, "code": error_.code}
+    if full is not None:
+        return 507, {"status": "not ready", "detail": full, "code": StorageFull.code}
+    return 200, {"status": "ready", "revision": revision}

@@ -15,7 +15,9 @@ that clients can branch on and a human-readable message.
     ├── PermissionDenied          the key lacks the scope (403)
     ├── DatabaseNotReady          unreachable or not migrated (503)
     ├── InvalidConfiguration      a configured file (e.g. alert rules) does not validate (500)
-    └── Overloaded                the database cannot keep up; retry after `retry_after_s` (503)
+    ├── Overloaded                the database cannot keep up; retry after `retry_after_s` (503)
+    │   └── DatabaseStalled       the database did not answer within its timeout (503)
+    └── StorageFull               the database's disk is full: an operator must act (507)
 """
 
 from __future__ import annotations
@@ -87,3 +89,13 @@ class Overloaded(ShadowevalError):
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message, retry_after_s=retry_after_s)
         self.retry_after_s = retry_after_s
+
+
+class DatabaseStalled(Overloaded):
+    code = "database_stalled"
+
+
+class StorageFull(ShadowevalError):
+    """Not transient like Overloaded: retrying does not help until space is freed."""
+
+    code = "storage_full"

@@ -38,7 +38,10 @@ class AlertDelivery(SQLModel, table=True):
         default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True)
     )
     channel: str = SQLField(max_length=16)  # webhook | slack | pagerduty | retrain
-    # May hold a secret (Slack's webhook path): shown only through channels.redact_url.
+    # The configured channel this row goes to; its URL and secrets are read from the
+    # settings when sending (outbox.channel_url), so none of them is stored at rest.
+    channel_name: str = SQLField(max_length=100)
+    # The channel's URL as shown (channels.redact_url: scheme and host), never the real one.
     url: str = SQLField(max_length=2000)
     payload: dict[str, Any] = SQLField(sa_column=Column(JsonType, nullable=False))
     dedup_key: str = SQLField(max_length=300)
@@ -95,6 +98,7 @@ class DeliveryAttemptPublic(BaseModel):
 class AlertDeliveryPublic(BaseModel):
     id: int
     channel: str
+    channel_name: str
     url: str  # redacted
     status: str
     kind: str

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from shadoweval.alerts import outbox
 from shadoweval.alerts.delivery_models import AlertDeliveryPage, DeliveryAttemptPage
 from shadoweval.db import SessionDep
-from shadoweval.deps import ReadScope
+from shadoweval.deps import ReadScope, RowId, RowIdFilter
 
 router = APIRouter(prefix="/v1", tags=["alerts"], dependencies=[ReadScope])
 
@@ -18,8 +18,8 @@ router = APIRouter(prefix="/v1", tags=["alerts"], dependencies=[ReadScope])
 @router.get("/alert-deliveries")
 def list_alert_deliveries(
     session: SessionDep,
-    alert_id: int | None = None,
-    event_id: int | None = None,
+    alert_id: RowIdFilter = None,
+    event_id: RowIdFilter = None,
     status: Literal["pending", "in_flight", "delivered", "failed"] | None = None,
     channel: Literal["webhook", "slack", "pagerduty", "retrain"] | None = None,
     cursor: str | None = None,
@@ -40,7 +40,7 @@ def list_alert_deliveries(
 @router.get("/alert-deliveries/{delivery_id}/attempts")
 def list_alert_delivery_attempts(
     session: SessionDep,
-    delivery_id: int,
+    delivery_id: RowId,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeliveryAttemptPage:

@@ -46,7 +46,7 @@ from shadoweval.alerts.delivery_models import (
 from shadoweval.alerts.notification import Notification
 from shadoweval.config import Settings, get_settings
 from shadoweval.db import UtcDateTime, dialect_insert, utcnow
-from shadoweval.events.models import Event
+from shadoweval.events.models import Event, EventKind
 from shadoweval.exceptions import NotFound
 from shadoweval.runtime import leases
 
@@ -56,7 +56,7 @@ DELIVERY_TABLE = cast(Table, AlertDelivery.__table__)  # type: ignore[attr-defin
 ATTEMPT_TABLE = cast(Table, AlertDeliveryAttempt.__table__)  # type: ignore[attr-defined]
 EVENT_TABLE = cast(Table, Event.__table__)  # type: ignore[attr-defined]
 
-MODEL_CHANGE = "model_change"
+MODEL_CHANGE = EventKind.MODEL_CHANGE  # retrain notifications are named after their event
 OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)
 Clock = Callable[[], datetime]
 
@@ -64,18 +64,33 @@ Clock = Callable[[], datetime]
 # --- enqueueing ----------------------------------------------------------------------------
 
 
+# The setting that holds each channel's URL. A delivery row stores only the channel's name
+# (`channel_name`): the URL, which carries secrets (Slack's path, tokens in queries), and
+# the signing secret or routing key are read from the settings when sending.
+CHANNEL_URL_SETTING: dict[Channel, str] = {
+    "webhook": "alert_webhook_url",
+    "slack": "alert_slack_webhook_url",
+    "pagerduty": "alert_pagerduty_url",
+    "retrain": "retrain_webhook_url",
+}
+
+
+def channel_url(settings: Settings, channel_name: str) -> str | None:
+    """The URL configured now for the channel named `channel_name`; None when it is not
+    configured (any more). PagerDuty counts as configured only with its routing key."""
+    if channel_name == "pagerduty" and not settings.alert_pagerduty_routing_key:
+        return None
+    setting = CHANNEL_URL_SETTING.get(cast(Channel, channel_name))
+    url = getattr(settings, setting) if setting else None
+    return str(url) if url else None
+
+
 def configured_channels(settings: Settings, kind: str) -> list[tuple[Channel, str]]:
     """Where a notification of `kind` goes: retrain triggers to their own webhook only."""
-    if kind == "retrain":
-        return [("retrain", settings.retrain_webhook_url)] if settings.retrain_webhook_url else []
-    targets: list[tuple[Channel, str]] = []
-    if settings.alert_webhook_url:
-        targets.append(("webhook", settings.alert_webhook_url))
-    if settings.alert_slack_webhook_url:
-        targets.append(("slack", settings.alert_slack_webhook_url))
-    if settings.alert_pagerduty_routing_key:
-        targets.append(("pagerduty", settings.alert_pagerduty_url))
-    return targets
+    names: tuple[Channel, ...] = (
+        ("retrain",) if kind == "retrain" else ("webhook", "slack", "pagerduty")
+    )
+    return [(name, url) for name in names if (url := channel_url(settings, name)) is not None]
 
 
 def enqueue_notification(
@@ -100,7 +115,8 @@ def enqueue_notification(
     for channel, url in configured_channels(settings, notification.kind):
         values: dict[str, Any] = {
             "channel": channel,
-            "url": url,
+            "channel_name": channel,
+            "url": channels.redact_url(url, channel),
             "payload": channels.payload_for(channel, notification, source=source),
             "dedup_key": notification.dedup_key[:300],
             "kind": notification.kind,
@@ -350,7 +366,7 @@ async def deliver_one(
     now = clock()
     attempt = int(row["attempts"])
     deadline = row["created_at"] + timedelta(hours=settings.delivery_max_age_hours)
-    shown_url = channels.redact_url(row["url"], row["channel"])
+    shown_url = row["url"]  # stored redacted
     retry_at: datetime | None = None
     attempt_outcome: str = result.outcome
     if result.outcome == "delivered":
@@ -415,12 +431,23 @@ async def deliver_one(
 
 
 async def send(client: httpx.AsyncClient, row: dict[str, Any], settings: Settings) -> AttemptResult:
-    """One POST of a stored delivery; secrets (signature, routing key) are added only here."""
-    channel, url = str(row["channel"]), str(row["url"])
+    """One POST of a stored delivery; the URL and secrets (signature, routing key) come from
+    the settings, only here."""
+    channel = str(row["channel"])
+    name = str(row.get("channel_name") or channel)
+    url = channel_url(settings, name)
+    if url is None:
+        setting = CHANNEL_URL_SETTING.get(cast(Channel, name), name)
+        if name == "pagerduty":
+            setting = "alert_pagerduty_routing_key"
+        return AttemptResult(
+            "failed",
+            None,
+            f"channel {name!r} is not configured (set SHADOWEVAL_{setting.upper()})",
+            0.0,
+        )
     payload = dict(row["payload"])
-    if channel == "pagerduty":
-        if not settings.alert_pagerduty_routing_key:
-            return AttemptResult("failed", None, "alert_pagerduty_routing_key is not set", 0.0)
+    if channel == "pagerduty":  # channel_url checked that the routing key is set
         payload = {"routing_key": settings.alert_pagerduty_routing_key, **payload}
     if channel in ("webhook", "retrain"):
         # Inside the signed body, so a replayed body cannot claim another delivery id
@@ -614,6 +641,7 @@ def _public(row: dict[str, Any], attempts: list[DeliveryAttemptPublic]) -> Alert
     return AlertDeliveryPublic(
         id=row["id"],
         channel=row["channel"],
+        channel_name=row["channel_name"],
         url=channels.redact_url(row["url"], row["channel"]),
         status=row["status"],
         kind=row["kind"],

@@ -8,6 +8,11 @@ rows), and `include_tests=True`, the only way to get the per-column drift flags.
 
 Evidently and pandas are imported inside the functions: importing them takes
 seconds and ~300 MB, which the API process must not pay.
+
+Nothing leaves the machine: Evidently ships usage telemetry (`evidently/telemetry.py`,
+iterative-telemetry posting to Evidently's collector, used by its UI service and
+collector app, not by `Report.run`; and a legacy `EVIDENTLY_DISABLE_TELEMETRY` flag), so
+`_import_evidently` switches both off before the first import, whoever imports it later.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import dataclasses
 import importlib
 import math
 import numbers
+import os
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -440,6 +446,17 @@ def _test_failed(test: Mapping[str, Any]) -> bool:
     return str(test["status"]) in ("FAIL", "TestStatus.FAIL")
 
 
+# Evidently's opt-outs: iterative-telemetry's DO_NOT_TRACK (any value) and its legacy flag.
+TELEMETRY_OPT_OUTS = {"DO_NOT_TRACK": "1", "EVIDENTLY_DISABLE_TELEMETRY": "1"}
+
+
+def _import_evidently() -> tuple[Any, Any]:
+    """`evidently` and `evidently.presets`, imported with its telemetry switched off."""
+    for name, value in TELEMETRY_OPT_OUTS.items():
+        os.environ.setdefault(name, value)
+    return importlib.import_module("evidently"), importlib.import_module("evidently.presets")
+
+
 def _run_evidently(
     reference: Mapping[str, NDArray[Any]],
     current: Mapping[str, NDArray[Any]],
@@ -454,8 +471,7 @@ def _run_evidently(
 ) -> _EvidentlyRun:
     """Run DataDriftPreset exactly as reference/drift.md §1's verified code does."""
     pandas: Any = importlib.import_module("pandas")
-    evidently: Any = importlib.import_module("evidently")
-    presets: Any = importlib.import_module("evidently.presets")
+    evidently, presets = _import_evidently()
 
     definition = evidently.DataDefinition(
         numerical_columns=numerical, categorical_columns=categorical

@@ -1,17 +1,30 @@
-"""/healthz, /readyz, /metrics and the OpenAPI document."""
+"""/healthz, /readyz, /metrics and the OpenAPI document; a stalled or full database."""
 
 from __future__ import annotations
 
+import inspect
 import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SqlalchemyTimeoutError
+from sqlmodel import Session
 
-from shadoweval.app import create_app
+from shadoweval import exceptions
+from shadoweval.app import create_app, status_for
+from shadoweval.auth import service as auth_service
+from shadoweval.auth.models import Scope
 from shadoweval.config import Settings
+from shadoweval.db import create_db_engine, database_error, upgrade_database
 from tests.conftest import Keys, LiveApi, decision
 
 
@@ -126,3 +139,103 @@ def test_each_request_is_timed_by_route_and_logged_with_its_key_prefix(
     )
     by_template = (("method", "GET"), ("route", "/v1/decisions/{decision_id}"), ("status", "403"))
     assert metrics[(histogram, by_template)] == 1
+
+
+# --- a stalled or full database (issue 15) -----------------------------------------------
+
+
+def test_healthz_answers_on_the_event_loop_without_the_database(tmp_path: Path) -> None:
+    """Liveness must not wait for the database or a free worker thread."""
+    unreachable = Settings(
+        data_dir=tmp_path, database_url="postgresql+psycopg://nobody@127.0.0.1:9/none"
+    )
+    app = create_app(unreachable)  # no lifespan: the API never checked its database
+    client = TestClient(app)
+    assert client.get("/healthz").json()["status"] == "ok"
+    route = next(r for r in app.routes if getattr(r, "path", None) == "/healthz")
+    assert inspect.iscoroutinefunction(route.endpoint)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code", "says"),
+    [
+        (sqlite3.OperationalError("database or disk is full"), 507, "storage_full", "disk is full"),
+        (psycopg.errors.DiskFull("could not extend file"), 507, "storage_full", "disk is full"),
+        (
+            psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+            503,
+            "database_stalled",
+            "not answering within 5s",
+        ),
+        (
+            psycopg.errors.ConnectionTimeout("connection timeout expired"),
+            503,
+            "database_stalled",
+            "not answering",
+        ),
+        (sqlite3.OperationalError("database is locked"), 503, "overloaded", "retry shortly"),
+    ],
+)
+def test_database_errors_say_whether_retrying_helps(
+    error: Exception, status: int, code: str, says: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path, database_url="postgresql+psycopg://nobody@127.0.0.1:9/none"
+    )
+    engine = create_db_engine(settings)  # never connected: the statement timeout is what counts
+    wrapped = OperationalError("INSERT …", None, error)
+    domain = database_error(wrapped, engine=engine)
+    assert (status_for(domain), domain.code) == (status, code)
+    assert says in domain.message
+    if status == 507:
+        assert "retry shortly" not in domain.message
+    engine.dispose()
+
+
+def test_pool_checkout_timeout_is_a_503_naming_the_stall() -> None:
+    domain = database_error(SqlalchemyTimeoutError("QueuePool limit reached"))
+    assert isinstance(domain, exceptions.DatabaseStalled)
+    assert domain.retry_after_s >= 1
+
+
+def test_a_full_sqlite_file_answers_507_on_ingest_and_readyz(tmp_path: Path) -> None:
+    """A file that cannot grow (max_page_count stands in for a full disk) raises SQLITE_FULL:
+    ingest says so with 507 instead of "busy, retry shortly" forever, and /readyz reports it."""
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'full.db'}",
+        sampling_mode="at_ingest",
+        plan_refresh_seconds=0,
+    )
+    upgrade_database(settings)
+    engine = create_db_engine(settings)
+    with Session(engine) as session:
+        key = auth_service.create_key(session=session, scopes=[Scope.INGEST], name="full").key
+    with engine.connect() as connection:
+        pages = int(connection.exec_driver_sql("PRAGMA page_count").scalar_one())
+    engine.dispose()
+
+    @event.listens_for(engine, "connect")
+    def _cap_file(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA max_page_count={pages + 4}")
+
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(settings, engine)) as client:
+        assert client.get("/readyz").status_code == 200
+        statuses = []
+        for batch in range(40):
+            items = [decision(f"full-{batch}-{i}", note="x" * 2000) for i in range(20)]
+            response = client.post("/v1/decisions", json=items, headers=headers)
+            statuses.append(response.status_code)
+            if response.status_code != 202:
+                break
+        assert statuses[-1] == 507, statuses
+        body = response.json()
+        assert body["code"] == "storage_full"
+        assert "disk is full" in body["detail"]
+        assert "retry shortly" not in body["detail"]
+        assert "retry-after" not in response.headers
+        ready = client.get("/readyz")
+        assert ready.status_code == 507
+        assert ready.json()["code"] == "storage_full"
+    engine.dispose()

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shadoweval.alerts import channels
+from shadoweval.alerts import channels, outbox
 from shadoweval.alerts.notification import Notification
+from shadoweval.config import Settings
 
 TS = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -241,3 +242,26 @@ def test_retry_after_http_date_from_a_formatted_time() -> None:
     later = TS + timedelta(seconds=30)
     header = later.strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert channels.retry_after_seconds(header, now=TS) == 30.0
+
+
+def test_a_channel_name_resolves_to_the_url_configured_now() -> None:
+    settings = Settings(
+        alert_webhook_url="https://hooks.example/a?token=T",
+        alert_slack_webhook_url="https://hooks.slack.com/services/T/B/X",
+        retrain_webhook_url="https://ml.example/retrain",
+        alert_pagerduty_routing_key=None,
+    )
+    assert outbox.channel_url(settings, "webhook") == "https://hooks.example/a?token=T"
+    assert outbox.channel_url(settings, "slack") == "https://hooks.slack.com/services/T/B/X"
+    assert outbox.channel_url(settings, "retrain") == "https://ml.example/retrain"
+    # PagerDuty's URL has a default; without a routing key the channel is not configured.
+    assert outbox.channel_url(settings, "pagerduty") is None
+    keyed = settings.model_copy(update={"alert_pagerduty_routing_key": "R"})
+    assert outbox.channel_url(keyed, "pagerduty") == keyed.alert_pagerduty_url
+    assert outbox.channel_url(settings, "teams") is None
+    assert [name for name, _ in outbox.configured_channels(keyed, "trigger")] == [
+        "webhook",
+        "slack",
+        "pagerduty",
+    ]
+    assert [name for name, _ in outbox.configured_channels(keyed, "retrain")] == ["retrain"]

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from shadoweval.jobs import retrain_triggers, scheduler
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -28,10 +29,10 @@ from shadoweval.alerts import channels, outbox
 from shadoweval.alerts.delivery_models import AlertDelivery, AlertDeliveryAttempt
 from shadoweval.alerts.notification import Notification
 from shadoweval.config import Settings
-from shadoweval.db import session_scope
+from shadoweval.db import create_db_engine, session_scope, upgrade_database
 from shadoweval.events.service import record_event
 from shadoweval.runtime.worker import WorkerRuntime, run_worker
-from tests.conftest import Keys, LiveApi, free_port
+from tests.conftest import Keys, LiveApi, free_port, make_empty_database_url
 
 SECRET = "whsec-test-secret"
 ROUTING_KEY = "R0UT1NGKEYSECRET0000000000000000"
@@ -736,3 +737,112 @@ def test_finished_deliveries_are_purged_after_the_retention_period(
     assert (
         outbox.purge_finished_deliveries(engine, settings=short, now=now + timedelta(days=1)) == 1
     )
+
+
+# --- secrets at rest (issue 15 §11) --------------------------------------------------------
+
+
+def _stored_text(engine: Engine) -> str:
+    """Every column of every delivery and attempt row, as text: what a dump would show."""
+    with engine.connect() as connection:
+        rows = [
+            *connection.execute(select(AlertDelivery.__table__)).all(),  # type: ignore[attr-defined]
+            *connection.execute(select(AlertDeliveryAttempt.__table__)).all(),  # type: ignore[attr-defined]
+        ]
+    return "\n".join(repr(tuple(row)) for row in rows)
+
+
+def test_rows_hold_no_url_secret_and_deliveries_still_arrive_signed(
+    engine: Engine, base: Settings, receiver: Receiver
+) -> None:
+    webhook_url = f"http://127.0.0.1:{receiver.port}/hooks/WEBHOOKPATHSECRET?token=QUERYSECRET"
+    slack_url = f"http://127.0.0.1:{receiver.port}/services/T000/B000/SLACKSECRETPATH"
+    settings = make_settings(
+        base,
+        alert_webhook_url=webhook_url,
+        alert_slack_webhook_url=slack_url,
+        alert_pagerduty_routing_key=ROUTING_KEY,
+        alert_pagerduty_url=f"http://127.0.0.1:{receiver.port}/v2/enqueue",
+    )
+    ids = enqueue(engine, settings, alert())
+    assert len(ids) == 3
+    secrets = ("WEBHOOKPATHSECRET", "QUERYSECRET", "SLACKSECRETPATH", ROUTING_KEY, SECRET)
+    stored = _stored_text(engine)
+    assert not [secret for secret in secrets if secret in stored]
+    rows = {row.channel: row for row in (delivery(engine, i) for i in ids)}
+    assert {name: row.channel_name for name, row in rows.items()} == {
+        "webhook": "webhook",
+        "slack": "slack",
+        "pagerduty": "pagerduty",
+    }
+    assert rows["webhook"].url == f"http://127.0.0.1:{receiver.port}/***?***"
+
+    assert process(engine, settings, Clock(T0)) == {"delivered": 3}
+    by_path = {request.path: request for request in receiver.requests}
+    assert set(by_path) == {
+        "/hooks/WEBHOOKPATHSECRET?token=QUERYSECRET",
+        "/services/T000/B000/SLACKSECRETPATH",
+        "/v2/enqueue",
+    }
+    signed = by_path["/hooks/WEBHOOKPATHSECRET?token=QUERYSECRET"]
+    assert channels.verify_signature(
+        SECRET,
+        signed.headers[channels.TIMESTAMP_HEADER],
+        signed.headers[channels.SIGNATURE_HEADER],
+        signed.body,
+        now=time.time(),
+    )
+    assert by_path["/v2/enqueue"].json["routing_key"] == ROUTING_KEY
+    stored = _stored_text(engine)  # attempts and errors too
+    assert not [secret for secret in secrets if secret in stored]
+
+
+def test_an_open_delivery_goes_to_the_url_configured_when_it_is_sent(
+    engine: Engine, base: Settings, receiver: Receiver
+) -> None:
+    """A leaked webhook URL is rotated in the settings: queued deliveries follow it."""
+    (queued,) = enqueue(
+        engine, make_settings(base, alert_webhook_url="http://127.0.0.1:9/old"), alert()
+    )
+    rotated = make_settings(base, alert_webhook_url=receiver.url)
+    assert process(engine, rotated, Clock(T0)) == {"delivered": 1}
+    assert [request.path for request in receiver.requests] == ["/hook"]
+
+    (orphan,) = enqueue(engine, rotated, alert(alert_id=43, dedup_key="other"))
+    assert process(engine, make_settings(base), Clock(T0)) == {"failed": 1}
+    row = delivery(engine, orphan)
+    assert (
+        row.last_error == "channel 'webhook' is not configured (set SHADOWEVAL_ALERT_WEBHOOK_URL)"
+    )
+    assert len(receiver.requests) == 1
+    assert delivery(engine, queued).status == "delivered"
+
+
+def test_migration_0017_redacts_stored_urls_and_keeps_open_rows_deliverable(
+    backend: str,
+    tmp_path: Path,
+    postgres_database_factory: object,
+    receiver: Receiver,
+) -> None:
+    url = make_empty_database_url(backend, tmp_path, postgres_database_factory)
+    settings = Settings(data_dir=tmp_path, database_url=url)
+    upgrade_database(settings, "0016_pool_first_seen")
+    secret_url = f"http://127.0.0.1:{receiver.port}/hook?token=QUERYSECRET"
+    engine = create_db_engine(settings)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO alert_delivery (channel, url, payload, dedup_key, kind, rule, status,"
+                " attempts, next_attempt_at, created_at) VALUES ('webhook', :url, '{}', 'k',"
+                " 'trigger', 'quality_drop', 'pending', 0, :at, :at)"
+            ),
+            {"url": secret_url, "at": T0.replace(tzinfo=None) if backend == "sqlite" else T0},
+        )
+    upgrade_database(settings)
+    row = delivery(engine, 1)
+    assert (row.channel_name, row.url) == ("webhook", f"http://127.0.0.1:{receiver.port}/***?***")
+    assert "QUERYSECRET" not in _stored_text(engine)
+    sending = make_settings(settings, alert_webhook_url=secret_url)
+    assert process(engine, sending, Clock(T0)) == {"delivered": 1}
+    assert [request.path for request in receiver.requests] == ["/hook?token=QUERYSECRET"]
+    engine.dispose()
