@@ -10,7 +10,7 @@ from sqlalchemy import Column, Index, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from shadoweval.alerts.rules import AlertRule
+from shadoweval.alerts.rule_models import AlertRule
 from shadoweval.db import BigIntId, JsonType, UtcDateTime
 from shadoweval.ingest.models import Decision
 from shadoweval.shadow.models import ShadowRun

@@ -11,7 +11,7 @@ from shadoweval.alerts.models import AlertPage, AlertPublic, RuleSetPublic, Sile
 from shadoweval.alerts.rules import RuleSet
 from shadoweval.auth.models import Principal, Scope
 from shadoweval.db import SessionDep
-from shadoweval.deps import ReadScope, SettingsDep, require_scope
+from shadoweval.deps import ReadScope, RowId, SettingsDep, require_scope
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
@@ -42,13 +42,13 @@ def list_alerts(
 
 
 @router.get("/alerts/{alert_id}", dependencies=[ReadScope])
-def get_alert(alert_id: int, session: SessionDep) -> AlertPublic:
+def get_alert(alert_id: RowId, session: SessionDep) -> AlertPublic:
     return service.get_alert(session=session, alert_id=alert_id)
 
 
 @router.post("/alerts/{alert_id}/acknowledge")
 def acknowledge(
-    alert_id: int, session: SessionDep, settings: SettingsDep, principal: Operator
+    alert_id: RowId, session: SessionDep, settings: SettingsDep, principal: Operator
 ) -> AlertPublic:
     """Stops reminders for this episode; clears a `router_stale` alert."""
     return service.acknowledge(
@@ -58,7 +58,7 @@ def acknowledge(
 
 @router.post("/alerts/{alert_id}/silence")
 def silence(
-    alert_id: int, body: SilenceIn, session: SessionDep, principal: Operator
+    alert_id: RowId, body: SilenceIn, session: SessionDep, principal: Operator
 ) -> AlertPublic:
     """No notifications for this alert's key until the silence ends (`minutes` or `until`)."""
     return service.silence(

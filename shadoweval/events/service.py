@@ -4,30 +4,31 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from shadoweval.db import dialect_insert, utcnow
-from shadoweval.events.models import Event, EventPublic
+from shadoweval.db import utcnow
+from shadoweval.events.models import Event, EventKind, EventPublic
+from shadoweval.sql import dialect_of, table_of
 
 log = logging.getLogger(__name__)
-EVENT_TABLE = cast(Table, Event.__table__)  # type: ignore[attr-defined]
+EVENT_TABLE = table_of(Event)
 
 
 def record_event(
     connection: Connection | Session,
     *,
-    kind: str,
+    kind: EventKind,
     dedup_key: str,
     ts: datetime,
     router: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> bool:
     """Insert the event unless one with the same (kind, dedup_key) exists; True when new."""
-    insert = dialect_insert(connection)
+    insert = dialect_of(connection).insert
     result = connection.execute(
         insert(EVENT_TABLE)
         .values(

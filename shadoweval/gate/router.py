@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from shadoweval.auth.models import Principal, Scope
 from shadoweval.db import SessionDep
-from shadoweval.deps import ReadScope, SettingsDep, require_scope
+from shadoweval.deps import ReadScope, RowId, SettingsDep, require_scope
 from shadoweval.gate import service
 from shadoweval.gate.models import GateAccepted, GateCreate, GateDetail, GatePage, GateSummary
 from shadoweval.providers.registry import pricing_table
@@ -57,6 +57,6 @@ def list_gates(
 
 
 @router.get("/gates/{gate_id}", dependencies=[ReadScope])
-def get_gate(gate_id: int, session: SessionDep) -> GateDetail:
+def get_gate(gate_id: RowId, session: SessionDep) -> GateDetail:
     """One gate run: status, progress, per-segment results, the Markdown report and JUnit XML."""
     return GateDetail.model_validate(service.get_gate(session, gate_id), from_attributes=True)

@@ -7,11 +7,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
@@ -29,10 +29,11 @@ from shadoweval.judge.prompts import build_judge_prompt, build_user_turn
 from shadoweval.providers.base import OutputSchema, Provider, ProviderError
 from shadoweval.runtime import leases
 from shadoweval.shadow.models import ShadowRun
+from shadoweval.sql import table_of
 
 log = logging.getLogger(__name__)
 
-VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
+VERDICT_TABLE = table_of(Verdict)
 OUTPUT_SCHEMA = OutputSchema(
     name=VERDICT_SCHEMA_NAME,
     schema=VERDICT_SCHEMA,
@@ -65,21 +66,17 @@ def load_pairs(engine: Engine, verdict_ids: list[int]) -> dict[int, PairInput]:
     """Each verdict with its conversation and both answers (the routed one and the
     shadow's), in three queries whatever the count."""
     with Session(engine) as session:
-        verdicts = session.scalars(
-            select(Verdict).where(Verdict.id.in_(verdict_ids))  # type: ignore[union-attr]
-        ).all()
+        verdicts = session.scalars(select(Verdict).where(col(Verdict.id).in_(verdict_ids))).all()
         decision_ids = [v.decision_id for v in verdicts]
         payloads = {
             p.decision_id: p
             for p in session.scalars(
-                select(DecisionPayload).where(
-                    DecisionPayload.decision_id.in_(decision_ids)  # type: ignore[attr-defined]
-                )
+                select(DecisionPayload).where(col(DecisionPayload.decision_id).in_(decision_ids))
             )
         }
         runs: dict[int, dict[str, ShadowRun]] = {}
         for run in session.scalars(
-            select(ShadowRun).where(ShadowRun.decision_id.in_(decision_ids))  # type: ignore[attr-defined]
+            select(ShadowRun).where(col(ShadowRun.decision_id).in_(decision_ids))
         ):
             runs.setdefault(run.decision_id, {})[run.kind] = run
     pairs: dict[int, PairInput] = {}

@@ -2,7 +2,8 @@
 
 Formats (reference/routers.md §1, §4, §8):
 - `jsonl`: one judged pair per line with every field (messages, both answers, both
-  orders' verdicts, scores, router score and threshold, costs, π and weight 1/π, segment).
+  orders' verdicts, scores, router score and threshold, costs, π and weight 1/π, segment,
+  and the threshold advisor's recommendation for the segment, `threshold_advice`).
 - `routellm`: JSONL with RouteLLM's battle columns (`routellm/gpt4_judge_battles`):
   id, model_a (the cheaper model), model_b (the stronger), prompt (a JSON list of the
   user turns), response_a, response_b, winner_model_a, winner_model_b, winner_tie, plus
@@ -28,9 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
-from sqlalchemy import Table, and_, func, or_, select, union
+from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -41,11 +42,12 @@ from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
 from shadoweval.providers.base import content_text
 from shadoweval.providers.registry import ProviderRegistry
 from shadoweval.shadow.models import ShadowRun
+from shadoweval.sql import table_of
 
-VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
-DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
-PAYLOAD_TABLE = cast(Table, DecisionPayload.__table__)  # type: ignore[attr-defined]
-RUN_TABLE = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
+VERDICT_TABLE = table_of(Verdict)
+DECISION_TABLE = table_of(Decision)
+PAYLOAD_TABLE = table_of(DecisionPayload)
+RUN_TABLE = table_of(ShadowRun)
 
 DEFAULT_PAGE_SIZE = 500
 
@@ -303,15 +305,22 @@ def export_lines(
     provider_for: Callable[[str], str],
     page_size: int = DEFAULT_PAGE_SIZE,
     on_pair: Callable[[int], None] | None = None,
+    settings: Settings | None = None,
 ) -> Iterator[str]:
-    """The export as text lines (each ending in a newline); `on_pair(1)` after each pair."""
+    """The export as text lines (each ending in a newline); `on_pair(1)` after each pair.
+    With `settings`, each `jsonl` pair carries its segment's `threshold_advice`."""
     models: list[str] = []
+    advice: dict[str, dict[str, Any]] = {}
+    if settings is not None and export_format == ExportFormat.JSONL:
+        advice = segment_threshold_advice(engine=engine, settings=settings, router=query.router)
     if export_format == ExportFormat.NOTDIAMOND:
         with Session(engine) as session:
             models = pair_models(session=session, query=query)
         yield _csv_line(notdiamond_header(models, provider_for))
     for pair in iter_pairs(engine=engine, query=query, page_size=page_size):
         if export_format == ExportFormat.JSONL:
+            if settings is not None:
+                pair["threshold_advice"] = advice.get(pair["segment_value"])
             yield json.dumps(pair, ensure_ascii=False) + "\n"
         elif export_format == ExportFormat.ROUTELLM:
             yield json.dumps(routellm_row(pair), ensure_ascii=False) + "\n"
@@ -319,6 +328,36 @@ def export_lines(
             yield _csv_line(notdiamond_row(pair, models))
         if on_pair is not None:
             on_pair(1)
+
+
+def segment_threshold_advice(
+    *, engine: Engine, settings: Settings, router: str
+) -> dict[str, dict[str, Any]]:
+    """The threshold advisor's recommendation per segment value (analytics/thresholds.py, at
+    its default budget and risk), for a retrain to use; empty when it does not apply."""
+    from shadoweval.analytics import thresholds as advisor
+    from shadoweval.exceptions import ShadowevalError
+
+    with Session(engine) as session:
+        try:
+            report = advisor.advise_thresholds(session=session, settings=settings, router=router)
+        except ShadowevalError:
+            return {}
+    if not report.applicable:
+        return {}
+    return {
+        segment.segment: {
+            "recommended_threshold": segment.recommendation.threshold,
+            "change": segment.recommendation.change,
+            "threshold_in_force": report.threshold_in_force,
+            "harm_budget": report.harm_budget,
+            "delta": report.delta,
+            "window_until": report.window_until.isoformat() if report.window_until else None,
+            "labels": segment.n_labels,
+        }
+        for segment in report.segments
+        if segment.segment is not None
+    }
 
 
 # --- the CLI's side ------------------------------------------------------------------------
@@ -384,6 +423,7 @@ def write_export(
             export_format=export_format,
             provider_for=ProviderRegistry(settings).provider_name_for,
             on_pair=advance,
+            settings=settings,
         ):
             stream.write(line)
         stream.flush()

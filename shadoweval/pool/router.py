@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from shadoweval.db import SessionDep
-from shadoweval.deps import AdminScope, ReadScope, SettingsDep
+from shadoweval.deps import AdminScope, ReadScope, SettingsDep, Since, Until
 from shadoweval.pool import export, service
 from shadoweval.pool.models import PoolIn, PoolPage, PoolPutResult
 from shadoweval.providers.registry import ProviderRegistry
@@ -48,8 +49,8 @@ def training_export(
     request: Request,
     settings: SettingsDep,
     router_name: Annotated[str, Query(alias="router", min_length=1, max_length=200)],
-    since: Annotated[AwareDatetime | None, Query(description="ts ≥ since (RFC 3339).")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="ts < until (RFC 3339).")] = None,
+    since: Since = None,
+    until: Until = None,
     export_format: Annotated[
         export.ExportFormat, Query(alias="format")
     ] = export.ExportFormat.JSONL,
@@ -62,10 +63,24 @@ def training_export(
         query=export.ExportQuery(router=router_name, since=since, until=until),
         export_format=export_format,
         provider_for=ProviderRegistry(settings).provider_name_for,
+        settings=settings,
     )
     filename = f"{router_name}-training.{export.FILE_EXTENSIONS[export_format]}"
     return StreamingResponse(
         lines,
         media_type=export.MEDIA_TYPES[export_format],
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": attachment_disposition(filename)},
     )
+
+
+# Characters a quoted-string `filename="…"` fallback keeps as they are (RFC 6266 §4.3).
+_UNSAFE_IN_FALLBACK = re.compile(r"[^A-Za-z0-9._ -]")
+
+
+def attachment_disposition(filename: str) -> str:
+    """`Content-Disposition: attachment` for `filename`, per RFC 6266: the exact name
+    percent-encoded in `filename*=UTF-8''…` (RFC 8187), and an ASCII fallback with every
+    other character replaced by `_`, so a router name can neither add a parameter
+    (quotes, `;`) nor break the latin-1 header (`✓`)."""
+    fallback = _UNSAFE_IN_FALLBACK.sub("_", filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -41,15 +41,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlencode
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from shadoweval import paging
 from shadoweval.config import Settings
-from shadoweval.db import dialect_insert, utcnow
+from shadoweval.db import utcnow
 from shadoweval.events import service as events_service
-from shadoweval.events.models import Event
+from shadoweval.events.models import Event, EventKind
 from shadoweval.exceptions import InvalidRequest
 from shadoweval.gate import service as gate_service
 from shadoweval.gate.models import GateCreate
@@ -66,16 +66,16 @@ from shadoweval.pool.models import (
 )
 from shadoweval.providers.registry import pricing_table
 from shadoweval.sampling import service as sampling_service
+from shadoweval.sql import dialect_of, table_of
 
 log = logging.getLogger(__name__)
 
-MODEL_CHANGE = "model_change"
-GATE_REQUESTED_BY = "model_change"
+GATE_REQUESTED_BY = EventKind.MODEL_CHANGE.value  # a gate started by a model_change event
 WATERMARK_NAME = "decisions"
-ROUTER_MODEL_TABLE = cast(Table, RouterModel.__table__)  # type: ignore[attr-defined]
-WATCH_STATE_TABLE = cast(Table, ModelWatchState.__table__)  # type: ignore[attr-defined]
-DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
-EVENT_TABLE = cast(Table, Event.__table__)  # type: ignore[attr-defined]
+ROUTER_MODEL_TABLE = table_of(RouterModel)
+WATCH_STATE_TABLE = table_of(ModelWatchState)
+DECISION_TABLE = table_of(Decision)
+EVENT_TABLE = table_of(Event)
 
 
 # (router, tier) → {model: (active, first_seen_ts; None until a decision chooses it)}
@@ -115,7 +115,8 @@ def _add_model(
 ) -> bool:
     """Insert the (router, tier, model) row unless it exists; True when this call added it."""
     result = session.execute(
-        dialect_insert(session)(ROUTER_MODEL_TABLE)
+        dialect_of(session)
+        .insert(ROUTER_MODEL_TABLE)
         .values(
             router=router,
             tier=tier,
@@ -184,7 +185,7 @@ def _record_change(
     }
     key = model_change_key(router, tier, model)
     new = events_service.record_event(
-        session, kind=MODEL_CHANGE, dedup_key=key, ts=ts, router=router, details=details
+        session, kind=EventKind.MODEL_CHANGE, dedup_key=key, ts=ts, router=router, details=details
     )
     if not new:
         return False, 0
@@ -202,7 +203,7 @@ def _record_change(
         )
         session.execute(
             update(EVENT_TABLE)
-            .where(EVENT_TABLE.c.kind == MODEL_CHANGE, EVENT_TABLE.c.dedup_key == key)
+            .where(EVENT_TABLE.c.kind == EventKind.MODEL_CHANGE, EVENT_TABLE.c.dedup_key == key)
             .values(details=details)
         )
     boosted = sampling_service.boost(
@@ -333,7 +334,8 @@ def _next_mark(mark: _Mark, highest: int, clock: datetime, settle: timedelta) ->
 def _store_mark(session: Session, mark: _Mark, now: datetime) -> None:
     c = WATCH_STATE_TABLE.c
     session.execute(
-        dialect_insert(session)(WATCH_STATE_TABLE)
+        dialect_of(session)
+        .insert(WATCH_STATE_TABLE)
         .values(name=WATERMARK_NAME, last_decision_id=0, updated_at=now)
         .on_conflict_do_nothing(index_elements=["name"])
     )
@@ -564,7 +566,7 @@ def latest_model_change(*, session: Session, router: str) -> Event | None:
     c = EVENT_TABLE.c
     return session.scalars(
         select(Event)
-        .where(c.kind == MODEL_CHANGE, c.router == router)
+        .where(c.kind == EventKind.MODEL_CHANGE, c.router == router)
         .order_by(c.ts.desc(), c.id.desc())
         .limit(1)
     ).first()

@@ -7,13 +7,13 @@ the retryable ones, and the shadow runner records the reason of the last one.
 
 from __future__ import annotations
 
-import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from shadoweval.exceptions import ShadowevalError
+from shadoweval.retry import parse_retry_after
 
 # Reasons a call failed; stored on failed runs and verdicts, exported as metric labels.
 RETRYABLE_REASONS = frozenset(
@@ -156,20 +156,7 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
             return max(0.0, float(millis) / 1000.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def content_text(content: Any) -> str:

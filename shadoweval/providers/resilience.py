@@ -44,6 +44,7 @@ from shadoweval.providers.base import (
     ProviderError,
     content_text,
 )
+from shadoweval.retry import full_jitter
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -242,8 +243,9 @@ class ResilientProvider:
         """Seconds to wait after failed attempt number `attempt` (1-based); None: give up."""
         if retry_after_s is not None and retry_after_s > self.backoff_max_s:
             return None
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        delay = self._rng.uniform(0.0, ceiling)
+        delay = full_jitter(
+            attempt, base_seconds=self.backoff_base_s, max_seconds=self.backoff_max_s, rng=self._rng
+        )
         if retry_after_s is not None:
             delay = max(delay, retry_after_s)
         return delay

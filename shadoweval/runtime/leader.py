@@ -18,12 +18,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shadoweval.db import utcnow
 from shadoweval.runtime.models import LeaderLease
+from shadoweval.sql import dialect_of, table_of
 
 log = logging.getLogger(__name__)
 
 # Arbitrary but fixed: identifies shadoweval's planner lock among the database's advisory locks.
 PLANNER_LOCK_KEY = 0x5AD0E7A1
-LEASE_TABLE = LeaderLease.__table__  # type: ignore[attr-defined]
+LEASE_TABLE = table_of(LeaderLease)
 
 
 class LeaderElector:
@@ -39,7 +40,7 @@ class LeaderElector:
         """Acquire or keep leadership; returns whether this worker leads now."""
         was_leader = self.is_leader
         try:
-            if self.engine.dialect.name == "postgresql":
+            if dialect_of(self.engine).has_advisory_locks:
                 self.is_leader = self._refresh_advisory_lock()
             else:
                 self.is_leader = self._refresh_lease()
@@ -95,7 +96,7 @@ class LeaderElector:
 
     def release(self) -> None:
         try:
-            if self.engine.dialect.name == "postgresql":
+            if dialect_of(self.engine).has_advisory_locks:
                 if self._connection is not None and self.is_leader:
                     self._connection.execute(select(func.pg_advisory_unlock(PLANNER_LOCK_KEY)))
                     self._connection.commit()

@@ -24,6 +24,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.providers.base import ProviderError
+from shadoweval.retry import backoff_ceiling
+from shadoweval.sql import dialect_of
 
 QUEUED, RUNNING = "queued", "running"
 
@@ -74,8 +76,7 @@ def claim_rows(
     `claim`, for leased rows whose columns differ from a work item's (provider batches)."""
     columns = table.c
     candidates = select(columns.id).where(where).order_by(*order_by).limit(limit)
-    if engine.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
+    candidates = dialect_of(engine).claim(candidates)
     statement = (
         update(table)
         .where(columns.id.in_(candidates.scalar_subquery()))
@@ -139,8 +140,9 @@ def release_for_retry(
 
 
 def retry_delay_seconds(attempts: int, base_seconds: float, max_seconds: float) -> float:
-    """Exponential backoff between attempts of one work item: base · 2^(attempts−1), capped."""
-    return float(min(max_seconds, base_seconds * 2 ** max(0, attempts - 1)))
+    """Exponential backoff between attempts of one work item: base · 2^(attempts−1), capped
+    (no jitter: the next attempt is a row's `next_attempt_at`, claimed by whichever worker)."""
+    return backoff_ceiling(attempts, base_seconds=base_seconds, max_seconds=max_seconds)
 
 
 def next_retry(

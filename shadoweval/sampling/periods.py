@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlmodel import Session
 
 from shadoweval.analytics.models import TrafficWindowSnapshot
 from shadoweval.config import Settings
-from shadoweval.db import aware_utc, dialect_insert, take_sqlite_write_lock, utcnow
-from shadoweval.events.models import Event
+from shadoweval.db import aware_utc, take_sqlite_write_lock, utcnow
+from shadoweval.events.models import Event, EventKind
 from shadoweval.events.service import record_event
 from shadoweval.ingest import clock
 from shadoweval.ingest.models import AWAITING_PLAN, Decision, DecisionPayload, TrafficDelta
@@ -56,25 +56,24 @@ from shadoweval.sampling.service import (
     reserve_budget,
 )
 from shadoweval.shadow.models import ShadowRun
+from shadoweval.sql import dialect_of, table_of
 
 log = logging.getLogger(__name__)
 
-DECISION = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
-PAYLOAD = cast(Table, DecisionPayload.__table__)  # type: ignore[attr-defined]
-VERDICT = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
-SHADOW_RUN = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
-TRAFFIC = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
-DELTA = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
-EVENT = cast(Table, Event.__table__)  # type: ignore[attr-defined]
-PERIOD = cast(Table, SamplingPeriod.__table__)  # type: ignore[attr-defined]
-PERIOD_STRATUM = cast(Table, SamplingPeriodStratum.__table__)  # type: ignore[attr-defined]
-CURSOR = cast(Table, SamplingCursor.__table__)  # type: ignore[attr-defined]
-STRATUM = cast(Table, SamplingStratum.__table__)  # type: ignore[attr-defined]
-BUDGET = cast(Table, BudgetDay.__table__)  # type: ignore[attr-defined]
+DECISION = table_of(Decision)
+PAYLOAD = table_of(DecisionPayload)
+VERDICT = table_of(Verdict)
+SHADOW_RUN = table_of(ShadowRun)
+TRAFFIC = table_of(TrafficWindowSnapshot)
+DELTA = table_of(TrafficDelta)
+EVENT = table_of(Event)
+PERIOD = table_of(SamplingPeriod)
+PERIOD_STRATUM = table_of(SamplingPeriodStratum)
+CURSOR = table_of(SamplingCursor)
+STRATUM = table_of(SamplingStratum)
+BUDGET = table_of(BudgetDay)
 
 CURSOR_NAME = "periods"
-MODEL_CHANGE = "model_change"
-SAMPLING_SHORTFALL = "sampling_shortfall"
 StratumId = tuple[str, str, str]  # router, segment value, tier
 
 
@@ -134,14 +133,10 @@ def period_start_of(ts: datetime, minutes: int) -> datetime:
 
 
 def _cursor(session: Session) -> dict[str, Any]:
-    session.execute(
-        dialect_insert(session)(CURSOR)
-        .values(name=CURSOR_NAME)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
-    query = select(CURSOR).where(CURSOR.c.name == CURSOR_NAME)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()  # one planner at a time, whoever holds the lead
+    dialect = dialect_of(session)
+    session.execute(dialect.insert_or_ignore(CURSOR, {"name": CURSOR_NAME}, conflict_on=["name"]))
+    # One planner at a time, whoever holds the lead.
+    query = dialect.lock_for_update(select(CURSOR).where(CURSOR.c.name == CURSOR_NAME))
     return dict(session.execute(query).mappings().one())
 
 
@@ -173,7 +168,7 @@ def _idle_routers(
     """Routers whose decision time has not moved for `idle_seconds` of wall time: they no
     longer hold a period open (a router that went quiet must not stop everyone's sampling)."""
     names = {f"router:{router}": router for router in clocks}
-    insert = dialect_insert(session)
+    insert = dialect_of(session).insert
     for name, router in names.items():
         session.execute(
             insert(CURSOR)
@@ -228,7 +223,7 @@ def _boosts(
         return boosts
     for router, ts, details in session.execute(
         select(EVENT.c.router, EVENT.c.ts, EVENT.c.details).where(
-            EVENT.c.kind == MODEL_CHANGE, EVENT.c.ts >= end - span, EVENT.c.ts < end
+            EVENT.c.kind == EventKind.MODEL_CHANGE, EVENT.c.ts >= end - span, EVENT.c.ts < end
         )
     ):
         tier = (details or {}).get("tier")
@@ -300,7 +295,7 @@ def _record_shortfall(
     day = start.strftime("%Y-%m-%d")
     record_event(
         session,
-        kind=SAMPLING_SHORTFALL,
+        kind=EventKind.SAMPLING_SHORTFALL,
         dedup_key=f"{router}/{segment}/{tier}/{day}",
         ts=start,
         router=router,
@@ -664,7 +659,7 @@ def _store_period(
     decided: _Decided,
     wall_now: datetime,
 ) -> None:
-    insert = dialect_insert(session)
+    insert = dialect_of(session).insert
     session.execute(
         insert(PERIOD)
         .values(

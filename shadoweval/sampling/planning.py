@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, select, union_all
+from sqlalchemy import func, select, union_all
 from sqlmodel import Session
 
 from shadoweval.analytics.models import TrafficWindowSnapshot
@@ -24,13 +24,14 @@ from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict, VerdictStatu
 from shadoweval.sampling import allocation
 from shadoweval.shadow.models import ShadowRun
 from shadoweval.shadow.policy import CONVENTIONAL_TIER_ORDER
+from shadoweval.sql import table_of
 from shadoweval.stats import sequential
 from shadoweval.stats.rates import sample_size_for_drop
 
-VERDICT = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
-SHADOW_RUN = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
-TRAFFIC = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
-DELTA = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
+VERDICT = table_of(Verdict)
+SHADOW_RUN = table_of(ShadowRun)
+TRAFFIC = table_of(TrafficWindowSnapshot)
+DELTA = table_of(TrafficDelta)
 
 StratumId = tuple[str, str, str]  # router, segment value, tier
 

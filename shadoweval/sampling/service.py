@@ -8,27 +8,29 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from shadoweval.analytics.models import TrafficWindowSnapshot, VerdictWindowSnapshot
 from shadoweval.config import Settings
-from shadoweval.db import aware_utc, dialect_insert, utcnow
+from shadoweval.db import aware_utc, utcnow
 from shadoweval.events import service as events
+from shadoweval.events.models import EventKind
 from shadoweval.ingest.models import TrafficDelta
 from shadoweval.sampling import allocation, planning, policy
 from shadoweval.sampling.models import BudgetDay, BudgetPublic, SamplingStratum, StratumPublic
+from shadoweval.sql import dialect_of, table_of
 
 log = logging.getLogger(__name__)
 
-STRATUM_TABLE = cast(Table, SamplingStratum.__table__)  # type: ignore[attr-defined]
-BUDGET_TABLE = cast(Table, BudgetDay.__table__)  # type: ignore[attr-defined]
-TRAFFIC_TABLE = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
-DELTA_TABLE = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
-VERDICT_SNAPSHOT_TABLE = cast(Table, VerdictWindowSnapshot.__table__)  # type: ignore[attr-defined]
+STRATUM_TABLE = table_of(SamplingStratum)
+BUDGET_TABLE = table_of(BudgetDay)
+TRAFFIC_TABLE = table_of(TrafficWindowSnapshot)
+DELTA_TABLE = table_of(TrafficDelta)
+VERDICT_SNAPSHOT_TABLE = table_of(VerdictWindowSnapshot)
 
 SHADOW_ACCOUNT, BOOST_ACCOUNT = "shadow", "boost"
 StratumId = tuple[str, str, str]  # router, segment value, tier
@@ -133,8 +135,8 @@ def reserve_budget(
     by_account: dict[tuple[str, str], list[Candidate]] = {}
     for candidate in candidates:
         by_account.setdefault((candidate.day, candidate.account), []).append(candidate)
-    dialect = session.get_bind().dialect.name
-    insert = dialect_insert(session)
+    dialect = dialect_of(session)
+    insert = dialect.insert
     for (day, account), group in sorted(by_account.items()):
         session.execute(
             insert(BUDGET_TABLE)
@@ -148,11 +150,9 @@ def reserve_budget(
             )
             .on_conflict_do_nothing(index_elements=["day", "account"])
         )
-        query = select(BUDGET_TABLE).where(
-            BUDGET_TABLE.c.day == day, BUDGET_TABLE.c.account == account
+        query = dialect.lock_for_update(
+            select(BUDGET_TABLE).where(BUDGET_TABLE.c.day == day, BUDGET_TABLE.c.account == account)
         )
-        if dialect == "postgresql":
-            query = query.with_for_update()
         row = session.execute(query).mappings().one()
         remaining = row["budget_usd"] - row["reserved_usd"]
         accepted_cost, accepted, refused = 0.0, 0, 0
@@ -179,7 +179,7 @@ def reserve_budget(
     for day, account in result.exhausted:
         events.record_event(
             session,
-            kind="budget_exhausted",
+            kind=EventKind.BUDGET_EXHAUSTED,
             dedup_key=f"{day}/{account}",
             ts=datetime.fromisoformat(day + "T00:00:00+00:00"),
             details={
@@ -216,7 +216,7 @@ def plan_sampling(
     plan, rows = planning.build_strata(
         session, settings, traffic_before=hour_end, labels_before=now
     )
-    insert = dialect_insert(session)
+    insert = dialect_of(session).insert
     for row in rows:
         values = {
             k: v

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, exists, func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
@@ -30,12 +30,13 @@ from shadoweval.shadow.models import (
     WorkStatus,
 )
 from shadoweval.shadow.policy import ShadowPlan, plan_shadow
+from shadoweval.sql import dialect_of, table_of
 
 log = logging.getLogger(__name__)
 
-RUN_TABLE = cast(Table, ShadowRun.__table__)  # type: ignore[attr-defined]
-VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
-DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
+RUN_TABLE = table_of(ShadowRun)
+VERDICT_TABLE = table_of(Verdict)
+DECISION_TABLE = table_of(Decision)
 
 # Request params replayed on another model; the rest (stream, tools…) are the router's own.
 REPLAYED_PARAMS = ("max_tokens", "temperature", "top_p", "stop", "stop_sequences")
@@ -155,7 +156,7 @@ def enqueue_sampled_decisions(
         p.decision_id: p
         for p in session.scalars(
             select(DecisionPayload).where(
-                DecisionPayload.decision_id.in_([d.id for d in pending])  # type: ignore[attr-defined]
+                col(DecisionPayload.decision_id).in_([d.id for d in pending])
             )
         )
     }
@@ -326,8 +327,7 @@ def _advance_verdict(connection: Connection, decision_id: int, now: datetime) ->
     would otherwise each see the other still running and neither queue it.
     """
     lock = select(VERDICT_TABLE.c.id).where(VERDICT_TABLE.c.decision_id == decision_id)
-    if connection.dialect.name == "postgresql":
-        lock = lock.with_for_update()
+    lock = dialect_of(connection).lock_for_update(lock)
     connection.execute(lock).all()
     runs = connection.execute(
         select(RUN_TABLE.c.status, RUN_TABLE.c.mode).where(RUN_TABLE.c.decision_id == decision_id)

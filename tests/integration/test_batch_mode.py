@@ -232,7 +232,7 @@ def test_a_submission_interrupted_after_the_create_call_is_adopted_not_resubmitt
             batch = batch_service._load_batch(engine, batch_id)
             requests, _ = batch_service.prepare_requests(engine, batch, settings)
             # The provider created the batch; the worker died before storing its id.
-            await provider.submit_batch(requests=requests, tag=batch["tag"])
+            await provider.submit_batch(requests=requests, tag=batch.tag)
         finally:
             await registry.aclose()
 
@@ -450,7 +450,7 @@ def test_a_submission_whose_lease_was_taken_over_still_records_its_batch(
     assert asyncio.run(with_registry(settings, submit)) == BatchState.SUBMITTED
     [created] = fake.batches()["batches"]
     row = batch_service._load_batch(engine, row_id)
-    assert (row["state"], row["provider_batch_id"]) == (BatchState.SUBMITTED, created["id"])
+    assert (row.state, row.provider_batch_id) == (BatchState.SUBMITTED, created["id"])
 
     # The other worker, resuming, finds the row settled and sends nothing.
     drain(engine, settings)
@@ -482,10 +482,10 @@ def test_a_duplicate_created_after_the_row_recorded_another_batch_is_cancelled(
         engine, state="submitting", owner="other", lease_seconds=600, now=utcnow(), limit=5
     )
     asyncio.run(with_registry(settings, functools.partial(submit, "other")))
-    recorded = batch_service._load_batch(engine, row_id)["provider_batch_id"]
+    recorded = batch_service._load_batch(engine, row_id).provider_batch_id
     asyncio.run(with_registry(settings, functools.partial(submit, "doomed-worker")))
 
-    assert batch_service._load_batch(engine, row_id)["provider_batch_id"] == recorded
+    assert batch_service._load_batch(engine, row_id).provider_batch_id == recorded
     duplicate = next(b for b in fake.batches()["batches"] if b["id"] != recorded)
     assert duplicate["ended"]  # cancelled: nothing more is processed or billed
     assert not next(b for b in fake.batches()["batches"] if b["id"] == recorded)["ended"]

@@ -32,7 +32,7 @@ def test_rules_default_to_the_packaged_file(live_api: LiveApi, keys: Keys) -> No
     with live_api.client(keys.admin) as client:
         body = client.get("/v1/alert-rules").json()
     assert body["source"].endswith("default_rules.yaml")
-    assert len({rule["kind"] for rule in body["rules"]}) == 11
+    assert len({rule["kind"] for rule in body["rules"]}) == 13
 
 
 def test_put_replaces_the_rule_set(live_api: LiveApi, keys: Keys) -> None:

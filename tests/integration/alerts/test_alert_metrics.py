@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session
 
-from shadoweval import metrics
+from shadoweval import gauges
 from shadoweval.alerts import service
 from shadoweval.alerts.rules import RuleSet
 from shadoweval.analytics.models import TrafficWindowSnapshot, VerdictWindowSnapshot
@@ -32,9 +32,9 @@ LAGS_S = [60, 120, 180, 240, 300, 360, 420, 480]
 @pytest.fixture(autouse=True)
 def _fresh_calibration_cache() -> Iterator[None]:
     # The cache spans scrapes of the same database; each test seeds its own verdicts.
-    metrics._calibration_cache.clear()
+    gauges._calibration_cache.clear()
     yield
-    metrics._calibration_cache.clear()
+    gauges._calibration_cache.clear()
 
 
 def scrape(live_api: LiveApi) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
