@@ -12,10 +12,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Table, select
 from sqlmodel import Session
 
-from shadoweval.events.models import Event
+from shadoweval.events.models import Event, EventKind
 from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Verdict, VerdictStatus
-from shadoweval.pool.service import MODEL_CHANGE
 from shadoweval.providers.pricing import PricingTable
 from shadoweval.stats import calibration, economics
 
@@ -169,7 +168,7 @@ def _model_changes(
 ) -> tuple[Event | None, Event | None]:
     """The router's latest model_change event (before `until`) and the one before it."""
     c = EVENT_TABLE.c
-    query = select(Event).where(c.kind == MODEL_CHANGE, c.router == router)
+    query = select(Event).where(c.kind == EventKind.MODEL_CHANGE, c.router == router)
     if until is not None:
         query = query.where(c.ts < until)
     latest = session.scalars(query.order_by(c.ts.desc(), c.id.desc()).limit(1)).first()

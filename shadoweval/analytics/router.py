@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
-from pydantic import AwareDatetime
 
 from shadoweval.analytics import calibration_service, drift_service, service
 from shadoweval.analytics.calibration_service import CalibrationReport
@@ -14,12 +13,13 @@ from shadoweval.analytics.drift_service import DriftReportPublic
 from shadoweval.analytics.service import (
     DailySpend,
     JudgeQualityReport,
+    SegmentEstimates,
     SegmentQuality,
     ShadowRunPage,
     VerdictPage,
 )
 from shadoweval.db import SessionDep
-from shadoweval.deps import ReadScope, SettingsDep
+from shadoweval.deps import ReadScope, RowId, RowIdFilter, SettingsDep, Since, Until, UtcDay
 from shadoweval.events import service as events_service
 from shadoweval.events.models import EventPublic
 from shadoweval.judge.models import VerdictPublic
@@ -29,8 +29,6 @@ from shadoweval.sampling.models import BudgetPublic, PeriodPublic, StratumPublic
 
 router = APIRouter(prefix="/v1", tags=["analytics"], dependencies=[ReadScope])
 
-Since = Annotated[AwareDatetime | None, Query(description="ts ≥ since (RFC 3339).")]
-Until = Annotated[AwareDatetime | None, Query(description="ts < until (RFC 3339).")]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
 
@@ -69,7 +67,7 @@ def list_verdicts(
 
 
 @router.get("/verdicts/{verdict_id}")
-def get_verdict(verdict_id: int, session: SessionDep) -> VerdictPublic:
+def get_verdict(verdict_id: RowId, session: SessionDep) -> VerdictPublic:
     """One verdict with the request, both answers, and both orders' raw verdicts."""
     return service.get_verdict(session=session, verdict_id=verdict_id)
 
@@ -79,7 +77,7 @@ def list_shadow_runs(
     session: SessionDep,
     status: str | None = None,
     kind: Annotated[str | None, Query(pattern="^(shadow|routed_rerun)$")] = None,
-    decision_id: int | None = None,
+    decision_id: RowIdFilter = None,
     since: Since = None,
     until: Until = None,
     cursor: str | None = None,
@@ -119,11 +117,47 @@ def segments(
     router_name: Annotated[str | None, Query(alias="router")] = None,
     since: Since = None,
     until: Until = None,
+    expected: Annotated[
+        bool,
+        Query(description="Add label-free expected harm (needs since; bootstraps per segment)."),
+    ] = False,
 ) -> list[SegmentQuality]:
     """Per segment: harm (or missed-savings) rate, win/tie/loss and score delta with 95 %
-    intervals, the coverage funnel, and the sequential test's state; riskiest first."""
+    intervals, the coverage funnel, and the sequential test's state; riskiest first.
+    Rates carry process-level intervals (the rate on the segment's traffic); forward rows
+    add the human-corrected (PPI) rate and, with since/until, the expected harm."""
     return service.segment_quality(
-        session=session, settings=settings, router=router_name, since=since, until=until
+        session=session,
+        settings=settings,
+        router=router_name,
+        since=since,
+        until=until,
+        include_expected=expected,
+    )
+
+
+@router.get("/segments/{segment}/estimates")
+def segment_estimates(
+    segment: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    router_name: Annotated[str, Query(alias="router")],
+    judge_key: str | None = None,
+    since: Since = None,
+    until: Until = None,
+) -> SegmentEstimates:
+    """Hourly harm of a segment's cheap-routed traffic three ways, each with a 95 %
+    interval: judge-only, human-corrected (PPI) and label-free expected harm (router score
+    recalibrated on labels), with the expected-vs-observed gap test (concept drift).
+    Defaults to the 24 hours up to the segment's newest decision."""
+    return service.segment_estimates(
+        session=session,
+        settings=settings,
+        router=router_name,
+        segment=segment,
+        judge_key=judge_key,
+        since=since,
+        until=until,
     )
 
 
@@ -193,7 +227,7 @@ def sampling_periods(
 
 
 @router.get("/budget")
-def budget(session: SessionDep, since_day: str | None = None) -> list[BudgetPublic]:
+def budget(session: SessionDep, since_day: UtcDay | None = None) -> list[BudgetPublic]:
     """Shadow budget per UTC day and account: reserved USD, samples taken and refused."""
     return sampling_service.list_budget(session=session, since_day=since_day)
 
@@ -220,6 +254,6 @@ def drift_reports(
 
 
 @router.get("/drift/{report_id}/report.html", response_class=HTMLResponse)
-def drift_report_html(report_id: int, session: SessionDep) -> HTMLResponse:
+def drift_report_html(report_id: RowId, session: SessionDep) -> HTMLResponse:
     """The stored Evidently HTML report."""
     return HTMLResponse(drift_service.report_html(session=session, report_id=report_id))

@@ -22,6 +22,7 @@ from shadoweval.analytics.models import SNAPSHOT_SUMS, SequentialState, VerdictW
 from shadoweval.config import Settings
 from shadoweval.db import UtcDateTime, dialect_insert, utcnow
 from shadoweval.events import service as events
+from shadoweval.events.models import EventKind
 from shadoweval.ingest.models import AWAITING_PLAN, Decision
 from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Outcome, Verdict, VerdictStatus
 from shadoweval.stats import sequential
@@ -304,7 +305,7 @@ def advance_sequential_tests(
                 alarms += 1
                 events.record_event(
                     connection,
-                    kind="quality_drop",
+                    kind=EventKind.QUALITY_DROP,
                     dedup_key=f"{router}/{segment}/{judge_key}/{alarm['ts'].isoformat()}",
                     ts=alarm["ts"],
                     router=router,

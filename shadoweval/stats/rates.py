@@ -472,3 +472,79 @@ def weighted_sums(y: npt.ArrayLike, inclusion_probability: npt.ArrayLike) -> Wei
         sum_vy=float((v * values).sum()),
         sum_vy2=float((v * values * values).sum()),
     )
+
+
+# --- process-level (superpopulation) rates -----------------------------------------------
+
+
+def _process_interval_n(estimate: float, variance: float, sum_w: float, sum_w2: float) -> float:
+    """The Wilson n whose variance at p̂ equals V̂ (as in `hajek_rate`); at p̂ = 0 or 1,
+    where V̂ is 0 and says nothing, Kish's (Σw)²/Σw², finite for every finite sample."""
+    if 0.0 < estimate < 1.0 and variance > 0.0:
+        return estimate * (1.0 - estimate) / variance
+    return sum_w**2 / sum_w2 if sum_w2 > 0.0 else math.inf
+
+
+def process_rate_from_sums(sums: WeightedSums, confidence: float = 0.95) -> RateEstimate:
+    """The segment's rate on its traffic (superpopulation), from window sums.
+
+    The estimate is the Hájek p̂ = Σw·y / Σw of `hajek_rate`; the variance is the
+    with-replacement (no finite-population correction) V̂ = Σ w² (y − p̂)² / (Σw)²,
+    which counts each label's Bernoulli noise even when it was sampled with π = 1.
+    The question it answers is "what is the router's harm probability on this
+    segment's traffic", not "what share of these past requests was harmed": a
+    census of 303 decisions still estimates that probability with n = 303, so the
+    interval never has zero width for a finite sample. With every π = 1 it is
+    the plain Wilson interval on n labels.
+
+    The window sums carry Σ(1−π)w² and Σ(1−π)w²y (`hajek_rate_from_sums`); since
+    (1−π)w² = w² − w, Σw²y = Σv·y + Σw·y, so the process variance needs no new sum:
+    for a 0/1 label Σw²(y−p̂)² = (1−2p̂)·Σw²y + p̂²·Σw². Interval: Wilson on
+    n* = p̂(1−p̂)/V̂ (Korn & Graubard); at p̂ = 0 or 1 on Kish's n_eff.
+
+    Sources: Hansen & Hurwitz (1943) and Särndal, Swensson & Wretman (1992), §2.9
+    and ch. 13 (with-replacement variance as a model-plus-design variance);
+    Korn & Graubard (1998), *Survey Methodology* 24(2):193–201.
+    """
+    _check_confidence(confidence)
+    if sums.n == 0 or sums.sum_w <= 0:
+        return RateEstimate(math.nan, math.nan, math.nan, math.nan, 0, 0.0, 0.0)
+    estimate = min(1.0, max(0.0, sums.sum_wy / sums.sum_w))
+    sum_w2y = sums.sum_vy + sums.sum_wy
+    numerator = (1.0 - 2.0 * estimate) * sum_w2y + estimate**2 * sums.sum_w2
+    variance = max(0.0, numerator) / sums.sum_w**2
+    interval_n = _process_interval_n(estimate, variance, sums.sum_w, sums.sum_w2)
+    ci_low, ci_high = wilson_interval(estimate, interval_n, confidence)
+    return RateEstimate(
+        estimate=estimate,
+        std_error=math.sqrt(variance),
+        ci_low=ci_low,
+        ci_high=ci_high,
+        n=sums.n,
+        effective_n=sums.sum_w**2 / sums.sum_w2 if sums.sum_w2 > 0 else 0.0,
+        weight_sum=sums.sum_w,
+    )
+
+
+def process_rate(
+    y: npt.ArrayLike, inclusion_probability: npt.ArrayLike, confidence: float = 0.95
+) -> RateEstimate:
+    """`process_rate_from_sums` of 0/1 labels sampled with probabilities π: the default
+    interval of every harm, missed-savings and win rate shadoweval shows. The
+    finite-population figure (`hajek_rate`) is a labelled secondary."""
+    labels = _binary(y, "y")
+    return process_rate_from_sums(weighted_sums(labels, inclusion_probability), confidence)
+
+
+def process_harm_rate(
+    strong_needed: npt.ArrayLike, inclusion_probability: npt.ArrayLike, confidence: float = 0.95
+) -> RateEstimate:
+    """Harm rate (see `harm_rate`) with the process-level interval of `process_rate`."""
+    return process_rate(strong_needed, inclusion_probability, confidence)
+
+
+def process_missed_savings_rate(
+    cheap_acceptable: npt.ArrayLike, inclusion_probability: npt.ArrayLike, confidence: float = 0.95
+) -> RateEstimate:
+    """Missed savings (see `missed_savings_rate`) with the process-level interval."""
+    return process_rate(cheap_acceptable, inclusion_probability, confidence)

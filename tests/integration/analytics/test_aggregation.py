@@ -18,7 +18,7 @@ from shadoweval.config import Settings
 from shadoweval.events.models import Event
 from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
-from shadoweval.stats.rates import hajek_rate
+from shadoweval.stats.rates import hajek_rate, process_rate
 from tests.conftest import Keys, LiveApi
 
 START = datetime(2026, 11, 27, 0, tzinfo=UTC)
@@ -256,11 +256,15 @@ def test_segments_api_reports_rates_with_intervals_and_funnel(
 
     assert [s["segment"] for s in body] == ["code", "chat"]  # riskiest first
     code = body[0]
-    expected = hajek_rate(np.array(harm), np.full(200, 0.25))
+    # Process-level interval by default; the finite-population one beside it.
+    expected = process_rate(np.array(harm), np.full(200, 0.25))
+    finite = hajek_rate(np.array(harm), np.full(200, 0.25))
     assert code["label"] == "harm_rate"
     assert code["rate"]["estimate"] == pytest.approx(expected.estimate)
     assert code["rate"]["ci_low"] == pytest.approx(expected.ci_low)
     assert code["rate"]["ci_high"] == pytest.approx(expected.ci_high)
+    assert code["rate_finite_population"]["ci_low"] == pytest.approx(finite.ci_low)
+    assert code["rate_finite_population"]["ci_high"] == pytest.approx(finite.ci_high)
     assert code["stronger_wins"]["estimate"] == pytest.approx(expected.estimate)
     assert code["ties"]["estimate"] == pytest.approx(1 - expected.estimate)
     assert code["coverage"]["labels"] == 200
