@@ -35,6 +35,7 @@ from shadoweval.client import (
     AsyncDecisionLogger,
     DecisionLogger,
     LoggerStats,
+    LoggingController,
     RouteLLMLogger,
     parse_retry_after,
     parse_router_model,
@@ -794,3 +795,93 @@ def test_routellm_configuration_errors_raise_and_scoring_errors_propagate() -> N
     assert parse_router_model("router-causal_llm-0.3") == ("causal_llm", 0.3)
     with pytest.raises(ValueError, match="router-<router>-<threshold>"):
         parse_router_model("gpt-4o")
+
+
+class CompletingController(FakeController):
+    """RouteLLM 0.2.0's `Controller.completion`, step for step, with a canned provider.
+
+    Stands in where the real package is not installed (tests/integration/test_routellm.py
+    runs the real one): parse `router-<name>-<threshold>`, route through
+    `routers[name].route(prompt, threshold, model_pair)`, then call the model.
+    """
+
+    def __init__(self, router: FakeRouter, answers: dict[str, Any]) -> None:
+        super().__init__(router)
+        self.model_pair = ModelPair(strong="openai/gpt-4o", weak="openai/gpt-4o-mini")
+        self.answers = answers
+        self.called: list[str] = []
+
+    def completion(self, **kwargs: Any) -> Any:
+        _, router, threshold = kwargs["model"].split("-", 2)
+        if router not in self.routers:
+            raise LookupError(f"Invalid router {router}")
+        prompt = kwargs["messages"][-1]["content"]
+        # Router.route(prompt, threshold, pair): here the wrapper's recording stand-in.
+        model = self.routers[router].route(prompt, float(threshold), self.model_pair)
+        self.called.append(model)
+        return self.answers[model]
+
+    async def acompletion(self, **kwargs: Any) -> Any:
+        return self.completion(**kwargs)
+
+
+class Answer:
+    """A LiteLLM ModelResponse as far as the wrapper reads it."""
+
+    def __init__(self, served: str, cost: float | None) -> None:
+        self.id = f"chatcmpl-{served}"
+        self.model = served
+        self.choices = [
+            {"message": {"role": "assistant", "content": f"[{served}]"}, "finish_reason": "stop"}
+        ]
+        self.usage = {"prompt_tokens": 11, "completion_tokens": 4}
+        self._hidden_params = {"response_cost": cost}
+
+
+def test_logging_controller_logs_the_score_the_controller_routed_on_once(
+    live_api: LiveApi, keys: Keys, engine: Engine, loggers: LoggerFactory
+) -> None:
+    router = FakeRouter({"hard": 0.9, "easy": 0.1, "edge": 0.3, "odd": 1.25})
+    answers = {
+        "openai/gpt-4o": Answer("gpt-4o-2024-08-06", 0.0025),
+        "openai/gpt-4o-mini": Answer("gpt-4o-mini", None),  # LiteLLM could not price it
+    }
+    controller = CompletingController(router, answers)
+    logger = loggers(live_api.url, keys.ingest)
+    client = LoggingController(controller, logger, router_version="v7")
+
+    for prompt in ("hard", "easy", "edge", "odd"):
+        answer = client.chat.completions.create(
+            model="router-mf-0.3", messages=user(prompt), request_id=f"lc-{prompt}"
+        )
+        assert answer is answers[controller.called[-1]]  # the controller's answer, unchanged
+    asyncio.run(client.acompletion(model="router-mf-0.3", messages=user("easy")))
+    with pytest.raises(LookupError):  # refused before routing: nothing logged
+        client.completion(model="router-bert-0.3", messages=user("hard"))
+    with pytest.raises(RuntimeError, match="embedding service down"):  # scoring failed
+        client.completion(model="router-mf-0.3", messages=user("unknown"))
+    assert logger.flush(timeout=10)
+
+    assert router.calls == ["hard", "easy", "edge", "odd", "easy", "unknown"]  # once each
+    rows = stored_rows(engine)
+    assert set(rows) == {"lc-hard", "lc-easy", "lc-edge", "lc-odd", "chatcmpl-gpt-4o-mini"}
+    hard, easy, edge, odd = (rows[f"lc-{p}"] for p in ("hard", "easy", "edge", "odd"))
+    assert (hard.tier, hard.chosen_model, hard.served_model, hard.cost_usd) == (
+        "strong",
+        "openai/gpt-4o",
+        "openai/gpt-4o-2024-08-06",  # the snapshot the provider reports, prefix put back
+        0.0025,
+    )
+    assert (easy.tier, easy.chosen_model, easy.served_model, easy.cost_usd) == (
+        "cheap",
+        "openai/gpt-4o-mini",
+        "openai/gpt-4o-mini",
+        None,
+    )
+    assert (edge.router_score, edge.tier) == (0.3, "strong")  # score == threshold: strong
+    assert (odd.router_score, odd.extra["router_score_raw"]) == (1.0, 1.25)
+    assert (hard.router, hard.router_version, hard.threshold) == ("routellm-mf", "v7", 0.3)
+    assert hard.has_response
+    assert (hard.input_tokens, hard.output_tokens) == (11, 4)
+    assert hard.latency_ms is not None
+    assert rows["chatcmpl-gpt-4o-mini"].tier == "cheap"  # no request_id: the answer's id
