@@ -7,12 +7,13 @@ import streamlit as st
 st.set_page_config(page_title="shadoweval", page_icon="🛰️", layout="wide")
 
 PAGES = [
-    st.Page("pages/routing.py", title="Is routing paying off?", default=True),
-    st.Page("pages/quality.py", title="Where is quality lost?"),
-    st.Page("pages/calibration.py", title="Is the router still calibrated?"),
-    st.Page("pages/drift.py", title="Has the input changed?"),
-    st.Page("pages/judge.py", title="What did the judge see?"),
-    st.Page("pages/alerts.py", title="What is firing?"),
+    st.Page("views/routing.py", title="Is routing paying off?", default=True),
+    st.Page("views/quality.py", title="Where is quality lost?"),
+    st.Page("views/calibration.py", title="Is the router still calibrated?"),
+    st.Page("views/thresholds.py", title="What threshold should I run?"),
+    st.Page("views/drift.py", title="Has the input changed?"),
+    st.Page("views/judge.py", title="What did the judge see?"),
+    st.Page("views/alerts.py", title="What is firing?"),
 ]
 
 st.navigation(PAGES).run()

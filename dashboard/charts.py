@@ -353,6 +353,35 @@ def savings_per_day(per_day: Iterable[tuple[datetime, Mapping[str, Any]]]) -> pd
     )
 
 
+def session_cache_frame(cache: Mapping[str, Any]) -> pd.DataFrame:
+    """Per-turn routing against the two session-sticky policies of /v1/sessions (USD): gross
+    savings with a warm cache, the cache cost of switching, net savings, and the net savings
+    per session with its 95 % interval."""
+    loss = cache.get("cache_cost_of_switching_usd")
+    records = []
+    for key, label in (
+        ("first_turn_tier", "every turn on the first turn's tier"),
+        ("strongest_tier", "every turn on the session's strongest tier"),
+    ):
+        policy = cache.get(key) or {}
+        per_session = policy.get("net_savings_per_session_usd") or {}
+        low, high = per_session.get("ci95_low"), per_session.get("ci95_high")
+        records.append(
+            {
+                "against": label,
+                "gross savings (USD)": policy.get("gross_savings_usd"),
+                "cache cost of switching (USD)": loss,
+                "net savings (USD)": policy.get("net_savings_usd"),
+                "net per session (USD, 95 % CI)": usd_interval(
+                    per_session.get("mean"),
+                    None if low is None or high is None else [float(low), float(high)],
+                ),
+                "loss / gross savings": policy.get("loss_share_of_gross_savings"),
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
 def deliveries_frame(deliveries: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """What the outbox sent where (URLs arrive redacted), with its attempts."""
     columns = [
@@ -486,3 +515,191 @@ def series_with_events(
         .encode(x=_utc_axis("ts"), tooltip=["kind:N", "about:N", "ts:T"])
     )
     return alt.LayerChart(layer=[line, rules])
+
+
+# --- threshold advisor ------------------------------------------------------------------------
+
+
+def threshold_frame(
+    curve: Iterable[Mapping[str, Any]],
+    *,
+    threshold_in_force: float | None,
+    recommended: float | None,
+) -> pd.DataFrame:
+    """A segment's /v1/thresholds curve as rows, harm in %, with which point is which."""
+    records = []
+    for point in curve:
+        t = point["threshold"]
+        role = "other"
+        if recommended is not None and abs(t - recommended) < 1e-9:
+            role = "recommended"
+        elif threshold_in_force is not None and abs(t - threshold_in_force) < 1e-9:
+            role = "in force"
+        records.append(
+            {
+                "threshold": t,
+                "strong share (%)": 100 * point["strong_share"],
+                "harm (% of traffic)": 100 * point["harm_rate"],
+                "harm low (%)": 100 * point["harm_low"],
+                "harm high (%)": 100 * point["harm_high"],
+                "cost per request (USD)": point["cost_per_request_usd"],
+                "savings vs in force (USD/request)": point["savings_vs_in_force_usd"],
+                "labels in band": point["labels_in_band"],
+                "point": role,
+            }
+        )
+    columns = [
+        "threshold",
+        "strong share (%)",
+        "harm (% of traffic)",
+        "harm low (%)",
+        "harm high (%)",
+        "cost per request (USD)",
+        "savings vs in force (USD/request)",
+        "labels in band",
+        "point",
+    ]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def cost_harm_chart(frame: pd.DataFrame, *, harm_budget: float) -> alt.LayerChart:
+    """Cost per request against harm, one point per threshold, with the harm band (simultaneous
+    over the grid), the budget ε as a rule, and the operating and recommended points marked."""
+    base = alt.Chart(frame).encode(
+        y=alt.Y("cost per request (USD):Q", title="cost per request (USD)"),
+        tooltip=list(frame.columns),
+    )
+    band = base.mark_rule(opacity=0.35).encode(
+        x=alt.X("harm low (%):Q", title="harm (% of all traffic, simultaneous band)"),
+        x2="harm high (%):Q",
+    )
+    line = base.mark_line(point=False).encode(x="harm (% of traffic):Q", order="threshold:Q")
+    marked = (
+        alt.Chart(frame[frame["point"] != "other"])
+        .mark_point(size=160, filled=True)
+        .encode(
+            x="harm (% of traffic):Q",
+            y="cost per request (USD):Q",
+            color=alt.Color("point:N", title=""),
+            tooltip=list(frame.columns),
+        )
+    )
+    budget = (
+        alt.Chart(pd.DataFrame({"budget": [100 * harm_budget]}))
+        .mark_rule(color="firebrick", strokeDash=[4, 3])
+        .encode(x="budget:Q")
+    )
+    return alt.LayerChart(layer=[band, line, marked, budget])
+
+
+# --- event markers and the alerts timeline ----------------------------------------------------
+
+EVENT_NAMES = {
+    "model_change": "model change",
+    "judge_changed": "judge change",
+    "quality_drop": "quality drop",
+    "budget_exhausted": "budget exhausted",
+}
+
+
+def event_label(kind: str | None, about: str | None) -> str:
+    """ "model change: claude-haiku-4-5" — what an event marker says on a chart."""
+    name = EVENT_NAMES.get(kind or "", (kind or "event").replace("_", " "))
+    return f"{name}: {about}" if about else name
+
+
+def event_rules(events: pd.DataFrame) -> alt.LayerChart:
+    """A dashed vertical rule at each event (an `events_frame`), labelled at the top of the
+    chart, on the decision-time axis; layer it over any chart whose x is decision time."""
+    marks = events.assign(
+        label=[event_label(k, a) for k, a in zip(events["kind"], events["about"], strict=True)]
+    )
+    base = alt.Chart(marks).encode(x=_utc_axis("ts"))
+    rule = base.mark_rule(color="firebrick", strokeDash=[4, 3]).encode(
+        tooltip=[alt.Tooltip("label:N", title="event"), alt.Tooltip("ts:T", title="at (UTC)")]
+    )
+    # Left of the rule: the newest events, the usual reason to look, sit at the right edge.
+    text = base.mark_text(
+        align="right", baseline="top", dx=-4, color="firebrick", fontSize=11
+    ).encode(text="label:N", y=alt.value(2))
+    return alt.LayerChart(layer=[rule, text])
+
+
+def with_event_rules(chart: alt.Chart | alt.LayerChart, events: pd.DataFrame) -> alt.LayerChart:
+    """`chart` with a labelled rule at each event (nothing added when there are none)."""
+    if events.empty:
+        return alt.LayerChart(layer=[chart])
+    return alt.LayerChart(layer=[chart, event_rules(events)])
+
+
+def alert_timeline_frame(alerts: Iterable[Mapping[str, Any]], *, now: datetime) -> pd.DataFrame:
+    """One bar per alert over decision time: from when its condition first held (or it fired)
+    to when it resolved, or to `now` (the latest decision time) while it is open."""
+    records = []
+    for a in alerts:
+        start = a.get("pending_since_ts") or a.get("fired_ts") or a.get("started_at")
+        resolved = a.get("state") == "resolved"
+        end = (a.get("resolved_ts") or a.get("resolved_at")) if resolved else None
+        start_ts = pd.Timestamp(start) if start else pd.Timestamp(now)
+        start_ts = start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts
+        end_ts = pd.Timestamp(end) if end else pd.Timestamp(now)
+        end_ts = end_ts.tz_localize("UTC") if end_ts.tzinfo is None else end_ts
+        where = " · ".join(str(v) for v in (a.get("router"), a.get("segment")) if v)
+        records.append(
+            {
+                "alert": f"#{a.get('id')} {a.get('rule')}" + (f" ({where})" if where else ""),
+                "severity": a.get("severity") or NO_VALUE,
+                "state": a.get("state") or NO_VALUE,
+                "from": start_ts,
+                "to": max(end_ts, start_ts),
+                "summary": a.get("summary") or a.get("title") or "",
+            }
+        )
+    columns = ["alert", "severity", "state", "from", "to", "summary"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def alert_timeline_chart(timeline: pd.DataFrame, events: pd.DataFrame) -> alt.LayerChart:
+    """Alerts as bars over decision time (colour: severity), a dot where each began (so a
+    just-fired alert shows), events as labelled rules."""
+    base = alt.Chart(timeline).encode(
+        x=_utc_axis("from"),
+        # One y scale for the bar and dot layers (a sort by another field would split them).
+        # Outer padding leaves the top of the plot to the event labels.
+        y=alt.Y(
+            "alert:N", title=None, axis=alt.Axis(labelLimit=320), scale=alt.Scale(paddingOuter=0.6)
+        ),
+        color=alt.Color(
+            "severity:N",
+            scale=alt.Scale(
+                domain=["critical", "warning", "info"], range=["#c0392b", "#e67e22", "#7f8c8d"]
+            ),
+            legend=alt.Legend(orient="bottom"),
+        ),
+        opacity=alt.condition(alt.datum.state == "resolved", alt.value(0.45), alt.value(1.0)),
+        tooltip=[
+            "alert:N",
+            "severity:N",
+            "state:N",
+            alt.Tooltip("from:T", title="from (UTC)", format="%Y-%m-%d %H:%M:%S"),
+            alt.Tooltip("to:T", title="to (UTC)", format="%Y-%m-%d %H:%M:%S"),
+            "summary:N",
+        ],
+    )
+    bars = alt.LayerChart(
+        layer=[
+            base.mark_bar(height=14, cornerRadius=3).encode(x2="to:T"),
+            base.mark_point(filled=True, size=90),
+        ]
+    )
+    if timeline.empty and not events.empty:
+        # No alert yet: the events alone, on one band (a chart with no y would collapse).
+        lane = events.assign(lane="events")
+        strip = (
+            alt.Chart(lane)
+            .mark_tick(opacity=0)
+            .encode(x=_utc_axis("ts"), y=alt.Y("lane:N", title=None, axis=None))
+        )
+        return with_event_rules(strip, events).properties(height=alt.Step(48))
+    # A row per alert (Streamlit squeezes the rows of a fixed-height chart together).
+    return with_event_rules(bars, events).properties(height=alt.Step(28))

@@ -1,4 +1,5 @@
-"""Streamlit pieces every page shares: the API handle, the sidebar filters, empty states."""
+"""Streamlit pieces every page shares: the API handle, the sidebar filters and refresh,
+tables without "None", empty states."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd  # type: ignore[import-untyped]
 import streamlit as st
-from shadoweval.dashboard import data
+from shadoweval.dashboard import charts, data
+
+NO_VALUE: str = charts.NO_VALUE  # "—", the one dash every figure uses when it is missing
 
 WINDOWS = {
     "all decision time": None,
@@ -16,6 +20,9 @@ WINDOWS = {
     "last 7 days": timedelta(days=7),
     "last 30 days": timedelta(days=30),
 }
+# Auto-refresh intervals offered in the sidebar (seconds); the API answers are cached for
+# `dashboard_cache_seconds` (15 s by default), so no choice here reads faster than that.
+REFRESH_EVERY = {"15 s": 15, "30 s": 30, "1 min": 60, "5 min": 300}
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ def context() -> Context:
     routers = data.routers(api)
     with st.sidebar:
         st.caption(f"API: {api.url}")
-        keep("router", "window")
+        keep("router", "window", "auto_refresh", "refresh_every")
         linked("router", "router", routers)
         router = st.selectbox(
             "Router",
@@ -44,14 +51,95 @@ def context() -> Context:
         window = st.selectbox("Window (decision ts)", list(WINDOWS), key="window")
         if api.can_operate:
             st.caption("Operate key configured: acknowledge and silence are enabled.")
+        refresh_controls()
     delta = WINDOWS[window]
-    since = datetime.now(UTC) - delta if delta is not None else None
+    # Whole minutes, so that reruns within a minute ask the same question (and hit the cache).
+    since = datetime.now(UTC).replace(second=0, microsecond=0) - delta if delta else None
     # The API's own verdicts say whether they were simulated, whatever this process was told.
     if api.simulated or any(
         v.get("simulated") for v in data.items(api.get("/v1/verdicts", limit=5))
     ):
         simulated_banner()
     return Context(api=api, router=router, since=since, window_label=window)
+
+
+def refresh_controls() -> None:
+    """The sidebar's "Refresh now" (forget the cached answers) and auto-refresh: a timed
+    fragment that reruns the whole page every chosen interval while the toggle is on."""
+    st.button(
+        "Refresh now",
+        key="refresh_now",
+        on_click=data.clear_cache,  # a callback: runs before the rerun reads anything
+        help="Read everything from the API again instead of the answers of the last seconds.",
+    )
+    # Defaults through Session State: `keep` re-sets these keys on every page.
+    st.session_state.setdefault("auto_refresh", True)
+    st.session_state.setdefault("refresh_every", "30 s")
+    on = st.toggle("Auto-refresh", key="auto_refresh")
+    every = st.selectbox("Refresh every", list(REFRESH_EVERY), key="refresh_every", disabled=not on)
+    # Each full run gets a number; the fragment reruns the page only when the timer (not the
+    # page run that drew it) called it, so the page does not loop.
+    st.session_state["_page_run"] = st.session_state.get("_page_run", 0) + 1
+    if on:
+        st.fragment(_tick, run_every=REFRESH_EVERY[every])()
+
+
+def _tick() -> None:
+    run = st.session_state.get("_page_run")
+    if st.session_state.get("_tick_seen") == run:
+        st.rerun(scope="app")
+    st.session_state["_tick_seen"] = run
+
+
+def when(value: Any, *, seconds: bool = True) -> str:
+    """A timestamp (ISO text or datetime) as "2026-12-07 09:07:12 UTC"; "—" when missing."""
+    if value is None or value == "" or (not isinstance(value, str) and pd.isna(value)):
+        return NO_VALUE
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return str(stamp.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC"))
+
+
+def filled(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as a reader sees it: timestamps as UTC text, lists joined, and every missing
+    value as "—" (Streamlit would print a literal "None")."""
+    shown = frame.copy()
+    for column in shown.columns:
+        values = shown[column]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            shown[column] = values.map(when)
+        elif values.dtype == object:
+            shown[column] = values.map(_cell)
+        elif values.isna().any():
+            shown[column] = values.map(lambda v: NO_VALUE if pd.isna(v) else f"{v:g}")
+    return shown
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or NO_VALUE
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NaT:
+        return NO_VALUE
+    return value
+
+
+def table(frame: pd.DataFrame, *, column_config: dict[str, Any] | None = None) -> None:
+    """A table that fits the page (its width, columns sized by `column_config`) and shows
+    "—" for missing values."""
+    st.dataframe(
+        filled(frame), hide_index=True, width="stretch", column_config=column_config or None
+    )
+
+
+def latest_decision_ts(api: data.Api, router: str | None) -> datetime | None:
+    """Decision time now for `router`: its newest decision's ts (the read `routers` makes,
+    so it comes from the cache)."""
+    rows = data.items(api.get("/v1/decisions", order="desc", limit=200))
+    stamps = [r["ts"] for r in rows if router is None or r.get("router") == router]
+    if not stamps:
+        return None
+    newest: datetime = pd.to_datetime(stamps, utc=True, format="ISO8601").max().to_pydatetime()
+    return newest
 
 
 def keep(*keys: str) -> None:

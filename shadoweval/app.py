@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -17,21 +18,34 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SqlalchemyTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from shadoweval import __version__, exceptions
+from shadoweval import openapi as api_document
 from shadoweval.alerts import service as alerts_service
 from shadoweval.alerts.delivery_router import router as alert_deliveries_router
 from shadoweval.alerts.router import router as alerts_router
 from shadoweval.analytics.router import router as analytics_router
+from shadoweval.analytics.sessions_router import router as sessions_router
+from shadoweval.analytics.thresholds_router import router as thresholds_router
+from shadoweval.auth.middleware import RequestGuard
 from shadoweval.auth.models import Scope
 from shadoweval.auth.router import router as keys_router
 from shadoweval.config import Settings, get_settings
-from shadoweval.db import check_database_ready, create_db_engine
+from shadoweval.db import (
+    check_database_ready,
+    create_db_engine,
+    database_error,
+    database_readiness,
+    driver_operational_errors,
+    statement_timeout_of,
+)
 from shadoweval.deps import require_scope
 from shadoweval.feedback.router import router as feedback_router
 from shadoweval.gate.router import router as gates_router
+from shadoweval.gauges import DatabaseCollector
 from shadoweval.ingest.litellm_router import router as litellm_router
 from shadoweval.ingest.models import DecisionIn
 from shadoweval.ingest.otlp_router import router as otlp_router
@@ -53,6 +67,7 @@ ERROR_STATUS: dict[type[exceptions.ShadowevalError], int] = {
     exceptions.DatabaseNotReady: 503,
     exceptions.InvalidConfiguration: 500,
     exceptions.Overloaded: 503,
+    exceptions.StorageFull: 507,
 }
 
 
@@ -135,11 +150,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         version=__version__,
         description="Shadow evaluation for LLM model routers. Every estimate carries an interval.",
         lifespan=lifespan,
+        generate_unique_id_function=api_document.operation_id,
+        # Served by api_document.install_docs with assets from the app, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.metrics = metrics = ApiMetrics(
-        engine, decision_clock_skew_seconds=settings.decision_clock_skew_seconds
+        [DatabaseCollector(engine, skew_seconds=settings.decision_clock_skew_seconds)]
     )
     app.state.sampling_plan = SamplingPlan()
     # Bounded ingest concurrency: past it, clients are told to come back (503), not queued.
@@ -157,11 +176,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return JSONResponse(_error_body(error), status_code=code, headers=headers)
 
     @app.exception_handler(OperationalError)
-    async def database_busy(request: Request, error: OperationalError) -> JSONResponse:
-        # Lock timeouts and lost connections are transient: tell clients when to come back.
+    @app.exception_handler(SqlalchemyTimeoutError)
+    async def database_busy(request: Request, error: Exception) -> JSONResponse:
+        # Lock timeouts, stalls and lost connections are transient: tell clients when to come
+        # back; a full disk is not, and says so (db.database_error).
         log.warning("database error on %s: %s", request.url.path, str(error).splitlines()[0])
-        busy = exceptions.Overloaded("the database is busy or unreachable; retry shortly")
-        return await domain_error(request, busy)
+        return await domain_error(request, database_error(error, engine=engine))
+
+    for driver_error in driver_operational_errors():
+        app.add_exception_handler(driver_error, database_busy)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameters(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -170,19 +193,24 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         ]
         return JSONResponse({"detail": detail, "code": "invalid_parameters"}, status_code=422)
 
+    # Added first, so it runs inside the observer: refusals are timed and logged too.
+    app.add_middleware(RequestGuard, on_database_error=database_busy)
     app.add_middleware(RequestObserver, metrics=metrics)
     app.include_router(decisions_router)
     app.include_router(litellm_router)
     app.include_router(otlp_router)
     app.include_router(keys_router)
     app.include_router(analytics_router)
+    app.include_router(sessions_router)
     app.include_router(feedback_router)
     app.include_router(gates_router)
     app.include_router(pool_router)
     app.include_router(alert_deliveries_router)
     app.include_router(alerts_router)
+    app.include_router(thresholds_router)
     _add_operational_routes(app, settings, engine, metrics)
     _document_decision_schema(app)
+    api_document.install_docs(app)
     return app
 
 
@@ -190,18 +218,33 @@ def _add_operational_routes(
     app: FastAPI, settings: Settings, engine: Engine, metrics: ApiMetrics
 ) -> None:
     @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
-        """The process is up."""
+    async def healthz() -> dict[str, str]:
+        """The process is up. Async and database-free on purpose: it answers on the event
+        loop even while every worker thread waits on a stalled database (a liveness probe
+        must not restart pods for the database's sake)."""
         return {"status": "ok", "version": __version__}
 
     @app.get("/readyz", tags=["operations"])
-    def readyz() -> JSONResponse:
-        """The database is reachable and migrated to the revision this code expects."""
+    async def readyz() -> JSONResponse:
+        """The database answers within its timeout, is migrated to the revision this code
+        expects, and has room to write (507 on a full disk)."""
+        # Its own thread, not the request threadpool, which a stall may have filled; and a
+        # deadline of its own, so the probe answers even if that thread is still waiting.
+        limit = (statement_timeout_of(engine) or settings.db_statement_timeout_seconds) + 1.0
         try:
-            revision = check_database_ready(engine)
-        except exceptions.DatabaseNotReady as error:
-            return JSONResponse({"status": "not ready", **_error_body(error)}, status_code=503)
-        return JSONResponse({"status": "ready", "revision": revision})
+            status, body = await asyncio.wait_for(
+                asyncio.to_thread(database_readiness, engine), timeout=limit
+            )
+        except TimeoutError:
+            status, body = (
+                503,
+                {
+                    "status": "not ready",
+                    "detail": f"database not answering within {limit - 1.0:g}s",
+                    "code": exceptions.DatabaseStalled.code,
+                },
+            )
+        return JSONResponse(body, status_code=status)
 
     metrics_dependencies = (
         [Depends(require_scope(Scope.READ))] if settings.metrics_require_key else []
@@ -229,7 +272,7 @@ def _document_decision_schema(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(decision_schema.pop("$defs", {}))
             components["Decision"] = decision_schema
-            app.openapi_schema = schema
+            app.openapi_schema = api_document.complete(app, schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

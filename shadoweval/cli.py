@@ -1,27 +1,70 @@
-"""The `shadoweval` command line: api, db, keys, demo, dashboard."""
+"""The `shadoweval` command line. `shadoweval COMMAND --help` shows a command's options."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from shadoweval.config import Settings, get_settings
+from shadoweval.config import Settings, get_settings, unknown_environment_variables
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
-keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed, listed by prefix).")
+
+class _CommandList(TyperGroup):
+    """Lists every command with its first sentence, never cut off with "..." (click's
+    default cuts each description at the terminal width)."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [
+            (name, command.get_short_help_str(limit=1_000))
+            for name in self.list_commands(ctx)
+            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+# Plain (not Rich) help: typer's Rich help prints a value type beside flags that take
+# none (`--once <bool>`, even `--help <bool>`); its plain help prints `--once`.
+_HELP: dict[str, Any] = {"rich_markup_mode": None, "cls": _CommandList, "no_args_is_help": True}
+app = typer.Typer(add_completion=False, help=__doc__, **_HELP)
+db_app = typer.Typer(help="Database migrations.", **_HELP)
+keys_app = typer.Typer(help="API keys (stored hashed, listed by prefix).", **_HELP)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (not run in CI).")
+bench_app = typer.Typer(help="Benchmarks (not run in CI).", **_HELP)
 app.add_typer(bench_app, name="bench")
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        from shadoweval import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    # The top-level options; each command does its own work.
+    pass
 
 
 def _settings() -> Settings:
@@ -29,6 +72,11 @@ def _settings() -> Settings:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    for name, closest in unknown_environment_variables(os.environ):
+        hint = f"; did you mean {closest}?" if closest else ""
+        logging.getLogger("shadoweval").warning(
+            "environment variable %s is not a shadoweval setting and is ignored%s", name, hint
+        )
     return settings
 
 
@@ -195,7 +243,7 @@ def keys_rotate(
     typer.echo(f"prefix {created.prefix} replaces {prefix}", err=True)
 
 
-@app.command()
+@app.command(short_help="API, worker, dashboard and traffic on SQLite, in one go.")
 def demo(
     port: Annotated[int, typer.Option(help="API port (a free one if taken).")] = 8000,
     dashboard_port: Annotated[
@@ -267,12 +315,15 @@ def dashboard(
         "true",
         "--browser.gatherUsageStats",
         "false",
+        # No "Deploy" button or developer menu: the dashboard is an operated service.
+        "--client.toolbarMode",
+        "minimal",
     ]
     # exec: Streamlit owns the process, so Ctrl-C and SIGTERM reach it directly.
     os.execv(sys.executable, argv)  # noqa: S606
 
 
-@app.command()
+@app.command(short_help="Release gate: test that a candidate model is no worse.")
 def gate(
     router: Annotated[str, typer.Option(help="Router whose stored requests are replayed.")],
     candidate: Annotated[str, typer.Option(help="The new model.")],
@@ -320,10 +371,15 @@ def replay(
     log_file: Annotated[
         Path, typer.Argument(help="NDJSON decision log.", exists=True, dir_okay=False)
     ],
-    url: Annotated[str, typer.Option(help="API base URL.")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str, typer.Option(help="API base URL.", envvar="SHADOWEVAL_URL")
+    ] = "http://127.0.0.1:8000",
     key: Annotated[
         str | None,
-        typer.Option(help="Ingest key (default: $SHADOWEVAL_KEY).", envvar="SHADOWEVAL_KEY"),
+        typer.Option(
+            help="An API key with the ingest scope. SHADOWEVAL_KEY is read too, deprecated.",
+            envvar="SHADOWEVAL_INGEST_KEY",
+        ),
     ] = None,
     speed: Annotated[
         float | None,
@@ -338,8 +394,16 @@ def replay(
     from shadoweval.ingest.replay import read_log
     from shadoweval.ingest.replay import replay as run_replay
 
+    if not key and os.environ.get("SHADOWEVAL_KEY"):
+        # The name the README used before the client's SHADOWEVAL_INGEST_KEY; kept one release.
+        typer.secho(
+            "warning: SHADOWEVAL_KEY is deprecated; set SHADOWEVAL_INGEST_KEY instead.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        key = os.environ["SHADOWEVAL_KEY"]
     if not key:
-        raise _fail("an ingest key is needed: --key or SHADOWEVAL_KEY", 2)
+        raise _fail("an ingest key is needed: --key or SHADOWEVAL_INGEST_KEY", 2)
     try:
         items = read_log(log_file)
         with typer.progressbar(length=len(items), label="replaying", file=sys.stderr) as bar:
@@ -402,7 +466,54 @@ def export_training(
     typer.echo(f"exported {written} pairs", err=True)
 
 
-@app.command()
+@app.command(
+    "advise-threshold", short_help="The threshold each segment should run, with a guarantee."
+)
+def advise_threshold(
+    router: Annotated[str, typer.Option(help="Router name (score_semantics p_strong_needed).")],
+    segment: Annotated[
+        str | None, typer.Option(help="One segment value; default every segment and all pooled.")
+    ] = None,
+    harm_budget: Annotated[
+        float, typer.Option(min=0, max=1, help="ε: harm allowed, as a share of all traffic.")
+    ] = 0.05,
+    delta: Annotated[
+        float, typer.Option(min=0, max=1, help="δ: risk that the recommendation exceeds ε.")
+    ] = 0.1,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+) -> None:
+    """The threshold each segment should run, with a guarantee and a USD/day forecast (as
+    GET /v1/thresholds), over the last decision days up to the router's watermark."""
+    from sqlmodel import Session
+
+    from shadoweval.analytics import thresholds as thresholds_service
+    from shadoweval.db import check_database_ready, create_db_engine
+    from shadoweval.exceptions import ShadowevalError
+
+    if not (0 < harm_budget < 1 and 0 < delta < 1):
+        raise _fail("--harm-budget and --delta must lie strictly between 0 and 1", 2)
+    settings = _settings()
+    engine = create_db_engine(settings)
+    try:
+        check_database_ready(engine)
+        with Session(engine) as session:
+            report = thresholds_service.advise_thresholds(
+                session=session,
+                settings=settings,
+                router=router,
+                segment=segment,
+                harm_budget=harm_budget,
+                delta=delta,
+            )
+    except ShadowevalError as error:
+        raise _fail(error.message) from error
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    typer.echo(thresholds_service.format_report(report))
+
+
+@app.command(short_help="How often the current judge agrees with stored verdicts.")
 def rejudge(
     router: Annotated[str, typer.Option(help="Router whose judged pairs are re-judged.")],
     sample: Annotated[int, typer.Option(min=1, help="Pairs to re-judge, both orders each.")] = 100,
@@ -482,7 +593,10 @@ def worker(
     from shadoweval.runtime.worker import build_runtime, run_worker
 
     settings = _settings()
-    engine = create_db_engine(settings)
+    # Jobs aggregate more than a request may: their own, longer statement timeout.
+    engine = create_db_engine(
+        settings, statement_timeout_seconds=settings.db_worker_statement_timeout_seconds
+    )
     try:
         check_database_ready(engine)
         alerts_startup_checks(settings)
@@ -671,6 +785,78 @@ def bench_analytics(
         f"-> {figures['segments']} segment rows in {figures['shadoweval_seconds']:.2f} s "
         f"(pandas read + groupby: {figures['pandas_seconds']:.2f} s); agree: {figures['agree']}"
     )
+    if as_json:
+        typer.echo(json.dumps(figures))
+
+
+@bench_app.command("sessions")
+def bench_sessions(
+    decisions: Annotated[int, typer.Option(help="Decisions of the per-turn router.")] = 1_000_000,
+    database_url: Annotated[
+        str | None, typer.Option(help="A PostgreSQL server (a fresh database is made and dropped).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated traffic.")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Figures as JSON on the last line.")
+    ] = False,
+) -> None:
+    """A generated week of chat sessions routed per turn and per session: gross savings,
+    the prompt-cache cost of switching, net savings, and how long /v1/sessions takes."""
+    from shadoweval.bench.sessions import format_sessions_report, run_sessions_bench
+
+    figures = run_sessions_bench(decisions=decisions, database_url=database_url, seed=seed)
+    typer.echo(format_sessions_report(figures))
+    if as_json:
+        typer.echo(json.dumps(figures))
+
+
+@bench_app.command("estimates")
+def bench_estimates(
+    repetitions: Annotated[int, typer.Option(min=1, help="Coverage repetitions.")] = 500,
+    lead_repetitions: Annotated[int, typer.Option(min=1, help="Lead-time streams.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    harm_rate: Annotated[float, typer.Option(help="True harm probability.")] = 0.2,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Figures as JSON on the last line.")
+    ] = False,
+) -> None:
+    """Judge-only, human-only and PPI coverage and width against a biased judge, and how
+    many hours sooner expected harm flags a score shift than the labelled estimate."""
+    from shadoweval.bench.estimates import format_estimates_report, run_estimates_bench
+
+    figures = run_estimates_bench(
+        repetitions=repetitions, lead_repetitions=lead_repetitions, seed=seed, harm_rate=harm_rate
+    )
+    typer.echo(format_estimates_report(figures))
+    if as_json:
+        typer.echo(json.dumps(figures))
+
+
+@bench_app.command("thresholds")
+def bench_thresholds(
+    seeds: Annotated[int, typer.Option(min=1, help="Seeded runs.")] = 50,
+    first_seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
+    days: Annotated[int, typer.Option(min=1, help="Decision days per run.")] = 7,
+    labels_per_day: Annotated[float, typer.Option(min=10, help="Labels a day.")] = 900.0,
+    harm_budget: Annotated[float, typer.Option(help="ε, share of all traffic.")] = 0.05,
+    delta: Annotated[float, typer.Option(help="δ, the risk level.")] = 0.1,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Figures as JSON on the last line.")
+    ] = False,
+) -> None:
+    """The threshold advisor on a seeded numpy simulation of the labelled sample (one
+    miscalibrated segment): violation rate against δ and the share of the oracle's savings."""
+    from shadoweval.bench.thresholds import format_thresholds_report, run_thresholds_bench
+
+    figures = run_thresholds_bench(
+        seeds=seeds,
+        first_seed=first_seed,
+        days=days,
+        labels_per_day=labels_per_day,
+        harm_budget=harm_budget,
+        risk=delta,
+    )
+    typer.echo(format_thresholds_report(figures))
     if as_json:
         typer.echo(json.dumps(figures))
 

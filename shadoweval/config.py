@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -9,7 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shadoweval.ingest.redaction import DEFAULT_PATTERNS as DEFAULT_REDACTION_PATTERNS
+from shadoweval.redaction_defaults import DEFAULT_PATTERNS as DEFAULT_REDACTION_PATTERNS
 
 StorePayloads = Literal["sampled", "all", "none"]
 
@@ -30,6 +32,30 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    # A stalled PostgreSQL must not hang requests: each wait on it is bounded, and a request
+    # waits at most about max(statement, pool + connect) seconds before its 503.
+    db_connect_timeout_seconds: int = Field(
+        default=2,
+        ge=2,
+        description="Seconds to open a PostgreSQL connection (libpq's minimum is 2).",
+    )
+    db_statement_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds one statement or commit may take in the API (PostgreSQL "
+        "statement_timeout, and a client-side limit for a database that stops answering).",
+    )
+    db_worker_statement_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="The same limit for the worker's jobs, whose aggregations run longer; "
+        "a job over it fails, is logged, and runs again next tick.",
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds a request waits for a free pooled connection before its 503.",
+    )
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
@@ -73,6 +99,12 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="Wait for a slot before answering 503 with Retry-After."
     )
     ingest_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    api_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Body limit of the admin and operate routes (keys, pool, alert rules, "
+        "gates, review labels), enforced while reading.",
+    )
     # Ingest skips the key lookup (a DB read and a thread hop per request) for a key it
     # authenticated this recently; also the bound on how long a key revoked through another
     # API process keeps working for ingest (revocations through this process apply at once).
@@ -229,6 +261,25 @@ class Settings(BaseSettings):
     plan_refresh_seconds: float = Field(
         default=30.0, ge=0, description="How often ingest reloads the sampling plan."
     )
+    # --- threshold advisor (GET /v1/thresholds) ---
+    threshold_window_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="Decision days of traffic and labels the threshold advisor reads, ending at "
+        "the router's decision-time watermark.",
+    )
+    threshold_bootstrap_replicates: int = Field(
+        default=400, ge=20, le=10_000, description="Bootstrap replicates of the advisor's bands."
+    )
+    threshold_min_labels: int = Field(
+        default=100, ge=1, description="Labels a segment needs before the advisor recommends."
+    )
+    threshold_min_band_labels: int = Field(
+        default=20,
+        ge=1,
+        description="Labels between the threshold in force and a higher threshold before the "
+        "advisor tests that threshold.",
+    )
 
     # --- shadow runs and the judge ---
     tier_models: dict[str, dict[str, str]] = Field(
@@ -252,6 +303,18 @@ class Settings(BaseSettings):
     # Human feedback is compared with the judge as one bit; a grade needs a cut-off.
     feedback_acceptable_min_grade: int = Field(
         default=3, ge=1, le=5, description="A 1–5 grade at or above this is 'acceptable'."
+    )
+    # PPI (stats/ppi.py) needs human labels on a known-probability sample of judged pairs:
+    # a pair is in the review sample when its review hash falls below this share.
+    review_sample_probability: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Share of judged pairs drawn into the uniform review sample (for PPI).",
+    )
+    # CBPE-style expected harm refits the score → P(harm) map on bootstrap resamples.
+    expected_harm_bootstrap: int = Field(
+        default=100, ge=10, le=2000, description="Bootstrap refits behind expected-harm intervals."
     )
     judge_watch_interval_seconds: float = Field(
         default=60.0, gt=0, description="How often the leader looks for a new judge key."
@@ -395,6 +458,11 @@ class Settings(BaseSettings):
     )
     dashboard_host: str = Field(default="127.0.0.1", description="Dashboard bind address.")
     dashboard_port: int = Field(default=8501, ge=0, le=65535, description="Dashboard port.")
+    dashboard_cache_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        description="How long the dashboard reuses an API answer before asking again; 0 = never.",
+    )
     # --- end dashboard ---
 
     # --- alert rules and lifecycle ---
@@ -532,3 +600,35 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings; tests build their own `Settings` and pass it in."""
     return Settings()
+
+
+# Read outside Settings: the client's and the CLI's own variables, and the test suite's.
+OTHER_ENVIRONMENT_VARIABLES = frozenset(
+    {
+        "SHADOWEVAL_URL",
+        "SHADOWEVAL_INGEST_KEY",
+        "SHADOWEVAL_KEY",
+        "SHADOWEVAL_LITELLM_AUTHORIZATION",
+        "SHADOWEVAL_TEST_POSTGRES_URL",
+        "SHADOWEVAL_TEST_FREEZE_SECONDS",
+        "SHADOWEVAL_FUZZ_EXAMPLES",
+    }
+)
+
+
+def unknown_environment_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """`SHADOWEVAL_*` variables nothing reads, each with the closest known name (or None).
+
+    pydantic-settings ignores them silently, so a misspelt setting would run on its default.
+    """
+    known = {"SHADOWEVAL_" + name.upper() for name in Settings.model_fields}
+    known |= OTHER_ENVIRONMENT_VARIABLES
+    unknown = sorted(n for n in environ if n.startswith("SHADOWEVAL_") and n not in known)
+    # Match on what follows the prefix, or every name would look close to every other.
+    suffixes = {name.removeprefix("SHADOWEVAL_"): name for name in known}
+
+    def closest(name: str) -> str | None:
+        matches = get_close_matches(name.removeprefix("SHADOWEVAL_"), suffixes, n=1)
+        return suffixes[matches[0]] if matches else None
+
+    return [(name, closest(name)) for name in unknown]

@@ -2,9 +2,10 @@
 
 Each page is loaded against the live, seeded API; the test waits until Streamlit
 has finished running the page's script, fails on any exception box shown, and
-saves a screenshot per page under the test's tmp dir. Chromium is Debian's
-`chromium`: installed here when running as root (CI), otherwise the test skips
-and says why. The browser is driven over the DevTools protocol, no extra package.
+saves a screenshot per page under the test's tmp dir (or under
+$DASHBOARD_SCREENSHOTS_DIR when set). Chromium is Debian's `chromium`, which `.ci/run`
+installs before pytest starts; without it the test skips and says why (pytest never
+installs software). The browser is driven over the DevTools protocol, no extra package.
 """
 
 from __future__ import annotations
@@ -18,22 +19,27 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from websockets.sync.client import ClientConnection, connect
 
 from shadoweval.config import Settings
+from shadoweval.events.models import EventKind
+from shadoweval.events.service import record_event
 from tests.conftest import Keys, LiveApi, free_port
-from tests.integration.test_dashboard_pages import _seed
+from tests.integration.test_dashboard_pages import CHEAP, _alert, _seed
 
 PAGES = {
     "": "Is routing paying off?",
     "quality": "Where is quality lost?",
     "calibration": "Is the router still calibrated?",
+    "thresholds": "What threshold should I run?",
     "drift": "Has the input changed?",
     "judge": "What did the judge see?",
     "alerts": "What is firing?",
@@ -42,23 +48,11 @@ PAGES = {
 
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.skip("headless Chromium is not installed (CI installs Debian's `chromium` as root)")
-    try:
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-            check=True,
-            capture_output=True,
-            timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-    except (subprocess.SubprocessError, OSError) as error:
-        pytest.skip(f"could not install Debian's chromium: {error}")
-    found = shutil.which("chromium")
     if not found:
-        pytest.skip("apt-get installed chromium but it is not on PATH")
+        pytest.skip(
+            "headless Chromium is not installed: `.ci/run` installs Debian's `chromium` "
+            "(as root, where apt-get exists); elsewhere install it to run this test"
+        )
     return found
 
 
@@ -141,6 +135,8 @@ def dashboard_url(live_api: LiveApi, keys: Keys, tmp_path: Path) -> Iterator[str
         **os.environ,
         "SHADOWEVAL_DASHBOARD_API_URL": live_api.url,
         "SHADOWEVAL_DASHBOARD_READ_KEY": keys.read,
+        # The test seeds between two passes over the pages: no cached (empty) answers.
+        "SHADOWEVAL_DASHBOARD_CACHE_SECONDS": "0",
         "HOME": str(tmp_path),  # Streamlit writes its machine id and config under $HOME
     }
     log = (tmp_path / "dashboard.log").open("w")
@@ -179,6 +175,7 @@ _PAGE_STATE = """(() => {
     title: heading ? heading.innerText : null,
     exceptions: [...document.querySelectorAll('[data-testid="stException"]')]
       .map(e => e.innerText),
+    deploy: document.querySelector('[data-testid="stAppDeployButton"]') !== null,
   };
 })()"""
 
@@ -199,6 +196,23 @@ def _load(browser: Browser, url: str, title: str) -> dict[str, Any]:
     raise AssertionError(f"{url} did not finish rendering: {state}")
 
 
+def _alert_and_model_change(engine: Engine) -> None:
+    """A firing alert and a model change, so the alerts page's timeline is in the shots."""
+    with Session(engine) as session:
+        fired = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+        session.add(_alert(pending_since_ts=fired - timedelta(minutes=3), fired_ts=fired))
+        session.commit()
+        record_event(
+            session,
+            kind=EventKind.MODEL_CHANGE,
+            dedup_key="support-router|cheap|claude-haiku-4-6",
+            ts=fired + timedelta(minutes=5),
+            router="support-router",
+            details={"tier": "cheap", "model": "claude-haiku-4-6", "previous_models": [CHEAP]},
+        )
+        session.commit()
+
+
 def test_every_page_renders_in_chromium_without_an_exception(
     browser: Browser,
     dashboard_url: str,
@@ -206,18 +220,21 @@ def test_every_page_renders_in_chromium_without_an_exception(
     base_settings: Settings,
     tmp_path: Path,
 ) -> None:
-    screenshots = tmp_path / "screenshots"
-    screenshots.mkdir()
+    screenshots = Path(os.environ.get("DASHBOARD_SCREENSHOTS_DIR") or tmp_path / "screenshots")
+    screenshots.mkdir(parents=True, exist_ok=True)
+    saved: list[str] = []
     for seeded in (False, True):
         if seeded:
             _seed(engine, base_settings)
+            _alert_and_model_change(engine)
         for path, title in PAGES.items():
             state = _load(browser, f"{dashboard_url}/{path}", title)
             assert not state["exceptions"], (path, state["exceptions"])
+            assert not state["deploy"], "Streamlit's Deploy toolbar is shown"
             shot = browser.call("Page.captureScreenshot", format="png")
             name = f"{'seeded' if seeded else 'empty'}-{path or 'routing'}.png"
             (screenshots / name).write_bytes(base64.b64decode(shot["data"]))
-    saved = sorted(p.name for p in screenshots.iterdir())
-    assert len(saved) == 2 * len(PAGES)
+            saved.append(name)
+    assert len(set(saved)) == 2 * len(PAGES)
     assert all((screenshots / name).stat().st_size > 10_000 for name in saved)
     print(f"screenshots: {screenshots}")

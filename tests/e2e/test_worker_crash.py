@@ -57,7 +57,7 @@ def worker_env(settings: Settings, fake: FakeProviderServer) -> dict[str, str]:
             "SHADOWEVAL_ENQUEUE_INTERVAL_SECONDS": "0.3",
             # Short, so the dead worker's leases are taken over soon; long enough that a
             # live worker slowed by a loaded machine (a full suite run) keeps its own.
-            "SHADOWEVAL_WORK_LEASE_SECONDS": "6",
+            "SHADOWEVAL_WORK_LEASE_SECONDS": "12",
             "SHADOWEVAL_LEADER_LEASE_SECONDS": "3",
             "SHADOWEVAL_WORK_RETRY_BASE_S": "0",
             "PYTHONUNBUFFERED": "1",
@@ -130,6 +130,12 @@ def test_sigkilled_worker_loses_nothing_and_repeats_nothing_finished(
         second_batch = [decision(f"late-{i:03d}") for i in range(6)]
         ingest(engine, settings, second_batch)
         replacement = start_worker(env, tmp_path / "worker-c.log")
+        # Until it logs this it has no SIGTERM handler: a stop sent earlier would kill it.
+        wait_for(
+            lambda: "worker started" in (tmp_path / "worker-c.log").read_text(),
+            60,
+            "the replacement worker to start",
+        )
         total = len(first_batch) + len(second_batch)
         wait_for(
             lambda: count(engine, Verdict, status=VerdictStatus.DONE) == total,

@@ -78,3 +78,15 @@ def test_bad_scope_and_unknown_prefix_are_clear_errors(cli_env: None) -> None:
     code, _, err = run("keys", "revoke", "sek_nothere")
     assert code == 1
     assert "no API key with prefix sek_nothere" in err
+
+
+def test_a_misspelt_setting_is_warned_about_at_start(
+    cli_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHADOWEVAL_DAILY_SHADOW_BUDGET_UDS", "5")
+    code, _, err = run("db", "upgrade")
+    assert code == 0
+    assert (
+        "SHADOWEVAL_DAILY_SHADOW_BUDGET_UDS is not a shadoweval setting and is ignored; "
+        "did you mean SHADOWEVAL_DAILY_SHADOW_BUDGET_USD?" in err
+    )

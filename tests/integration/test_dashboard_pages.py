@@ -6,30 +6,36 @@ simulated provider (real pipeline: ingest → shadow run → two-order judge).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import streamlit as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from streamlit.testing.v1 import AppTest
 
 from shadoweval.alerts.models import Alert
 from shadoweval.config import Settings
+from shadoweval.events.models import EventKind
+from shadoweval.events.service import record_event
 from shadoweval.providers.simulated import sim_tag, simulate_answer_text
 from tests.conftest import Keys, LiveApi, decision
 from tests.integration.pipeline.conftest import drain, ingest
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = [
-    "pages/routing.py",
-    "pages/quality.py",
-    "pages/calibration.py",
-    "pages/drift.py",
-    "pages/judge.py",
-    "pages/alerts.py",
+    "views/routing.py",
+    "views/quality.py",
+    "views/calibration.py",
+    "views/thresholds.py",
+    "views/drift.py",
+    "views/judge.py",
+    "views/alerts.py",
 ]
 CHEAP, STRONG = "claude-haiku-4-5", "claude-sonnet-4-5"
 
@@ -83,11 +89,29 @@ def _seed(engine: Engine, base_settings: Settings, extra: Sequence[dict[str, Any
 
 
 @pytest.fixture
-def dashboard_env(monkeypatch: pytest.MonkeyPatch, live_api: LiveApi, keys: Keys) -> None:
+def dashboard_env(monkeypatch: pytest.MonkeyPatch, live_api: LiveApi, keys: Keys) -> Iterator[None]:
     monkeypatch.setenv("SHADOWEVAL_DASHBOARD_API_URL", live_api.url)
     monkeypatch.setenv("SHADOWEVAL_DASHBOARD_READ_KEY", keys.read)
     monkeypatch.setenv("SHADOWEVAL_DASHBOARD_OPERATE_KEY", keys.operate)
     monkeypatch.delenv("SHADOWEVAL_USE_SIMULATED_PROVIDER", raising=False)
+    # The dashboard's API answers are cached per process; the live API is shared by tests.
+    st.cache_data.clear()
+    yield
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def api_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of every request any httpx client in this process sends (the dashboard's)."""
+    calls: list[str] = []
+    send = httpx.Client.send
+
+    def counting(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        calls.append(request.url.path)
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", counting)
+    return calls
 
 
 def _render_all() -> dict[str, AppTest]:
@@ -114,13 +138,13 @@ def _texts(app: AppTest) -> str:
 @pytest.mark.usefixtures("dashboard_env")
 def test_every_page_has_a_clear_empty_state() -> None:
     pages = _render_all()
-    assert pages["pages/routing.py"].title[0].value == "Is routing paying off?"
-    assert "No decisions yet" in _texts(pages["pages/routing.py"])
-    assert "No judged pairs yet" in _texts(pages["pages/quality.py"])
-    assert "No calibration labels yet" in _texts(pages["pages/calibration.py"])
-    assert "No drift reports yet" in _texts(pages["pages/drift.py"])
-    assert "No judged pairs" in _texts(pages["pages/judge.py"])
-    alerts = _texts(pages["pages/alerts.py"])
+    assert pages["views/routing.py"].title[0].value == "Is routing paying off?"
+    assert "No decisions yet" in _texts(pages["views/routing.py"])
+    assert "No judged pairs yet" in _texts(pages["views/quality.py"])
+    assert "No calibration labels yet" in _texts(pages["views/calibration.py"])
+    assert "No drift reports yet" in _texts(pages["views/drift.py"])
+    assert "No judged pairs" in _texts(pages["views/judge.py"])
+    alerts = _texts(pages["views/alerts.py"])
     assert "No events yet" in alerts
     assert "No gate runs yet" in alerts or "does not serve this yet" in alerts
     # Nothing claims to be simulated when the data is not.
@@ -134,7 +158,7 @@ def test_pages_show_the_seeded_numbers_with_units_and_intervals(
     _seed(engine, base_settings)
     pages = _render_all()
 
-    routing = pages["pages/routing.py"]
+    routing = pages["views/routing.py"]
     metrics = {m.label: m.value for m in routing.metric}
     # Realized: (3 × 0.001 + 0.01) / 4 = 0.00325 USD per request.
     assert metrics["Realized cost per request (USD)"] == "$0.00325"
@@ -147,33 +171,33 @@ def test_pages_show_the_seeded_numbers_with_units_and_intervals(
     assert "1 of 4" in text  # strong share: one strong-routed decision of four
     assert "95 % CI" in text
 
-    quality = _texts(pages["pages/quality.py"])
+    quality = _texts(pages["views/quality.py"])
     # One harmful pair of three cheap-routed ones, π = 1.
     assert "**billing** — harm rate 33.3 % (95 % CI" in quality
     assert "n = 3)" in quality
     assert "watching: no rise seen in 3 labels" in quality
 
-    calibration = pages["pages/calibration.py"]
+    calibration = pages["views/calibration.py"]
     figures = {m.label: m.value for m in calibration.metric}
     # Four labels (three forward, one reverse): scores 0.4, 0.1, 0.2, 0.8 against 1, 0, 0, 0:
     # Brier = (0.36 + 0.01 + 0.04 + 0.64) / 4 = 0.2625.
     assert figures["Labels (n)"] == "4"
     assert figures["Brier score"] == "0.2625"
 
-    judge = _texts(pages["pages/judge.py"])
+    judge = _texts(pages["views/judge.py"])
     assert "4 pairs judged, 0 errors" in judge
     assert "swap consistency 100.0 % (95 % CI" in judge
-    expanders = [e.label for e in pages["pages/judge.py"].expander]
+    expanders = [e.label for e in pages["views/judge.py"].expander]
     assert len(expanders) == 4
     assert all(label.startswith("SIMULATED · billing") for label in expanders)
     # The hidden quality tag is never shown.
     assert "shadoweval-sim" not in judge
     # Filtering by outcome keeps the one pair the stronger answer won.
-    judge_page = pages["pages/judge.py"]
+    judge_page = pages["views/judge.py"]
     judge_page.selectbox(key="judge_outcome").set_value("stronger_wins").run()
     assert [e.label.split(" · ")[2] for e in judge_page.expander] == ["d1"]
 
-    alerts = _texts(pages["pages/alerts.py"])
+    alerts = _texts(pages["views/alerts.py"])
     assert "No events yet" in alerts
     # Simulated verdicts label every page.
     assert all("SIMULATED DATA" in _texts(p) for p in pages.values())
@@ -204,9 +228,9 @@ def test_an_operator_acknowledges_a_firing_alert_from_the_dashboard(
     session.commit()
     page = AppTest.from_file(str(APP), default_timeout=90)
     page.run()
-    page.switch_page("pages/alerts.py").run()
+    page.switch_page("views/alerts.py").run()
     assert not page.exception
-    assert page.expander[0].label == (f"#{alert.id} [critical] [alert] harm rate up in billing")
+    assert page.expander[0].label == f"#{alert.id} · critical · [alert] harm rate up in billing"
     page.button(key=f"ack_{alert.id}").click().run()
     assert "Acknowledged." in [s.value for s in page.success]
     with live_api.client(keys.read) as client:
@@ -236,7 +260,7 @@ def test_an_alerts_deep_link_opens_on_its_router_and_segment(
     page = AppTest.from_file(str(APP), default_timeout=90)
     page.query_params["router"] = "support-router"
     page.query_params["segment"] = "shipping"
-    page.switch_page("pages/quality.py").run()
+    page.switch_page("views/quality.py").run()
 
     assert not page.exception
     assert page.title[0].value == "Where is quality lost?"
@@ -250,7 +274,7 @@ def test_an_alerts_deep_link_opens_on_its_router_and_segment(
     page.selectbox(key="router").set_value("other-router").run()
     assert page.selectbox(key="router").value == "other-router"
     # The sidebar's router is carried over to the next page.
-    page.switch_page("pages/routing.py").run()
+    page.switch_page("views/routing.py").run()
     assert page.selectbox(key="router").value == "other-router"
 
 
@@ -259,8 +283,119 @@ def test_a_link_to_a_router_without_data_says_so(engine: Engine, base_settings: 
     _seed(engine, base_settings)
     page = AppTest.from_file(str(APP), default_timeout=90)
     page.query_params["router"] = "gone-router"
-    page.switch_page("pages/quality.py").run()
+    page.switch_page("views/quality.py").run()
 
     assert not page.exception
     assert page.selectbox(key="router").value == "support-router"
     assert "The link's router 'gone-router' has no data here" in _texts(page)
+
+
+def _alert(**fields: Any) -> Alert:
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "rule": "quality_drop",
+        "kind": "quality_drop",
+        "state": "firing",
+        "level": "alert",
+        "severity": "critical",
+        "router": "support-router",
+        "segment": "legal",
+        "title": "[alert] harm rate up in legal",
+        "summary": "legal: harm 10 % → 24 % since 09:07 (95 % CI 17–32 %), 48 labels",
+        "numbers": {"harm_rate": 0.24, "labels": 48},
+        "started_at": now,
+        "updated_at": now,
+        **fields,
+    }
+    key = f"{values['rule']}|{values['router']}|{values['segment']}"
+    return Alert(dedup_key=key, open_key=key if values["state"] != "resolved" else None, **values)
+
+
+def _cells(app: AppTest) -> list[str]:
+    return [str(v) for frame in app.dataframe for v in frame.value.to_numpy().ravel()]
+
+
+@pytest.mark.usefixtures("dashboard_env")
+def test_the_alerts_page_leads_with_what_fires_and_draws_a_timeline_without_none(
+    session: Session,
+) -> None:
+    fired = datetime(2026, 3, 2, 9, 7, tzinfo=UTC)
+    session.add(_alert(pending_since_ts=fired - timedelta(minutes=4), fired_ts=fired))
+    session.add(
+        _alert(
+            rule="calibration_drift",
+            kind="calibration_drift",
+            segment=None,  # a router-wide alert: no segment, never acknowledged or silenced
+            severity="warning",
+            state="resolved",
+            title="calibration drifted",
+            summary="support-router: Brier 0.12 → 0.19 since 08:30, 300 labels",
+            fired_ts=fired - timedelta(hours=1),
+            resolved_ts=fired - timedelta(minutes=30),
+        )
+    )
+    session.commit()
+    record_event(
+        session,
+        kind=EventKind.MODEL_CHANGE,
+        dedup_key="support-router|cheap|claude-haiku-4-6",
+        ts=fired + timedelta(minutes=2),
+        router="support-router",
+        details={"tier": "cheap", "model": "claude-haiku-4-6", "previous_models": [CHEAP]},
+    )
+    session.commit()
+
+    page = AppTest.from_file(str(APP), default_timeout=90)
+    page.run()
+    page.switch_page("views/alerts.py").run()
+    assert not page.exception
+
+    # The first thing on the page: which segment, what changed, since when (decision time).
+    headline = page.error[0].value
+    assert headline.startswith("1 alert firing.")
+    assert "**legal** — legal: harm 10 % → 24 % since 09:07" in headline
+    assert "(since 2026-03-02 09:03 UTC)" in headline
+    # The timeline: both alerts as bars over decision time, the model change as a labelled rule.
+    charts = page.get("vega_lite_chart")
+    assert len(charts) == 1
+    chart = str(charts[0].proto)
+    assert "model change: claude-haiku-4-6" in chart
+    assert "quality_drop (support-router" in chart
+    assert "calibration_drift (support-router)" in chart
+    # Every table: no literal "None", no empty cells; model lists joined, not a list repr.
+    page.radio(key="alert_state").set_value("all").run()
+    cells = _cells(page)
+    assert cells
+    assert not {"None", "nan", "NaT", ""} & set(cells)
+    assert "—" in cells  # the router-wide alert's segment and the unacknowledged alerts
+    assert "2026-03-02 09:09:00 UTC" in cells  # the model change, in decision time
+    assert any("claude-haiku-4-5 → **claude-haiku-4-6**" in m.value for m in page.markdown)
+    assert not any("['" in m.value for m in page.markdown)
+
+
+@pytest.mark.usefixtures("dashboard_env")
+def test_a_rerun_within_the_cache_time_asks_the_api_nothing(
+    engine: Engine, base_settings: Settings, api_calls: list[str]
+) -> None:
+    _seed(engine, base_settings)
+    page = AppTest.from_file(str(APP), default_timeout=90)
+    page.run()
+    page.switch_page("views/routing.py").run()
+    assert not page.exception
+    first = len(api_calls)
+    assert first > 0
+    started = time.perf_counter()
+    page.run()
+    warm = time.perf_counter() - started
+    assert not page.exception
+    assert api_calls[first:] == []  # every answer came from the cache
+    print(f"routing page, warm rerun: {warm:.2f} s")
+    # Another page reuses what the first read (routers, decisions): it asks only for its own.
+    page.switch_page("views/alerts.py").run()
+    assert "/v1/segments" not in api_calls[first:]
+    # "Refresh now" forgets the answers: the next run reads the API again.
+    before = len(api_calls)
+    page.button(key="refresh_now").click().run()
+    assert "/v1/segments" in api_calls[before:]
+    # The sidebar offers auto-refresh, on by default.
+    assert page.toggle(key="auto_refresh").value is True

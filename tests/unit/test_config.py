@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shadoweval.config import Settings
+from shadoweval.config import Settings, unknown_environment_variables
 
 
 def test_default_is_sqlite_under_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,3 +55,17 @@ def test_judge_temperature_can_be_left_to_the_model(
 ) -> None:
     monkeypatch.setenv("SHADOWEVAL_JUDGE_TEMPERATURE", env)
     assert Settings().judge_temperature == expected
+
+
+def test_misspelt_variables_are_named_with_the_closest_setting() -> None:
+    environ = {
+        "SHADOWEVAL_DATABSE_URL": "postgresql://x",  # misspelt
+        "SHADOWEVAL_DATABASE_URL": "postgresql://y",
+        "SHADOWEVAL_INGEST_KEY": "k",  # the client's own
+        "SHADOWEVAL_ZZZ": "1",
+        "PATH": "/bin",
+    }
+    assert unknown_environment_variables(environ) == [
+        ("SHADOWEVAL_DATABSE_URL", "SHADOWEVAL_DATABASE_URL"),
+        ("SHADOWEVAL_ZZZ", None),
+    ]

@@ -165,3 +165,82 @@ def test_drift_columns_accept_a_mapping_or_a_list() -> None:
     assert by_name.to_dict("records") == [{"column": "prompt_tokens", "drift_detected": True}]
     listed = charts.drift_columns({"columns": [{"column": "score", "p_value": 0.2}]})
     assert listed.to_dict("records") == [{"column": "score", "p_value": 0.2}]
+
+
+def test_alert_bars_run_over_decision_time_and_open_alerts_end_now() -> None:
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    timeline = charts.alert_timeline_frame(
+        [
+            {
+                "id": 1,
+                "rule": "quality_drop",
+                "router": "r",
+                "segment": "legal",
+                "severity": "critical",
+                "state": "firing",
+                "pending_since_ts": "2026-03-02T09:03:00Z",
+                "fired_ts": "2026-03-02T09:07:00Z",
+                "summary": "legal: harm 10 % → 24 %",
+            },
+            {
+                "id": 2,
+                "rule": "calibration_drift",
+                "router": "r",
+                "segment": None,
+                "severity": "warning",
+                "state": "resolved",
+                "fired_ts": "2026-03-02T08:00:00+00:00",
+                "resolved_ts": "2026-03-02T08:30:00+00:00",
+                "title": "calibration drifted",
+            },
+        ],
+        now=now,
+    )
+    first, second = timeline.to_dict("records")
+    # Open: from when the condition first held to decision time now.
+    assert first["alert"] == "#1 quality_drop (r · legal)"
+    assert (first["from"].isoformat(), first["to"]) == ("2026-03-02T09:03:00+00:00", now)
+    # Resolved: ends at the decision time that resolved it; no segment, no "None".
+    assert second["alert"] == "#2 calibration_drift (r)"
+    assert second["to"].isoformat() == "2026-03-02T08:30:00+00:00"
+    assert second["summary"] == "calibration drifted"
+
+
+def test_event_rules_are_labelled_and_absent_without_events() -> None:
+    events = charts.events_frame(
+        [
+            {
+                "ts": "2026-03-02T09:09:00Z",
+                "kind": "model_change",
+                "router": "r",
+                "details": {"model": "claude-haiku-4-6"},
+            }
+        ]
+    )
+    base = charts.alt.Chart(events).mark_point().encode(x="ts:T")
+    spec = charts.with_event_rules(base, events).to_dict()
+    assert len(spec["layer"]) == 2
+    labels = [row.get("label") for rows in spec["datasets"].values() for row in rows]
+    assert "model change: claude-haiku-4-6" in labels
+    assert len(charts.with_event_rules(base, events.iloc[0:0]).to_dict()["layer"]) == 1
+    assert charts.event_label("sampling_shortfall", None) == "sampling shortfall"
+
+
+def test_tables_show_a_dash_for_missing_values_never_none() -> None:
+    from shadoweval.dashboard import ui
+
+    frame = charts.pd.DataFrame(
+        {
+            "who": ["ops", None],
+            "models": [["a", "b"], []],
+            "share": [0.5, float("nan")],
+            "at": charts.pd.to_datetime(["2026-03-02T09:07:12.345678Z", None], utc=True),
+        }
+    )
+    shown = ui.filled(frame).to_dict("records")
+    assert shown == [
+        {"who": "ops", "models": "a, b", "share": "0.5", "at": "2026-03-02 09:07:12 UTC"},
+        {"who": "—", "models": "—", "share": "—", "at": "—"},
+    ]
+    assert ui.when(None) == "—"
+    assert ui.when("2026-03-02T09:07:59.9+00:00", seconds=False) == "2026-03-02 09:07 UTC"

@@ -8,7 +8,7 @@ from shadoweval.dashboard import charts, data, ui
 
 st.title("Where is quality lost?")
 ctx = ui.context()
-rows = ctx.api.get("/v1/segments", router=ctx.router, since=ctx.since)
+rows = ctx.api.get("/v1/segments", router=ctx.router, since=ctx.since, expected=True)
 if ui.unavailable(rows, "Segments"):
     st.stop()
 table = charts.segments_table(rows)
@@ -23,8 +23,8 @@ st.caption(
     "Harm rate: share of cheap-routed traffic where the strong answer wins in both orders. "
     "Missed savings: share of strong-routed traffic where the cheap answer was acceptable. "
     "Weighted by 1/π, 95 % intervals; sorted by risk (upper bound) within each measure. "
-    "Where every decision of a stratum is sampled (π = 1) the rate describes that traffic "
-    "exactly and its interval has zero width."
+    "Intervals are process-level: they bound the segment's rate on its traffic, so even "
+    "where every decision is sampled (π = 1) they have a width."
 )
 for _, row in table[table["measure"] == "harm rate"].iterrows():
     st.markdown(
@@ -40,6 +40,28 @@ for _, row in table[table["measure"] == "harm rate"].iterrows():
         + f"; {charts.pct(row['share of traffic labelled'])} of {row['decisions']} decisions "
         f"labelled; sequential test: {row['sequential test']}"
     )
+st.subheader("Three estimates of harm")
+st.caption(
+    "Judge-only: the judge's labels. Human-corrected (PPI): every judge label, debiased by "
+    "the human labels of the uniform review sample. Expected: the router score recalibrated "
+    "on labels, averaged over every cheap-routed decision (needs no new labels)."
+)
+for row in rows:
+    if row.get("direction") != "forward":
+        continue
+    ppi, expected = row.get("ppi") or {}, row.get("expected") or {}
+    parts = [f"judge-only {charts.rate_with_interval(row['rate'])}"]
+    if ppi.get("estimate") is not None:
+        parts.append(
+            "human-corrected "
+            + charts.rate_with_interval({**ppi, "n": ppi.get("human_labels")})
+            + f" (worth {charts.number(ppi.get('effective_human_labels'), 0)} human labels)"
+        )
+    if expected.get("estimate") is not None:
+        parts.append(
+            "expected " + charts.rate_with_interval({**expected, "n": expected.get("decisions")})
+        )
+    st.markdown(f"**{row['segment']}** — " + "; ".join(parts))
 shown = table.copy()
 for column in ("rate", "95 % CI low", "95 % CI high", "share of traffic labelled"):
     shown[column] = shown[column].map(lambda v: charts.pct(None if pd.isna(v) else v))

@@ -45,6 +45,25 @@ if not ui.unavailable(agreement, "Agreement with human labels"):
             f"{charts.pct(group.get('human_acceptable_rate'))}"
         )
 
+st.subheader("Judge bias against humans")
+segment_rows = ctx.api.get("/v1/segments", router=ctx.router, since=ctx.since)
+if not ui.unavailable(segment_rows, "Judge bias"):
+    biased = [r for r in data.items(segment_rows) if (r.get("ppi") or {}).get("human_labels")]
+    if not biased:
+        ui.empty(
+            "No human labels in the uniform review sample yet: the judge's bias is its harm "
+            "rate minus the human one on those pairs."
+        )
+    for row in biased:
+        ppi = row["ppi"]
+        st.markdown(
+            f"**{row['segment']}** ({row['judge_key']}): judge bias "
+            f"{charts.pct(ppi.get('judge_bias'))} (95 % CI "
+            f"{charts.pct(ppi.get('judge_bias_ci_low'))} to "
+            f"{charts.pct(ppi.get('judge_bias_ci_high'))}, {ppi['human_labels']} human labels); "
+            "negative: the judge misses harm"
+        )
+
 st.subheader("Judged pairs")
 f1, f2, f3 = st.columns(3)
 ui.linked("judge_segment", "segment")

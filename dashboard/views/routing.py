@@ -132,3 +132,46 @@ else:
     st.caption("Quality is the judge's mean score (1–10) on judged pairs; cost is USD per request.")
     st.altair_chart(charts.pareto_chart(points), width="stretch")
     st.dataframe(points, hide_index=True)
+
+st.subheader("What does per-turn routing cost?")
+sessions = ctx.api.get("/v1/sessions", router=ctx.router, since=ctx.since)
+if not ui.unavailable(sessions, "Sessions"):
+    cache = sessions.get("cache")
+    if sessions.get("status") != "ok" or not cache:
+        ui.empty(
+            f"{ctx.router}: {sessions.get('status', 'no sessions logged')} in {ctx.window_label}"
+            " — decisions need a session_id for the prompt-cache analysis."
+        )
+    else:
+        st.caption(
+            "A router that switches tiers inside a session writes its prompt prefix into a second "
+            "cache and pays cache-write prices again where a session-sticky router reads a warm "
+            "cache. Cache cost of switching = the excess cache writes × (write − read price) of "
+            "the model that served them; net savings = gross savings − that cost (USD, over the "
+            "window's sessions)."
+        )
+        left, middle, right = st.columns(3)
+        left.metric(
+            "Sessions that switch tier",
+            charts.pct(cache.get("switching_share")),
+            help=charts.pct_interval(*(cache.get("switching_share_ci95") or [None, None])),
+        )
+        middle.metric(
+            "Cache cost of switching (USD)",
+            charts.usd(cache.get("cache_cost_of_switching_usd"), digits=4),
+        )
+        strongest = cache.get("strongest_tier") or {}
+        right.metric(
+            "Net savings after cache loss (USD)",
+            charts.usd(strongest.get("net_savings_usd"), digits=4),
+            help="Against every turn of each session on its strongest tier.",
+        )
+        st.dataframe(charts.session_cache_frame(cache), hide_index=True)
+        loops = sessions.get("tool_loops") or {}
+        st.markdown(
+            f"- **Escalations:** {loops.get('at_conversation_start', 0)} at the start of a "
+            f"conversation, {loops.get('inside_tool_loop', 0)} inside a tool loop, "
+            f"{loops.get('elsewhere', 0)} elsewhere; mid-loop rate "
+            f"{charts.pct(loops.get('mid_loop_share'))} of tool-loop turns "
+            f"({charts.pct_interval(*(loops.get('mid_loop_share_ci95') or [None, None]))})"
+        )

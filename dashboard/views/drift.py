@@ -1,6 +1,9 @@
-"""Has the input changed? Feature and router-score drift per window, and the Evidently report."""
+"""Has the input changed? Feature and router-score drift per completed UTC day, and the
+Evidently report."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import streamlit as st
 import streamlit.components.v1 as components
@@ -13,14 +16,30 @@ if ui.unavailable(reports, "Drift reports"):
     st.stop()
 rows = data.items(reports)
 if not rows:
+    # The job (jobs/check_drift.py) reports whole UTC days of decision time, once a router's
+    # decisions have moved past the day; within the first day there is nothing to show yet.
+    now = ui.latest_decision_ts(ctx.api, ctx.router)
+    if now is None:
+        when_first = "No decisions have arrived yet."
+    else:
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        when_first = (
+            f"Decision time is now {ui.when(now, seconds=False)}: today's decisions are first "
+            f"reported once decision time passes {ui.when(midnight, seconds=False)} (a short "
+            "demo stays within its first day, so it shows none)."
+        )
     ui.empty(
-        "No drift reports yet: the worker compares each window of features and router scores "
-        "with the window before, hourly, once there is enough traffic."
+        "No drift reports yet. The worker compares each completed UTC day of a router's "
+        "decisions (features and router scores) with the day before it; it looks for newly "
+        f"completed days every hour. {when_first}"
     )
     st.stop()
-st.caption("Evidently tests per window against the previous window; share of drifted columns.")
+st.caption(
+    "Evidently tests of each completed UTC day (decision time) against the day before; share "
+    "of drifted columns. Today's decisions are reported once the day is over."
+)
 frame = charts.drift_frame(rows)
-st.dataframe(frame, hide_index=True, width="stretch")
+ui.table(frame)
 series = frame[frame["status"] == "ok"][["window end", "drifted share of columns"]]
 if len(series) >= 2:
     events = charts.events_frame(
@@ -43,13 +62,16 @@ chosen = st.selectbox(
     [r["id"] for r in rows],
     key="drift_report",
     format_func=lambda i: next(
-        f"#{r['id']} {r['window_start']} → {r['window_end']}" for r in rows if r["id"] == i
+        f"#{r['id']} {ui.when(r['window_start'], seconds=False)} → "
+        f"{ui.when(r['window_end'], seconds=False)}"
+        for r in rows
+        if r["id"] == i
     ),
 )
 report = next(r for r in rows if r["id"] == chosen)
 columns = charts.drift_columns(report.get("result") or {})
 if not columns.empty:
-    st.dataframe(columns, hide_index=True, width="stretch")
+    ui.table(columns)
 html = ctx.api.get_text(f"/v1/drift/{chosen}/report.html")
 if isinstance(html, data.Unavailable):
     ui.unavailable(html, "Evidently report")

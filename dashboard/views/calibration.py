@@ -108,3 +108,51 @@ if first and last:
         st.dataframe(series, hide_index=True)
     else:
         ui.empty("Too few labelled windows yet to draw calibration over time.")
+
+st.subheader("Expected vs observed harm")
+st.caption(
+    "Expected harm: the router score recalibrated on the labels before the window, averaged "
+    "over every cheap-routed decision of the hour. A significant gap between expected and "
+    "observed harm means the score's meaning changed (concept drift); a shift of the scores "
+    "alone moves expected harm without a gap."
+)
+gap_segments = ctx.api.get("/v1/segments", router=ctx.router, since=ctx.since)
+forward = [
+    r
+    for r in data.items(gap_segments)
+    if isinstance(r, dict) and r.get("direction") == "forward" and r.get("judge_key") == judge
+]
+if not forward:
+    ui.empty("No cheap-routed segments judged by this judge yet.")
+else:
+    gap_segment = st.selectbox(
+        "Segment", [r["segment"] for r in forward], key="calibration_gap_segment"
+    )
+    estimates = ctx.api.get(
+        f"/v1/segments/{gap_segment}/estimates",
+        router=forward[0]["router"] if ctx.router is None else ctx.router,
+        judge_key=judge,
+    )
+    if not ui.unavailable(estimates, "Expected vs observed"):
+        gap = estimates.get("gap") or {}
+        if gap:
+            st.markdown(
+                f"Observed {charts.pct(gap.get('observed'))}, expected "
+                f"{charts.pct(gap.get('expected'))} on the window's {gap.get('labels')} labels: "
+                f"gap {charts.pct(gap.get('gap'))} (p = {charts.number(gap.get('p_value'), 3)})"
+                + (" — **concept drift**" if gap.get("significant") else "")
+            )
+        points = [
+            {
+                "hour": p["hour"],
+                "expected": (p.get("expected") or {}).get("estimate"),
+                "judge-only": (p.get("judge_only") or {}).get("estimate"),
+            }
+            for p in estimates.get("points", [])
+        ]
+        frame = pd.DataFrame.from_records(points)
+        if frame.empty or frame[["expected", "judge-only"]].isna().all().all():
+            ui.empty("No cheap-routed decisions with a router score in this window.")
+        else:
+            frame["hour"] = pd.to_datetime(frame["hour"], utc=True, format="ISO8601")
+            st.line_chart(frame.set_index("hour"))
