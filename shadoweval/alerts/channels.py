@@ -1,23 +1,33 @@
 """How a notification is said on each channel, and how a delivery attempt is judged (pure).
 
-Generic webhooks are signed: `X-Shadoweval-Timestamp` carries unix seconds and
-`X-Shadoweval-Signature` carries `v1=` + hex HMAC-SHA256 of `f"{timestamp}."` + body,
-so a receiver can check both who sent a body and that it is not a replay of an old one.
+Generic webhooks (and the retrain trigger) are signed the Standard Webhooks way
+(standardwebhooks.com): `webhook-id` (the delivery id, the same on every retry),
+`webhook-timestamp` (unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of
+"{id}.{timestamp}.{body}">`, so the `standardwebhooks` libraries verify them. The key: a
+secret written `whsec_<base64>` is base64-decoded, as the spec's libraries do; any other
+secret is used as its raw UTF-8 bytes (the libraries base64-decode every string, so a receiver
+using one passes `secret.encode()` as bytes). For one release the old headers are sent too:
+`X-Shadoweval-Timestamp` and `X-Shadoweval-Signature: v1=` + hex HMAC-SHA256 of
+`f"{timestamp}."` + body, keyed by the secret string as written. Either way a receiver can
+check both who sent a body and that it is not a replay of an old one.
 Payloads never hold secrets (PagerDuty's routing key is added at send time), because
 they are stored in the outbox and shown by the API.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import random
+from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from shadoweval.alerts.notification import Notification
+from shadoweval.alerts.notification import Notification, list_text, split_summary, when_text
 
 Channel = Literal["webhook", "slack", "pagerduty", "retrain"]
 CHANNELS: tuple[Channel, ...] = ("webhook", "slack", "pagerduty", "retrain")
@@ -27,6 +37,11 @@ TIMESTAMP_HEADER = "X-Shadoweval-Timestamp"
 SIGNATURE_HEADER = "X-Shadoweval-Signature"
 DELIVERY_HEADER = "X-Shadoweval-Delivery"  # the outbox row id: receivers dedup redeliveries by it
 SIGNATURE_VERSION = "v1"
+# Standard Webhooks (lower case, as the spec writes them; HTTP header names ignore case).
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+STANDARD_SECRET_PREFIX = "whsec_"  # noqa: S105 - a format marker, not a secret
 PAYLOAD_VERSION = 1
 
 # PagerDuty Events API v2 accepts critical|error|warning|info.
@@ -75,10 +90,70 @@ def verify_signature(
     )
 
 
-def webhook_headers(body: bytes, *, secret: str | None, timestamp: int) -> dict[str, str]:
-    """Headers of a generic webhook POST; signed when a secret is configured."""
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of the Standard Webhooks signature: `whsec_<base64>` decoded, else the
+    secret's raw UTF-8 bytes (so existing plain secrets keep working unchanged)."""
+    if secret.startswith(STANDARD_SECRET_PREFIX):
+        encoded = secret[len(STANDARD_SECRET_PREFIX) :]
+        try:
+            # Decoded as the standardwebhooks libraries do (padding added: b64decode ignores
+            # surplus padding, and unpadded keys are common), so both sides get one key.
+            return base64.b64decode(encoded + "==")
+        except (binascii.Error, ValueError) as error:
+            raise ValueError("a whsec_ secret must be base64 after its prefix") from error
+    return secret.encode()
+
+
+def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value: `v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`."""
+    message = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(signing_key(secret), message, hashlib.sha256).digest()
+    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
+
+
+def verify_standard_signature(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    tolerance_seconds: float = 300,
+) -> bool:
+    """True when one of the space-separated `v1,` signatures matches and `webhook-timestamp`
+    is within the tolerance of `now` (the spec's five minutes by default). Constant-time."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    message_id = lowered.get(WEBHOOK_ID_HEADER, "").strip()
+    signatures = lowered.get(WEBHOOK_SIGNATURE_HEADER, "")
+    try:
+        timestamp = int(lowered.get(WEBHOOK_TIMESTAMP_HEADER, "").strip())
+    except ValueError:
+        return False
+    if not message_id or abs(now - timestamp) > tolerance_seconds:
+        return False
+    try:
+        expected = standard_signature(secret, message_id, timestamp, body)
+    except ValueError:
+        return False
+    return any(
+        hmac.compare_digest(candidate.encode(), expected.encode())
+        for candidate in signatures.split(" ")
+        if candidate
+    )
+
+
+def webhook_headers(
+    body: bytes, *, secret: str | None, timestamp: int, message_id: str
+) -> dict[str, str]:
+    """Headers of a generic webhook POST; signed (both schemes) when a secret is configured.
+
+    `message_id` is the delivery id: the same on every retry, so receivers dedup on it.
+    """
     headers = {"Content-Type": "application/json", "User-Agent": "shadoweval-alerts"}
     if secret:
+        headers[WEBHOOK_ID_HEADER] = message_id
+        headers[WEBHOOK_TIMESTAMP_HEADER] = str(timestamp)
+        headers[WEBHOOK_SIGNATURE_HEADER] = standard_signature(secret, message_id, timestamp, body)
+        # Deprecated: kept for one release so existing receivers keep verifying.
         headers[TIMESTAMP_HEADER] = str(timestamp)
         headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
     return headers
@@ -88,7 +163,11 @@ def webhook_headers(body: bytes, *, secret: str | None, timestamp: int) -> dict[
 
 
 def webhook_payload(notification: Notification) -> dict[str, Any]:
-    """The generic webhook JSON: the whole notification with its numbers and links."""
+    """The generic webhook JSON: the whole notification with its numbers and links.
+
+    `summary` is the sentence a person reads in one breath; `detail` the statistician's line.
+    """
+    headline, detail = split_summary(notification.summary)
     return {
         "version": PAYLOAD_VERSION,
         "source": "shadoweval",
@@ -97,7 +176,8 @@ def webhook_payload(notification: Notification) -> dict[str, Any]:
         "rule": notification.rule,
         "severity": notification.severity,
         "title": notification.title,
-        "summary": notification.summary,
+        "summary": headline,
+        "detail": detail,
         "ts": notification.ts.isoformat(),
         "router": notification.router,
         "segment": notification.segment,
@@ -114,7 +194,8 @@ def slack_payload(notification: Notification) -> dict[str, Any]:
     `text` is the fallback shown in notifications and by clients without blocks.
     """
     icon = _slack_icon(notification)
-    header = _clip(f"{icon} {_state_word(notification)}: {notification.title}", SLACK_HEADER_MAX)
+    headline, detail = split_summary(notification.summary)
+    header = _clip(f"{icon} {_header_text(notification)}", SLACK_HEADER_MAX)
     context = " · ".join(
         part
         for part in (
@@ -129,7 +210,7 @@ def slack_payload(notification: Notification) -> dict[str, Any]:
         {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}},
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": _clip(notification.summary or "-", SLACK_TEXT_MAX)},
+            "text": {"type": "mrkdwn", "text": _clip(headline or "-", SLACK_TEXT_MAX)},
         },
     ]
     fields = [
@@ -138,7 +219,10 @@ def slack_payload(notification: Notification) -> dict[str, Any]:
     ]
     if fields:
         blocks.append({"type": "section", "fields": fields[:10]})  # Slack allows 10 fields
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    context_elements = [{"type": "mrkdwn", "text": context}]
+    if detail:
+        context_elements.append({"type": "plain_text", "text": _clip(detail, SLACK_TEXT_MAX)})
+    blocks.append({"type": "context", "elements": context_elements})
     buttons = [
         {
             "type": "button",
@@ -155,9 +239,9 @@ def slack_payload(notification: Notification) -> dict[str, Any]:
     ]
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
-    fallback = f"{_state_word(notification)}: {notification.title}"
-    if notification.summary:
-        fallback += f" — {notification.summary}"
+    fallback = _header_text(notification)
+    if headline:
+        fallback += f" — {headline}"
     return {"text": _clip(fallback, SLACK_TEXT_MAX), "blocks": blocks}
 
 
@@ -168,6 +252,7 @@ def pagerduty_payload(notification: Notification, *, source: str) -> dict[str, A
     are sent as `trigger` again, which PagerDuty folds into the open incident.
     """
     dedup_key = notification.dedup_key[:PAGERDUTY_DEDUP_KEY_MAX]
+    headline, detail = split_summary(notification.summary)
     if notification.kind == "resolve":
         return {"event_action": "resolve", "dedup_key": dedup_key}
     custom_details: dict[str, Any] = {
@@ -175,7 +260,8 @@ def pagerduty_payload(notification: Notification, *, source: str) -> dict[str, A
         "router": notification.router,
         "segment": notification.segment,
         "kind": notification.kind,
-        "summary": notification.summary,
+        "title": notification.title,
+        "detail": detail,
         "numbers": _jsonable(notification.numbers),
     }
     if notification.alert_id is not None:
@@ -192,7 +278,8 @@ def pagerduty_payload(notification: Notification, *, source: str) -> dict[str, A
         "event_action": "trigger",
         "dedup_key": dedup_key,
         "payload": {
-            "summary": _clip(notification.title, PAGERDUTY_SUMMARY_MAX),
+            # What the incident list shows: the sentence, not the rule's name.
+            "summary": _clip(headline or notification.title, PAGERDUTY_SUMMARY_MAX),
             "source": source,
             "severity": PAGERDUTY_SEVERITY[notification.severity],
             "timestamp": notification.ts.isoformat(),
@@ -237,10 +324,13 @@ def number_fields(numbers: dict[str, Any]) -> list[tuple[str, str]]:
         used.add("threshold")
     start, end = numbers.get("window_start"), numbers.get("window_end")
     if start is not None or end is not None:
-        shown.append(("Window (decision time)", f"{_number(start)} → {_number(end)}"))
+        shown.append(("Window (decision time)", f"{when_text(start)} → {when_text(end)}"))
         used.update(("window_start", "window_end"))
     for key, value in numbers.items():
-        if key not in used and value is not None:
+        if key.endswith("_ts") and value is not None:
+            label = "Decision time" if key == "decision_ts" else key.replace("_", " ").capitalize()
+            shown.append((label, when_text(value)))
+        elif key not in used and value is not None:
             shown.append((key.replace("_", " ").capitalize(), _number(value)))
     return shown
 
@@ -312,13 +402,12 @@ def _links(notification: Notification) -> dict[str, str]:
     return {name: url for name, url in links.items() if isinstance(url, str) and url}
 
 
-def _state_word(notification: Notification) -> str:
-    return {
-        "trigger": "Firing",
-        "reminder": "Still firing",
-        "resolve": "Resolved",
-        "retrain": "Retrain",
-    }[notification.kind]
+def _header_text(notification: Notification) -> str:
+    """The title, which already carries its one severity (or RESOLVED) word; a reminder
+    says it is one."""
+    if notification.kind == "reminder":
+        return f"{notification.title} (still firing)"
+    return notification.title
 
 
 def _slack_icon(notification: Notification) -> str:
@@ -337,7 +426,9 @@ def _number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, datetime):
-        return value.isoformat()
+        return when_text(value)
+    if isinstance(value, list | tuple):
+        return list_text(value)
     return "-" if value is None else str(value)
 
 

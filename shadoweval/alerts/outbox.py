@@ -43,7 +43,7 @@ from shadoweval.alerts.delivery_models import (
     DeliveryAttemptPublic,
     DeliveryStatus,
 )
-from shadoweval.alerts.notification import Notification
+from shadoweval.alerts.notification import Notification, list_text, when_text
 from shadoweval.config import Settings, get_settings
 from shadoweval.db import UtcDateTime, dialect_insert, utcnow
 from shadoweval.events.models import Event, EventKind
@@ -174,16 +174,18 @@ def retrain_notification(
         query = urlencode({"router": router or "", "since": ts.isoformat()})
         relative = f"/v1/exports/training?{query}"
     export_url = relative if "://" in relative else public_base_url.rstrip("/") + relative
-    previous = ", ".join(str(m) for m in details.get("previous_models") or []) or "none"
+    previous = list_text(details.get("previous_models"))
     return Notification(
         kind="retrain",
         dedup_key=f"{MODEL_CHANGE}|{dedup_key}",
         rule=MODEL_CHANGE,
         severity="info",
-        title=f"Router {router} now routes {tier} traffic to {model}",
+        title=f"INFO {MODEL_CHANGE} on {router}",
+        # Headline, then detail (notification.split_summary), like every alert notification.
         summary=(
-            f"Model change on router {router}, tier {tier}: {model} (before: {previous}), "
-            f"first seen in decisions at {ts.isoformat()}. Labelled training tuples: {export_url}"
+            f"{router}: {tier} tier now routes to {model} (was {previous}) since "
+            f"{when_text(ts)} decision time — labelled training tuples: {export_url}\n"
+            f"first decision with the new model at {ts.isoformat()}"
         ),
         ts=ts,
         router=router,
@@ -455,8 +457,12 @@ async def send(client: httpx.AsyncClient, row: dict[str, Any], settings: Setting
         payload["delivery_id"] = int(row["id"])
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     if channel in ("webhook", "retrain"):
+        # webhook-id is the delivery id: the same on every retry, as Standard Webhooks asks.
         headers = channels.webhook_headers(
-            body, secret=settings.alert_webhook_secret, timestamp=int(time.time())
+            body,
+            secret=settings.alert_webhook_secret,
+            timestamp=int(time.time()),
+            message_id=str(row["id"]),
         )
     else:
         headers = {"Content-Type": "application/json", "User-Agent": "shadoweval-alerts"}

@@ -2,8 +2,12 @@
 
 It stands where an on-call tool would: the outbox delivers the generic webhook
 (and the retrain trigger) here over real HTTP. Each delivery becomes one JSON
-line in the log file, with whether its HMAC signature verified, so the demo can
-print what arrived and the demo test can assert on it.
+line in the log file, with whether its HMAC signature verified (and by which scheme),
+so the demo can print what arrived and the demo test can assert on it.
+
+It checks the Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
+`webhook-signature`) when they are present, else the deprecated `X-Shadoweval-*` pair
+the outbox still sends for one release.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,17 +24,23 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Shadoweval-Signature"
-TIMESTAMP_HEADER = "X-Shadoweval-Timestamp"
+SIGNATURE_HEADER = "X-Shadoweval-Signature"  # deprecated: kept for one release
+TIMESTAMP_HEADER = "X-Shadoweval-Timestamp"  # deprecated: kept for one release
+STANDARD_SIGNATURE_HEADER = "webhook-signature"
 
 
-def _verify(secret: str, timestamp: str, signature: str, body: bytes) -> bool | None:
-    """True/False from the alert channel's own check; None while that module does not exist."""
-    try:
-        from shadoweval.alerts.channels import verify_signature
-    except ImportError:
-        return None
-    return bool(verify_signature(secret, timestamp, signature, body, now=time.time()))
+def verify_request(secret: str, headers: Mapping[str, str], body: bytes) -> tuple[bool, str]:
+    """(verified, scheme): Standard Webhooks when its signature header is present, else the
+    legacy `X-Shadoweval-*` pair. A request with neither fails."""
+    from shadoweval.alerts.channels import verify_signature, verify_standard_signature
+
+    lowered = {name.lower(): value for name, value in headers.items()}
+    now = time.time()
+    if STANDARD_SIGNATURE_HEADER in lowered:
+        return verify_standard_signature(secret, lowered, body, now=now), "standard-webhooks"
+    timestamp = lowered.get(TIMESTAMP_HEADER.lower(), "")
+    signature = lowered.get(SIGNATURE_HEADER.lower(), "")
+    return verify_signature(secret, timestamp, signature, body, now=now), "x-shadoweval"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -39,12 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
-        verified = _verify(
-            self.server.secret,
-            self.headers.get(TIMESTAMP_HEADER, ""),
-            self.headers.get(SIGNATURE_HEADER, ""),
-            body,
-        )
+        verified, scheme = verify_request(self.server.secret, dict(self.headers.items()), body)
         try:
             payload: Any = json.loads(body or b"null")
         except ValueError:
@@ -53,6 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
             "received_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "path": self.path,
             "signature_verified": verified,
+            "signature_scheme": scheme,
             "payload": payload,
         }
         self.server.record(entry)

@@ -149,8 +149,9 @@ def alert(kind: str = "trigger", **changes: Any) -> Notification:
         "dedup_key": "quality_drop|support-router|billing",
         "rule": "quality_drop",
         "severity": "critical",
-        "title": "Harm rate up in billing",
-        "summary": "Harm rate 0.21 (95 % CI 0.15–0.28), n 240, threshold 0.15.",
+        "title": "CRITICAL quality_drop billing on support-router",
+        "summary": "billing: harm 10 % → 21 % since 2026-11-27 09:07 UTC decision time "
+        "(95 % CI 15 %–28 %), 240 labels\nGLR statistic / threshold: 1.2 ratio",
         "ts": T0,
         "router": "support-router",
         "segment": "billing",
@@ -249,6 +250,17 @@ def test_signed_webhook_verifies_and_tampering_or_staleness_fails(
     )
     assert forged != request.body
     assert not channels.verify_signature(SECRET, timestamp, signature, forged, now=now)
+    # Standard Webhooks: the same body verifies by the spec, with the delivery id as
+    # webhook-id; tampering or a forged delivery id fails the same way.
+    assert request.headers["webhook-id"] == str(delivery_id)
+    assert channels.verify_standard_signature(SECRET, request.headers, request.body, now=now)
+    assert not channels.verify_standard_signature(SECRET, request.headers, tampered, now=now)
+    assert not channels.verify_standard_signature(SECRET, request.headers, forged, now=now)
+    standardwebhooks = pytest.importorskip("standardwebhooks")
+    library = standardwebhooks.Webhook(SECRET.encode())  # a plain secret is used as raw bytes
+    assert library.verify(request.body, request.headers)["delivery_id"] == delivery_id
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        library.verify(tampered, request.headers)
 
     payload = request.json
     assert payload["kind"] == "trigger"
@@ -394,7 +406,10 @@ def test_slack_receiver_gets_readable_blocks(
     assert channels.SIGNATURE_HEADER not in trigger.headers  # Slack verifies by its URL
     message = trigger.json
     assert set(message) == {"text", "blocks"}
-    assert message["text"].startswith("Firing: Harm rate up in billing")
+    assert message["text"] == (
+        "CRITICAL quality_drop billing on support-router — billing: harm 10 % → 21 % since "
+        "2026-11-27 09:07 UTC decision time (95 % CI 15 %–28 %), 240 labels"
+    )
     kinds = [block["type"] for block in message["blocks"]]
     assert kinds[0] == "header"
     assert "actions" in kinds
@@ -408,7 +423,7 @@ def test_slack_receiver_gets_readable_blocks(
         "https://dash.example/segments?segment=billing",
         "https://wiki.example/runbooks/quality_drop",
     }
-    assert resolve.json["blocks"][0]["text"]["text"].startswith(":white_check_mark: Resolved")
+    assert resolve.json["blocks"][0]["text"]["text"].startswith(":white_check_mark: ")
 
 
 def test_pagerduty_receiver_gets_trigger_then_resolve_with_one_dedup_key(
@@ -431,7 +446,11 @@ def test_pagerduty_receiver_gets_trigger_then_resolve_with_one_dedup_key(
     assert trigger["event_action"] == "trigger"
     assert trigger["dedup_key"] == "quality_drop|support-router|billing"
     assert trigger["payload"]["severity"] == "warning"
-    assert trigger["payload"]["summary"] == "Harm rate up in billing"
+    assert trigger["payload"]["summary"] == (
+        "billing: harm 10 % → 21 % since 2026-11-27 09:07 UTC decision time "
+        "(95 % CI 15 %–28 %), 240 labels"
+    )
+    assert trigger["payload"]["custom_details"]["detail"] == "GLR statistic / threshold: 1.2 ratio"
     assert trigger["payload"]["source"] == "shadoweval.example"
     assert trigger["payload"]["custom_details"]["numbers"]["ci_high"] == 0.28
     assert {link["href"] for link in trigger["links"]} == {
@@ -524,8 +543,13 @@ def test_a_model_change_yields_exactly_one_signed_retrain_trigger(
         request.body,
         now=time.time(),
     )
+    assert channels.verify_standard_signature(
+        SECRET, request.headers, request.body, now=time.time()
+    )
     payload = request.json
     assert payload["kind"] == "retrain"
+    assert payload["title"] == "INFO model_change on support-router"
+    assert "(was claude-haiku-4-5) since" in payload["summary"]
     assert payload["details"]["event"]["id"] == event_id
     assert payload["details"]["event"]["details"]["model"] == "claude-haiku-5"
     export = "https://shadoweval.example" + EXPORT_PATH
