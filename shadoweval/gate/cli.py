@@ -48,11 +48,13 @@ def run_gate_command(
     max_cost_usd: float | None,
     report_path: Path | None,
     junit_path: Path | None,
+    allow_underpowered: bool = False,
 ) -> int:
     """Create, run and report one gate; the process exit code."""
     from shadoweval.db import check_database_ready, create_db_engine
     from shadoweval.exceptions import DatabaseNotReady
     from shadoweval.gate import service
+    from shadoweval.gate.create import check_power, estimate_cost
     from shadoweval.providers.registry import build_provider_registry, pricing_table
 
     try:
@@ -66,6 +68,7 @@ def run_gate_command(
             segments=[s for s in (segments or "").split(",") if s.strip()],
             seed=seed,
             max_cost_usd=max_cost_usd,
+            allow_underpowered=allow_underpowered,
         )
     except ValidationError as error:
         for problem in error.errors():
@@ -75,12 +78,30 @@ def run_gate_command(
     engine = create_db_engine(settings)
     try:
         check_database_ready(engine)
+        pricing = pricing_table(settings)
         with Session(engine, expire_on_commit=False) as session:
+            # Everything a person needs to decide is printed before the run exists, so a
+            # refusal spends nothing and leaves no queued run behind.
+            service.validate_request(session, spec, pricing.knows)
+            power = check_power(session, spec, alpha if alpha is not None else settings.gate_alpha)
+            typer.echo(power.describe(), err=True)
+            if not power.can_pass:
+                refusal = power.refusal("--sample", "--allow-underpowered")
+                if not allow_underpowered:
+                    _error(refusal)
+                    return EXIT_USAGE
+                typer.secho(f"warning: {refusal}; running anyway", fg="yellow", err=True)
+
+            def price_of(model: str) -> tuple[float, float] | None:
+                price = pricing.lookup(model)
+                return None if price is None else (price.input, price.output)
+
+            typer.echo(estimate_cost(session, settings, spec, price_of).describe(), err=True)
             run = service.create_gate(
                 session=session,
                 settings=settings,
                 spec=spec,
-                knows_model=pricing_table(settings).knows,
+                knows_model=pricing.knows,
                 requested_by="cli",
             )
     except InvalidRequest as error:
@@ -115,7 +136,9 @@ def run_gate_command(
             await registry.aclose()
 
     try:
-        with typer.progressbar(length=spec.sample, label="replaying", file=sys.stderr) as bar:
+        with typer.progressbar(
+            length=spec.sample, label="replaying and judging", file=sys.stderr
+        ) as bar:
             finished = asyncio.run(main(bar))
     except ShadowevalError as error:
         _error(f"gate run {run.id}: {error.message}")

@@ -18,6 +18,7 @@ from sqlmodel import Session
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.gate import budget
+from shadoweval.gate.create import settings_for_run
 from shadoweval.gate.models import (
     GateItem,
     GateItemStatus,
@@ -255,6 +256,8 @@ async def process_item(
 ) -> str:
     """Replay one claimed item on both models, judge it in both orders; its resulting status."""
     context = await asyncio.to_thread(_load_item, engine, item_id)
+    # The run's judge and prices, recorded when it was created, not this worker's settings.
+    settings = settings_for_run(settings, context.run)
     item = context.item
     if context.request is None:
         values = _terminal(

@@ -77,6 +77,10 @@ class GateRun(SQLModel, table=True):
     # Estimated cost of the items in flight, reserved before their calls so concurrent
     # items cannot together spend past max_cost_usd; released when each item finishes.
     reserved_usd: float = 0.0
+    # The judge as of creation (model, sampling, rubrics, prompt hash, prices): every item
+    # is judged and priced with it, whichever worker runs it (gate.create.judge_snapshot).
+    # None on runs created before it was recorded: they use the worker's settings.
+    judge: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JsonType))
     results: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JsonType))
     report_markdown: str | None = SQLField(default=None, sa_column=Column(Text))
     junit_xml: str | None = SQLField(default=None, sa_column=Column(Text))
@@ -161,6 +165,13 @@ class GateCreate(BaseModel):
     seed: int = Field(default=0, description="Seed of the (deterministic) stratified sample.")
     max_cost_usd: float | None = Field(
         default=None, gt=0, description="Spending cap of the run in USD; default gate_max_cost_usd."
+    )
+    allow_underpowered: bool = Field(
+        default=False,
+        description=(
+            "Run even when the per-segment sample is below the fewest pairs a pass needs "
+            "(otherwise 422 with the figures)."
+        ),
     )
 
     @field_validator("segments")

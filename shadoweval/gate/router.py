@@ -24,13 +24,17 @@ def start_gate(
     settings: SettingsDep,
     principal: OperatePrincipal,
 ) -> GateAccepted:
-    """Queue a gate run; a worker samples, replays and judges it. Poll GET /v1/gates/{id}."""
+    """Queue a gate run; a worker samples, replays and judges it. Poll GET /v1/gates/{id}.
+
+    422 `underpowered_gate` (with the figures) when the per-segment sample is below the
+    fewest pairs a pass needs, unless `allow_underpowered` is true."""
     run = service.create_gate(
         session=session,
         settings=settings,
         spec=body,
         knows_model=pricing_table(settings).knows,
         requested_by=principal.prefix,
+        require_power=True,
     )
     assert run.id is not None
     return GateAccepted(id=run.id, status=run.status, url=f"/v1/gates/{run.id}")

@@ -237,3 +237,32 @@ def noninferiority_test(
         passed=passed,
         reason=reason,
     )
+
+
+def min_pairs_to_pass(margin: float, alpha: float = 0.05) -> int:
+    """The fewest pairs with which a candidate exactly as good as the replaced model can pass.
+
+    Assumption: the true drop is 0 and the judge finds no difference at all (every pair a
+    tie). That is the most favourable sample such a candidate can give: discordant pairs
+    (wins and losses in equal numbers) only widen the bound, so below this size a gate on
+    an equal candidate fails whatever the judge says (only a candidate that wins outright
+    could pass). With b = c = 0, q̂ = 0 and Z(δ) = −sqrt(n·δ / (1 − δ)), so n ties pass
+    exactly when n > z²_{1−α}·(1 − δ)/δ; at δ = 0.05, α = 0.05: n ≥ 52.
+    """
+    if not 0.0 < margin < 1.0:
+        raise ValueError(f"margin must be in (0, 1), got {margin}")
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    z = NormalDist().inv_cdf(1.0 - alpha)
+    pairs = max(1, math.floor(z * z * (1.0 - margin) / margin) + 1)
+
+    # The closed form can land one off where z²(1 − δ)/δ is within rounding of an integer;
+    # the test itself has the last word, so "pairs passes, pairs − 1 fails" always holds.
+    def ties_pass(n: int) -> bool:
+        return noninferiority_test([PairedCounts(0, n, 0)], margin=margin, alpha=alpha).passed
+
+    while pairs > 1 and ties_pass(pairs - 1):
+        pairs -= 1
+    while not ties_pass(pairs):
+        pairs += 1
+    return pairs

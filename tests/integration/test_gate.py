@@ -21,6 +21,7 @@ from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.gate import service as gate_service
 from shadoweval.gate.models import GateCreate, GateItem, GateItemStatus, GateRun, GateStatus
+from shadoweval.judge.prompts import build_judge_prompt
 from shadoweval.providers.pricing import PricingTable
 from shadoweval.providers.registry import build_provider_registry
 from shadoweval.runtime.worker import WorkerRuntime, run_worker
@@ -190,7 +191,12 @@ def test_provider_outage_exits_1(
     fake.add_faults({"kind": "server_error", "count": None, "model": CANDIDATE})
     report = tmp_path / "gate.md"
     code, out, err = gate_cli(
-        settings, monkeypatch, *base_args(**{"--sample": "6"}), "--report", str(report)
+        settings,
+        monkeypatch,
+        *base_args(**{"--sample": "6"}),
+        "--allow-underpowered",
+        "--report",
+        str(report),
     )
     assert code == 1, (out, err)
     assert "6 of 6 replayed requests could not be judged (provider_failure)" in err
@@ -229,6 +235,51 @@ def test_usage_errors_exit_2_before_anything_is_spent(
         assert session.exec(select(GateRun)).all() == []
 
 
+def test_an_underpowered_sample_is_refused_before_anything_is_spent(
+    engine: Engine,
+    settings: Settings,
+    fake: FakeProviderServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed_decisions(engine, settings, per_segment=12)
+    # 24 over 3 segments is 8 pairs each; all ties need 9 to pass a 0.25 margin at 0.05.
+    code, out, err = gate_cli(settings, monkeypatch, *base_args(**{"--sample": "24"}))
+    assert code == 2, (out, err)
+    assert (
+        "--sample 24 gives 8 pairs per segment over 3 segments; a pass at margin 0.25 needs "
+        "at least 9 per segment: use --sample ≥ 27 or --allow-underpowered"
+    ) in err
+    assert fake.calls()["count"] == 0
+    with Session(engine) as session:
+        assert session.exec(select(GateRun)).all() == []
+
+
+def test_the_gate_prints_what_a_pass_needs_and_its_cost_before_spending(
+    engine: Engine,
+    settings: Settings,
+    fake: FakeProviderServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed_decisions(engine, settings, per_segment=12)
+    fake.configure(model_aliases={CANDIDATE: CHEAP})
+    code, out, err = gate_cli(settings, monkeypatch, *base_args(**{"--sample": "27"}))
+    assert code == 0, (out, err)
+    assert "needs at least 9 pairs per segment even if every pair ties" in err
+    # 27 pairs at the logged means (8 in, 8 out; every replaced answer reused): the
+    # candidate's answer and two judge orders per pair, priced from the price table.
+    assert "estimated cost $" in err
+    assert "27 pairs ×" in err
+    assert "100% of replaced answers reused" in err
+    # The estimate precedes the first replay (the progress bar's label).
+    assert err.index("estimated cost") < err.index("replaying and judging")
+    with Session(engine) as session:
+        run = session.exec(select(GateRun)).one()
+    assert run.items_total == 27
+    # Judge verdicts are counted at their max_tokens, so the estimate does not understate.
+    estimate = float(err.split("estimated cost $", 1)[1].split(":", 1)[0])
+    assert 0 < run.cost_usd <= estimate, (run.cost_usd, estimate)
+
+
 def test_a_missing_option_is_a_usage_error(
     engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -244,7 +295,7 @@ def test_no_stored_requests_exits_1(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seed_decisions(engine, settings.model_copy(update={"store_payloads": "none"}), per_segment=2)
-    code, out, err = gate_cli(settings, monkeypatch, *base_args())
+    code, out, err = gate_cli(settings, monkeypatch, *base_args(), "--allow-underpowered")
     assert code == 1, (out, err)
     assert "no replayable stored requests" in err
     assert fake.calls()["count"] == 0
@@ -297,7 +348,17 @@ def test_post_gate_then_worker_runs_it_and_get_shows_the_report(
         refused = operator.post("/v1/gates", json={**body, "router": "nobody"})
         assert refused.status_code == 400
         assert refused.json()["field"] == "router"
-        accepted = operator.post("/v1/gates", json=body)
+        # Each segment holds 4 requests, where all ties need 7 to pass a 0.3 margin at 0.05:
+        # no sample size can pass, and the refusal says which segments are short.
+        underpowered = operator.post("/v1/gates", json=body)
+        assert underpowered.status_code == 422, underpowered.text
+        figures = underpowered.json()
+        assert figures["code"] == "underpowered_gate"
+        assert figures["field"] == "sample"
+        assert (figures["pairs_per_segment"], figures["needed_per_segment"]) == (4, 7)
+        assert figures["short_segments"] == ["billing", "math"]
+        assert "allow_underpowered: true" in figures["detail"]
+        accepted = operator.post("/v1/gates", json={**body, "allow_underpowered": True})
     assert accepted.status_code == 202, accepted.text
     gate_id = accepted.json()["id"]
     assert accepted.json()["status"] == "queued"
@@ -321,6 +382,39 @@ def test_post_gate_then_worker_runs_it_and_get_shows_the_report(
     assert gate["junit_xml"].startswith("<?xml")
     assert [item["id"] for item in listing.json()["items"]] == [gate_id]
     assert listing.json()["next_cursor"] is None
+
+
+def test_items_are_judged_with_the_judge_and_prices_the_run_recorded(
+    engine: Engine, settings: Settings, fake: FakeProviderServer
+) -> None:
+    seed_decisions(engine, settings, per_segment=2)
+    with Session(engine, expire_on_commit=False) as session:
+        run = gate_service.create_gate(
+            session=session,
+            settings=settings,
+            spec=GateCreate(
+                router=ROUTER, candidate=CANDIDATE, replace=CHEAP, sample=6, max_drop=0.5
+            ),
+            knows_model=lambda model: True,
+        )
+    assert run.id is not None
+    assert run.judge is not None
+    assert run.judge["judge_model"] == settings.judge_model
+    assert run.judge["prompt_hash"] == build_judge_prompt(settings.judge_rubric).prompt_hash
+    assert set(run.judge["prices"]) == {CANDIDATE, CHEAP, settings.judge_model}
+    # A worker configured with another judge (the candidate itself) and a rubric of its own.
+    worker_settings = settings.model_copy(
+        update={"judge_model": CANDIDATE, "judge_rubric": "Prefer the shorter answer."}
+    )
+    worker_passes(engine, worker_settings, run.id)
+    with Session(engine) as session:
+        finished = session.get(GateRun, run.id)
+        assert finished is not None
+        assert finished.items_done == 6
+    # Six replays on the candidate and both orders of six pairs on the recorded judge;
+    # the worker's judge would have sent those 12 judge calls to the candidate too.
+    assert len(calls_to(fake, CANDIDATE)) == 6
+    assert len(calls_to(fake, settings.judge_model)) == 12
 
 
 def test_a_crashed_run_resumes_without_repeating_finished_items(
@@ -409,6 +503,7 @@ def test_a_run_never_starts_a_request_it_cannot_pay_for(
         settings,
         monkeypatch,
         *base_args(**{"--sample": "6"}),
+        "--allow-underpowered",
         "--max-cost-usd",
         "0.000000001",
     )
@@ -429,7 +524,14 @@ def test_concurrent_items_reserve_their_cost_and_stay_within_the_cap(
 ) -> None:
     seed_decisions(engine, settings, per_segment=2)
     all_at_once = settings.model_copy(update={"worker_batch_size": 6})
-    gate_cli(all_at_once, monkeypatch, *base_args(**{"--sample": "6"}), "--max-cost-usd", "1000")
+    gate_cli(
+        all_at_once,
+        monkeypatch,
+        *base_args(**{"--sample": "6"}),
+        "--allow-underpowered",
+        "--max-cost-usd",
+        "1000",
+    )
     with Session(engine) as session:
         first = session.exec(select(GateRun)).one()
         estimates = [i.reserved_usd for i in session.exec(select(GateItem))]
@@ -438,7 +540,12 @@ def test_concurrent_items_reserve_their_cost_and_stay_within_the_cap(
     cap = 2.5 * max(estimates)
     fake.reset()
     _, out, err = gate_cli(
-        all_at_once, monkeypatch, *base_args(**{"--sample": "6"}), "--max-cost-usd", str(cap)
+        all_at_once,
+        monkeypatch,
+        *base_args(**{"--sample": "6"}),
+        "--allow-underpowered",
+        "--max-cost-usd",
+        str(cap),
     )
     with Session(engine) as session:
         run = session.exec(select(GateRun).where(GateRun.id != first.id)).one()

@@ -16,6 +16,7 @@ from shadoweval.stats.noninferiority import (
     TIE,
     WIN,
     PairedCounts,
+    min_pairs_to_pass,
     noninferiority_test,
     restricted_win_rate,
     score_statistic,
@@ -146,3 +147,36 @@ def test_false_pass_rate_at_the_margin_is_near_alpha() -> None:
     )
     # 3 binomial standard errors of 1500 draws at α = 0.05 is about 0.017.
     assert passes / reps == pytest.approx(alpha, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("margin", "alpha", "pairs"),
+    [
+        # n > z²(1 − δ)/δ with z = 1.6449 (z² = 2.7055): 2.7055 · 19 = 51.40 → 52.
+        (0.05, 0.05, 52),
+        # 2.7055 · 9 = 24.35 → 25;  2.7055 · 3 = 8.12 → 9.
+        (0.10, 0.05, 25),
+        (0.25, 0.05, 9),
+        # z = 2.3263 (z² = 5.4119) at α = 0.01: 5.4119 · 19 = 102.83 → 103.
+        (0.05, 0.01, 103),
+    ],
+)
+def test_the_fewest_pairs_that_can_pass_is_worked_by_hand(
+    margin: float, alpha: float, pairs: int
+) -> None:
+    assert min_pairs_to_pass(margin, alpha) == pairs
+    ties = noninferiority_test([PairedCounts(0, pairs, 0)], margin=margin, alpha=alpha)
+    one_less = noninferiority_test([PairedCounts(0, pairs - 1, 0)], margin=margin, alpha=alpha)
+    assert ties.passed
+    assert not one_less.passed
+    # The same number of pairs with one win and one loss (still a drop of 0) fails: pairs
+    # the judge tells apart only raise the need, so all ties is the most favourable case.
+    mixed = PairedCounts(wins=1, ties=pairs - 2, losses=1)
+    assert not noninferiority_test([mixed], margin=margin, alpha=alpha).passed
+
+
+def test_the_fewest_pairs_refuses_margins_and_levels_it_cannot_use() -> None:
+    with pytest.raises(ValueError, match="margin"):
+        min_pairs_to_pass(0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        min_pairs_to_pass(0.05, alpha=0.5)
