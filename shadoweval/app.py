@@ -44,6 +44,7 @@ from shadoweval.db import (
 )
 from shadoweval.deps import require_scope
 from shadoweval.feedback.router import router as feedback_router
+from shadoweval.gate.create import UnderpoweredGate
 from shadoweval.gate.router import router as gates_router
 from shadoweval.gauges import DatabaseCollector
 from shadoweval.ingest.litellm_router import router as litellm_router
@@ -59,6 +60,7 @@ log = logging.getLogger("shadoweval.api")
 # The one place where domain errors become HTTP statuses.
 ERROR_STATUS: dict[type[exceptions.ShadowevalError], int] = {
     exceptions.InvalidRequest: 400,
+    UnderpoweredGate: 422,  # understood, but its sample cannot pass: the figures say why
     exceptions.AuthenticationFailed: 401,
     exceptions.PermissionDenied: 403,
     exceptions.NotFound: 404,

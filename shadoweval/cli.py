@@ -45,6 +45,15 @@ app.add_typer(keys_app, name="keys")
 bench_app = typer.Typer(help="Benchmarks (not run in CI).", **_HELP)
 app.add_typer(bench_app, name="bench")
 
+_JsonFigures = Annotated[bool, typer.Option("--json", help="Figures as JSON on the last line.")]
+
+
+def _echo_figures(report: str, figures: Any, as_json: bool) -> None:
+    """A bench command's report, then with `--json` its figures as JSON on the last line."""
+    typer.echo(report)
+    if as_json:
+        typer.echo(json.dumps(figures))
+
 
 def _print_version(requested: bool) -> None:
     if requested:
@@ -261,6 +270,14 @@ def demo(
         bool, typer.Option(help="Run the traffic generator, worker and alert receiver.")
     ] = True,
     dashboard: Annotated[bool, typer.Option(help="Start the dashboard.")] = True,
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset",
+            help="Delete earlier runs' database, received alerts and logs under the data dir "
+            "first (embedded SQLite only).",
+        ),
+    ] = False,
 ) -> None:
     """The whole system on the embedded SQLite default: API, worker, dashboard, router traffic."""
     from shadoweval.demo.run import DemoOptions, run_demo
@@ -273,6 +290,7 @@ def demo(
         real=real,
         traffic=traffic,
         dashboard=dashboard,
+        reset=reset,
     )
     try:
         run_demo(options, serve=_serve, configure=_settings)
@@ -344,6 +362,13 @@ def gate(
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Write the Markdown report here.")] = None,
     junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here.")] = None,
+    allow_underpowered: Annotated[
+        bool,
+        typer.Option(
+            "--allow-underpowered",
+            help="Run even if the per-segment sample is below the fewest pairs a pass needs.",
+        ),
+    ] = False,
 ) -> None:
     """Release gate: replay stored requests on the candidate and the replaced model, judge them
     pairwise, test non-inferiority. Exit 0 pass, 100 fail, 1 error, 2 usage error."""
@@ -362,6 +387,7 @@ def gate(
         max_cost_usd=max_cost_usd,
         report_path=report,
         junit_path=junit,
+        allow_underpowered=allow_underpowered,
     )
     raise typer.Exit(code)
 
@@ -522,9 +548,7 @@ def rejudge(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random sample.")] = 0,
     concurrency: Annotated[int, typer.Option(min=1, help="Pairs judged at once.")] = 8,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Figures as JSON on the last line.")
-    ] = False,
+    as_json: _JsonFigures = False,
 ) -> None:
     """Re-judge a stored sample with the current judge and report how often it agrees with the
     stored verdicts (rate, Cohen's kappa with 95 % CI) before the switch is trusted. Writes
@@ -621,9 +645,7 @@ def bench_shadow(
     in_flight: Annotated[int, typer.Option(help="Provider calls in flight.")] = 64,
     latency_ms: Annotated[float, typer.Option(help="Fake provider latency per call.")] = 300,
     database_url: Annotated[str | None, typer.Option(help="Default: a fresh SQLite file.")] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Figures as JSON on the last line.")
-    ] = False,
+    as_json: _JsonFigures = False,
     mode: Annotated[
         str, typer.Option(help="realtime, or batch: realtime then batch mode, cost ratio.")
     ] = "realtime",
@@ -645,9 +667,7 @@ def bench_shadow(
         batch_delay_ms=batch_delay_ms,
     )
     if mode == "batch":
-        typer.echo("\n".join(format_batch_report(figures)))
-        if as_json:
-            typer.echo(json.dumps(figures))
+        _echo_figures("\n".join(format_batch_report(figures)), figures, as_json)
         return
     ceiling = figures["ceiling_calls_per_second"]
     typer.echo(f"ceiling: {in_flight} in flight / {latency_ms:.0f} ms = {ceiling} calls/s")
@@ -669,17 +689,13 @@ def bench_detect(
     changed_share: Annotated[
         float, typer.Option(help="Traffic share of the degrading segment.")
     ] = 0.05,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Figures as JSON on the last line.")
-    ] = False,
+    as_json: _JsonFigures = False,
 ) -> None:
     """Uniform sampling + daily tests against the planner + sequential detection, simulated."""
     from shadoweval.bench.detect import format_detect_report, run_detect_bench
 
     figures = run_detect_bench(repetitions=repetitions, seed=seed, changed_share=changed_share)
-    typer.echo(format_detect_report(figures))
-    if as_json:
-        typer.echo(json.dumps(figures))
+    _echo_figures(format_detect_report(figures), figures, as_json)
 
 
 @bench_app.command("scenario")
@@ -697,9 +713,7 @@ def bench_scenario(
         str | None, typer.Option(help="PostgreSQL server; each run gets its own database.")
     ] = None,
     first_seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Figures as JSON on the last line.")
-    ] = False,
+    as_json: _JsonFigures = False,
 ) -> None:
     """The issue-13 scenario (a 5 % segment's harm rises, the cheap model is swapped) through
     the real pipeline per seed: detection delay, false alarms, model events, calibration
@@ -719,9 +733,7 @@ def bench_scenario(
         database_url=database_url,
         progress=progress,
     )
-    typer.echo(format_scenario_report(figures))
-    if as_json:
-        typer.echo(json.dumps(figures))
+    _echo_figures(format_scenario_report(figures), figures, as_json)
 
 
 @bench_app.command("ingest")
@@ -736,9 +748,7 @@ def bench_ingest(
     database_url: Annotated[
         str | None, typer.Option(help="PostgreSQL server; default SQLite.")
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Figures as JSON on the last line.")
-    ] = False,
+    as_json: _JsonFigures = False,
 ) -> None:
     """Ingest throughput over HTTP beside the in-process path and a raw executemany."""
     import os
@@ -753,17 +763,17 @@ def bench_ingest(
         api_processes=api_processes or os.cpu_count() or 1,
         database_url=database_url,
     )
-    typer.echo(
+    _echo_figures(
         f"{figures['database']}: batched {figures['batched_decisions_per_second']}/s over HTTP "
         f"with {figures['api_processes']} API processes "
         f"({figures['batched_one_process_decisions_per_second']}/s with one), "
         f"{figures['in_process_decisions_per_second']}/s in-process "
         f"(ratio {figures['http_over_in_process']}), raw executemany "
         f"{figures['raw_executemany_rows_per_second']} rows/s; single posts at {rate:.0f}/s: "
-        f"p50 {figures['single_post_p50_ms']} ms, p99 {figures['single_post_p99_ms']} ms"
+        f"p50 {figures['single_post_p50_ms']} ms, p99 {figures['single_post_p99_ms']} ms",
+        figures,
+        as_json,
     )
-    if as_json:
-        typer.echo(json.dumps(figures))
 
 
 @bench_app.command("analytics")
@@ -771,22 +781,20 @@ def bench_analytics(
     decisions: Annotated[int, typer.Option(help="Decisions in the log.")] = 1_000_000,
     verdicts: Annotated[int, typer.Option(help="Finished verdicts.")] = 50_000,
     database_url: Annotated[str | None, typer.Option(help="Default: a fresh SQLite file.")] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Figures as JSON on the last line.")
-    ] = False,
+    as_json: _JsonFigures = False,
 ) -> None:
     """Aggregate decisions and verdicts into every per-segment figure and the calibration,
     beside a pandas groupby of the same numbers, and check they agree."""
     from shadoweval.bench.analytics import run_analytics_bench
 
     figures = run_analytics_bench(decisions=decisions, verdicts=verdicts, database_url=database_url)
-    typer.echo(
+    _echo_figures(
         f"{figures['database']}: {figures['decisions']} decisions, {figures['verdicts']} verdicts "
         f"-> {figures['segments']} segment rows in {figures['shadoweval_seconds']:.2f} s "
-        f"(pandas read + groupby: {figures['pandas_seconds']:.2f} s); agree: {figures['agree']}"
+        f"(pandas read + groupby: {figures['pandas_seconds']:.2f} s); agree: {figures['agree']}",
+        figures,
+        as_json,
     )
-    if as_json:
-        typer.echo(json.dumps(figures))
 
 
 @bench_app.command("sessions")
@@ -796,18 +804,14 @@ def bench_sessions(
         str | None, typer.Option(help="A PostgreSQL server (a fresh database is made and dropped).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated traffic.")] = 0,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Figures as JSON on the last line.")
-    ] = False,
+    as_json: _JsonFigures = False,
 ) -> None:
     """A generated week of chat sessions routed per turn and per session: gross savings,
     the prompt-cache cost of switching, net savings, and how long /v1/sessions takes."""
     from shadoweval.bench.sessions import format_sessions_report, run_sessions_bench
 
     figures = run_sessions_bench(decisions=decisions, database_url=database_url, seed=seed)
-    typer.echo(format_sessions_report(figures))
-    if as_json:
-        typer.echo(json.dumps(figures))
+    _echo_figures(format_sessions_report(figures), figures, as_json)
 
 
 @bench_app.command("estimates")
@@ -816,9 +820,7 @@ def bench_estimates(
     lead_repetitions: Annotated[int, typer.Option(min=1, help="Lead-time streams.")] = 20,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     harm_rate: Annotated[float, typer.Option(help="True harm probability.")] = 0.2,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Figures as JSON on the last line.")
-    ] = False,
+    as_json: _JsonFigures = False,
 ) -> None:
     """Judge-only, human-only and PPI coverage and width against a biased judge, and how
     many hours sooner expected harm flags a score shift than the labelled estimate."""
@@ -827,9 +829,7 @@ def bench_estimates(
     figures = run_estimates_bench(
         repetitions=repetitions, lead_repetitions=lead_repetitions, seed=seed, harm_rate=harm_rate
     )
-    typer.echo(format_estimates_report(figures))
-    if as_json:
-        typer.echo(json.dumps(figures))
+    _echo_figures(format_estimates_report(figures), figures, as_json)
 
 
 @bench_app.command("thresholds")
@@ -840,9 +840,7 @@ def bench_thresholds(
     labels_per_day: Annotated[float, typer.Option(min=10, help="Labels a day.")] = 900.0,
     harm_budget: Annotated[float, typer.Option(help="ε, share of all traffic.")] = 0.05,
     delta: Annotated[float, typer.Option(help="δ, the risk level.")] = 0.1,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Figures as JSON on the last line.")
-    ] = False,
+    as_json: _JsonFigures = False,
 ) -> None:
     """The threshold advisor on a seeded numpy simulation of the labelled sample (one
     miscalibrated segment): violation rate against δ and the share of the oracle's savings."""
@@ -856,9 +854,7 @@ def bench_thresholds(
         harm_budget=harm_budget,
         risk=delta,
     )
-    typer.echo(format_thresholds_report(figures))
-    if as_json:
-        typer.echo(json.dumps(figures))
+    _echo_figures(format_thresholds_report(figures), figures, as_json)
 
 
 @app.command()

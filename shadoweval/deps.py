@@ -11,10 +11,11 @@ from fastapi import Depends, Path, Query, Request
 from pydantic import AfterValidator, AwareDatetime
 
 from shadoweval.auth import service as auth_service
+from shadoweval.auth.middleware import bearer_token_from_header
 from shadoweval.auth.models import Principal, Scope
 from shadoweval.config import Settings
 from shadoweval.db import SessionDep
-from shadoweval.exceptions import AuthenticationFailed, PermissionDenied
+from shadoweval.exceptions import PermissionDenied
 from shadoweval.paging import MAX_ROW_ID, check_instant
 
 
@@ -27,13 +28,7 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization")
-    if not header:
-        raise AuthenticationFailed("missing API key; send `Authorization: Bearer <key>`")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("malformed Authorization header; expected `Bearer <key>`")
-    return token.strip()
+    return bearer_token_from_header(request.headers.get("authorization") or "")
 
 
 def require_scope(scope: Scope) -> Callable[..., Principal]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -40,6 +40,8 @@ QUEUES: dict[str, Table] = {
     "shadow_run": table_of(ShadowRun),
     "verdict": table_of(Verdict),
 }
+KeyT = TypeVar("KeyT", bound=tuple[str, ...])
+FigureT = TypeVar("FigureT")
 DEFAULT_SKEW_SECONDS = float(Settings.model_fields["decision_clock_skew_seconds"].default)
 
 
@@ -102,9 +104,12 @@ class DatabaseCollector(Collector):
             "The current decision day's budget by account.",
             labels=["account"],
         )
-        refused = GaugeMetricFamily(
+        # A counter (exposed as `_total`): it only grows through a decision day and starts
+        # again at 0 on the next one, which rate()/increase() read as a counter reset.
+        refused = CounterMetricFamily(
             "shadoweval_budget_refused_decisions",
-            "Decisions of the current decision day not sampled because the budget was spent.",
+            "Decisions of the current decision day not sampled because the budget was spent "
+            "(restarts at 0 each decision day).",
             labels=["account"],
         )
         exhausted = GaugeMetricFamily(
@@ -225,25 +230,33 @@ def _quality_families(
 
     labels = ["router", "segment", "judge"]
     rate = GaugeMetricFamily(
-        "shadoweval_harm_rate",
-        "Weighted share of cheap-routed requests that needed the strong tier, last 24 h of ts.",
+        "shadoweval_harm_ratio",
+        "Weighted share (0-1) of cheap-routed requests that needed the strong tier, last 24 h "
+        "of ts.",
         labels=labels,
     )
     low = GaugeMetricFamily(
-        "shadoweval_harm_rate_ci_low", "Lower end of the harm rate's 95 % interval.", labels=labels
+        "shadoweval_harm_ci_low_ratio",
+        "Lower end of the harm ratio's 95 % interval.",
+        labels=labels,
     )
     high = GaugeMetricFamily(
-        "shadoweval_harm_rate_ci_high", "Upper end of the harm rate's 95 % interval.", labels=labels
+        "shadoweval_harm_ci_high_ratio",
+        "Upper end of the harm ratio's 95 % interval.",
+        labels=labels,
     )
     n = GaugeMetricFamily(
-        "shadoweval_harm_labels", "Judged pairs behind the harm rate, last 24 h.", labels=labels
+        "shadoweval_harm_labels", "Judged pairs behind the harm ratio, last 24 h.", labels=labels
     )
-    for key, estimate in harm:
-        n.add_metric(list(key), float(estimate.n))
+    for (router, segment, judge_key), estimate in _one_prompt_per_judge_model(
+        harm, 2, lambda estimate: estimate.n
+    ):
+        key = [router, segment, judge_model(judge_key)]
+        n.add_metric(key, float(estimate.n))
         if estimate.estimate == estimate.estimate:  # NaN: no weight yet
-            rate.add_metric(list(key), estimate.estimate)
-            low.add_metric(list(key), estimate.ci_low)
-            high.add_metric(list(key), estimate.ci_high)
+            rate.add_metric(key, estimate.estimate)
+            low.add_metric(key, estimate.ci_low)
+            high.add_metric(key, estimate.ci_high)
     ece = GaugeMetricFamily(
         "shadoweval_calibration_ece",
         "Weighted expected calibration error of router_score, last 24 h (biased upward).",
@@ -259,7 +272,11 @@ def _quality_families(
         "Labelled pairs with a p_strong_needed score, last 24 h.",
         labels=["router", "judge"],
     )
-    for router, judge, ece_value, brier_value, count in calibration:
+    calibration_by_key = [((figure[0], figure[1]), figure) for figure in calibration]
+    for _, (router, judge_key, ece_value, brier_value, count) in _one_prompt_per_judge_model(
+        calibration_by_key, 1, lambda figure: figure[4]
+    ):
+        judge = judge_model(judge_key)
         calibration_n.add_metric([router, judge], float(count))
         if ece_value is not None:
             ece.add_metric([router, judge], ece_value)
@@ -293,7 +310,59 @@ def _quality_families(
         "Seconds from the oldest decision still waiting for its verdict to now (0 when none).",
     )
     watermark.add_metric([], max(0.0, watermark_lag))
-    return [rate, low, high, n, ece, brier, calibration_n, counts, states, lag, watermark]
+    judges = GaugeMetricFamily(
+        "shadoweval_judge_info",
+        "1 per judge model and prompt hash (rubric) behind the quality gauges, last 24 h.",
+        labels=["judge", "prompt_hash"],
+    )
+    judge_keys = {key[2] for key, _ in harm} | {figure[1] for figure in calibration}
+    for judge_key in sorted(judge_keys):
+        judges.add_metric([judge_model(judge_key), prompt_hash(judge_key)], 1.0)
+    return [
+        rate,
+        low,
+        high,
+        n,
+        ece,
+        brier,
+        calibration_n,
+        judges,
+        counts,
+        states,
+        lag,
+        watermark,
+    ]
+
+
+def judge_model(judge_key: str) -> str:
+    """The judge model of a judge key (`model#prompt_hash`, judge.service.JudgeIdentity): the
+    `judge` label, so a rubric edit does not start new series for every segment."""
+    return judge_key.split("#", 1)[0]
+
+
+def prompt_hash(judge_key: str) -> str:
+    """The prompt hash of a judge key ("" for a key without one)."""
+    return judge_key.partition("#")[2]
+
+
+def _one_prompt_per_judge_model(
+    figures: Iterable[tuple[KeyT, FigureT]],
+    judge_at: int,
+    labels_of: Callable[[FigureT], int],
+) -> list[tuple[KeyT, FigureT]]:
+    """One figure per series once the prompt hash leaves the label: when a judge model ran
+    under two prompts in the window (a rubric change), the prompt with more labels speaks
+    for it, as the one most of the window's verdicts came from (ties: the later key)."""
+    chosen: dict[tuple[Any, ...], tuple[KeyT, FigureT]] = {}
+    for key, figure in figures:
+        series = (*key[:judge_at], judge_model(key[judge_at]), *key[judge_at + 1 :])
+        best = chosen.get(series)
+        if best is None or (labels_of(figure), key[judge_at]) > (
+            labels_of(best[1]),
+            best[0][judge_at],
+        ):
+            chosen[series] = (key, figure)
+    return [chosen[series] for series in sorted(chosen)]
 
 
 def _harm_rates(

@@ -9,8 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.registry import Collector
+
+# No `*_created` series: they double the series count and no dashboard or rule reads them
+# (a counter's reset is visible in the counter itself). A process-wide switch of
+# prometheus_client, read when a scrape renders the samples.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class RejectedItem(Protocol):
@@ -31,22 +36,22 @@ class ApiMetrics:
         for collector in collectors:
             self.registry.register(collector)
         self.decisions_ingested = Counter(
-            "shadoweval_decisions_ingested",
+            "shadoweval_decisions_ingested_total",
             "Decisions stored by ingest (new rows).",
             registry=self.registry,
         )
         self.decisions_duplicate = Counter(
-            "shadoweval_decisions_duplicate",
+            "shadoweval_decisions_duplicate_total",
             "Decisions received again for a (router, request_id) already stored.",
             registry=self.registry,
         )
         self.decisions_sampled = Counter(
-            "shadoweval_decisions_sampled",
+            "shadoweval_decisions_sampled_total",
             "Stored decisions selected for shadow evaluation.",
             registry=self.registry,
         )
         self.decisions_rejected = Counter(
-            "shadoweval_decisions_rejected",
+            "shadoweval_decisions_rejected_total",
             "Items or whole requests refused by ingest, by reason.",
             ["reason"],
             registry=self.registry,

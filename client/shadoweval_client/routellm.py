@@ -10,7 +10,7 @@ import importlib
 import math
 import time
 import uuid
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Literal, Protocol
@@ -388,6 +388,13 @@ class _Routing:
     latency_ms: float | None = None
 
 
+@dataclass
+class _Call:
+    """The answer of one wrapped controller call, set by the caller of `_logged_call`."""
+
+    response: Any = None
+
+
 _ROUTING: contextvars.ContextVar[_Routing | None] = contextvars.ContextVar(
     "shadoweval_routellm_routing", default=None
 )
@@ -576,24 +583,9 @@ class LoggingController:
 
         `request_id` (default: the answer's id), `segment` and `features` go to the log only.
         """
-        routing = _Routing(
-            router_name=_router_name(kwargs),
-            request_id=request_id,
-            segment=dict(segment) if segment else None,
-            features=dict(features) if features else None,
-        )
-        token = _ROUTING.set(routing)
-        ts = _now_rfc3339()
-        started = time.perf_counter()
-        try:
-            response = self.controller.completion(**kwargs)
-        except BaseException:
-            self._log(routing, kwargs, ts, None, None)
-            raise
-        finally:
-            _ROUTING.reset(token)
-        self._log(routing, kwargs, ts, response, (time.perf_counter() - started) * 1000)
-        return response
+        with self._logged_call(kwargs, request_id, segment, features) as call:
+            call.response = self.controller.completion(**kwargs)
+        return call.response
 
     async def acompletion(
         self,
@@ -607,24 +599,38 @@ class LoggingController:
 
         `request_id` (default: the answer's id), `segment` and `features` go to the log only.
         """
+        with self._logged_call(kwargs, request_id, segment, features) as call:
+            call.response = await self.controller.acompletion(**kwargs)
+        return call.response
+
+    @contextlib.contextmanager
+    def _logged_call(
+        self,
+        kwargs: Mapping[str, Any],
+        request_id: str | None,
+        segment: Mapping[str, str] | None,
+        features: Mapping[str, float | int | str | bool] | None,
+    ) -> Iterator[_Call]:
+        """Around one controller call (sync or async): record the routing, then log it once,
+        without an answer when the call raised."""
         routing = _Routing(
             router_name=_router_name(kwargs),
             request_id=request_id,
             segment=dict(segment) if segment else None,
             features=dict(features) if features else None,
         )
+        call = _Call()
         token = _ROUTING.set(routing)
         ts = _now_rfc3339()
         started = time.perf_counter()
         try:
-            response = await self.controller.acompletion(**kwargs)
+            yield call
         except BaseException:
             self._log(routing, kwargs, ts, None, None)
             raise
         finally:
             _ROUTING.reset(token)
-        self._log(routing, kwargs, ts, response, (time.perf_counter() - started) * 1000)
-        return response
+        self._log(routing, kwargs, ts, call.response, (time.perf_counter() - started) * 1000)
 
     def _log(
         self,

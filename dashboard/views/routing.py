@@ -100,7 +100,7 @@ if first and last:
         "with its 95 % interval (USD)."
     )
     st.dataframe(savings, hide_index=True)
-spend = data.items(ctx.api.get("/v1/spend", since=ctx.since))
+spend = data.items(ctx.api.get("/v1/spend", router=ctx.router, since=ctx.since))
 if spend:
     st.caption("Monitoring cost: shadow re-runs and judge calls, USD per UTC day of decision ts.")
     st.dataframe(spend, hide_index=True)

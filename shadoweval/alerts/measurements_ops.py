@@ -41,6 +41,21 @@ from shadoweval.shadow.models import BATCH_HOLD, ShadowMode, WorkStatus
 CACHE_LOSS_RATIO_CAP = 10.0
 
 
+def _session_window(
+    ctx: _Context, rule: AlertRule, router: str, at: datetime
+) -> tuple[datetime, datetime, sessions_analytics.WindowFigures]:
+    """The window's complete hours and the router's session figures over them."""
+    start, end = _complete_hours(rule, at)
+    figures = sessions_analytics.window_figures(
+        session=ctx.session,
+        pricing=PricingTable.from_settings(ctx.settings),
+        router=router,
+        since=start,
+        until=end,
+    )
+    return start, end, figures
+
+
 def _cache_loss(
     ctx: _Context, rule: AlertRule, router: str | None, at: datetime
 ) -> list[Measurement]:
@@ -49,14 +64,7 @@ def _cache_loss(
     query per hour, not per step: the session aggregation reads every turn)."""
     if router is None:
         return []
-    start, at = _complete_hours(rule, at)
-    figures = sessions_analytics.window_figures(
-        session=ctx.session,
-        pricing=PricingTable.from_settings(ctx.settings),
-        router=router,
-        since=start,
-        until=at,
-    )
+    start, at, figures = _session_window(ctx, rule, router, at)
     if figures.sessions == 0:
         return []
     loss, gross = figures.cache_cost_of_switching_usd, figures.gross_savings_usd
@@ -88,14 +96,7 @@ def _mid_loop_escalation(
     """Escalations inside tool loops per tool-loop turn in the window's complete hours."""
     if router is None:
         return []
-    start, at = _complete_hours(rule, at)
-    figures = sessions_analytics.window_figures(
-        session=ctx.session,
-        pricing=PricingTable.from_settings(ctx.settings),
-        router=router,
-        since=start,
-        until=at,
-    )
+    start, at, figures = _session_window(ctx, rule, router, at)
     if not figures.loop_turns:
         return []
     return [

@@ -1,7 +1,7 @@
 """The weighted (Hájek) harm rate of forward pairs from the verdict window snapshots.
 
 One reduction for every place that shows "the harm rate": `/metrics`
-(`shadoweval_harm_rate`) and the `quality_drop` alert, so on-call reads the same
+(`shadoweval_harm_ratio`) and the `quality_drop` alert, so on-call reads the same
 number, with the same 95 % interval, as the hour-resolution rows of `/v1/segments`
 for the same hours (labels weighted by 1/π, never a plain share of labels).
 """
@@ -35,6 +35,19 @@ from shadoweval.stats.rates import (
 SNAPSHOT_TABLE = cast(Table, VerdictWindowSnapshot.__table__)  # type: ignore[attr-defined]
 
 HarmKey = tuple[str, str, str]  # router, segment value, judge key
+
+
+def label_sums(labels: Any, w: Any, w2: Any, wy: Any, vw: Any, vwy: Any) -> WeightedSums:
+    """The `WeightedSums` of summed snapshot columns (NULL as 0) for the 0/1 harm label."""
+    return WeightedSums(
+        int(labels or 0),
+        float(w or 0),
+        float(w2 or 0),
+        float(wy or 0),
+        float(vw or 0),
+        float(vwy or 0),
+        float(vwy or 0),  # Σv·y² = Σv·y for 0/1 labels
+    )
 
 
 def harm_rates(
@@ -81,15 +94,7 @@ def harm_rates(
         query = query.where(s.window_start < until)
     out: dict[HarmKey, RateEstimate] = {}
     for key_router, key_segment, key_judge, labels, w, w2, wy, vw, vwy in session.execute(query):
-        sums = WeightedSums(
-            int(labels or 0),
-            float(w or 0),
-            float(w2 or 0),
-            float(wy or 0),
-            float(vw or 0),
-            float(vwy or 0),
-            float(vwy or 0),  # Σv·y² = Σv·y for 0/1 labels
-        )
+        sums = label_sums(labels, w, w2, wy, vw, vwy)
         out[(key_router, key_segment, key_judge)] = reduce(sums)
     return out
 

@@ -96,9 +96,15 @@ def list_shadow_runs(
 
 
 @router.get("/spend")
-def spend(session: SessionDep, since: Since = None, until: Until = None) -> list[DailySpend]:
-    """Shadow and judge spend in USD per UTC day of the decisions' ts."""
-    return service.spend_per_day(session=session, since=since, until=until)
+def spend(
+    session: SessionDep,
+    since: Since = None,
+    until: Until = None,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+) -> list[DailySpend]:
+    """Shadow and judge spend in USD per UTC day of the decisions' ts (of one router's
+    decisions with `router`)."""
+    return service.spend_per_day(session=session, since=since, until=until, router=router_name)
 
 
 @router.get("/judge/quality")

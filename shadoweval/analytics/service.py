@@ -178,9 +178,18 @@ def list_shadow_runs(
 
 
 def spend_per_day(
-    *, session: Session, since: datetime | None = None, until: datetime | None = None
+    *,
+    session: Session,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    router: str | None = None,
 ) -> list[DailySpend]:
-    """Shadow and judge spend in USD per UTC day of the decisions' `ts`."""
+    """Shadow and judge spend in USD per UTC day of the decisions' `ts`, of one router's
+    decisions when `router` is given (a verdict carries its router; a shadow run is the
+    router's through its decision)."""
+    from shadoweval.ingest.models import Decision
+
+    decisions = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
     days: dict[str, DailySpend] = {}
 
@@ -189,6 +198,12 @@ def spend_per_day(
             query = query.where(table.c.ts >= since)
         if until is not None:
             query = query.where(table.c.ts < until)
+        if router is not None and table is VERDICT_TABLE:
+            query = query.where(table.c.router == router)
+        elif router is not None:
+            query = query.where(
+                table.c.decision_id.in_(select(decisions.c.id).where(decisions.c.router == router))
+            )
         return query
 
     run_day = utc_day(RUN_TABLE.c.ts, dialect)
@@ -799,15 +814,7 @@ def segment_estimates(
         if key != judge_key:
             continue
         hour = _as_utc(start)
-        hour_sums[hour] = WeightedSums(
-            int(labels or 0),
-            float(w or 0),
-            float(w2 or 0),
-            float(wy or 0),
-            float(vw or 0),
-            float(vwy or 0),
-            float(vwy or 0),
-        )
+        hour_sums[hour] = harm.label_sums(labels, w, w2, wy, vw, vwy)
     human = harm.review_sample_labels(
         session,
         review_probability=settings.review_sample_probability,

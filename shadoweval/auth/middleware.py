@@ -115,7 +115,7 @@ class RequestGuard:
         """The key's principal, or the refusal to answer."""
         state = scope["app"].state
         try:
-            token = _bearer_token(_header(scope, b"authorization"))
+            token = bearer_token_from_header(_header(scope, b"authorization"))
             cache = _key_cache(state)
             principal = cache.get(token)
             if principal is None:
@@ -284,7 +284,8 @@ def _key_cache(state: Any) -> KeyCache:
     return cache
 
 
-def _bearer_token(header: str) -> str:
+def bearer_token_from_header(header: str) -> str:
+    """The key of an `Authorization: Bearer <key>` header; AuthenticationFailed otherwise."""
     if not header:
         raise AuthenticationFailed("missing API key; send `Authorization: Bearer <key>`")
     scheme, _, token = header.partition(" ")

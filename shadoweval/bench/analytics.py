@@ -34,6 +34,8 @@ def _ts_text(seconds: np.ndarray[Any, Any], dialect: str) -> list[str]:
 
 def _load(engine: Any, decisions: int, verdicts: int, seed: int) -> dict[str, Any]:
     """Bulk-load synthetic decisions and finished verdicts (not timed)."""
+    from shadoweval.bench.ingest import _bulk_load
+
     rng = np.random.default_rng(seed)
     dialect = engine.dialect.name
     shares = np.linspace(30, 1, SEGMENTS)
@@ -95,14 +97,7 @@ def _load(engine: Any, decisions: int, verdicts: int, seed: int) -> dict[str, An
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        if dialect == "postgresql":
-            with cursor.copy(f"COPY decision ({columns}) FROM STDIN") as copy:
-                for row in decision_rows:
-                    copy.write_row(row)
-        else:
-            marks = ", ".join("?" * 23)
-            statement = f"INSERT INTO decision ({columns}) VALUES ({marks})"  # noqa: S608 (constants)
-            cursor.executemany(statement, decision_rows)
+        _bulk_load(cursor, dialect, "decision", columns, decision_rows)
         raw.commit()
         cursor.execute("SELECT id, request_id FROM decision")
         ids = {request_id: decision_id for decision_id, request_id in cursor.fetchall()}
@@ -140,14 +135,7 @@ def _load(engine: Any, decisions: int, verdicts: int, seed: int) -> dict[str, An
             )
             for i in sampled_idx.tolist()
         ]
-        if dialect == "postgresql":
-            with cursor.copy(f"COPY verdict ({verdict_columns}) FROM STDIN") as copy:
-                for row in verdict_rows:
-                    copy.write_row(row)
-        else:
-            marks = ", ".join("?" * 29)
-            statement = f"INSERT INTO verdict ({verdict_columns}) VALUES ({marks})"  # noqa: S608
-            cursor.executemany(statement, verdict_rows)
+        _bulk_load(cursor, dialect, "verdict", verdict_columns, verdict_rows)
         raw.commit()
         if dialect == "postgresql":
             cursor.execute("ANALYZE")

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,21 @@ def _drop_databases(server_url: str, urls: list[str]) -> None:
             name = make_url(url).database
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
+
+
+def _bulk_load(
+    cursor: Any, dialect: str, table: str, columns: str, rows: Sequence[Sequence[Any]]
+) -> None:
+    """`rows` into `table` (`columns`, comma-separated) through the raw DB-API cursor: COPY on
+    PostgreSQL, one executemany elsewhere. The caller commits."""
+    if dialect == "postgresql":
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        marks = ", ".join("?" * len(columns.split(",")))
+        statement = f"INSERT INTO {table} ({columns}) VALUES ({marks})"  # noqa: S608 (constants)
+        cursor.executemany(statement, rows)
 
 
 def _prepare(database_url: str, data_dir: Path) -> str:

@@ -140,6 +140,8 @@ def reference_figures(turns: dict[str, np.ndarray[Any, Any]]) -> dict[str, float
 
 
 def _load(engine: Any, router: str, turns: dict[str, np.ndarray[Any, Any]]) -> None:
+    from shadoweval.bench.ingest import _bulk_load
+
     dialect = engine.dialect.name
     base = START.replace(tzinfo=None)
     suffix = "+00" if dialect == "postgresql" else ""
@@ -188,14 +190,7 @@ def _load(engine: Any, router: str, turns: dict[str, np.ndarray[Any, Any]]) -> N
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        if dialect == "postgresql":
-            with cursor.copy(f"COPY decision ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            marks = ", ".join("?" * 24)
-            statement = f"INSERT INTO decision ({columns}) VALUES ({marks})"  # noqa: S608 (constants)
-            cursor.executemany(statement, rows)
+        _bulk_load(cursor, dialect, "decision", columns, rows)
         raw.commit()
         if dialect == "postgresql":
             cursor.execute("ANALYZE decision")

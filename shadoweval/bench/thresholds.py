@@ -105,7 +105,9 @@ def true_curve(window: SimulatedWindow, grid: FloatArray) -> tuple[FloatArray, F
     return harm, cost.mean(axis=0)
 
 
-def curve_for(window: SimulatedWindow, replicates: int, seed: int) -> thresholds.ThresholdCurve:
+def window_curve(window: SimulatedWindow, **options: Any) -> thresholds.ThresholdCurve:
+    """The threshold curve of a simulated window (unlabelled rows as NaN) around the
+    threshold in force; `options` go to `threshold_curve` (grid, estimator, replicates…)."""
     return thresholds.threshold_curve(
         score=window.score,
         strong_routed=window.strong_routed,
@@ -115,6 +117,13 @@ def curve_for(window: SimulatedWindow, replicates: int, seed: int) -> thresholds
         other_cost_usd=np.where(window.labelled, window.other_cost_usd, np.nan),
         inclusion_probability=window.inclusion_probability,
         threshold_in_force=THRESHOLD_IN_FORCE,
+        **options,
+    )
+
+
+def curve_for(window: SimulatedWindow, replicates: int, seed: int) -> thresholds.ThresholdCurve:
+    return window_curve(
+        window,
         grid=thresholds.default_grid(THRESHOLD_IN_FORCE, 51),
         replicates=replicates,
         seed=seed,

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from shadoweval.config import Settings
 from shadoweval.demo import receiver
@@ -63,7 +65,73 @@ class DemoOptions:
     real: bool = False
     traffic: bool = True
     dashboard: bool = True
+    reset: bool = False
     scenario: Scenario = field(default_factory=Scenario)
+
+
+# What a demo run leaves under the data dir: the embedded database with SQLite's side files
+# and the ingest lock (db.py), the alert receiver's log and the children's logs.
+DATABASE_FILE = "shadoweval.db"
+DATABASE_SIDE_SUFFIXES = ("", "-wal", "-shm", "-journal", "-ingest.lock")
+RECEIVED_ALERTS_FILE = "alerts-received.jsonl"
+LOGS_DIR = "logs"
+
+
+def embedded_database(settings: Settings) -> Path | None:
+    """The SQLite file under the data dir the settings point at, or None when
+    SHADOWEVAL_DATABASE_URL names any other database."""
+    embedded = settings.data_dir / DATABASE_FILE
+    if settings.database_url is None:
+        return embedded
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    return embedded if Path(url.database).resolve() == embedded.resolve() else None
+
+
+def reset_state(settings: Settings) -> list[Path]:
+    """Delete what earlier demo runs left under the data dir; the paths removed.
+
+    Refuses (ValueError) unless the database is the embedded SQLite file: a reset must
+    never reach a database the demo did not create."""
+    database = embedded_database(settings)
+    if database is None:
+        shown = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+        raise ValueError(
+            f"--reset deletes only the demo's embedded SQLite database under "
+            f"{settings.data_dir}, and SHADOWEVAL_DATABASE_URL points at {shown}; unset it "
+            "(or drop that database yourself) to start clean"
+        )
+    removed: list[Path] = []
+    for suffix in DATABASE_SIDE_SUFFIXES:
+        path = database.with_name(database.name + suffix)
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    received = settings.data_dir / RECEIVED_ALERTS_FILE
+    if received.is_file():
+        received.unlink()
+        removed.append(received)
+    logs = settings.data_dir / LOGS_DIR
+    if logs.is_dir():
+        shutil.rmtree(logs)
+        removed.append(logs)
+    return removed
+
+
+def earlier_run_notice(settings: Settings, decisions: int) -> str | None:
+    """One line when the database already holds decisions: new traffic joins them."""
+    if decisions == 0:
+        return None
+    how = (
+        "start clean with `shadoweval demo --reset`"
+        if embedded_database(settings) is not None
+        else "point SHADOWEVAL_DATABASE_URL at an empty database to start clean"
+    )
+    return (
+        f"[demo] the database already holds {decisions} decisions from earlier runs; "
+        f"new traffic joins them ({how})."
+    )
 
 
 def _environment(options: DemoOptions, receiver_url: str | None, secret: str) -> None:
@@ -174,9 +242,13 @@ def run_demo(
     configure: Callable[[], Settings],
 ) -> None:
     """Start everything, serve the API in the foreground, stop everything on Ctrl-C."""
+    from sqlalchemy import func, select
+
     from shadoweval.auth import service
     from shadoweval.auth.models import Scope
     from shadoweval.db import create_db_engine, session_scope, upgrade_database
+    from shadoweval.ingest.models import Decision
+    from shadoweval.sql import table_of
 
     def say(text: str) -> None:
         print(text, flush=True)
@@ -186,6 +258,11 @@ def run_demo(
     threads: list[threading.Thread] = []
     secret = secrets.token_hex(16)
     with ExitStack() as stack:
+        if options.reset:
+            # Settings of the environment as the user set it: the demo's own defaults are
+            # applied below and do not touch the data dir or the database URL.
+            for path in reset_state(Settings()):
+                say(f"[demo] reset: removed {path}")
         data_dir = Path(os.environ.get("SHADOWEVAL_DATA_DIR", ".shadoweval"))
         data_dir.mkdir(parents=True, exist_ok=True)
         receiver_log = data_dir / "alerts-received.jsonl" if options.traffic else None
@@ -210,6 +287,13 @@ def run_demo(
             logging.getLogger("shadoweval.api").setLevel(logging.WARNING)
         upgrade_database(settings)
         engine = create_db_engine(settings)
+        with engine.connect() as connection:
+            earlier = connection.execute(
+                select(func.count()).select_from(table_of(Decision))
+            ).scalar_one()
+        notice = earlier_run_notice(settings, int(earlier))
+        if notice is not None:
+            say(notice)
         with session_scope(engine) as session:
             ingest_key = service.create_key(
                 session=session, scopes=[Scope.INGEST], name="demo ingest"

@@ -411,6 +411,22 @@ class WeightedSums:
     sum_vy2: float
 
 
+def _rate_from_sums(
+    sums: WeightedSums, estimate: float, variance: float, interval_n: float, confidence: float
+) -> RateEstimate:
+    """The `RateEstimate` of window sums: Wilson on `interval_n`, Kish's n_eff."""
+    ci_low, ci_high = wilson_interval(estimate, interval_n, confidence)
+    return RateEstimate(
+        estimate=estimate,
+        std_error=math.sqrt(variance),
+        ci_low=ci_low,
+        ci_high=ci_high,
+        n=sums.n,
+        effective_n=sums.sum_w**2 / sums.sum_w2 if sums.sum_w2 > 0 else 0.0,
+        weight_sum=sums.sum_w,
+    )
+
+
 def hajek_rate_from_sums(sums: WeightedSums, confidence: float = 0.95) -> RateEstimate:
     """`hajek_rate` computed from window sums: the same estimate, variance and interval.
 
@@ -426,16 +442,7 @@ def hajek_rate_from_sums(sums: WeightedSums, confidence: float = 0.95) -> RateEs
         interval_n = estimate * (1.0 - estimate) / variance if variance > 0.0 else math.inf
     else:
         interval_n = sums.sum_w**2 / sums.sum_v if sums.sum_v > 0 else math.inf
-    ci_low, ci_high = wilson_interval(estimate, interval_n, confidence)
-    return RateEstimate(
-        estimate=estimate,
-        std_error=math.sqrt(variance),
-        ci_low=ci_low,
-        ci_high=ci_high,
-        n=sums.n,
-        effective_n=sums.sum_w**2 / sums.sum_w2 if sums.sum_w2 > 0 else 0.0,
-        weight_sum=sums.sum_w,
-    )
+    return _rate_from_sums(sums, estimate, variance, interval_n, confidence)
 
 
 def hajek_mean_from_sums(sums: WeightedSums, confidence: float = 0.95) -> MeanEstimate:
@@ -514,16 +521,7 @@ def process_rate_from_sums(sums: WeightedSums, confidence: float = 0.95) -> Rate
     numerator = (1.0 - 2.0 * estimate) * sum_w2y + estimate**2 * sums.sum_w2
     variance = max(0.0, numerator) / sums.sum_w**2
     interval_n = _process_interval_n(estimate, variance, sums.sum_w, sums.sum_w2)
-    ci_low, ci_high = wilson_interval(estimate, interval_n, confidence)
-    return RateEstimate(
-        estimate=estimate,
-        std_error=math.sqrt(variance),
-        ci_low=ci_low,
-        ci_high=ci_high,
-        n=sums.n,
-        effective_n=sums.sum_w**2 / sums.sum_w2 if sums.sum_w2 > 0 else 0.0,
-        weight_sum=sums.sum_w,
-    )
+    return _rate_from_sums(sums, estimate, variance, interval_n, confidence)
 
 
 def process_rate(

@@ -89,16 +89,18 @@ def seed_verdicts(session: Session, start: datetime | None = None) -> None:
     session.commit()
 
 
-def harm_snapshot(hour: datetime) -> VerdictWindowSnapshot:
+def harm_snapshot(
+    hour: datetime, judge_key: str = "judge-a", labels: int = 40
+) -> VerdictWindowSnapshot:
     # π = 0.5 for 40 labels with 10 harmful: w = 2, v = (1 − π) w² = 2.
     return VerdictWindowSnapshot(
         router="support-router",
         segment_value="billing",
         direction="forward",
-        judge_key="judge-a",
+        judge_key=judge_key,
         window="hour",
         window_start=hour,
-        labels=40,
+        labels=labels,
         sum_w=80.0,
         sum_w2=160.0,
         sum_wy=20.0,
@@ -116,11 +118,36 @@ def test_harm_rate_gauges_match_the_hajek_estimate(live_api: LiveApi, session: S
     expected = hajek_rate_from_sums(WeightedSums(40, 80.0, 160.0, 20.0, 80.0, 20.0, 20.0))
     values = scrape(live_api)
     labels = (("judge", "judge-a"), ("router", "support-router"), ("segment", "billing"))
-    assert values[("shadoweval_harm_rate", labels)] == pytest.approx(0.25)
-    assert values[("shadoweval_harm_rate_ci_low", labels)] == pytest.approx(expected.ci_low)
-    assert values[("shadoweval_harm_rate_ci_high", labels)] == pytest.approx(expected.ci_high)
+    assert values[("shadoweval_harm_ratio", labels)] == pytest.approx(0.25)
+    assert values[("shadoweval_harm_ci_low_ratio", labels)] == pytest.approx(expected.ci_low)
+    assert values[("shadoweval_harm_ci_high_ratio", labels)] == pytest.approx(expected.ci_high)
     assert expected.ci_low < 0.25 < expected.ci_high
     assert values[("shadoweval_harm_labels", labels)] == 40
+
+
+def test_the_judge_label_is_the_model_and_the_prompt_hash_is_an_info_metric(
+    live_api: LiveApi, session: Session
+) -> None:
+    """A rubric edit mid-window must not fork every segment's series: the gauges keep one
+    `judge` series per model (the prompt with more labels), the hashes go to judge_info."""
+    hour = utcnow().replace(minute=0, second=0, microsecond=0)
+    seed_verdicts(session, hour)
+    session.add(harm_snapshot(hour, judge_key="judge-a#old-rubric", labels=40))
+    session.add(harm_snapshot(hour, judge_key="judge-a#new-rubric", labels=4))
+    session.commit()
+    values = scrape(live_api)
+    harm = {
+        labels: value
+        for (name, labels), value in values.items()
+        if name == "shadoweval_harm_labels"
+    }
+    assert harm == {
+        (("judge", "judge-a"), ("router", "support-router"), ("segment", "billing")): 40
+    }
+    info = {labels for (name, labels), _ in values.items() if name == "shadoweval_judge_info"}
+    assert {dict(labels)["prompt_hash"] for labels in info} >= {"old-rubric", "new-rubric"}
+    assert {dict(labels)["judge"] for labels in info} == {"judge-a"}
+    assert not [name for name, _ in values if name.endswith("_created")]
 
 
 def test_calibration_and_freshness_gauges(live_api: LiveApi, session: Session) -> None:

@@ -315,4 +315,4 @@ def test_metrics_say_when_todays_budget_is_spent(live_api: LiveApi, keys: Keys) 
     }
     assert values[("shadoweval_budget_exhausted", "shadow")] == 1.0
     assert values[("shadoweval_budget_reserved_usd", "shadow")] == pytest.approx(0.04)
-    assert values[("shadoweval_budget_refused_decisions", "shadow")] == 3.0
+    assert values[("shadoweval_budget_refused_decisions_total", "shadow")] == 3.0

@@ -93,6 +93,28 @@ def test_spend_per_utc_day(judged: httpx.Client) -> None:
         assert day["judge_usd"] > 0
 
 
+def test_spend_of_one_router(judged: httpx.Client, engine: Engine, settings: Settings) -> None:
+    """The routing page shows the monitoring cost of its own router, not everyone's."""
+    ingest(
+        engine, settings, [decision("sales-0", router="sales-router", ts="2026-11-28T09:00:00Z")]
+    )
+    drain(engine, settings)
+    everyone = judged.get("/v1/spend").json()
+    support = judged.get("/v1/spend", params={"router": "support-router"}).json()
+    sales = judged.get("/v1/spend", params={"router": "sales-router"}).json()
+    assert [d["day"] for d in everyone] == ["2026-11-26", "2026-11-27", "2026-11-28"]
+    assert [d["day"] for d in support] == ["2026-11-26", "2026-11-27"]
+    assert [(d["shadow_runs"], d["verdicts"]) for d in support] == [(3, 3), (2, 2)]
+    (sales_day,) = sales
+    assert (sales_day["day"], sales_day["shadow_runs"], sales_day["verdicts"]) == (
+        "2026-11-28",
+        1,
+        1,
+    )
+    assert sales_day["total_usd"] == pytest.approx(everyone[2]["total_usd"])
+    assert judged.get("/v1/spend", params={"router": "no-such-router"}).json() == []
+
+
 def test_judge_quality_per_judge_and_prompt(judged: httpx.Client) -> None:
     (report,) = judged.get("/v1/judge/quality").json()
     assert report["judge_model"] == JUDGE

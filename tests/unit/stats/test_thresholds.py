@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shadoweval.bench.thresholds import curve_for, simulate_window, true_curve
+from shadoweval.bench.thresholds import curve_for, simulate_window, true_curve, window_curve
 from shadoweval.stats import rates, thresholds
 
 NAN = float("nan")
@@ -78,15 +78,8 @@ def test_the_estimate_at_the_threshold_in_force_is_the_observed_harm_rate() -> N
     )
     cheap_share = float(np.mean(~window.strong_routed))
     for estimator in ("hajek", "doubly_robust"):
-        curve = thresholds.threshold_curve(
-            score=window.score,
-            strong_routed=window.strong_routed,
-            cost_usd=window.cost_usd,
-            labelled=window.labelled,
-            strong_needed=np.where(window.labelled, window.strong_needed, np.nan),
-            other_cost_usd=np.where(window.labelled, window.other_cost_usd, np.nan),
-            inclusion_probability=window.inclusion_probability,
-            threshold_in_force=0.5,
+        curve = window_curve(
+            window,
             estimator=estimator,
             replicates=50,
         )
@@ -103,15 +96,8 @@ def test_simultaneous_bands_cover_the_true_curve_at_the_stated_level() -> None:
     repetitions = 80
     for rep in range(repetitions):
         window = simulate_window(np.random.default_rng(100 + rep), requests=4000)
-        curve = thresholds.threshold_curve(
-            score=window.score,
-            strong_routed=window.strong_routed,
-            cost_usd=window.cost_usd,
-            labelled=window.labelled,
-            strong_needed=np.where(window.labelled, window.strong_needed, np.nan),
-            other_cost_usd=np.where(window.labelled, window.other_cost_usd, np.nan),
-            inclusion_probability=window.inclusion_probability,
-            threshold_in_force=0.5,
+        curve = window_curve(
+            window,
             grid=grid,
             replicates=200,
             confidence=0.9,
@@ -138,15 +124,8 @@ def test_learn_then_test_keeps_the_risk_where_a_plug_in_chooser_does_not() -> No
     repetitions = 40
     for rep in range(repetitions):
         window = simulate_window(np.random.default_rng(500 + rep), requests=10_000)
-        curve = thresholds.threshold_curve(
-            score=window.score,
-            strong_routed=window.strong_routed,
-            cost_usd=window.cost_usd,
-            labelled=window.labelled,
-            strong_needed=np.where(window.labelled, window.strong_needed, np.nan),
-            other_cost_usd=np.where(window.labelled, window.other_cost_usd, np.nan),
-            inclusion_probability=window.inclusion_probability,
-            threshold_in_force=0.5,
+        curve = window_curve(
+            window,
             grid=grid,
             replicates=60,
             seed=rep,
