@@ -53,8 +53,11 @@ def context() -> Context:
             st.caption("Operate key configured: acknowledge and silence are enabled.")
         refresh_controls()
     delta = WINDOWS[window]
-    # Whole minutes, so that reruns within a minute ask the same question (and hit the cache).
-    since = datetime.now(UTC).replace(second=0, microsecond=0) - delta if delta else None
+    # The window is decision time (DESIGN.md, Time): it ends at the router's newest decision,
+    # so a replayed month shows what the live stream showed; whole minutes, so that reruns
+    # within a minute ask the same question (and hit the cache).
+    end = latest_decision_ts(api, router) or datetime.now(UTC)
+    since = end.replace(second=0, microsecond=0) - delta if delta else None
     # The API's own verdicts say whether they were simulated, whatever this process was told.
     if api.simulated or any(
         v.get("simulated") for v in data.items(api.get("/v1/verdicts", limit=5))

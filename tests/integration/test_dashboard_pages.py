@@ -399,3 +399,20 @@ def test_a_rerun_within_the_cache_time_asks_the_api_nothing(
     assert "/v1/segments" in api_calls[before:]
     # The sidebar offers auto-refresh, on by default.
     assert page.toggle(key="auto_refresh").value is True
+
+
+@pytest.mark.usefixtures("dashboard_env")
+def test_windows_end_at_the_routers_newest_decision_not_the_wall_clock(
+    engine: Engine, base_settings: Settings
+) -> None:
+    # The seeded decisions are stamped 2026-11-27, days before the wall clock: a replayed
+    # history. "Last 24 hours" is the 24 decision hours before the newest decision.
+    _seed(engine, base_settings)
+    app = AppTest.from_file(str(APP), default_timeout=90)
+    app.run()
+    app.switch_page("views/routing.py").run()
+    app.selectbox(key="window").select("last 24 hours").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.selectbox(key="window").value == "last 24 hours"
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics.get("Realized cost per request (USD)") == "$0.00325", _texts(app)
