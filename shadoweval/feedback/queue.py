@@ -15,6 +15,7 @@ falls below `review_sample_probability` (Poisson sampling, like the decision sam
 in DESIGN.md, Sampling, with an independent hash), so every pair's inclusion
 probability is known and reproducible. PPI (stats/ppi.py) reads only labels on pairs
 of this sample, never labels from the stratified queue on other pairs.
+`GET /v1/review/queue?mode=uniform` serves this sample, lowest draw first.
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 CATEGORIES = ("disagreement", "inconsistent", "routine")
+# The review queue's two modes (`GET /v1/review/queue?mode=`): `stratified` finds
+# disagreements, `uniform` serves the uniform review sample PPI reads.
+ReviewMode = Literal["stratified", "uniform"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class SampledCandidate:
 
 
 def uniform_sample(
-    pairs: list[tuple[int, str, str, str]], probability: float
+    pairs: Iterable[tuple[int, str, str, str]], probability: float
 ) -> list[SampledCandidate]:
     """The pairs (verdict_id, router, request_id, segment) in the uniform review sample,
     lowest draw first, each with inclusion probability `probability`.
@@ -95,11 +101,12 @@ def uniform_sample(
     The order is the draw's, not the pairs' age or category, so the queue never prefers
     the kind of pair a reviewer finds; all of the sample should be labelled for PPI to
     stand for the judged pairs (labels missing at random within it are tolerated).
+    `pairs` is read once and only the sampled ones are kept, so it may be a stream.
     """
-    drawn = [
+    drawn = (
         (review_draw(router, request_id), verdict_id, router, request_id, segment)
         for verdict_id, router, request_id, segment in pairs
-    ]
+    )
     chosen = sorted(entry for entry in drawn if entry[0] < probability)
     return [
         SampledCandidate(verdict_id, router, request_id, segment, probability)

@@ -21,6 +21,7 @@ from shadoweval.feedback.models import (
     ReviewLabelOut,
     ReviewQueue,
 )
+from shadoweval.feedback.queue import ReviewMode
 from shadoweval.ingest.body import read_body_within
 from shadoweval.ingest.parsing import ParsedBody, check_media_type, parse_items
 from shadoweval.ingest.submit import SubmitterDep
@@ -101,6 +102,7 @@ async def post_feedback(
 )
 def review_queue(
     session: SessionDep,
+    settings: SettingsDep,
     principal: Annotated[Principal, OperateScope],
     reviewer: Annotated[
         str | None,
@@ -113,12 +115,29 @@ def review_queue(
     ] = None,
     router_name: Annotated[str | None, Query(alias="router")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    mode: Annotated[
+        ReviewMode,
+        Query(
+            description="`stratified`: disagreements, inconsistent pairs and every segment "
+            "first, to find where the judge errs. `uniform`: only the pairs of the uniform "
+            "review sample (SHADOWEVAL_REVIEW_SAMPLE_PROBABILITY), lowest draw first: the "
+            "known-probability sample the human-corrected (PPI) harm rate reads."
+        ),
+    ] = "stratified",
 ) -> ReviewQueue:
     """Judged pairs for the calling key's reviewer to label blind: tiers and models hidden,
-    A/B order random per pair, disagreements, inconsistent pairs and every segment
-    represented."""
+    A/B order random per pair. `mode=stratified` (default) represents disagreements,
+    inconsistent pairs and every segment; `mode=uniform` serves the uniform review sample
+    in draw order. Either way, label with POST /v1/review/labels."""
     who = service.reviewer_for(session, principal, reviewer)
-    return service.review_queue(session=session, reviewer=who, router=router_name, limit=limit)
+    return service.review_queue(
+        session=session,
+        reviewer=who,
+        router=router_name,
+        limit=limit,
+        mode=mode,
+        review_probability=settings.review_sample_probability,
+    )
 
 
 @router.post(

@@ -33,7 +33,7 @@ from shadoweval.feedback.models import (
     ReviewLabelOut,
     ReviewQueue,
 )
-from shadoweval.feedback.queue import Candidate, stratified_order
+from shadoweval.feedback.queue import Candidate, ReviewMode, stratified_order, uniform_sample
 from shadoweval.ingest import storable
 from shadoweval.ingest.models import Decision, DecisionPayload
 from shadoweval.ingest.parsing import ParsedBody
@@ -253,58 +253,26 @@ def review_queue(
     router: str | None = None,
     limit: int = 20,
     rng: random.Random | None = None,
+    mode: ReviewMode = "stratified",
+    review_probability: float = 0.05,
 ) -> ReviewQueue:
-    """Judged pairs this reviewer has not labelled, blind and stratified (see queue.py).
+    """Judged pairs this reviewer has not labelled, blind.
 
-    Each pair gets one assignment per reviewer: an opaque random token and an order
-    drawn at random once, so serving the pair again shows the same order.
+    `stratified` (see queue.py) puts disagreements, inconsistent pairs and every segment
+    first and shuffles the page; `uniform` serves only the pairs of the uniform review
+    sample drawn with `review_probability`, lowest draw first (the sample PPI reads).
+    Each pair gets one assignment per reviewer, whichever mode served it: an opaque random
+    token and an order drawn at random once, so serving the pair again shows the same order.
     """
     rng = rng or secrets.SystemRandom()
     labelled = select(LABEL.c.verdict_id).where(LABEL.c.reviewer == reviewer)
-    conditions = [VERDICT.c.status == VerdictStatus.DONE, VERDICT.c.id.not_in(labelled)]
+    conditions: list[Any] = [VERDICT.c.status == VerdictStatus.DONE, VERDICT.c.id.not_in(labelled)]
     if router is not None:
         conditions.append(VERDICT.c.router == router)
-    with_feedback = select(VERDICT.c.id).join(
-        FEEDBACK,
-        and_(FEEDBACK.c.router == VERDICT.c.router, FEEDBACK.c.request_id == VERDICT.c.request_id),
-    )
-    with_labels = select(LABEL.c.verdict_id).where(LABEL.c.reviewer != reviewer)
-    # The newest pairs, plus the newest of the rare kinds, however old the bulk has grown.
-    pools = (
-        (QUEUE_CANDIDATES, ()),
-        (QUEUE_RARE_CANDIDATES, (VERDICT.c.outcome == Outcome.INCONSISTENT,)),
-        (QUEUE_RARE_CANDIDATES, (VERDICT.c.id.in_(with_feedback.union(with_labels)),)),
-    )
-    verdicts: dict[int, Verdict] = {}
-    for size, extra in pools:
-        query = select(Verdict).where(*conditions, *extra).order_by(VERDICT.c.id.desc()).limit(size)
-        verdicts.update((v.id, v) for v in session.scalars(query) if v.id is not None)
-    human = _human_labels(session, list(verdicts.values()), exclude_reviewer=reviewer)
-    candidates = []
-    for verdict_id, verdict in verdicts.items():
-        judge = reductions.judge_served_acceptable(verdict.direction, verdict.outcome or "")
-        if any(label != judge for label in human.get(verdict_id, ())):
-            category = "disagreement"
-        elif verdict.outcome == Outcome.INCONSISTENT:
-            category = "inconsistent"
-        else:
-            category = "routine"
-        candidates.append(Candidate(verdict_id, verdict.segment_value, category))
-
-    chosen: list[tuple[Verdict, PairTexts]] = []
-    ordered = stratified_order(candidates, rng)
-    # Pairs whose payload was purged have no answers to show: skip them, page by page.
-    for start in range(0, len(ordered), max(limit, 1) * 2):
-        if len(chosen) >= limit:
-            break
-        page = [verdicts[c.verdict_id] for c in ordered[start : start + max(limit, 1) * 2]]
-        texts = load_pairs(session, page)
-        for verdict in page:
-            assert verdict.id is not None
-            pair = texts[verdict.id]
-            if pair.cheaper_answer and pair.stronger_answer and len(chosen) < limit:
-                chosen.append((verdict, pair))
-    rng.shuffle(chosen)
+    if mode == "uniform":
+        chosen = _uniform_pairs(session, conditions, limit, review_probability)
+    else:
+        chosen = _stratified_pairs(session, reviewer, conditions, limit, rng)
 
     assignments = _assign(session, reviewer, [v.id for v, _ in chosen if v.id is not None], rng)
     items = []
@@ -333,6 +301,87 @@ def review_queue(
             )
         )
     return ReviewQueue(items=items)
+
+
+def _stratified_pairs(
+    session: Session, reviewer: str, conditions: list[Any], limit: int, rng: random.Random
+) -> list[tuple[Verdict, PairTexts]]:
+    """Up to `limit` pairs in stratified order (queue.stratified_order), then shuffled."""
+    with_feedback = select(VERDICT.c.id).join(
+        FEEDBACK,
+        and_(FEEDBACK.c.router == VERDICT.c.router, FEEDBACK.c.request_id == VERDICT.c.request_id),
+    )
+    with_labels = select(LABEL.c.verdict_id).where(LABEL.c.reviewer != reviewer)
+    # The newest pairs, plus the newest of the rare kinds, however old the bulk has grown.
+    pools = (
+        (QUEUE_CANDIDATES, ()),
+        (QUEUE_RARE_CANDIDATES, (VERDICT.c.outcome == Outcome.INCONSISTENT,)),
+        (QUEUE_RARE_CANDIDATES, (VERDICT.c.id.in_(with_feedback.union(with_labels)),)),
+    )
+    verdicts: dict[int, Verdict] = {}
+    for size, extra in pools:
+        query = select(Verdict).where(*conditions, *extra).order_by(VERDICT.c.id.desc()).limit(size)
+        verdicts.update((v.id, v) for v in session.scalars(query) if v.id is not None)
+    human = _human_labels(session, list(verdicts.values()), exclude_reviewer=reviewer)
+    candidates = []
+    for verdict_id, verdict in verdicts.items():
+        judge = reductions.judge_served_acceptable(verdict.direction, verdict.outcome or "")
+        if any(label != judge for label in human.get(verdict_id, ())):
+            category = "disagreement"
+        elif verdict.outcome == Outcome.INCONSISTENT:
+            category = "inconsistent"
+        else:
+            category = "routine"
+        candidates.append(Candidate(verdict_id, verdict.segment_value, category))
+
+    ordered = stratified_order(candidates, rng)
+    chosen = _with_answers(session, [verdicts[c.verdict_id] for c in ordered], limit)
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _uniform_pairs(
+    session: Session, conditions: list[Any], limit: int, probability: float
+) -> list[tuple[Verdict, PairTexts]]:
+    """Up to `limit` pairs of the uniform review sample (queue.uniform_sample), lowest
+    draw first. Every judged pair's draw is computed (a hash per pair, no SQL function
+    for it), but only the sampled pairs are kept and loaded."""
+    rows = session.execute(
+        select(VERDICT.c.id, VERDICT.c.router, VERDICT.c.request_id, VERDICT.c.segment_value)
+        .where(*conditions)
+        .execution_options(yield_per=5000)
+    )
+    sampled = uniform_sample(((int(i), r, q, s) for i, r, q, s in rows), probability)
+    step = max(limit, 1) * 2
+    chosen: list[tuple[Verdict, PairTexts]] = []
+    for start in range(0, len(sampled), step):
+        if len(chosen) >= limit:
+            break
+        ids = [c.verdict_id for c in sampled[start : start + step]]
+        loaded = {v.id: v for v in session.scalars(select(Verdict).where(VERDICT.c.id.in_(ids)))}
+        page = [loaded[i] for i in ids if i in loaded]
+        chosen.extend(_with_answers(session, page, limit - len(chosen)))
+    return chosen
+
+
+def _with_answers(
+    session: Session, ordered: list[Verdict], limit: int
+) -> list[tuple[Verdict, PairTexts]]:
+    """The first `limit` verdicts of `ordered` with both answers to show, in that order:
+    pairs whose payload was purged have none and are skipped, page by page."""
+    chosen: list[tuple[Verdict, PairTexts]] = []
+    step = max(limit, 1) * 2
+    for start in range(0, len(ordered), step):
+        if len(chosen) >= limit:
+            break
+        page = ordered[start : start + step]
+        texts = load_pairs(session, page)
+        for verdict in page:
+            assert verdict.id is not None
+            pair = texts[verdict.id]
+            if pair.cheaper_answer and pair.stronger_answer and len(chosen) < limit:
+                chosen.append((verdict, pair))
+    return chosen
 
 
 def _human_labels(
