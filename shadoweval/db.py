@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import logging
@@ -187,6 +188,11 @@ def create_db_engine(
 STALL_GRACE_SECONDS = 0.25
 # A pre-ping is `SELECT 1`: a healthy server answers it in milliseconds.
 PING_LIMIT_SECONDS = 1.0
+# A wait past its limit is broken only if the server also leaves a `SELECT 1` on a spare
+# connection unanswered this long: one wait can legitimately outlast the limit (a
+# pipelined executemany is one wait, and the server sends nothing until its Sync, so
+# N statements queued behind a concurrent writer's locks take up to N limits).
+HEALTH_CHECK_SECONDS = 0.5
 
 
 class StallWatch:
@@ -223,14 +229,28 @@ class StallWatch:
             now = time.monotonic()
             with self._lock:
                 expired = [
-                    (key, connection)
-                    for key, (deadline, connection) in self._deadlines.items()
+                    connection
+                    for deadline, connection in self._deadlines.values()
                     if deadline <= now
                 ]
-                for key, connection in expired:
-                    del self._deadlines[key]
+            answering: dict[int, bool] = {}
+            for connection in expired:
+                breaker = getattr(connection, "breaker", None)
+                if breaker is not None and id(breaker) not in answering:
+                    answering[id(breaker)] = breaker.server_answers(HEALTH_CHECK_SECONDS)
+                with self._lock:
+                    if self._deadlines.get(id(connection), (0.0, None))[1] is not connection:
+                        continue  # its wait ended meanwhile
+                    if breaker is not None and answering[id(breaker)]:
+                        # Busy, not stalled: the server's statement_timeout bounds each
+                        # statement; only silence from the whole server is a stall.
+                        self._deadlines[id(connection)] = (
+                            time.monotonic() + connection.stall_limit_seconds,
+                            connection,
+                        )
+                        continue
+                    del self._deadlines[id(connection)]
                     self._broken.add(connection)
-            for _key, connection in expired:
                 _shut_down_socket(connection)
 
 
@@ -283,6 +303,8 @@ class StallBreaker:
         self._lock = threading.Lock()
         self.open = False
         self._probe: threading.Thread | None = None
+        self._spare: Any = None  # the health check's own connection, kept open
+        self._spare_lock = threading.Lock()
 
     def trip(self) -> None:
         with self._lock:
@@ -295,6 +317,39 @@ class StallBreaker:
             )
             self._probe = threading.Thread(target=self._run_probe, name="db-probe", daemon=True)
             self._probe.start()
+
+    def server_answers(self, within_seconds: float) -> bool:
+        """Whether the server answers `SELECT 1` on the spare connection within the time.
+
+        The ping runs on its own thread so a frozen server costs the caller only
+        `within_seconds`; a ping still stuck keeps the spare locked, so later checks
+        fail fast until the stall watch breaks it.
+        """
+        answered: list[bool] = []
+
+        def ping() -> None:
+            if not self._spare_lock.acquire(blocking=False):
+                return
+            try:
+                if self._spare is None or self._spare.closed:
+                    self._spare = self._connect()
+                    self._spare.autocommit = True
+                self._spare.stall_limit_seconds = max(within_seconds, PING_LIMIT_SECONDS)
+                self._spare.execute("SELECT 1")
+                answered.append(True)
+            except Exception as exc:  # down or stalled: not answering
+                log.debug("database health check failed: %s", exc)
+                with contextlib.suppress(Exception):
+                    if self._spare is not None:
+                        self._spare.close()
+                self._spare = None
+            finally:
+                self._spare_lock.release()
+
+        thread = threading.Thread(target=ping, name="db-health", daemon=True)
+        thread.start()
+        thread.join(within_seconds)
+        return bool(answered)
 
     def check(self) -> None:
         if self.open:
