@@ -20,10 +20,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-import random
 from collections.abc import Mapping
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -345,33 +343,6 @@ def classify_status(status_code: int) -> Outcome:
     if status_code in (408, 429) or status_code >= 500:
         return "retry"
     return "failed"  # 3xx (configure the final URL) and 4xx: a resend would fail the same way
-
-
-def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
-    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - now).total_seconds())
-
-
-def backoff_seconds(
-    attempt: int, *, base_seconds: float, max_seconds: float, rng: random.Random
-) -> float:
-    """Exponential backoff with jitter: half of base · 2^(attempt−1) (capped) plus up to as much
-    again at random, so receivers coming back are not hit by every sender at once."""
-    ceiling = float(min(max_seconds, base_seconds * 2.0 ** max(0, attempt - 1)))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 def redact_url(url: str, channel: str) -> str:

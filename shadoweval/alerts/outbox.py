@@ -31,7 +31,7 @@ from sqlalchemy import Table, and_, case, exists, func, insert, or_, select, typ
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from shadoweval import paging
+from shadoweval import paging, retry
 from shadoweval.alerts import channels
 from shadoweval.alerts.channels import Channel
 from shadoweval.alerts.delivery_models import (
@@ -378,7 +378,7 @@ async def deliver_one(
             "last_error": None,
         }
     elif result.outcome == "retry" and now < deadline:
-        delay = channels.backoff_seconds(
+        delay = retry.equal_jitter(
             attempt,
             base_seconds=settings.delivery_retry_base_seconds,
             max_seconds=settings.delivery_retry_max_seconds,
@@ -481,7 +481,7 @@ async def send(client: httpx.AsyncClient, row: dict[str, Any], settings: Setting
     error_text = None
     if outcome != "delivered":
         error_text = f"HTTP {response.status_code}: {response.text[:500]}"
-    retry_after = channels.retry_after_seconds(response.headers.get("retry-after"), now=utcnow())
+    retry_after = retry.parse_retry_after(response.headers.get("retry-after"), now=utcnow())
     return AttemptResult(outcome, response.status_code, error_text, duration, retry_after)
 
 
