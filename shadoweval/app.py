@@ -40,8 +40,8 @@ from shadoweval.db import (
     database_error,
     database_readiness,
     driver_operational_errors,
-    statement_timeout_of,
 )
+from shadoweval.db_waits import statement_timeout_of
 from shadoweval.deps import require_scope
 from shadoweval.feedback.router import router as feedback_router
 from shadoweval.gate.create import UnderpoweredGate
