@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from shadoweval.alerts import outbox
+from shadoweval.alerts import delivery_records
 
 if TYPE_CHECKING:
     from shadoweval.runtime.worker import WorkerRuntime
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 async def run(runtime: WorkerRuntime) -> int:
     return await asyncio.to_thread(
-        outbox.purge_finished_deliveries,
+        delivery_records.purge_finished_deliveries,
         runtime.engine,
         settings=runtime.settings,
     )

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from shadoweval.alerts import outbox
+from shadoweval.alerts import delivery_records
 from shadoweval.alerts import service as alerts_service
 from shadoweval.analytics import calibration_service, snapshots
 from shadoweval.analytics.harm import harm_rates
@@ -166,7 +166,7 @@ def _delivery_gauges(engine: Engine) -> Iterator[Metric]:
     """Alert outbox backlog per channel: a receiver that is down shows as pending rising."""
 
     try:
-        counts = outbox.open_counts(engine, utcnow())
+        counts = delivery_records.open_counts(engine, utcnow())
     except SQLAlchemyError as error:
         log.warning("metrics: alert delivery gauges unavailable: %s", error)
         return

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from shadoweval.alerts import outbox
+from shadoweval.alerts import delivery_records
 from shadoweval.alerts.delivery_models import AlertDeliveryPage, DeliveryAttemptPage
 from shadoweval.db import SessionDep
 from shadoweval.deps import ReadScope, RowId, RowIdFilter
@@ -26,7 +26,7 @@ def list_alert_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AlertDeliveryPage:
     """Deliveries newest first; URLs are redacted and secrets never included."""
-    return outbox.list_deliveries(
+    return delivery_records.list_deliveries(
         session=session,
         alert_id=alert_id,
         event_id=event_id,
@@ -45,6 +45,6 @@ def list_alert_delivery_attempts(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeliveryAttemptPage:
     """Every attempt of one delivery, newest first (404 for an unknown delivery)."""
-    return outbox.list_attempts(
+    return delivery_records.list_attempts(
         session=session, delivery_id=delivery_id, cursor=cursor, limit=limit
     )

@@ -25,7 +25,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from shadoweval.alerts import channels, outbox
+from shadoweval.alerts import channels, delivery_records, outbox
 from shadoweval.alerts.delivery_models import AlertDelivery, AlertDeliveryAttempt
 from shadoweval.alerts.notification import Notification
 from shadoweval.config import Settings
@@ -556,7 +556,7 @@ def test_a_model_change_yields_exactly_one_signed_retrain_trigger(
     assert payload["details"]["export_url"] == export
     assert payload["links"]["export"] == export
     with Session(engine) as session:
-        [row] = outbox.list_deliveries(session=session, event_id=event_id).items
+        [row] = delivery_records.list_deliveries(session=session, event_id=event_id).items
     assert (row.channel, row.status) == ("retrain", "delivered")
 
     # A second model change is a new event and gets its own trigger.
@@ -732,7 +732,7 @@ def test_finished_deliveries_are_purged_after_the_retention_period(
     assert len(attempts(engine, done)) == 2
 
     def purge(days: float) -> int:
-        return outbox.purge_finished_deliveries(
+        return delivery_records.purge_finished_deliveries(
             engine, settings=settings, now=T0 + timedelta(days=days), batch=1
         )
 
@@ -757,9 +757,12 @@ def test_finished_deliveries_are_purged_after_the_retention_period(
         session.add(row)
         session.commit()
     now = T0 + timedelta(hours=30)
-    assert outbox.purge_finished_deliveries(engine, settings=short, now=now) == 0
+    assert delivery_records.purge_finished_deliveries(engine, settings=short, now=now) == 0
     assert (
-        outbox.purge_finished_deliveries(engine, settings=short, now=now + timedelta(days=1)) == 1
+        delivery_records.purge_finished_deliveries(
+            engine, settings=short, now=now + timedelta(days=1)
+        )
+        == 1
     )
 
 
