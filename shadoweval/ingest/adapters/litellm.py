@@ -14,112 +14,47 @@ a record that cannot be mapped becomes an `Invalid` naming the SLP field at faul
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
-from shadoweval.ingest.models import RequestPayload, ResponsePayload
-
-# Calls that carry a chat-like prompt and answer; embeddings, images, audio, files,
-# batches and the like are not routing decisions shadoweval can re-run and judge.
-CHAT_CALL_TYPES = frozenset(
-    {
-        "completion",
-        "acompletion",
-        "text_completion",
-        "atext_completion",
-        "responses",
-        "aresponses",
-        "anthropic_messages",
-        "aanthropic_messages",
-        "generate_content",
-        "agenerate_content",
-        "generate_content_stream",
-        "agenerate_content_stream",
-    }
+from shadoweval.ingest.adapters.litellm_fields import (
+    CHAT_CALL_TYPES,
+    MAX_TEXT,
+    SOURCE_OF_FIELD,
+    AdapterConfig,
+    attempt_summary,
+    call_id_of,
+    count_or_none,
+    dict_or_empty,
+    epoch_seconds,
+    header_of,
+    kept_extra,
+    messages_of,
+    number_or_none,
+    payloads_of,
+    routing_decision_of,
+    segment_of,
+    served_model_of,
+    status_of,
+    text_or_none,
+    tier_of,
+    usage_of,
+    utc_datetime,
 )
-# What LiteLLM writes in place of content when message logging is turned off.
-REDACTED_MARKER = "redacted by litellm"
-# Same pattern as the decision log's TierName.
-_TIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-_MAX_TIER = 64
-_MAX_TEXT = 200
-_MAX_LABEL_KEY = 64
-_MAX_LABELS = 32
-_MAX_ERROR_MESSAGE = 500
-WILDCARD_GROUP = "*"
 
-# The SLP field each decision-log field comes from, to name it in validation errors.
-SOURCE_OF_FIELD: dict[str, str] = {
-    "request_id": "litellm_call_id",
-    "router": "router",
-    "ts": "startTime",
-    "tier": "model_group",
-    "chosen_model": "model",
-    "served_model": "model",
-    "router_score": "metadata.routing_decision.score",
-    "segment": "request_tags",
-    "features": "prompt_tokens",
-    "request": "messages",
-    "response": "response",
-    "usage": "prompt_tokens",
-    "cost_usd": "response_cost",
-    "latency_ms": "endTime",
-    "session_id": "session_id",
-}
-# Labels taken from the proxy's key metadata: (label, metadata keys in order of preference).
-_KEY_LABELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("team", ("user_api_key_team_alias", "team_alias", "user_api_key_team_id", "team_id")),
-    ("key_alias", ("user_api_key_alias",)),
-    ("user", ("user_api_key_user_id",)),
-    ("org", ("user_api_key_org_alias", "user_api_key_org_id")),
-    ("project", ("user_api_key_project_alias", "user_api_key_project_id")),
-    ("end_user", ("user_api_key_end_user_id",)),
-)
-# SLP keys mapped onto decision fields, or too bulky to keep in `extra`.
-_NOT_KEPT = frozenset(
-    {
-        "messages",
-        "response",
-        "model_map_information",  # the price sheet of the model, ~10 KB per record
-        "hidden_params",
-        "metadata",
-        "error_information",
-        "litellm_call_id",
-        "call_id",
-        "startTime",
-        "endTime",
-        "completionStartTime",
-        "response_time",
-        "response_cost",
-        "prompt_tokens",
-        "completion_tokens",
-        "total_tokens",
-        "model_parameters",
-        "request_tags",
-        "session_id",
-        "status",
-    }
-)
-_KEPT_HIDDEN_PARAMS = ("model_id", "api_base", "litellm_model_name", "litellm_overhead_time_ms")
-_DROPPED_METADATA = frozenset({"usage_object", "user_api_key_hash", "user_api_key_auth_metadata"})
-
-
-@dataclass(frozen=True)
-class AdapterConfig:
-    """What the mapping needs from the deployment's settings."""
-
-    router: str
-    group_tiers: Mapping[str, str] = field(default_factory=dict)
-    segment_key: str = "topic"
-    segment_key_source: str | None = None
-    # The sender's User-Agent (e.g. `litellm/1.110.2`), kept with each decision.
-    sender: str | None = None
+__all__ = [
+    "SOURCE_OF_FIELD",
+    "AdapterConfig",
+    "FailedCall",
+    "Invalid",
+    "Mapped",
+    "MappedDecision",
+    "Skipped",
+    "map_batch",
+    "map_record",
+]
 
 
 @dataclass(frozen=True)
@@ -169,330 +104,6 @@ class Invalid:
 Mapped = MappedDecision | FailedCall | Skipped | Invalid
 
 
-# --- small readers that never raise ------------------------------------------------------
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _count(value: Any) -> int | None:
-    number = _number(value)
-    return int(number) if number is not None and number >= 0 else None
-
-
-def _epoch_seconds(value: Any) -> float | None:
-    """startTime/endTime: epoch seconds in every SLP version seen; ISO 8601 tolerated."""
-    number = _number(value)
-    if number is not None:
-        return number
-    text = _str(value)
-    if text is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-
-
-def _datetime(seconds: float | None) -> datetime | None:
-    if seconds is None:
-        return None
-    try:
-        return datetime.fromtimestamp(seconds, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _compact(value: Any) -> Any:
-    """Drop nulls and empty containers, recursively: SLPs are mostly nulls."""
-    if isinstance(value, dict):
-        kept = {k: _compact(v) for k, v in value.items()}
-        return {k: v for k, v in kept.items() if v not in (None, "", [], {})}
-    if isinstance(value, list):
-        return [_compact(v) for v in value]
-    return value
-
-
-# --- the fields of one record ------------------------------------------------------------
-
-
-def call_id_of(record: Mapping[str, Any]) -> str | None:
-    """The idempotency key of a call.
-
-    `litellm_call_id` (`call_id` in a fork) is unique per call. Older versions only
-    have `id`, the provider's response id, which repeats across calls (a cache hit
-    returns the cached response's id), so it is qualified by the trace, or the start
-    time: a resend of the same record still maps to the same key.
-    """
-    for key in ("litellm_call_id", "call_id"):
-        call_id = _str(record.get(key))
-        if call_id is not None:
-            return call_id
-    response_id = _str(record.get("id"))
-    if response_id is None:
-        return None
-    qualifier = _str(record.get("trace_id"))
-    if qualifier is None:
-        start = _epoch_seconds(record.get("startTime"))
-        qualifier = repr(start) if start is not None else None
-    return f"{response_id}@{qualifier}" if qualifier else response_id
-
-
-def _status(record: Mapping[str, Any]) -> str:
-    status = _str(record.get("status")) or _str(
-        _dict(record.get("status_fields")).get("llm_api_status")
-    )
-    if status is None:
-        # Versions without `status` still fill error_str on failures only.
-        return "failure" if _str(record.get("error_str")) else "success"
-    return status.lower()
-
-
-def _served_model(record: Mapping[str, Any]) -> str | None:
-    return _str(_dict(record.get("hidden_params")).get("litellm_model_name")) or _str(
-        record.get("model")
-    )
-
-
-def _header(record: Mapping[str, Any], name: str) -> Any:
-    headers = _dict(_dict(record.get("hidden_params")).get("additional_headers"))
-    # Older versions spell response headers with underscores.
-    return headers.get(name, headers.get(name.replace("-", "_")))
-
-
-def _routing_decision(record: Mapping[str, Any]) -> dict[str, Any]:
-    return _dict(_dict(record.get("metadata")).get("routing_decision"))
-
-
-def _messages(record: Mapping[str, Any]) -> list[Any] | None:
-    messages = record.get("messages")
-    if isinstance(messages, str):
-        # text_completion / responses input given as a plain prompt.
-        return [{"role": "user", "content": messages}] if messages else None
-    if isinstance(messages, dict):
-        return [messages] if "role" in messages else None
-    return messages if isinstance(messages, list) and messages else None
-
-
-def _response_payload(response: Any) -> dict[str, Any] | None:
-    if isinstance(response, str):
-        return {"text": response} if response else None
-    response = _dict(response)
-    choices = response.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        choice = choices[0]
-        message = _dict(choice.get("message"))
-        payload: dict[str, Any] = {}
-        text = message.get("content") if message else choice.get("text")
-        if isinstance(text, str):
-            payload["text"] = text
-        finish_reason = _str(choice.get("finish_reason"))
-        if finish_reason is not None:
-            payload["finish_reason"] = finish_reason[:64]
-        if message.get("tool_calls"):
-            payload["tool_calls"] = message["tool_calls"]
-        return payload or None
-    # The Responses API shape.
-    output_text = response.get("output_text")
-    if isinstance(output_text, str) and output_text:
-        return {"text": output_text}
-    return None
-
-
-def _is_redacted(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.startswith(REDACTED_MARKER)
-    if isinstance(value, list):
-        return any(_is_redacted(item) for item in value)
-    if isinstance(value, dict):
-        return any(_is_redacted(item) for item in value.values())
-    return False
-
-
-def _payloads(record: Mapping[str, Any], notes: dict[str, Any]) -> dict[str, Any]:
-    """request/response when they can be replayed and judged; why not, in `notes`."""
-    out: dict[str, Any] = {}
-    messages = _messages(record)
-    response = _response_payload(record.get("response"))
-    if _is_redacted(messages) or _is_redacted(response):
-        # turn_off_message_logging: there is nothing to replay or judge.
-        notes["redacted_by_litellm"] = True
-        return out
-    if messages is not None:
-        request: dict[str, Any] = {"messages": messages}
-        params = _dict(record.get("model_parameters"))
-        if params:
-            request["params"] = params
-        try:
-            out["request"] = RequestPayload.model_validate(request).model_dump(
-                mode="json", exclude_unset=True
-            )
-        except ValidationError as exc:
-            notes["request_not_kept"] = exc.errors(include_url=False)[0]["msg"]
-    if response is not None:
-        try:
-            out["response"] = ResponsePayload.model_validate(response).model_dump(
-                mode="json", exclude_unset=True
-            )
-        except ValidationError as exc:
-            notes["response_not_kept"] = exc.errors(include_url=False)[0]["msg"]
-    return out
-
-
-def _usage(record: Mapping[str, Any]) -> dict[str, int]:
-    usage: dict[str, int] = {}
-    for source, target in (
-        ("prompt_tokens", "input_tokens"),
-        ("completion_tokens", "output_tokens"),
-    ):
-        count = _count(record.get(source))
-        if count is not None:
-            usage[target] = count
-    for usage_object in (
-        _dict(_dict(record.get("hidden_params")).get("usage_object")),
-        _dict(_dict(record.get("metadata")).get("usage_object")),
-        _dict(_dict(record.get("response")).get("usage")),
-    ):
-        details = _dict(usage_object.get("prompt_tokens_details"))
-        cached = _count(details.get("cached_tokens"))
-        if cached is None:
-            cached = _count(usage_object.get("cache_read_input_tokens"))
-        if cached is not None:
-            usage["cache_read_tokens"] = cached
-            break
-    return usage
-
-
-def _label_value(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int | float) and math.isfinite(value):
-        return str(value)
-    if isinstance(value, str) and value and len(value) <= _MAX_TEXT:
-        return value
-    return None
-
-
-def labels_of(record: Mapping[str, Any]) -> dict[str, str]:
-    """Every label a record carries, before the segment key is chosen.
-
-    `key:value` (or `key=value`) request tags first, then the caller's metadata
-    (requester_metadata, spend_logs_metadata), then the proxy key's team, alias,
-    user, org and project, and the end user; the first source of a label wins.
-    Other tags are joined, in order, as `tags`.
-    """
-    labels: dict[str, str] = {}
-
-    def put(key: Any, value: Any) -> None:
-        text = _label_value(value)
-        if (
-            isinstance(key, str)
-            and 0 < len(key) <= _MAX_LABEL_KEY
-            and text is not None
-            and key not in labels
-        ):
-            labels[key] = text
-
-    plain_tags: list[str] = []
-    tags = record.get("request_tags")
-    for tag in tags if isinstance(tags, list) else []:
-        if not isinstance(tag, str) or not tag:
-            continue
-        match = re.match(r"^([^:=]+)[:=](.+)$", tag)
-        if match:
-            put(match.group(1).strip(), match.group(2).strip())
-        else:
-            plain_tags.append(tag)
-    metadata = _dict(record.get("metadata"))
-    for source in ("requester_metadata", "spend_logs_metadata"):
-        for key, value in _dict(metadata.get(source)).items():
-            put(key, value)
-    for label, keys in _KEY_LABELS:
-        put(label, next((metadata[k] for k in keys if _str(metadata.get(k))), None))
-    put("end_user", record.get("end_user"))
-    if plain_tags:
-        put("tags", ",".join(plain_tags)[:_MAX_TEXT])
-    return labels
-
-
-def segment_of(record: Mapping[str, Any], config: AdapterConfig) -> dict[str, str]:
-    """The decision's `segment`: the labels, with the segment key set from its source."""
-    labels = labels_of(record)
-    segment: dict[str, str] = {}
-    source = config.segment_key_source or config.segment_key
-    if source in labels:
-        segment[config.segment_key] = labels[source]
-    for key, value in labels.items():
-        if len(segment) >= _MAX_LABELS:
-            break
-        segment.setdefault(key, value)
-    return segment
-
-
-def tier_of(names: Sequence[str | None], group_tiers: Mapping[str, str]) -> str | None:
-    """The tier of the first name the map knows, else the map's `*`, else the name itself."""
-    present = [name for name in names if name]
-    for name in present:
-        if name in group_tiers:
-            return group_tiers[name]
-    if WILDCARD_GROUP in group_tiers:
-        return group_tiers[WILDCARD_GROUP]
-    for name in present:
-        if len(name) <= _MAX_TIER and _TIER_PATTERN.match(name):
-            return name
-    return None
-
-
-def _attempt_summary(record: Mapping[str, Any]) -> dict[str, Any]:
-    error = _dict(record.get("error_information"))
-    message = _str(error.get("error_message")) or _str(record.get("error_str"))
-    summary: dict[str, Any] = _compact(
-        {
-            "litellm_call_id": call_id_of(record),
-            "model_group": _str(record.get("model_group")),
-            "model": _str(record.get("model")),
-            "error_class": _str(error.get("error_class")),
-            "error_code": _str(error.get("error_code")),
-            "normalized_error": _str(error.get("normalized_error")),
-            "error_message": message[:_MAX_ERROR_MESSAGE] if message else None,
-            "start": _epoch_seconds(record.get("startTime")),
-        }
-    )
-    return summary
-
-
-def _kept_extra(record: Mapping[str, Any], config: AdapterConfig) -> dict[str, Any]:
-    """What the decision keeps of the SLP beyond the mapped fields (unknown keys included)."""
-    kept: dict[str, Any] = {k: v for k, v in record.items() if k not in _NOT_KEPT}
-    hidden = _dict(record.get("hidden_params"))
-    kept["hidden_params"] = {k: hidden.get(k) for k in _KEPT_HIDDEN_PARAMS}
-    kept["hidden_params"]["additional_headers"] = {
-        k: v
-        for k, v in _dict(hidden.get("additional_headers")).items()
-        if k.startswith(("x-litellm-", "x_litellm_"))
-    }
-    kept["metadata"] = {
-        k: v for k, v in _dict(record.get("metadata")).items() if k not in _DROPPED_METADATA
-    }
-    if config.sender:
-        kept["sender"] = config.sender[:_MAX_TEXT]
-    compacted: dict[str, Any] = _compact(kept)
-    return compacted
-
-
 # --- one record, then a batch -----------------------------------------------------------
 
 
@@ -505,16 +116,16 @@ class _Success:
 
 
 def _failed_call(index: int, record: Mapping[str, Any]) -> FailedCall:
-    error = _dict(record.get("error_information"))
+    error = dict_or_empty(record.get("error_information"))
     return FailedCall(
         index=index,
         request_id=call_id_of(record),
-        trace_id=_str(record.get("trace_id")),
-        model_group=_str(record.get("model_group")),
-        model=_str(record.get("model")),
-        error_class=_str(error.get("error_class")),
-        error_code=_str(error.get("error_code")),
-        ts=_datetime(_epoch_seconds(record.get("startTime"))),
+        trace_id=text_or_none(record.get("trace_id")),
+        model_group=text_or_none(record.get("model_group")),
+        model=text_or_none(record.get("model")),
+        error_class=text_or_none(error.get("error_class")),
+        error_code=text_or_none(error.get("error_code")),
+        ts=utc_datetime(epoch_seconds(record.get("startTime"))),
     )
 
 
@@ -541,30 +152,32 @@ def _classify(index: int, raw: Any) -> Mapped | _Success:
             type="litellm_legacy_payload",
             request_id=request_id,
         )
-    if _status(raw) == "failure":
+    if status_of(raw) == "failure":
         return _failed_call(index, raw)
-    call_type = _str(raw.get("call_type"))
+    call_type = text_or_none(raw.get("call_type"))
     if call_type is not None and call_type not in CHAT_CALL_TYPES:
         return Skipped(index=index, request_id=request_id, call_type=call_type)
-    return _Success(index=index, record=raw, start=_epoch_seconds(raw.get("startTime")))
+    return _Success(index=index, record=raw, start=epoch_seconds(raw.get("startTime")))
 
 
 def _timings(success: _Success, first: Mapping[str, Any] | None) -> dict[str, Any]:
     """ts (when the request was first sent), latency_ms and ttft_ms (of the served call)."""
     record = success.record
     out: dict[str, Any] = {}
-    first_start = _epoch_seconds(first.get("startTime")) if first is not None else None
-    ts = _datetime(first_start if first_start is not None else success.start)
+    first_start = epoch_seconds(first.get("startTime")) if first is not None else None
+    ts = utc_datetime(first_start if first_start is not None else success.start)
     if ts is not None:
         out["ts"] = ts.isoformat()
-    start, end = success.start, _epoch_seconds(record.get("endTime"))
-    response_time = _number(record.get("response_time"))
+    start, end = success.start, epoch_seconds(record.get("endTime"))
+    response_time = number_or_none(record.get("response_time"))
     if start is not None and end is not None and end >= start:
         out["latency_ms"] = (end - start) * 1000.0
     elif response_time is not None and response_time >= 0:
         out["latency_ms"] = response_time * 1000.0
-    first_token = _epoch_seconds(record.get("completionStartTime"))
-    streamed = record.get("stream") is True or _dict(record.get("model_parameters")).get("stream")
+    first_token = epoch_seconds(record.get("completionStartTime"))
+    streamed = record.get("stream") is True or dict_or_empty(record.get("model_parameters")).get(
+        "stream"
+    )
     # Without streaming, completionStartTime is the end of the call: no time to first token.
     if streamed is True and start is not None and first_token is not None and first_token >= start:
         out["ttft_ms"] = (first_token - start) * 1000.0
@@ -582,20 +195,20 @@ def _decision(success: _Success, config: AdapterConfig) -> Mapped:
             msg="no call id: litellm_call_id, call_id and id are all missing",
             type="missing",
         )
-    served_group = _str(record.get("model_group"))
-    served_model = _served_model(record)
+    served_group = text_or_none(record.get("model_group"))
+    served_model = served_model_of(record)
     first = success.failed_attempts[0] if success.failed_attempts else None
-    attempted_fallbacks = _count(_header(record, "x-litellm-attempted-fallbacks")) or 0
-    attempted_retries = _count(_header(record, "x-litellm-attempted-retries")) or 0
+    attempted_fallbacks = count_or_none(header_of(record, "x-litellm-attempted-fallbacks")) or 0
+    attempted_retries = count_or_none(header_of(record, "x-litellm-attempted-retries")) or 0
     failover = bool(success.failed_attempts) or attempted_fallbacks > 0 or attempted_retries > 0
 
     # The routing decision is where the request went first: the first failed attempt's
     # group when one is in the batch, otherwise the group that served it.
-    chosen_group = _str(first.get("model_group")) if first else served_group
+    chosen_group = text_or_none(first.get("model_group")) if first else served_group
     chosen_group = chosen_group or served_group
-    chosen_model = (_str(first.get("model")) if first else None) or served_model
-    routing = _routing_decision(record)
-    routed_model = _str(routing.get("routed_model"))
+    chosen_model = (text_or_none(first.get("model")) if first else None) or served_model
+    routing = routing_decision_of(record)
+    routed_model = text_or_none(routing.get("routed_model"))
     if routed_model is not None and first is None:
         chosen_model = routed_model
     if chosen_model is None:
@@ -606,7 +219,7 @@ def _decision(success: _Success, config: AdapterConfig) -> Mapped:
             type="missing",
             request_id=request_id,
         )
-    tier = tier_of([_str(routing.get("tier")), chosen_group], config.group_tiers)
+    tier = tier_of([text_or_none(routing.get("tier")), chosen_group], config.group_tiers)
     if tier is None:
         shown = chosen_group if chosen_group is not None else "(none)"
         return Invalid(
@@ -619,12 +232,12 @@ def _decision(success: _Success, config: AdapterConfig) -> Mapped:
         )
 
     notes: dict[str, Any] = {}
-    litellm_extra = _kept_extra(record, config)
+    litellm_extra = kept_extra(record, config)
     litellm_extra["chosen_model_group"] = chosen_group
     if failover:
         litellm_extra["attempted_fallbacks"] = attempted_fallbacks
         litellm_extra["attempted_retries"] = attempted_retries
-        litellm_extra["failed_attempts"] = [_attempt_summary(a) for a in success.failed_attempts]
+        litellm_extra["failed_attempts"] = [attempt_summary(a) for a in success.failed_attempts]
         if first is None and attempted_fallbacks > 0:
             # The failed first attempt was flushed in another batch: the group it was
             # sent to is unknown, so the tier is the serving group's.
@@ -640,37 +253,37 @@ def _decision(success: _Success, config: AdapterConfig) -> Mapped:
         "segment": segment_of(record, config),
     }
     decision.update(_timings(success, first))
-    cost = _number(record.get("response_cost"))
+    cost = number_or_none(record.get("response_cost"))
     if cost is not None and cost >= 0:
         decision["cost_usd"] = cost
-    usage = _usage(record)
+    usage = usage_of(record)
     if usage:
         decision["usage"] = usage
-    score = _number(routing.get("score"))
+    score = number_or_none(routing.get("score"))
     if score is not None and 0.0 <= score <= 1.0:
         decision["router_score"] = score
         decision["score_semantics"] = str(routing.get("router_type") or "complexity")[:64]
-    session_id = _str(record.get("session_id"))
-    if session_id is not None and len(session_id) <= _MAX_TEXT:
+    session_id = text_or_none(record.get("session_id"))
+    if session_id is not None and len(session_id) <= MAX_TEXT:
         decision["session_id"] = session_id
     features: dict[str, float | int | str | bool] = {}
     if "input_tokens" in usage:
         features["input_tokens"] = usage["input_tokens"]
-    messages = _messages(record)
+    messages = messages_of(record)
     if messages is not None:
         features["message_count"] = len(messages)
     if isinstance(record.get("stream"), bool):
         features["stream"] = record["stream"]
     if features:
         decision["features"] = features
-    decision.update(_payloads(record, notes))
+    decision.update(payloads_of(record, notes))
     litellm_extra.update(notes)
     decision["litellm"] = litellm_extra
     return MappedDecision(index=index, decision=decision)
 
 
 def _start_order(record: Mapping[str, Any]) -> tuple[bool, float]:
-    start = _epoch_seconds(record.get("startTime"))
+    start = epoch_seconds(record.get("startTime"))
     return start is None, start or 0.0
 
 
@@ -680,10 +293,10 @@ def _same_request(failure: Mapping[str, Any], success: _Success) -> bool:
     Clients may reuse one trace id for many requests (an agent run), so the trace
     alone does not make a failed request an earlier attempt of a later success.
     """
-    failure_start = _epoch_seconds(failure.get("startTime"))
+    failure_start = epoch_seconds(failure.get("startTime"))
     if failure_start is not None and success.start is not None and failure_start > success.start:
         return False
-    failure_messages, success_messages = _messages(failure), _messages(success.record)
+    failure_messages, success_messages = messages_of(failure), messages_of(success.record)
     return (
         failure_messages is None
         or success_messages is None
@@ -725,7 +338,7 @@ def map_batch(
 
     successes_by_trace: dict[str, list[_Success]] = {}
     for item in classified:
-        if isinstance(item, _Success) and (trace := _str(item.record.get("trace_id"))):
+        if isinstance(item, _Success) and (trace := text_or_none(item.record.get("trace_id"))):
             successes_by_trace.setdefault(trace, []).append(item)
     for trace_successes in successes_by_trace.values():
         trace_successes.sort(key=lambda s: (s.start is None, s.start or 0.0, s.index))
