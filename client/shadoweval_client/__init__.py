@@ -39,7 +39,6 @@ from shadoweval_client._wire import (
     parse_retry_after,
 )
 from shadoweval_client.routellm import (
-    LoggingController,
     RoutedDecision,
     RouteLLMController,
     RouteLLMLogger,
@@ -47,8 +46,8 @@ from shadoweval_client.routellm import (
     SupportsLog,
     parse_router_model,
     route_and_log,
-    served_model_name,
 )
+from shadoweval_client.routellm_controller import LoggingController, served_model_name
 
 __all__ = [
     "DECISIONS_PATH",
