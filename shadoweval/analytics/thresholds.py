@@ -26,6 +26,7 @@ from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Verdict, VerdictStatus
 from shadoweval.shadow.models import RunKind, ShadowMode, ShadowRun, WorkStatus
 from shadoweval.sql import table_of
+from shadoweval.stats import threshold_recommendation
 from shadoweval.stats import thresholds as threshold_stats
 
 DECISION_TABLE = table_of(Decision)
@@ -336,7 +337,7 @@ def _segment_advice(
         replicates=settings.threshold_bootstrap_replicates,
         confidence=confidence,
     )
-    advice = threshold_stats.recommend(
+    advice = threshold_recommendation.recommend(
         curve,
         harm_budget=harm_budget,
         risk=delta,
@@ -378,7 +379,7 @@ def curve_points(curve: threshold_stats.ThresholdCurve) -> list[ThresholdPoint]:
 
 
 def _recommendation_out(
-    advice: threshold_stats.Recommendation, per_day: float
+    advice: threshold_recommendation.Recommendation, per_day: float
 ) -> RecommendationOut:
     def daily(value: float | None) -> float | None:
         return None if value is None else value * per_day

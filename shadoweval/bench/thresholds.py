@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shadoweval.stats import thresholds
+from shadoweval.stats import threshold_recommendation, thresholds
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -158,13 +158,15 @@ def run_thresholds_bench(
             allowed = np.flatnonzero(harm <= harm_budget)
             oracle = int(allowed.max()) if allowed.size else 0
             in_force = int(np.flatnonzero(np.isclose(curve.threshold, THRESHOLD_IN_FORCE))[0])
-            recommendation = thresholds.recommend(curve, harm_budget=harm_budget, risk=risk)
+            recommendation = threshold_recommendation.recommend(
+                curve, harm_budget=harm_budget, risk=risk
+            )
             chosen = (
                 in_force
                 if recommendation.threshold is None
                 else int(np.flatnonzero(np.isclose(curve.threshold, recommendation.threshold))[0])
             )
-            plug_in = thresholds.plug_in_threshold(curve, harm_budget=harm_budget)
+            plug_in = threshold_recommendation.plug_in_threshold(curve, harm_budget=harm_budget)
             plug_in_index = int(np.flatnonzero(np.isclose(curve.threshold, plug_in))[0])
             per_day = requests / days
             rows[name].append(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shadoweval.bench.thresholds import curve_for, simulate_window, true_curve, window_curve
-from shadoweval.stats import rates, thresholds
+from shadoweval.stats import rates, threshold_recommendation, thresholds
 
 NAN = float("nan")
 
@@ -131,11 +131,11 @@ def test_learn_then_test_keeps_the_risk_where_a_plug_in_chooser_does_not() -> No
             seed=rep,
         )
         harm, _ = true_curve(window, curve.threshold)
-        advice = thresholds.recommend(curve, harm_budget=budget, risk=risk)
+        advice = threshold_recommendation.recommend(curve, harm_budget=budget, risk=risk)
         assert advice.threshold is not None
         raised += advice.change == "raise"
         violations += harm[np.flatnonzero(curve.threshold == advice.threshold)[0]] > budget
-        plug_in = thresholds.plug_in_threshold(curve, harm_budget=budget)
+        plug_in = threshold_recommendation.plug_in_threshold(curve, harm_budget=budget)
         plug_in_violations += harm[np.flatnonzero(curve.threshold == plug_in)[0]] > budget
     assert violations / repetitions <= risk + 0.05
     assert plug_in_violations / repetitions >= 0.3
@@ -145,7 +145,7 @@ def test_learn_then_test_keeps_the_risk_where_a_plug_in_chooser_does_not() -> No
 def test_no_recommendation_when_labels_are_too_few() -> None:
     window = simulate_window(np.random.default_rng(7), requests=600, pi_cheap=0.1, pi_strong=0.05)
     curve = curve_for(window, replicates=50, seed=0)
-    advice = thresholds.recommend(curve, harm_budget=0.05, risk=0.1, min_labels=100)
+    advice = threshold_recommendation.recommend(curve, harm_budget=0.05, risk=0.1, min_labels=100)
     assert curve.n_labels < 100
     assert advice.threshold is None
     assert advice.change == "none"
@@ -157,7 +157,9 @@ def test_too_few_labels_above_the_threshold_says_how_many_more_and_where() -> No
     # Plenty of forward labels, almost no reverse shadows: the data cannot support a raise.
     window = simulate_window(np.random.default_rng(8), requests=20_000, pi_strong=0.001)
     curve = curve_for(window, replicates=50, seed=0)
-    advice = thresholds.recommend(curve, harm_budget=0.05, risk=0.1, min_band_labels=20)
+    advice = threshold_recommendation.recommend(
+        curve, harm_budget=0.05, risk=0.1, min_band_labels=20
+    )
     assert advice.threshold == 0.5
     assert advice.change == "keep"
     assert advice.shortfall is not None
@@ -181,4 +183,4 @@ def test_bad_inputs_are_refused() -> None:
             threshold_in_force=0.5,
         )
     with pytest.raises(ValueError, match="harm_budget"):
-        thresholds.recommend(tiny_curve("hajek"), harm_budget=0.0, risk=0.1)
+        threshold_recommendation.recommend(tiny_curve("hajek"), harm_budget=0.0, risk=0.1)
