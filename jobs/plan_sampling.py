@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from shadoweval.db import session_scope
 from shadoweval.ingest import clock
-from shadoweval.pool import service as pool_service
+from shadoweval.pool import watcher as model_watcher
 from shadoweval.sampling import periods
 from shadoweval.sampling import service as sampling_service
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def _plan(runtime: WorkerRuntime) -> dict[str, Any]:
     settings = runtime.settings
     if settings.sampling_mode == "hourly":
-        pool_service.watch_models(engine=runtime.engine, settings=settings)
+        model_watcher.watch_models(engine=runtime.engine, settings=settings)
         with session_scope(runtime.engine) as session:
             result = periods.sample_closed_periods(session=session, settings=settings)
         return {

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from shadoweval.pool import service as pool_service
+from shadoweval.pool import watcher as model_watcher
 
 if TYPE_CHECKING:
     from shadoweval.runtime.worker import WorkerRuntime
 
 
 def _watch(runtime: WorkerRuntime) -> dict[str, Any]:
-    result = pool_service.watch_models(engine=runtime.engine, settings=runtime.settings)
+    result = model_watcher.watch_models(engine=runtime.engine, settings=runtime.settings)
     # Only the counts: a watermark alone would make every idle run look busy in the log.
     return result.model_dump(exclude={"watermark"})
 

@@ -22,6 +22,7 @@ from shadoweval.ingest.models import Decision
 from shadoweval.ingest.parsing import ParsedBody
 from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
 from shadoweval.pool import service as pool_service
+from shadoweval.pool import watcher as model_watcher
 from shadoweval.pool.models import ModelWatchState, PoolIn, RouterModel
 from shadoweval.runtime.worker import WorkerRuntime
 from shadoweval.sampling.models import SamplingStratum
@@ -96,7 +97,7 @@ def test_a_new_routers_first_models_only_establish_its_pool(
 ) -> None:
     ingest(engine, settings, first_models())
 
-    result = pool_service.watch_models(engine=engine, settings=settings)
+    result = model_watcher.watch_models(engine=engine, settings=settings)
 
     assert result.scanned == 6
     assert result.new_models == 2
@@ -114,7 +115,7 @@ def test_a_model_change_records_one_event_and_boosts_the_tier(
     add_stratum(engine, "cheap")
     add_stratum(engine, "strong")
     ingest(engine, settings, first_models())
-    pool_service.watch_models(engine=engine, settings=settings)
+    model_watcher.watch_models(engine=engine, settings=settings)
     # The router moves its cheap tier to a new model; later decisions keep using it.
     ingest(
         engine,
@@ -122,9 +123,9 @@ def test_a_model_change_records_one_event_and_boosts_the_tier(
         [decision(f"n-{i}", ts=at(60 + i), chosen_model="claude-haiku-5") for i in range(3)],
     )
 
-    first = pool_service.watch_models(engine=engine, settings=settings)
+    first = model_watcher.watch_models(engine=engine, settings=settings)
     ingest(engine, settings, [decision("n-late", ts=at(200), chosen_model="claude-haiku-5")])
-    again = pool_service.watch_models(engine=engine, settings=settings)
+    again = model_watcher.watch_models(engine=engine, settings=settings)
 
     assert (first.events, first.new_models, first.boosted_strata) == (1, 1, 1)
     assert (again.events, again.new_models, again.scanned) == (0, 0, 1)
@@ -150,7 +151,7 @@ def test_a_model_change_records_one_event_and_boosts_the_tier(
 
 def test_provider_failover_is_not_a_model_change(engine: Engine, settings: Settings) -> None:
     ingest(engine, settings, first_models())
-    pool_service.watch_models(engine=engine, settings=settings)
+    model_watcher.watch_models(engine=engine, settings=settings)
     ingest(
         engine,
         settings,
@@ -165,7 +166,7 @@ def test_provider_failover_is_not_a_model_change(engine: Engine, settings: Setti
         ],
     )
 
-    result = pool_service.watch_models(engine=engine, settings=settings)
+    result = model_watcher.watch_models(engine=engine, settings=settings)
 
     assert (result.scanned, result.new_models, result.events) == (5, 0, 0)
     assert model_events(engine) == []
@@ -195,7 +196,7 @@ def test_the_worker_runs_the_watcher_as_a_leader_job(engine: Engine, settings: S
 
 def test_racing_and_repeated_watchers_record_one_event(engine: Engine, settings: Settings) -> None:
     ingest(engine, settings, first_models())
-    pool_service.watch_models(engine=engine, settings=settings)
+    model_watcher.watch_models(engine=engine, settings=settings)
     ingest(
         engine,
         settings,
@@ -208,7 +209,7 @@ def test_racing_and_repeated_watchers_record_one_event(engine: Engine, settings:
     def watcher() -> None:
         try:
             start.wait()
-            results.append(pool_service.watch_models(engine=engine, settings=settings))
+            results.append(model_watcher.watch_models(engine=engine, settings=settings))
         except BaseException as error:  # surfaced below: a thread's exception is otherwise lost
             errors.append(error)
 
@@ -223,7 +224,7 @@ def test_racing_and_repeated_watchers_record_one_event(engine: Engine, settings:
     with Session(engine) as session:
         session.execute(update(ModelWatchState).values(last_decision_id=0))
         session.commit()
-    rerun = pool_service.watch_models(engine=engine, settings=settings)
+    rerun = model_watcher.watch_models(engine=engine, settings=settings)
     assert (rerun.scanned, rerun.events, rerun.new_models) == (26, 0, 0)
     assert len(model_events(engine)) == 1
 
@@ -255,29 +256,29 @@ def test_a_lower_id_that_commits_late_is_still_read(
     now = datetime.now(UTC)
     add_decision(engine, id=10, request_id="a", model="m", ts=T0)
     add_decision(engine, id=11, request_id="b", model="m", ts=T0)
-    first = pool_service.watch_models(engine=engine, settings=base_settings, now=now)
+    first = model_watcher.watch_models(engine=engine, settings=base_settings, now=now)
     assert (first.scanned, first.watermark) == (2, 0)  # read, but not settled yet
 
     # id 5 was drawn before the pass but committed after it.
     add_decision(engine, id=5, request_id="late", model="m-new", ts=T0 + timedelta(hours=1))
     soon = now + timedelta(seconds=base_settings.model_watch_settle_seconds / 2)
-    second = pool_service.watch_models(engine=engine, settings=base_settings, now=soon)
+    second = model_watcher.watch_models(engine=engine, settings=base_settings, now=soon)
     assert (second.scanned, second.new_models, second.events) == (3, 1, 1)
     (event,) = model_events(engine)
     assert event.dedup_key == f"{ROUTER}|cheap|m-new"
 
     settled = now + timedelta(seconds=base_settings.model_watch_settle_seconds + 1)
-    third = pool_service.watch_models(engine=engine, settings=base_settings, now=settled)
+    third = model_watcher.watch_models(engine=engine, settings=base_settings, now=settled)
     assert third.watermark == 11  # the first pass's checkpoint has settled
     later = settled + timedelta(seconds=base_settings.model_watch_settle_seconds + 1)
-    assert pool_service.watch_models(engine=engine, settings=base_settings, now=later).scanned == 0
+    assert model_watcher.watch_models(engine=engine, settings=base_settings, now=later).scanned == 0
 
 
 def test_backfilled_older_decisions_of_another_model_are_no_change(
     engine: Engine, settings: Settings
 ) -> None:
     ingest(engine, settings, first_models())
-    pool_service.watch_models(engine=engine, settings=settings)
+    model_watcher.watch_models(engine=engine, settings=settings)
     # Older logs shipped late: the router used another model before the pool was seen.
     ingest(
         engine,
@@ -285,7 +286,7 @@ def test_backfilled_older_decisions_of_another_model_are_no_change(
         [decision(f"old-{i}", ts=at(-600 + i), chosen_model="claude-2-haiku") for i in range(3)],
     )
 
-    result = pool_service.watch_models(engine=engine, settings=settings)
+    result = model_watcher.watch_models(engine=engine, settings=settings)
 
     assert (result.new_models, result.events) == (1, 0)
     assert model_events(engine) == []
@@ -301,7 +302,7 @@ def test_a_router_using_two_models_in_a_tier_from_day_one_has_no_change(
         [decision("a", ts=at(0)), decision("b", ts=at(1), chosen_model="claude-haiku-4-6")],
     )
 
-    result = pool_service.watch_models(engine=engine, settings=settings)
+    result = model_watcher.watch_models(engine=engine, settings=settings)
 
     assert (result.new_models, result.events) == (2, 0)
     assert model_events(engine) == []
@@ -412,7 +413,7 @@ def test_a_pool_put_then_a_replayed_swap_gives_one_event_at_the_swap(
     size = len(stream) // batches
     for start in range(0, len(stream), size):
         ingest(engine, settings, stream[start : start + size])
-        pool_service.watch_models(engine=engine, settings=settings)
+        model_watcher.watch_models(engine=engine, settings=settings)
 
     (event,) = model_events(engine)
     assert event.ts == SWAP
@@ -516,11 +517,11 @@ def test_the_calibration_window_starts_at_the_model_change(
     ref_scores = rng.beta(2, 5, 600)
     labelled_decisions(engine, "m-old", ref_scores, rng.binomial(1, ref_scores), before)
     # The first pass establishes the pool; the change is seen on a later one.
-    assert pool_service.watch_models(engine=engine, settings=settings).events == 0
+    assert model_watcher.watch_models(engine=engine, settings=settings).events == 0
     # The new cheap model is worse: the old scores now under-state how often strong is needed.
     cur_scores = rng.beta(2, 5, 400)
     labelled_decisions(engine, "m-new", cur_scores, rng.binomial(1, 0.5 * cur_scores + 0.3), change)
-    assert pool_service.watch_models(engine=engine, settings=settings).events == 1
+    assert model_watcher.watch_models(engine=engine, settings=settings).events == 1
 
     (event,) = model_events(engine)
     with live_api.client(keys.read) as client:
@@ -572,7 +573,7 @@ def two_cheap_models_then_a_change(engine: Engine, settings: Settings, new_model
         first_models()
         + [decision(f"h-{i}", ts=at(10 + i), chosen_model="claude-3-5-haiku") for i in range(3)],
     )
-    pool_service.watch_models(engine=engine, settings=settings)
+    model_watcher.watch_models(engine=engine, settings=settings)
     ingest(
         engine,
         settings,
@@ -592,12 +593,12 @@ def test_a_model_change_queues_one_gate_run_when_enabled(
     )
     two_cheap_models_then_a_change(engine, settings, "gpt-5.4-mini")
 
-    first = pool_service.watch_models(engine=engine, settings=settings)
+    first = model_watcher.watch_models(engine=engine, settings=settings)
     # A watcher that crashed before moving its watermark reads everything again: no repeat.
     with Session(engine) as session:
         session.execute(update(ModelWatchState).values(last_decision_id=0))
         session.commit()
-    rerun = pool_service.watch_models(engine=engine, settings=settings)
+    rerun = model_watcher.watch_models(engine=engine, settings=settings)
 
     assert (first.events, rerun.events) == (1, 0)
     (run,) = gate_runs(engine)
@@ -618,7 +619,7 @@ def test_a_model_a_pool_put_announced_changes_when_first_chosen_and_is_gated(
 ) -> None:
     settings = settings.model_copy(update={"gate_on_model_change": True})
     ingest(engine, settings, first_models())
-    pool_service.watch_models(engine=engine, settings=settings)
+    model_watcher.watch_models(engine=engine, settings=settings)
     swap = PoolIn(router=ROUTER, tiers={"cheap": ["gpt-5.4-mini"], "strong": ["claude-sonnet-4-6"]})
 
     with Session(engine) as session:
@@ -634,7 +635,7 @@ def test_a_model_a_pool_put_announced_changes_when_first_chosen_and_is_gated(
         settings,
         [decision(f"n-{i}", ts=at(60 + i), chosen_model="gpt-5.4-mini") for i in range(3)],
     )
-    result = pool_service.watch_models(engine=engine, settings=settings)
+    result = model_watcher.watch_models(engine=engine, settings=settings)
 
     assert result.events == 1
     (event,) = model_events(engine)
@@ -651,7 +652,7 @@ def test_no_gate_run_when_the_option_is_off(engine: Engine, settings: Settings) 
     assert settings.gate_on_model_change is False  # the default
     two_cheap_models_then_a_change(engine, settings, "gpt-5.4-mini")
 
-    result = pool_service.watch_models(engine=engine, settings=settings)
+    result = model_watcher.watch_models(engine=engine, settings=settings)
 
     assert result.events == 1
     assert gate_runs(engine) == []
@@ -666,7 +667,7 @@ def test_a_gate_that_cannot_run_does_not_hold_back_the_event(
     add_stratum(engine, "cheap")
     two_cheap_models_then_a_change(engine, settings, "no-such-model-7")
 
-    result = pool_service.watch_models(engine=engine, settings=settings)
+    result = model_watcher.watch_models(engine=engine, settings=settings)
 
     assert (result.events, result.boosted_strata) == (1, 1)
     assert gate_runs(engine) == []
