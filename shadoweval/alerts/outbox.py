@@ -27,7 +27,7 @@ from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-from sqlalchemy import Table, and_, exists, insert, or_, select, update
+from sqlalchemy import and_, exists, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -44,12 +44,13 @@ from shadoweval.config import Settings, get_settings
 from shadoweval.db import dialect_insert, utcnow
 from shadoweval.events.models import Event, EventKind
 from shadoweval.runtime import leases
+from shadoweval.sql import table_of
 
 log = logging.getLogger(__name__)
 
-DELIVERY_TABLE = cast(Table, AlertDelivery.__table__)  # type: ignore[attr-defined]
-ATTEMPT_TABLE = cast(Table, AlertDeliveryAttempt.__table__)  # type: ignore[attr-defined]
-EVENT_TABLE = cast(Table, Event.__table__)  # type: ignore[attr-defined]
+DELIVERY_TABLE = table_of(AlertDelivery)
+ATTEMPT_TABLE = table_of(AlertDeliveryAttempt)
+EVENT_TABLE = table_of(Event)
 
 MODEL_CHANGE = EventKind.MODEL_CHANGE  # retrain notifications are named after their event
 OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from shadoweval.analytics.models import DriftReport
@@ -21,10 +21,11 @@ from shadoweval.db import utcnow
 from shadoweval.exceptions import NotFound
 from shadoweval.ingest import clock
 from shadoweval.ingest.models import Decision
+from shadoweval.sql import table_of
 
 log = logging.getLogger(__name__)
-DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
-REPORT_TABLE = cast(Table, DriftReport.__table__)  # type: ignore[attr-defined]
+DECISION_TABLE = table_of(Decision)
+REPORT_TABLE = table_of(DriftReport)
 # Enough rows for a stable distance; more only costs time.
 MAX_ROWS_PER_WINDOW = 20_000
 # How many completed days before a router's watermark day are reported when missing: a

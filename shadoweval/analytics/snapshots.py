@@ -12,10 +12,10 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Table, and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.engine import Engine
 
 from shadoweval.analytics.models import SNAPSHOT_SUMS, SequentialState, VerdictWindowSnapshot
@@ -25,12 +25,13 @@ from shadoweval.events import service as events
 from shadoweval.events.models import EventKind
 from shadoweval.ingest.models import AWAITING_PLAN, Decision
 from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Outcome, Verdict, VerdictStatus
+from shadoweval.sql import table_of
 from shadoweval.stats import sequential
 
-VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
-DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
-SNAPSHOT_TABLE = cast(Table, VerdictWindowSnapshot.__table__)  # type: ignore[attr-defined]
-STATE_TABLE = cast(Table, SequentialState.__table__)  # type: ignore[attr-defined]
+VERDICT_TABLE = table_of(Verdict)
+DECISION_TABLE = table_of(Decision)
+SNAPSHOT_TABLE = table_of(VerdictWindowSnapshot)
+STATE_TABLE = table_of(SequentialState)
 TERMINAL = (VerdictStatus.DONE, VerdictStatus.ERROR, VerdictStatus.SKIPPED)
 
 
@@ -426,8 +427,8 @@ def fold_traffic_deltas(engine: Engine, *, limit: int = 100_000) -> int:
     from shadoweval.analytics.models import TRAFFIC_SUMS, TrafficWindowSnapshot
     from shadoweval.ingest.models import TrafficDelta
 
-    traffic = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
-    deltas = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
+    traffic = table_of(TrafficWindowSnapshot)
+    deltas = table_of(TrafficDelta)
     keys = ("router", "segment_value", "tier", "window_start")
     with engine.begin() as connection:
         pending = select(deltas.c.id).order_by(deltas.c.id).limit(limit)
@@ -477,8 +478,8 @@ def rebuild_traffic_snapshots(engine: Engine) -> int:
     from shadoweval.analytics.models import TrafficWindowSnapshot
     from shadoweval.ingest.models import TrafficDelta
 
-    traffic = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
-    deltas = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
+    traffic = table_of(TrafficWindowSnapshot)
+    deltas = table_of(TrafficDelta)
     d = DECISION_TABLE.c
     hour: Any
     if engine.dialect.name == "postgresql":

@@ -13,17 +13,18 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, func, select, union
+from sqlalchemy import func, select, union
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from shadoweval.analytics.models import TrafficWindowSnapshot
 from shadoweval.db import UtcDateTime, utcnow
 from shadoweval.ingest.models import Decision, TrafficDelta
+from shadoweval.sql import table_of
 
-DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
-TRAFFIC_TABLE = cast(Table, TrafficWindowSnapshot.__table__)  # type: ignore[attr-defined]
-DELTA_TABLE = cast(Table, TrafficDelta.__table__)  # type: ignore[attr-defined]
+DECISION_TABLE = table_of(Decision)
+TRAFFIC_TABLE = table_of(TrafficWindowSnapshot)
+DELTA_TABLE = table_of(TrafficDelta)
 
 
 def _decode(bind: Session | Connection, value: object) -> datetime | None:
