@@ -5,6 +5,7 @@ results are stored as soon as they exist."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -237,13 +238,26 @@ def _terminal(status: str, now: datetime, **values: Any) -> dict[str, Any]:
 async def _answer(
     provider_for_model: ProviderForModel, model: str, request: dict[str, Any], settings: Settings
 ) -> Completion:
+    """The model's answer, its cost at the run's recorded price (`settings` is the run's,
+    see settings_for_run): the provider prices with the worker's own table, and a run
+    must spend, and be capped, at the prices it was created and estimated with."""
     provider = provider_for_model(model)
-    return await provider.complete(
+    completion = await provider.complete(
         model=model,
         messages=list(request.get("messages") or []),
         system=request.get("system"),
         params=replay_params(request.get("params"), settings.shadow_default_max_tokens),
     )
+    price = PricingTable.from_settings(settings).lookup(model)
+    if price is None:
+        return completion
+    cost = price.cost_usd(
+        completion.input_tokens,
+        completion.output_tokens,
+        completion.cache_read_tokens,
+        completion.cache_write_tokens,
+    )
+    return dataclasses.replace(completion, cost_usd=cost)
 
 
 async def process_item(

@@ -49,6 +49,7 @@ from shadoweval.events import service as events_service
 from shadoweval.events.models import Event, EventKind
 from shadoweval.exceptions import InvalidRequest
 from shadoweval.gate import service as gate_service
+from shadoweval.gate.create import check_power
 from shadoweval.gate.models import GateCreate
 from shadoweval.ingest.models import Decision
 from shadoweval.pool.models import (
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 
 GATE_REQUESTED_BY = EventKind.MODEL_CHANGE.value  # a gate started by a model_change event
 WATERMARK_NAME = "decisions"
+GATE_SAMPLE_LIMIT = 100_000  # GateCreate.sample's bound
 WATCH_STATE_TABLE = table_of(ModelWatchState)
 DECISION_TABLE = table_of(Decision)
 EVENT_TABLE = table_of(Event)
@@ -203,6 +205,9 @@ def _start_gate(
         sample=settings.gate_on_model_change_sample,
         max_drop=settings.gate_on_model_change_max_drop,
     )
+    power_details = _size_for_power(session, settings, spec)
+    if "gate_sample" in power_details:
+        spec = spec.model_copy(update={"sample": power_details["gate_sample"]})
     try:
         run = gate_service.create_gate(
             session=session,
@@ -217,7 +222,31 @@ def _start_gate(
         log.warning("model change %s|%s|%s: no gate run: %s", router, tier, model, error)
         return {"gate_error": str(error)}
     log.info("model change %s|%s|%s: gate run %s queued", router, tier, model, run.id)
-    return {"gate_run_id": run.id, "gate_replaced_model": replaced}
+    return {"gate_run_id": run.id, "gate_replaced_model": replaced, **power_details}
+
+
+def _size_for_power(session: Session, settings: Settings, spec: GateCreate) -> dict[str, Any]:
+    """Event details on the model-change gate's power: a sample too small for any pass is
+    raised to the fewest pairs a pass needs (`gate_sample`; the run's cost cap still bounds
+    the spend), and a gate no sample can make pass says why (`gate_underpowered`): its
+    verdict will be inconclusive, and on-call should not wait for a pass."""
+    power = check_power(session, spec, settings.gate_alpha)
+    if power.can_pass:
+        return {}
+    if not power.short_segments and power.needed_sample <= GATE_SAMPLE_LIMIT:
+        log.info(
+            "model-change gate of %s: sample %d raised to %d (%s)",
+            spec.candidate,
+            spec.sample,
+            power.needed_sample,
+            power.describe(),
+        )
+        return {"gate_sample": power.needed_sample, "gate_power": power.describe()}
+    reason = power.refusal(
+        "SHADOWEVAL_GATE_ON_MODEL_CHANGE_SAMPLE", "expect an inconclusive verdict"
+    )
+    log.warning("model-change gate of %s is underpowered: %s", spec.candidate, reason)
+    return {"gate_underpowered": reason}
 
 
 @dataclass

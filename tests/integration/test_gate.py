@@ -417,6 +417,41 @@ def test_items_are_judged_with_the_judge_and_prices_the_run_recorded(
     assert len(calls_to(fake, settings.judge_model)) == 12
 
 
+def test_answers_are_charged_at_the_prices_the_run_recorded(
+    engine: Engine, settings: Settings, fake: FakeProviderServer
+) -> None:
+    # Logged answers are not reused: every item buys the candidate's and the replaced
+    # model's answers, and both are charged at the run's prices, not the worker's.
+    seed_decisions(engine, settings, per_segment=2, with_response=False)
+    with Session(engine, expire_on_commit=False) as session:
+        run = gate_service.create_gate(
+            session=session,
+            settings=settings,
+            spec=GateCreate(
+                router=ROUTER, candidate=CANDIDATE, replace=CHEAP, sample=6, max_drop=0.5
+            ),
+            knows_model=lambda model: True,
+        )
+    assert run.id is not None
+    assert run.judge is not None
+    recorded = run.judge["prices"]
+    # A worker whose table prices both models at $1 a token.
+    dear = {"input": 1e6, "output": 1e6}
+    worker_settings = settings.model_copy(
+        update={"pricing_overrides": {CANDIDATE: dear, CHEAP: dear}}
+    )
+    worker_passes(engine, worker_settings, run.id)
+    with Session(engine) as session:
+        items = session.exec(select(GateItem).where(GateItem.gate_run_id == run.id)).all()
+    assert [i.status for i in items] == [GateItemStatus.DONE] * 6
+    # An answer of n tokens costs n dollars at the worker's price and at most a few cents
+    # at the recorded one (a fake answer is well under 10,000 tokens).
+    most_per_answer = 10_000 * max(recorded[CANDIDATE]["output"], recorded[CHEAP]["output"]) / 1e6
+    for item in items:
+        assert 0 < item.candidate_cost_usd <= most_per_answer
+        assert 0 < item.replaced_cost_usd <= most_per_answer
+
+
 def test_a_crashed_run_resumes_without_repeating_finished_items(
     engine: Engine, settings: Settings, fake: FakeProviderServer
 ) -> None:

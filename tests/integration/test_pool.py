@@ -612,6 +612,38 @@ def test_a_model_change_queues_one_gate_run_when_enabled(
     assert event.details["previous_models"] == ["claude-3-5-haiku", "claude-haiku-4-5"]
     assert event.details["gate_run_id"] == run.id
     assert event.details["gate_replaced_model"] == "claude-3-5-haiku"
+    # Three logged requests of the replaced model: no sample can make this gate pass, and
+    # the event says so instead of leaving on-call to wait for a pass.
+    assert "fewer decisions than that" in event.details["gate_underpowered"]
+
+
+def test_a_model_change_gate_too_small_to_pass_is_sized_up(
+    engine: Engine, settings: Settings
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "gate_on_model_change": True,
+            "gate_on_model_change_sample": 10,
+            "gate_on_model_change_max_drop": 0.08,
+        }
+    )
+    ingest(engine, settings, first_models())
+    model_watcher.watch_models(engine=engine, settings=settings)
+    ingest(
+        engine,
+        settings,
+        [decision(f"h-{i}", ts=at(10 + i % 40), chosen_model="claude-haiku-4-5") for i in range(80)]
+        + [decision(f"n-{i}", ts=at(60 + i), chosen_model="gpt-5.4-mini") for i in range(3)],
+    )
+    model_watcher.watch_models(engine=engine, settings=settings)
+
+    (run,) = gate_runs(engine)
+    (event,) = model_events(engine)
+    # 10 pairs cannot pass at margin 0.08; the fewest that can, even if all tie.
+    needed = event.details["gate_sample"]
+    assert run.sample_size == needed > 10
+    assert "pairs per segment" in event.details["gate_power"]
+    assert "gate_underpowered" not in event.details
 
 
 def test_a_model_a_pool_put_announced_changes_when_first_chosen_and_is_gated(
