@@ -1,6 +1,6 @@
-"""Gate step 2: claim an item, reserve its cost on the run, replay the request on the
-candidate (and the logged model when its answer is gone), judge both orders; partial
-results are stored as soon as they exist."""
+"""Gate step 2: claim an item, reserve its cost on the run (`reservations.py`), replay the
+request on the candidate (and the logged model when its answer is gone), judge both
+orders; partial results are stored as soon as they exist."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
-from shadoweval.gate import budget
+from shadoweval.gate import budget, reservations
 from shadoweval.gate.create import settings_for_run
 from shadoweval.gate.models import (
     GateItem,
@@ -28,7 +27,6 @@ from shadoweval.gate.models import (
 from shadoweval.gate.rows import (
     ITEM_TABLE,
     LABELS,
-    OPEN_ITEM_STATUSES,
     OUTCOME_NAMES,
     RUN_TABLE,
     ProviderForModel,
@@ -153,76 +151,8 @@ def _estimate(settings: Settings, context: _ItemContext, request: dict[str, Any]
     )
 
 
-class _Reservation(Enum):
-    MADE = "made"
-    WAIT = "wait"  # does not fit now, would once the reservations in flight settle
-    REFUSED = "refused"  # cannot fit even then: the cap is reached
-    LEASE_LOST = "lease_lost"  # nothing stays reserved
-
-
 # How soon an item that waits for the run's reservations to settle is due again.
 BUDGET_WAIT = timedelta(seconds=1)
-
-
-def _reserve(engine: Engine, item: GateItem, owner: str, estimate: float) -> _Reservation:
-    """Reserve `estimate` on the item's run if spent + reserved + estimate stays within the
-    cap, by one conditional UPDATE (of concurrent items, only those that fit get through),
-    and note it on the item in the same transaction."""
-    assert item.id is not None
-    try:
-        with engine.begin() as connection:
-            if not _reserve_in(connection, item, owner, estimate):
-                runs, items = RUN_TABLE.c, ITEM_TABLE.c
-                spent, cap = connection.execute(
-                    select(runs.cost_usd, runs.max_cost_usd).where(runs.id == item.gate_run_id)
-                ).one()
-                # Counted from the items, not the run's float sum, so rounding residue can
-                # never make an item wait for reservations that are not there.
-                in_flight = connection.execute(
-                    select(func.count()).where(
-                        items.gate_run_id == item.gate_run_id,
-                        items.id != item.id,
-                        items.status.in_(OPEN_ITEM_STATUSES),
-                        items.reserved_usd > 0,
-                    )
-                ).scalar_one()
-                if in_flight and spent + estimate <= cap:
-                    return _Reservation.WAIT
-                return _Reservation.REFUSED
-    except _ReservationLeaseLost:
-        return _Reservation.LEASE_LOST
-    item.reserved_usd = estimate
-    return _Reservation.MADE
-
-
-class _ReservationLeaseLost(Exception):
-    """Raised inside the reservation's transaction so that it rolls back."""
-
-
-def _reserve_in(connection: Connection, item: GateItem, owner: str, estimate: float) -> bool:
-    runs, items = RUN_TABLE.c, ITEM_TABLE.c
-    fits = connection.execute(
-        update(RUN_TABLE)
-        .where(
-            runs.id == item.gate_run_id,
-            runs.cost_usd + runs.reserved_usd + estimate <= runs.max_cost_usd,
-        )
-        .values(reserved_usd=runs.reserved_usd + estimate)
-    ).rowcount
-    if fits != 1:
-        return False
-    held = connection.execute(
-        update(ITEM_TABLE)
-        .where(
-            items.id == item.id,
-            items.lease_owner == owner,
-            items.status == GateItemStatus.RUNNING,
-        )
-        .values(reserved_usd=estimate)
-    ).rowcount
-    if held != 1:
-        raise _ReservationLeaseLost
-    return True
 
 
 def _terminal(status: str, now: datetime, **values: Any) -> dict[str, Any]:
@@ -283,10 +213,10 @@ async def process_item(
     run = context.run
     if run.max_cost_usd is not None and item.reserved_usd <= 0:
         estimate = _estimate(settings, context, request)
-        reserved = await asyncio.to_thread(_reserve, engine, item, owner, estimate)
-        if reserved is _Reservation.LEASE_LOST:
+        reserved = await asyncio.to_thread(reservations.reserve, engine, item, owner, estimate)
+        if reserved is reservations.Reservation.LEASE_LOST:
             return GateItemStatus.RUNNING  # the lease was taken over; its new holder goes on
-        if reserved is _Reservation.WAIT:
+        if reserved is reservations.Reservation.WAIT:
             # It would fit once the items in flight settle (their reservations are upper
             # bounds): back to the queue shortly, and waiting is not a failed attempt.
             await asyncio.to_thread(
@@ -299,7 +229,7 @@ async def process_item(
                 values={"attempts": item.attempts - 1},
             )
             return GateItemStatus.QUEUED
-        if reserved is _Reservation.REFUSED:
+        if reserved is reservations.Reservation.REFUSED:
             values = _terminal(
                 GateItemStatus.ERROR,
                 utcnow(),
