@@ -9,6 +9,7 @@ imports no stage.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -26,7 +27,7 @@ def table_of(model: type[SQLModel]) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
-class DialectOperations:
+class DialectOperations(ABC):
     """The named operations; PostgreSQL and SQLite spell ON CONFLICT the same way, and
     differ in row locks and calendar functions."""
 
@@ -34,10 +35,10 @@ class DialectOperations:
     # Session-level advisory locks (pg_try_advisory_lock) for the leader; elsewhere a lease row.
     has_advisory_locks = False
 
+    @abstractmethod
     def insert(self, table: Table) -> Any:
         """The dialect's INSERT, which has on_conflict_do_nothing/do_update (the generic
         sqlalchemy.insert has neither). Typed Any because the two Insert classes differ."""
-        raise NotImplementedError
 
     def insert_or_ignore(
         self, table: Table, values: Mapping[str, Any], *, conflict_on: Sequence[str]
@@ -73,9 +74,9 @@ class DialectOperations:
         SQLite one writer at a time already makes a claim exclusive."""
         return query
 
+    @abstractmethod
     def utc_day(self, column: Any) -> Any:
         """SQL for the UTC calendar day of a UtcDateTime column, as 'YYYY-MM-DD' text."""
-        raise NotImplementedError
 
 
 class PostgresOperations(DialectOperations):
