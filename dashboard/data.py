@@ -87,18 +87,35 @@ class Api:
         return _decode(path, response)
 
     def list_all(self, path: str, *, max_items: int, page_size: int = 500, **params: Any) -> Result:
-        """Follow `next_cursor` pages until `max_items` (lists are {items, next_cursor})."""
+        """Follow `next_cursor` pages until `max_items` (lists are {items, next_cursor}; an
+        API that still answers a bare array gives that array)."""
         items: list[Any] = []
         cursor: str | None = None
         while len(items) < max_items:
             page = self.get(path, cursor=cursor, limit=min(page_size, max_items), **params)
             if isinstance(page, Unavailable):
                 return items if items else page
+            if isinstance(page, list):
+                return page[:max_items]
             items.extend(page.get("items", []))
             cursor = page.get("next_cursor")
             if not cursor:
                 break
         return items[:max_items]
+
+    # The reports and the event log page only when asked (`paged=true`): these read them
+    # page by page, as every other list.
+    def events(self, **params: Any) -> Result:
+        """Events newest first (decision time), up to 2,000."""
+        return self.list_all("/v1/events", max_items=2000, page_size=1000, paged=True, **params)
+
+    def segments(self, **params: Any) -> Result:
+        """The per-segment report, riskiest first."""
+        return self.list_all("/v1/segments", max_items=5000, page_size=500, paged=True, **params)
+
+    def calibration(self, **params: Any) -> Result:
+        """The calibration reports, one per judge."""
+        return self.list_all("/v1/calibration", max_items=500, page_size=100, paged=True, **params)
 
 
 def _param(value: Any) -> Any:
@@ -198,7 +215,7 @@ def items(result: Result) -> list[Any]:
 def routers(api: Api) -> list[str]:
     """Routers seen in segments, sampling strata or recent decisions, sorted."""
     names: set[str] = set()
-    for row in items(api.get("/v1/segments")):
+    for row in items(api.segments()):
         names.add(row["router"])
     for row in items(api.get("/v1/sampling")):
         if row.get("router"):

@@ -3,16 +3,17 @@ tables without "None", empty states."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd  # type: ignore[import-untyped]
 import streamlit as st
-from shadoweval.dashboard import charts, data
+from shadoweval.dashboard import data
+from shadoweval.dashboard import formatting as fmt
 
-NO_VALUE: str = charts.NO_VALUE  # "—", the one dash every figure uses when it is missing
+NO_VALUE: str = fmt.NO_VALUE  # "—", the one dash every figure uses when it is missing
 
 WINDOWS = {
     "all decision time": None,
@@ -126,12 +127,26 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def table(frame: pd.DataFrame, *, column_config: dict[str, Any] | None = None) -> None:
-    """A table that fits the page (its width, columns sized by `column_config`) and shows
-    "—" for missing values."""
+def table(
+    frame: pd.DataFrame,
+    *,
+    column_config: dict[str, Any] | None = None,
+    formats: Mapping[str, Callable[[Any], str]] | None = None,
+) -> None:
+    """A table that fits the page (its width, columns sized by `column_config`), each column
+    in `formats` shown as that function's text (units beside the number), and "—" for
+    missing values."""
+    shown = frame.copy()
+    for column, formatter in (formats or {}).items():
+        if column in shown.columns:
+            shown[column] = [NO_VALUE if _missing(v) else formatter(v) for v in shown[column]]
     st.dataframe(
-        filled(frame), hide_index=True, width="stretch", column_config=column_config or None
+        filled(shown), hide_index=True, width="stretch", column_config=column_config or None
     )
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str | list | tuple) and bool(pd.isna(value)))
 
 
 def latest_decision_ts(api: data.Api, router: str | None) -> datetime | None:

@@ -2,7 +2,9 @@
 
 A cursor is the unpadded URL-safe base64 of a small JSON object: `{"id": …}` for
 listings ordered by id alone, `{"ts": …, "id": …, …}` for listings ordered by
-(ts, id), plus whatever a listing must check on the way back (e.g. its sort order).
+(ts, id), plus whatever a listing must check on the way back (e.g. its sort order);
+`{"position": …}` for reports computed per request (segments, calibration), whose rows
+have no stored key: the index of the next row in the report's order.
 Clients treat it as opaque; the JSON inside is only so old cursors stay readable.
 A decoded cursor is checked like any parameter: its id must fit a BIGINT and its ts must
 be an aware instant both databases can hold, else it is the 400 of a cursor we did not issue.
@@ -15,9 +17,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from shadoweval.exceptions import InvalidRequest
+
+T = TypeVar("T")
 
 INVALID_CURSOR = "cursor is not valid; pass next_cursor from a previous page"
 # Row ids are BIGINT on PostgreSQL and 64-bit INTEGER on SQLite.
@@ -86,6 +90,27 @@ def decode_keyset(cursor: str, extra: Sequence[str] = ()) -> Keyset:
         )
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise invalid_cursor() from exc
+
+
+def encode_position(position: int) -> str:
+    return _encode({"position": position})
+
+
+def decode_position(cursor: str) -> int:
+    try:
+        return _row_id(_decode(cursor)["position"])
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise invalid_cursor() from exc
+
+
+def page_of(rows: Sequence[T], cursor: str | None, limit: int | None) -> tuple[list[T], str | None]:
+    """One page of a report computed per request: `limit` rows (all with None) from the
+    cursor's position, and the cursor of the next page (None on the last). Positions are
+    indexes in the report's order as computed now, so a page may repeat or skip a row whose
+    place moved (new labels re-rank segments) between two requests."""
+    start = decode_position(cursor) if cursor else 0
+    end = len(rows) if limit is None else start + limit
+    return list(rows[start:end]), encode_position(end) if end < len(rows) else None
 
 
 def _row_id(value: Any) -> int:

@@ -7,13 +7,16 @@ from typing import Any
 
 import pandas as pd  # type: ignore[import-untyped]
 import streamlit as st
-from shadoweval.dashboard import charts, data, ui
+from shadoweval.dashboard import charts, data, frames, ui
+from shadoweval.dashboard import formatting as fmt
+
+from shadoweval.alerts.notification import split_summary
 
 st.title("What is firing?")
 ctx = ui.context()
 
 alerts_answer = ctx.api.get("/v1/alerts", state="all", router=ctx.router, limit=200)
-events_answer = ctx.api.get("/v1/events", since=ctx.since)
+events_answer = ctx.api.events(since=ctx.since)
 alerts: list[dict[str, Any]] = data.items(alerts_answer)
 events: list[dict[str, Any]] = [
     e
@@ -25,9 +28,16 @@ events: list[dict[str, Any]] = [
 def headline(alert: dict[str, Any]) -> str:
     """One line a person reads in one breath: where, what, since when (decision time)."""
     where = alert.get("segment") or alert.get("router") or "all traffic"
-    what = (alert.get("summary") or alert.get("title") or alert.get("rule") or "").split("\n")[0]
+    what = one_line(alert)
     since = alert.get("pending_since_ts") or alert.get("fired_ts") or alert.get("started_at")
     return f"**{where}** — {what} (since {ui.when(since, seconds=False)})"
+
+
+def one_line(alert: dict[str, Any]) -> str:
+    """The summary's first line, the sentence read in one breath (the notification's own
+    split); the title or rule when there is no summary."""
+    summary = alert.get("summary") or ""
+    return split_summary(summary)[0] or alert.get("title") or alert.get("rule") or ""
 
 
 def handled(alert: dict[str, Any]) -> str:
@@ -37,7 +47,7 @@ def handled(alert: dict[str, Any]) -> str:
         parts.append(f"ack: {alert['acknowledged_by']}")
     if alert.get("silenced_until"):
         parts.append(f"silenced until {ui.when(alert['silenced_until'], seconds=False)}")
-    return " · ".join(parts) or charts.NO_VALUE
+    return " · ".join(parts) or fmt.NO_VALUE
 
 
 firing = [a for a in alerts if a.get("state") == "firing"]
@@ -57,7 +67,7 @@ st.caption(
     "the latest decision (still open); colour is severity. Dashed red rules mark events: "
     "model changes, judge changes, quality drops, budget exhaustion."
 )
-event_table = charts.events_frame(events)
+event_table = frames.events_frame(events)
 if alerts or not event_table.empty:
     # The bars of open alerts end at decision time now: the newest decision, event or alert,
     # whichever is latest (the newest decision read may lag an alert raised just now).
@@ -84,8 +94,8 @@ if not ui.unavailable(alerts_answer, "Alerts"):
     if not rows:
         ui.empty(f"No {state} alerts." if state != "all" else "No alerts yet.")
     else:
-        frame = charts.alerts_frame(rows)
-        frame["what"] = [a.get("summary") or a.get("title") for a in rows]
+        frame = frames.alerts_frame(rows)
+        frame["what"] = [one_line(a) for a in rows]
         frame["since (decision time)"] = [
             ui.when(a.get("pending_since_ts") or a.get("fired_ts") or a.get("started_at"))
             for a in rows
@@ -107,6 +117,9 @@ if not ui.unavailable(alerts_answer, "Alerts"):
         for alert in rows:
             with st.expander(f"#{alert['id']} · {alert.get('severity')} · {alert.get('title')}"):
                 st.markdown(headline(alert))
+                detail = split_summary(alert.get("summary") or "")[1]
+                if detail:
+                    st.text(detail)
                 st.caption(
                     f"rule {alert.get('rule')} · state {alert.get('state')} · fired "
                     f"{ui.when(alert.get('fired_ts'))} (decision time) · resolved "
@@ -158,8 +171,8 @@ if not ui.unavailable(events_answer, "Events"):
                 before = ", ".join(map(str, previous)) if isinstance(previous, list) else previous
                 st.markdown(
                     f"{ui.when(event.get('ts'), seconds=False)}: model change on "
-                    f"**{event.get('router')}** tier {details.get('tier') or charts.NO_VALUE}: "
-                    f"{before or charts.NO_VALUE} → **{details.get('model')}**"
+                    f"**{event.get('router')}** tier {details.get('tier') or fmt.NO_VALUE}: "
+                    f"{before or fmt.NO_VALUE} → **{details.get('model')}**"
                     + (
                         f" · retrain export: `{details['export_url']}`"
                         if details.get("export_url")
@@ -177,7 +190,7 @@ for title, channels in (
         continue
     rows = [d for d in data.items(deliveries) if d.get("channel") in channels]
     if rows:
-        sent = charts.deliveries_frame(rows)
+        sent = frames.deliveries_frame(rows)
         for column in ("created at", "delivered at"):  # wall clock: when the outbox sent it
             sent[column] = sent[column].map(ui.when)
         ui.table(
@@ -206,8 +219,8 @@ if not ui.unavailable(gates, "Gate runs"):
         label = (
             f"Gate #{gate['id']} · {gate.get('status')} · {gate.get('candidate_model')} "
             f"replacing {gate.get('replaced_model')} · {gate.get('items_done')}/"
-            f"{gate.get('items_total')} pairs · max drop {charts.pct(gate.get('max_drop'))} · "
-            f"{charts.usd(gate.get('cost_usd'), digits=4)} spent"
+            f"{gate.get('items_total')} pairs · max drop {fmt.pct(gate.get('max_drop'))} · "
+            f"{fmt.usd(gate.get('cost_usd'), digits=4)} spent"
         )
         with st.expander(label):
             detail = ctx.api.get(f"/v1/gates/{gate['id']}")

@@ -6,14 +6,32 @@ from datetime import datetime
 
 import pandas as pd  # type: ignore[import-untyped]
 import streamlit as st
-from shadoweval.dashboard import charts, data, ui
+from shadoweval.dashboard import charts, data, frames, routing_frames, ui
+from shadoweval.dashboard import formatting as fmt
 
 st.title("Is the router still calibrated?")
 ctx = ui.context()
-reports = ctx.api.get("/v1/calibration", router=ctx.router, since=ctx.since)
+reports = ctx.api.calibration(router=ctx.router, since=ctx.since)
 if ui.unavailable(reports, "Calibration"):
     st.stop()
 reports = [r for r in data.items(reports) if r.get("n")]
+first = data.items(ctx.api.get("/v1/decisions", router=ctx.router, order="asc", limit=1))
+if not reports and ctx.since is None and ctx.router is not None and first:
+    # Asked for no window, the API starts it at the router's latest model change; with no
+    # labels since, show every label, saying so, rather than an empty page.
+    changes = data.items(ctx.api.events(router=ctx.router, kind="model_change"))
+    if changes:
+        reports = [
+            r
+            for r in data.items(ctx.api.calibration(router=ctx.router, since=first[0]["ts"]))
+            if r.get("n")
+        ]
+        if reports:
+            st.warning(
+                "No labels since the router's latest model change "
+                f"({ui.when(changes[0]['ts'], seconds=False)}, decision time): showing every "
+                "label instead."
+            )
 if not reports:
     ui.empty(
         "No calibration labels yet: they come from judged pairs of decisions with a "
@@ -24,13 +42,16 @@ if not reports:
 judges = [r["judge_key"] for r in reports]
 judge = st.selectbox("Judge (model#prompt hash)", judges, key="calibration_judge")
 report = next(r for r in reports if r["judge_key"] == judge)
+headline = frames.calibration_headline(report, ctx.window_label)
+p_value = (report.get("against_perfect_calibration") or {}).get("p_value")
+(st.error if p_value is not None and p_value < 0.05 else st.info)(headline)
 brier = report.get("brier") or {}
 perfect = report.get("against_perfect_calibration") or {}
 cox = report.get("cox") or {}
 a, b, c = st.columns(3)
 a.metric(
     "ECE (adaptive bins)",
-    charts.pct(report.get("expected_calibration_error")),
+    fmt.pct(report.get("expected_calibration_error")),
     help="Weighted expected calibration error; 0 % is perfectly calibrated.",
 )
 b.metric(
@@ -40,35 +61,34 @@ b.metric(
 )
 c.metric("Labels (n)", report.get("n", 0))
 st.markdown(
-    f"- **Calibration intercept / slope (Cox):** {charts.number(cox.get('intercept'))} / "
-    f"{charts.number(cox.get('slope'))} (perfect: 0 / 1)\n"
-    f"- **Test against perfect calibration:** p = {charts.number(perfect.get('p_value'), 3)}"
+    f"- **Calibration intercept / slope (Cox):** {fmt.number(cox.get('intercept'))} / "
+    f"{fmt.number(cox.get('slope'))} (perfect: 0 / 1)\n"
+    f"- **Test against perfect calibration:** p = {fmt.number(perfect.get('p_value'), 3)}"
 )
 st.subheader("Reliability diagram (95 % intervals per bin)")
 st.altair_chart(
-    charts.reliability_chart(charts.reliability_frame(report["reliability_curve"])),
+    charts.reliability_chart(frames.reliability_frame(report["reliability_curve"])),
     width="stretch",
 )
 
 st.subheader("ECE and Brier over decision time")
-first = data.items(ctx.api.get("/v1/decisions", router=ctx.router, order="asc", limit=1))
 last = data.items(ctx.api.get("/v1/decisions", router=ctx.router, order="desc", limit=1))
-events = charts.events_frame(
+events = frames.events_frame(
     e
-    for e in data.items(ctx.api.get("/v1/events"))
-    if e.get("kind") in ("model_change", "judge_changed")
+    for e in data.items(ctx.api.events(router=ctx.router))
+    if e.get("kind") in ("model_change", "judge_changed") and e.get("router") in (None, ctx.router)
 )
 if first and last:
     start = datetime.fromisoformat(first[0]["ts"].replace("Z", "+00:00"))
     if ctx.since is not None:
         start = max(start, ctx.since)
     end = datetime.fromisoformat(last[0]["ts"].replace("Z", "+00:00"))
-    windows = charts.time_windows(start, end, 6)
+    windows = routing_frames.time_windows(start, end, 6)
     rows = []
+    methods: set[str] = set()
     for index, (low, high) in enumerate(windows):
         window_reports = data.items(
-            ctx.api.get(
-                "/v1/calibration",
+            ctx.api.calibration(
                 router=ctx.router,
                 since=low,
                 until=high if index < len(windows) - 1 else None,
@@ -79,14 +99,18 @@ if first and last:
         match = next((r for r in window_reports if r["judge_key"] == judge), None)
         if match and match.get("n"):
             drift = match.get("drift_against_reference") or {}
+            methods.add(str(drift.get("method") or ""))
             rows.append(
                 {
                     "window start": low,
                     "labels": match["n"],
                     "ECE": match.get("expected_calibration_error"),
                     "Brier": (match.get("brier") or {}).get("brier"),
-                    "drift p-value vs first window": drift.get("p_value") if index else None,
-                    "drift test": (drift.get("method") or "") if index else "reference window",
+                    "drift vs first window": (
+                        f"p = {fmt.number(drift.get('p_value'), 3)}"
+                        if index and drift.get("p_value") is not None
+                        else ("reference window" if not index else "not tested")
+                    ),
                 }
             )
     series = pd.DataFrame.from_records(rows)
@@ -94,7 +118,11 @@ if first and last:
         st.caption("Six equal windows of decision time; red rules mark model and judge events.")
         st.altair_chart(
             charts.series_with_events(
-                series, x="window start", y="ECE", y_title="ECE (share)", events=events
+                series.assign(**{"ECE (%)": 100 * series["ECE"].astype(float)}),
+                x="window start",
+                y="ECE (%)",
+                y_title="ECE (%)",
+                events=events,
             ),
             width="stretch",
         )
@@ -105,7 +133,20 @@ if first and last:
             width="stretch",
         )
         st.subheader("Calibration drift tests (each window against the first)")
-        st.dataframe(series, hide_index=True)
+        named = ", ".join(sorted(m for m in methods if m))
+        st.caption(
+            "Each window's labels against the first window's"
+            + (f" ({named})" if named else "")
+            + "; ECE in %, Brier on its 0–1 scale."
+        )
+        ui.table(
+            series,
+            formats={
+                "window start": lambda v: ui.when(v, seconds=False),
+                "ECE": lambda v: fmt.pct(float(v)),
+                "Brier": lambda v: f"{float(v):.4f}",
+            },
+        )
     else:
         ui.empty("Too few labelled windows yet to draw calibration over time.")
 
@@ -116,7 +157,7 @@ st.caption(
     "observed harm means the score's meaning changed (concept drift); a shift of the scores "
     "alone moves expected harm without a gap."
 )
-gap_segments = ctx.api.get("/v1/segments", router=ctx.router, since=ctx.since)
+gap_segments = ctx.api.segments(router=ctx.router, since=ctx.since)
 forward = [
     r
     for r in data.items(gap_segments)
@@ -137,22 +178,17 @@ else:
         gap = estimates.get("gap") or {}
         if gap:
             st.markdown(
-                f"Observed {charts.pct(gap.get('observed'))}, expected "
-                f"{charts.pct(gap.get('expected'))} on the window's {gap.get('labels')} labels: "
-                f"gap {charts.pct(gap.get('gap'))} (p = {charts.number(gap.get('p_value'), 3)})"
+                f"Observed {fmt.pct(gap.get('observed'))}, expected "
+                f"{fmt.pct(gap.get('expected'))} on the window's {gap.get('labels')} labels: "
+                f"gap {fmt.pct(gap.get('gap'))} (p = {fmt.number(gap.get('p_value'), 3)})"
                 + (" — **concept drift**" if gap.get("significant") else "")
             )
-        points = [
-            {
-                "hour": p["hour"],
-                "expected": (p.get("expected") or {}).get("estimate"),
-                "judge-only": (p.get("judge_only") or {}).get("estimate"),
-            }
-            for p in estimates.get("points", [])
-        ]
-        frame = pd.DataFrame.from_records(points)
-        if frame.empty or frame[["expected", "judge-only"]].isna().all().all():
+        frame = frames.hourly_estimates_frame(estimates.get("points", []))
+        if frame.empty:
             ui.empty("No cheap-routed decisions with a router score in this window.")
         else:
-            frame["hour"] = pd.to_datetime(frame["hour"], utc=True, format="ISO8601")
-            st.line_chart(frame.set_index("hour"))
+            st.caption(
+                "Per hour of decision time (UTC), with 95 % intervals; dashed red rules mark "
+                "model and judge changes."
+            )
+            st.altair_chart(charts.hourly_estimates_chart(frame, events), width="stretch")

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import streamlit as st
 import streamlit.components.v1 as components
-from shadoweval.dashboard import charts, data, ui
+from shadoweval.dashboard import charts, data, frames, ui
 
 st.title("Has the input changed?")
 ctx = ui.context()
@@ -38,13 +38,13 @@ st.caption(
     "Evidently tests of each completed UTC day (decision time) against the day before; share "
     "of drifted columns. Today's decisions are reported once the day is over."
 )
-frame = charts.drift_frame(rows)
+frame = frames.drift_frame(rows)
 ui.table(frame)
 series = frame[frame["status"] == "ok"][["window end", "drifted share of columns"]]
 if len(series) >= 2:
-    events = charts.events_frame(
+    events = frames.events_frame(
         e
-        for e in data.items(ctx.api.get("/v1/events"))
+        for e in data.items(ctx.api.events())
         if e.get("kind") in ("model_change", "judge_changed")
     )
     st.altair_chart(
@@ -69,7 +69,7 @@ chosen = st.selectbox(
     ),
 )
 report = next(r for r in rows if r["id"] == chosen)
-columns = charts.drift_columns(report.get("result") or {})
+columns = frames.drift_columns(report.get("result") or {})
 if not columns.empty:
     ui.table(columns)
 html = ctx.api.get_text(f"/v1/drift/{chosen}/report.html")

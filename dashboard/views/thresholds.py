@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 from shadoweval.dashboard import charts, data, ui
+from shadoweval.dashboard import formatting as fmt
 
 st.title("What threshold should I run?")
 ctx = ui.context()
@@ -37,7 +38,7 @@ if not report.get("applicable"):
 st.caption(
     f"The last {report['window_days']:g} decision days up to the router's watermark "
     f"({report['window_until']}), whatever the sidebar window; judge {report['judge_key']}. "
-    f"Threshold in force {charts.number(report['threshold_in_force'], 3)}: "
+    f"Threshold in force {fmt.number(report['threshold_in_force'], 3)}: "
     f"{report['strong_tier']} at or above, {report['cheap_tier']} below. Bands are 95 % and "
     "simultaneous over all thresholds; the recommendation is Learn then Test at risk δ."
 )
@@ -49,20 +50,20 @@ advice = segment["recommendation"]
 a, b, c = st.columns(3)
 a.metric(
     "Recommended threshold",
-    charts.number(advice.get("threshold"), 3),
+    fmt.number(advice.get("threshold"), 3),
     delta=advice.get("change"),
     delta_color="off",
     help=advice.get("reason"),
 )
 b.metric(
     "Harm at the recommendation",
-    charts.pct(advice.get("harm_rate"), digits=2),
-    help=f"band up to {charts.pct(advice.get('harm_high'), digits=2)}",
+    fmt.pct(advice.get("harm_rate"), digits=2),
+    help=f"band up to {fmt.pct(advice.get('harm_high'), digits=2)}",
 )
 saving = advice.get("savings_usd_per_day")
 c.metric(
     "Savings vs the threshold in force",
-    charts.NO_VALUE if saving is None else f"${saving:,.2f}/day",
+    fmt.NO_VALUE if saving is None else f"${saving:,.2f}/day",
     help=(
         "USD per decision day at this window's traffic; band "
         f"${advice.get('savings_usd_per_day_low') or 0:,.2f} to "

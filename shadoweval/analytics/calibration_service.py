@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Table, select
 from sqlmodel import Session
 
+from shadoweval import paging
 from shadoweval.events.models import Event, EventKind
 from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Verdict, VerdictStatus
@@ -61,6 +62,84 @@ class CalibrationReport(BaseModel):
     )
 
 
+class CalibrationReportPage(BaseModel):
+    """Reports per judge, by judge key; `next_cursor` (a position) continues them."""
+
+    items: list[CalibrationReport]
+    next_cursor: str | None = None
+
+
+class ShareFigure(BaseModel):
+    """A share of requests, count/n, with its 95 % Wilson interval."""
+
+    share: float
+    ci95_low: float
+    ci95_high: float
+    count: int
+    n: int
+
+
+class LatencyFigure(BaseModel):
+    """Latency percentiles in milliseconds over the requests that reported one."""
+
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    n: int
+
+
+class BreakEvenFigure(BaseModel):
+    """(1 − p_strong)(C_strong − C_weak) against the router's overhead r, USD per request."""
+
+    strong_share: float
+    strong_cost_per_request_usd: float | None
+    weak_cost_per_request_usd: float | None
+    savings_side_usd: float
+    router_cost_side_usd: float
+    router_pays_for_itself: bool
+
+
+class EconomicsReport(BaseModel):
+    """GET /v1/economics: USD per request unless a name says otherwise, 95 % intervals as
+    [low, high]; with no decisions in the window only router, n_requests and message."""
+
+    router: str
+    n_requests: int
+    message: str | None = Field(default=None, description="why the figures are missing")
+    strong_model: str | None = Field(
+        default=None, description="the model the always-strong baseline prices every request at"
+    )
+    window: dict[str, datetime | None] | None = None
+    realized_cost_per_request_usd: float | None = None
+    realized_cost_per_request_ci95_usd: list[float] | None = None
+    model_cost_per_request_usd: float | None = None
+    router_overhead_per_request_usd: float | None = None
+    router_cost_reported_share: float | None = Field(
+        default=None, description="share of decisions that carry router_cost_usd (0–1)"
+    )
+    always_strong_cost_per_request_usd: float | None = None
+    savings_total_usd: float | None = Field(
+        default=None, description="over the window, against always-strong; router overhead in"
+    )
+    savings_per_request_usd: float | None = None
+    savings_per_request_ci95_usd: list[float] | None = None
+    savings_rate: float | None = Field(
+        default=None, description="savings ÷ the always-strong cost, a 0–1 share"
+    )
+    strong_share: ShareFigure | None = None
+    break_even: BreakEvenFigure | None = None
+    escalation: ShareFigure | None = None
+    escalation_warn_rate: float | None = None
+    escalation_warning: bool | None = None
+    fallback: ShareFigure | None = None
+    failover: ShareFigure | None = None
+    latency_all_ms: LatencyFigure | None = None
+    latency_escalated_ms: LatencyFigure | None = None
+    latency_not_escalated_ms: LatencyFigure | None = None
+    escalation_added_p90_ms: float | None = None
+    escalation_added_p99_ms: float | None = None
+
+
 def _labelled(
     session: Session, router: str | None, since: datetime | None, until: datetime | None
 ) -> dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]]:
@@ -87,6 +166,32 @@ def _labelled(
         )
         for key, rows in groups.items()
     }
+
+
+def calibration_report_page(
+    *,
+    session: Session,
+    router: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    reference_since: datetime | None = None,
+    reference_until: datetime | None = None,
+    n_bins: int = 10,
+    cursor: str | None = None,
+    limit: int | None = None,
+) -> CalibrationReportPage:
+    """One page of `calibration_reports` (by judge key), from the cursor's position."""
+    reports = calibration_reports(
+        session=session,
+        router=router,
+        since=since,
+        until=until,
+        reference_since=reference_since,
+        reference_until=reference_until,
+        n_bins=n_bins,
+    )
+    items, next_cursor = paging.page_of(reports, cursor, limit)
+    return CalibrationReportPage(items=items, next_cursor=next_cursor)
 
 
 def calibration_reports(
@@ -203,7 +308,7 @@ def router_economics_report(
     until: datetime | None = None,
     strong_tier: str = "strong",
     strong_model: str | None = None,
-) -> dict[str, Any]:
+) -> EconomicsReport:
     """Realized cost against the always-strong baseline, savings, break-even, rates, latency.
 
     What a request would have cost on the strong tier: its own cost when served
@@ -230,7 +335,7 @@ def router_economics_report(
         query = query.where(c.ts < until)
     rows = session.execute(query).all()
     if not rows:
-        return {"router": router, "n_requests": 0, "message": "no decisions in this window"}
+        return EconomicsReport(router=router, n_requests=0, message="no decisions in this window")
     if strong_model is None:
         strong_models = [r.chosen_model for r in rows if r.tier == strong_tier]
         strong_model = max(set(strong_models), key=strong_models.count) if strong_models else None
@@ -262,4 +367,4 @@ def router_economics_report(
     )
     report: dict[str, Any] = _clean(result)
     report.update(router=router, strong_model=strong_model, window={"since": since, "until": until})
-    return report
+    return EconomicsReport.model_validate(report)

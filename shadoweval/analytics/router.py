@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from shadoweval.analytics import calibration_service, drift_service, service
-from shadoweval.analytics.calibration_service import CalibrationReport
+from shadoweval.analytics.calibration_service import (
+    CalibrationReport,
+    CalibrationReportPage,
+    EconomicsReport,
+)
 from shadoweval.analytics.drift_service import DriftReportPublic
 from shadoweval.analytics.service import (
     DailySpend,
     JudgeQualityReport,
     SegmentEstimates,
     SegmentQuality,
+    SegmentQualityPage,
     ShadowRunPage,
     VerdictPage,
 )
 from shadoweval.db import SessionDep
 from shadoweval.deps import ReadScope, RowId, RowIdFilter, SettingsDep, Since, Until, UtcDay
 from shadoweval.events import service as events_service
-from shadoweval.events.models import EventPublic
+from shadoweval.events.models import EventPage, EventPublic
 from shadoweval.judge.models import VerdictPublic
 from shadoweval.sampling import periods
 from shadoweval.sampling import service as sampling_service
@@ -30,6 +35,16 @@ from shadoweval.sampling.models import BudgetPublic, PeriodPublic, StratumPublic
 router = APIRouter(prefix="/v1", tags=["analytics"], dependencies=[ReadScope])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
+# The reports and the event log answered bare arrays before they paged. `paged=true` answers
+# {items, next_cursor} like every other list; the array stays the default for one release.
+Paged = Annotated[
+    bool,
+    Query(
+        description="Answer {items, next_cursor} like every other list (recommended); without "
+        "it the answer is the bare array of the first page (deprecated, kept for one release)."
+    ),
+]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
 
 
 @router.get("/verdicts")
@@ -127,19 +142,29 @@ def segments(
         bool,
         Query(description="Add label-free expected harm (needs since; bootstraps per segment)."),
     ] = False,
-) -> list[SegmentQuality]:
+    paged: Paged = False,
+    cursor: Cursor = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=500, description="rows per page (default: 100 with paged, else all)"),
+    ] = None,
+) -> SegmentQualityPage | list[SegmentQuality]:
     """Per segment: harm (or missed-savings) rate, win/tie/loss and score delta with 95 %
     intervals, the coverage funnel, and the sequential test's state; riskiest first.
     Rates carry process-level intervals (the rate on the segment's traffic); forward rows
-    add the human-corrected (PPI) rate and, with since/until, the expected harm."""
-    return service.segment_quality(
+    add the human-corrected (PPI) rate and, with since/until, the expected harm.
+    The report is computed per request; a cursor is a position in its riskiest-first order."""
+    page = service.segment_quality_page(
         session=session,
         settings=settings,
         router=router_name,
         since=since,
         until=until,
         include_expected=expected,
+        cursor=cursor,
+        limit=limit or (100 if paged else None),
     )
+    return page if paged else page.items
 
 
 @router.get("/segments/{segment}/estimates")
@@ -176,11 +201,17 @@ def router_calibration(
     reference_since: Since = None,
     reference_until: Until = None,
     bins: Annotated[int, Query(ge=2, le=50)] = 10,
-) -> list[CalibrationReport]:
+    paged: Paged = False,
+    cursor: Cursor = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=100, description="reports per page (default: 20 with paged, else all)"),
+    ] = None,
+) -> CalibrationReportPage | list[CalibrationReport]:
     """Calibration of `router_score` (p_strong_needed) against `strong_needed`, per judge:
     reliability curve with intervals, ECE, Brier (CORP), Spiegelhalter z, Cox intercept and
     slope, the test against perfect calibration, and the drift test against a reference."""
-    return calibration_service.calibration_reports(
+    page = calibration_service.calibration_report_page(
         session=session,
         router=router_name,
         since=since,
@@ -188,7 +219,10 @@ def router_calibration(
         reference_since=reference_since,
         reference_until=reference_until,
         n_bins=bins,
+        cursor=cursor,
+        limit=limit or (20 if paged else None),
     )
+    return page if paged else page.items
 
 
 @router.get("/economics")
@@ -199,7 +233,7 @@ def router_economics(
     since: Since = None,
     until: Until = None,
     strong_tier: str = "strong",
-) -> dict[str, Any]:
+) -> EconomicsReport:
     """Realized cost per request (USD) against the always-strong baseline, savings, router
     overhead, the break-even check, escalation/fallback/failover rates and latency tails (ms)."""
     from shadoweval.providers.pricing import PricingTable
@@ -242,11 +276,25 @@ def budget(session: SessionDep, since_day: UtcDay | None = None) -> list[BudgetP
 def list_events(
     session: SessionDep,
     kind: str | None = None,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
     since: Since = None,
+    until: Until = None,
+    paged: Paged = False,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> list[EventPublic]:
-    """Budget exhaustion, quality drops and other events, newest first."""
-    return events_service.list_events(session=session, kind=kind, since=since, limit=limit)
+) -> EventPage | list[EventPublic]:
+    """Budget exhaustion, quality drops, model and judge changes and other events, newest
+    first (decision time), of one router with `router`."""
+    page = events_service.list_events_page(
+        session=session,
+        kind=kind,
+        router=router_name,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
+    )
+    return page if paged else page.items
 
 
 @router.get("/drift")

@@ -431,6 +431,13 @@ class SegmentQuality(BaseModel):
     sequential: SequentialTestState | None
 
 
+class SegmentQualityPage(BaseModel):
+    """Segments riskiest first; `next_cursor` (a position in that order) continues it."""
+
+    items: list[SegmentQuality]
+    next_cursor: str | None = None
+
+
 def _estimate(value: Any) -> Estimate:
     return Estimate(
         estimate=_nan_to_none(value.estimate),
@@ -449,6 +456,30 @@ def _judge_change_times(session: Session) -> dict[str, datetime]:
     events = cast(Table, Event.__table__)  # type: ignore[attr-defined]
     query = select(events.c.dedup_key, events.c.ts).where(events.c.kind == EventKind.JUDGE_CHANGED)
     return {str(key): ts for key, ts in session.execute(query)}
+
+
+def segment_quality_page(
+    *,
+    session: Session,
+    settings: Any,
+    router: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    include_expected: bool = False,
+    cursor: str | None = None,
+    limit: int | None = None,
+) -> SegmentQualityPage:
+    """One page of `segment_quality` (riskiest first), from the cursor's position."""
+    rows = segment_quality(
+        session=session,
+        settings=settings,
+        router=router,
+        since=since,
+        until=until,
+        include_expected=include_expected,
+    )
+    items, next_cursor = paging.page_of(rows, cursor, limit)
+    return SegmentQualityPage(items=items, next_cursor=next_cursor)
 
 
 def segment_quality(

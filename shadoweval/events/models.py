@@ -53,3 +53,10 @@ class EventPublic(BaseModel):
     created_at: datetime
     router: str | None
     details: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    """Events newest first; pass `next_cursor` back as `cursor` for the next page."""
+
+    items: list[EventPublic]
+    next_cursor: str | None = None

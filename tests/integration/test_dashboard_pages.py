@@ -170,12 +170,33 @@ def test_pages_show_the_seeded_numbers_with_units_and_intervals(
     text = _texts(routing)
     assert "1 of 4" in text  # strong share: one strong-routed decision of four
     assert "95 % CI" in text
+    # The break-even banner counts what monitoring the router cost: savings against
+    # always-strong, 4 × (0.007 − 0.00325) = $0.0150, less the shadow and judge spend.
+    banner = " ".join(m.value for m in [*routing.success, *routing.error, *routing.warning])
+    assert "net of monitoring" in banner.lower()
+    assert "savings against always-strong $0.0150" in banner
+    assert "− monitoring $" in banner
+    # Tables name units, not API fields; shares are percentages ("53.6 %", never 0.536).
+    headers = [str(c) for frame in routing.dataframe for c in frame.value.columns]
+    assert "savings rate (%)" in headers
+    assert not [h for h in headers if "_" in h], headers
+    assert "53.6 %" in _cells(routing)
+    # Tier mix as bars spanning their bucket, and the strong share with its interval.
+    specs = [str(c.proto) for c in routing.get("vega_lite_chart")]
+    assert any("bucket end" in spec for spec in specs)
+    assert any("strong share (%)" in spec for spec in specs)
 
     quality = _texts(pages["views/quality.py"])
     # One harmful pair of three cheap-routed ones, π = 1.
     assert "**billing** — harm rate 33.3 % (95 % CI" in quality
     assert "n = 3)" in quality
     assert "watching: no rise seen in 3 labels" in quality
+    # The segment's chart, in %, draws the detector's baseline (1 harm in 3 labels); no harm
+    # rate over the next 50 labels could fire against 3 labels, and the page says so.
+    (harm_chart,) = [str(c.proto) for c in pages["views/quality.py"].get("vega_lite_chart")]
+    assert "harm rate (% of judged pairs, 95 % CI)" in harm_chart
+    assert "baseline 33.3 % (3 labels)" in harm_chart
+    assert "No alarm line yet: even 50 harmful labels in a row would not fire" in quality
 
     calibration = pages["views/calibration.py"]
     figures = {m.label: m.value for m in calibration.metric}
@@ -183,6 +204,9 @@ def test_pages_show_the_seeded_numbers_with_units_and_intervals(
     # Brier = (0.36 + 0.01 + 0.04 + 0.64) / 4 = 0.2625.
     assert figures["Labels (n)"] == "4"
     assert figures["Brier score"] == "0.2625"
+    # The headline names the window it covers.
+    assert "Window shown: all decision time. Over its 4 labels" in _texts(calibration)
+    assert not {"None", "nan", ""} & set(_cells(calibration))
 
     judge = _texts(pages["views/judge.py"])
     assert "4 pairs judged, 0 errors" in judge
@@ -190,8 +214,18 @@ def test_pages_show_the_seeded_numbers_with_units_and_intervals(
     expanders = [e.label for e in pages["views/judge.py"].expander]
     assert len(expanders) == 4
     assert all(label.startswith("SIMULATED · billing") for label in expanders)
-    # The hidden quality tag is never shown.
+    assert "SIMULATED · billing · d1 · stronger wins · strong needed" in expanders
+    assert not any("None" in label for label in expanders)
+    # Swap consistency and position-A preference over decision time; segments as a dropdown.
+    judge_charts = [str(c.proto) for c in pages["views/judge.py"].get("vega_lite_chart")]
+    assert any("swap consistency (%)" in spec for spec in judge_charts)
+    assert any("no position bias (50 %)" in spec for spec in judge_charts)
+    assert pages["views/judge.py"].selectbox(key="judge_segment").options == ["any", "billing"]
+    # The hidden quality tags (of the request and of each answer) are never shown.
     assert "shadoweval-sim" not in judge
+    answers = [t.value for t in pages["views/judge.py"].text]
+    assert answers
+    assert not [a for a in answers if "shadoweval-sim" in a]
     # Filtering by outcome keeps the one pair the stronger answer won.
     judge_page = pages["views/judge.py"]
     judge_page.selectbox(key="judge_outcome").set_value("stronger_wins").run()
@@ -266,7 +300,7 @@ def test_an_alerts_deep_link_opens_on_its_router_and_segment(
     assert page.title[0].value == "Where is quality lost?"
     assert page.selectbox(key="router").options == ["other-router", "support-router"]
     assert page.selectbox(key="router").value == "support-router"
-    assert page.selectbox(key="quality_segment").options == ["billing", "shipping"]
+    assert sorted(page.selectbox(key="quality_segment").options) == ["billing", "shipping"]
     assert page.selectbox(key="quality_segment").value == "shipping"
     # The reader's own choice afterwards sticks, though the URL still carries the link.
     page.selectbox(key="quality_segment").set_value("billing").run()
@@ -276,6 +310,54 @@ def test_an_alerts_deep_link_opens_on_its_router_and_segment(
     # The sidebar's router is carried over to the next page.
     page.switch_page("views/routing.py").run()
     assert page.selectbox(key="router").value == "other-router"
+
+
+@pytest.mark.usefixtures("dashboard_env")
+def test_the_quality_page_opens_on_the_riskiest_segment(
+    engine: Engine, base_settings: Settings
+) -> None:
+    # legal: both cheap-routed pairs harmful; billing (sorted first by name): one in three.
+    legal = []
+    for request_id in ("l1", "l2"):
+        row = _seeded(request_id, "cheap", 0.3, cheap_q=0.2, strong_q=0.9)
+        row["segment"] = {"topic": "legal", "language": "en"}
+        legal.append(row)
+    _seed(engine, base_settings, legal)
+    page = AppTest.from_file(str(APP), default_timeout=90)
+    page.run()
+    page.switch_page("views/quality.py").run()
+    assert not page.exception
+    chosen = page.selectbox(key="quality_segment")
+    assert chosen.options[0] == "legal"
+    assert chosen.value == "legal"
+    harm_lines = [m.value for m in page.markdown if "— harm rate" in m.value]
+    assert harm_lines[0].startswith("**legal** — harm rate 100.0 %")
+
+
+@pytest.mark.usefixtures("dashboard_env")
+def test_calibration_says_which_window_it_shows_when_a_model_change_empties_the_default(
+    engine: Engine, base_settings: Settings, session: Session
+) -> None:
+    _seed(engine, base_settings)
+    # A model change after every label: the API's default window (since the change) is empty.
+    record_event(
+        session,
+        kind=EventKind.MODEL_CHANGE,
+        dedup_key="support-router|cheap|claude-haiku-4-6",
+        ts=datetime.now(UTC),
+        router="support-router",
+        details={"tier": "cheap", "model": "claude-haiku-4-6", "previous_models": [CHEAP]},
+    )
+    session.commit()
+    page = AppTest.from_file(str(APP), default_timeout=90)
+    page.run()
+    page.switch_page("views/calibration.py").run()
+    assert not page.exception
+    text = _texts(page)
+    assert "No labels since the router's latest model change" in text
+    assert "No calibration labels yet" not in text
+    assert {m.label: m.value for m in page.metric}["Labels (n)"] == "4"
+    assert "Window shown: all decision time (decision time 2026-11-27" in text
 
 
 @pytest.mark.usefixtures("dashboard_env")
@@ -320,7 +402,14 @@ def test_the_alerts_page_leads_with_what_fires_and_draws_a_timeline_without_none
     session: Session,
 ) -> None:
     fired = datetime(2026, 3, 2, 9, 7, tzinfo=UTC)
-    session.add(_alert(pending_since_ts=fired - timedelta(minutes=4), fired_ts=fired))
+    detail = "change-point statistic G/h 1.04 (alarm at 1), 48 labels since the change"
+    session.add(
+        _alert(
+            pending_since_ts=fired - timedelta(minutes=4),
+            fired_ts=fired,
+            summary="legal: harm 10 % → 24 % since 09:07 (95 % CI 17–32 %), 48 labels\n" + detail,
+        )
+    )
     session.add(
         _alert(
             rule="calibration_drift",
@@ -369,6 +458,10 @@ def test_the_alerts_page_leads_with_what_fires_and_draws_a_timeline_without_none
     assert not {"None", "nan", "NaT", ""} & set(cells)
     assert "—" in cells  # the router-wide alert's segment and the unacknowledged alerts
     assert "2026-03-02 09:09:00 UTC" in cells  # the model change, in decision time
+    # The table shows the summary's one-line sentence; the statistician's detail is on expand.
+    assert "legal: harm 10 % → 24 % since 09:07 (95 % CI 17–32 %), 48 labels" in cells
+    assert not [c for c in cells if detail in c]
+    assert detail in [t.value for t in page.text]
     assert any("claude-haiku-4-5 → **claude-haiku-4-6**" in m.value for m in page.markdown)
     assert not any("['" in m.value for m in page.markdown)
 

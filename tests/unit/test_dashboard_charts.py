@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from shadoweval.dashboard import charts
+from shadoweval.dashboard import charts, frames, routing_frames
+from shadoweval.dashboard import formatting as fmt
+
+from shadoweval.stats import rates, sequential
 
 
 def _segment(name: str, rate: float, low: float, high: float, n: int, **extra: object) -> dict:
@@ -23,25 +26,25 @@ def _segment(name: str, rate: float, low: float, high: float, n: int, **extra: o
 
 
 def test_numbers_carry_units_and_intervals() -> None:
-    assert charts.usd(0.00325) == "$0.00325"
-    assert charts.usd(12.5) == "$12.50"
-    assert charts.usd(None) == "—"
-    assert charts.pct(0.5357) == "53.6 %"
-    assert charts.rate_with_interval(
-        {"estimate": 1 / 3, "ci_low": 0.1, "ci_high": 0.7, "n": 3}
-    ) == ("33.3 % (95 % CI 10.0–70.0 %, n = 3)")
-    assert charts.rate_with_interval({"estimate": None, "n": 0}) == "— (n = 0)"
+    assert fmt.usd(0.00325) == "$0.00325"
+    assert fmt.usd(12.5) == "$12.50"
+    assert fmt.usd(None) == "—"
+    assert fmt.pct(0.5357) == "53.6 %"
+    assert fmt.rate_with_interval({"estimate": 1 / 3, "ci_low": 0.1, "ci_high": 0.7, "n": 3}) == (
+        "33.3 % (95 % CI 10.0–70.0 %, n = 3)"
+    )
+    assert fmt.rate_with_interval({"estimate": None, "n": 0}) == "— (n = 0)"
     assert (
-        charts.share_with_interval(
+        fmt.share_with_interval(
             {"share": 0.25, "ci95_low": 0.05, "ci95_high": 0.7, "count": 1, "n": 4}
         )
         == "25.0 % (95 % CI 5.0–70.0 %, 1 of 4)"
     )
-    assert charts.usd_interval(0.1, [0.05, 0.15]) == "$0.10000 (95 % CI $0.05000–$0.15000)"
+    assert fmt.usd_interval(0.1, [0.05, 0.15]) == "$0.10000 (95 % CI $0.05000–$0.15000)"
 
 
 def test_segments_are_sorted_by_the_upper_bound_of_their_interval() -> None:
-    table = charts.segments_table(
+    table = frames.segments_table(
         [
             _segment("narrow-high", 0.30, 0.28, 0.32, 900),
             _segment("wide-uncertain", 0.10, 0.01, 0.60, 5),
@@ -54,18 +57,18 @@ def test_segments_are_sorted_by_the_upper_bound_of_their_interval() -> None:
 
 
 def test_empty_answers_give_empty_tables() -> None:
-    assert charts.segments_table([]).empty
-    assert charts.tier_mix([]).empty
-    assert charts.pareto_points({"n_requests": 0}, []).empty
-    assert charts.alerts_frame([]).empty
-    assert charts.events_frame([]).empty
+    assert frames.segments_table([]).empty
+    assert routing_frames.tier_mix([]).empty
+    assert routing_frames.pareto_points({"n_requests": 0}, []).empty
+    assert frames.alerts_frame([]).empty
+    assert frames.events_frame([]).empty
 
 
 @pytest.mark.parametrize(
     ("state", "expected"),
     [
         (None, "not started"),
-        ({"alarmed_at_ts": "2026-11-27T12:00:00Z"}, "ALARM since 2026-11-27T12:00:00Z"),
+        ({"alarmed_at_ts": "2026-11-27T12:00:00.123Z"}, "ALARM since 2026-11-27 12:00 UTC"),
         ({"labels": 7, "evidence": 0.0, "post_change_labels": 0}, "no rise seen in 7 labels"),
         (
             {
@@ -76,17 +79,17 @@ def test_empty_answers_give_empty_tables() -> None:
                 "pre_change_harm_rate": 0.1,
                 "change_ts": "2026-11-27T09:00:00Z",
             },
-            "harm 24.0 % in the last 50 labels (since 2026-11-27T09:00:00Z) against 10.0 % "
+            "harm 24.0 % in the last 50 labels (since 2026-11-27 09:00 UTC) against 10.0 % "
             "before; evidence 50 % of the alarm threshold",
         ),
     ],
 )
 def test_sequential_state_in_words(state: dict | None, expected: str) -> None:
-    assert expected in charts.sequential_state(state)
+    assert expected in fmt.sequential_state(state)
 
 
 def test_tier_mix_counts_decisions_per_bucket_and_tier() -> None:
-    mix = charts.tier_mix(
+    mix = routing_frames.tier_mix(
         [
             {"ts": "2026-11-27T12:05:00Z", "tier": "cheap"},
             {"ts": "2026-11-27T12:55:00Z", "tier": "cheap"},
@@ -114,16 +117,28 @@ def test_pareto_places_the_router_between_its_two_models() -> None:
         {"status": "done", "direction": "reverse", "score_cheaper": 6, "score_stronger": 10},
         {"status": "error", "direction": "forward", "score_cheaper": None},
     ]
-    points = charts.pareto_points(economics, verdicts).set_index("point")
-    assert points.loc["always cheap"].tolist() == [0.001, 6.0]
-    assert points.loc["always strong (s)"].tolist() == pytest.approx([0.007, 26 / 3])
-    # 0.75 × mean cheap score on cheap-routed (6) + 0.25 × strong score on strong-routed (10).
-    assert points.loc["router (operating point)"].tolist() == pytest.approx([0.00325, 7.0])
+    points = routing_frames.pareto_points(economics, verdicts).set_index("point")
+    cost_and_score = ["cost per request (USD)", "mean judge score (1–10)"]
+    interval = ["score 95 % CI low", "score 95 % CI high"]
+    assert points.loc["always cheap", cost_and_score].tolist() == [0.001, 6.0]
+    # Cheaper scores 4, 8, 6: s² = 4, so the mean's interval is 6 ± 1.96·√(4/3).
+    assert points.loc["always cheap", interval].tolist() == pytest.approx(
+        [6 - 1.96 * (4 / 3) ** 0.5, 6 + 1.96 * (4 / 3) ** 0.5]
+    )
+    assert points.loc["always strong (s)", cost_and_score].tolist() == pytest.approx(
+        [0.007, 26 / 3]
+    )
+    # 0.75 × mean cheap score on cheap-routed (6) + 0.25 × strong score on strong-routed (10);
+    # variance 0.75² × (8 / 2) + 0.25² × 0 = 2.25.
+    router = points.loc["router (operating point)"]
+    assert router[cost_and_score].tolist() == pytest.approx([0.00325, 7.0])
+    assert router[interval].tolist() == pytest.approx([7 - 1.96 * 1.5, 7 + 1.96 * 1.5])
+    assert router["judged pairs"] == 3
 
 
 def test_savings_per_day_scales_the_per_request_interval() -> None:
     day = datetime(2026, 11, 27, tzinfo=UTC)
-    frame = charts.savings_per_day(
+    frame = routing_frames.savings_per_day(
         [
             (
                 day,
@@ -144,7 +159,7 @@ def test_savings_per_day_scales_the_per_request_interval() -> None:
             "savings (USD)": 0.4,
             "95 % CI low (USD)": pytest.approx(0.3),
             "95 % CI high (USD)": pytest.approx(0.5),
-            "savings rate": 0.5,
+            "savings rate (%)": 50.0,
         }
     ]
 
@@ -152,18 +167,18 @@ def test_savings_per_day_scales_the_per_request_interval() -> None:
 def test_windows_and_days() -> None:
     start = datetime(2026, 11, 27, tzinfo=UTC)
     end = datetime(2026, 11, 27, 6, tzinfo=UTC)
-    windows = charts.time_windows(start, end, 3)
+    windows = routing_frames.time_windows(start, end, 3)
     assert [w[0].hour for w in windows] == [0, 2, 4]
     assert windows[-1][1] == end
-    assert charts.time_windows(end, start, 3) == []
-    days = charts.utc_days("2026-11-25T23:00:00Z", "2026-11-27T01:00:00Z", limit=2)
+    assert routing_frames.time_windows(end, start, 3) == []
+    days = routing_frames.utc_days("2026-11-25T23:00:00Z", "2026-11-27T01:00:00Z", limit=2)
     assert [d.day for d in days] == [26, 27]
 
 
 def test_drift_columns_accept_a_mapping_or_a_list() -> None:
-    by_name = charts.drift_columns({"columns": {"prompt_tokens": {"drift_detected": True}}})
+    by_name = frames.drift_columns({"columns": {"prompt_tokens": {"drift_detected": True}}})
     assert by_name.to_dict("records") == [{"column": "prompt_tokens", "drift_detected": True}]
-    listed = charts.drift_columns({"columns": [{"column": "score", "p_value": 0.2}]})
+    listed = frames.drift_columns({"columns": [{"column": "score", "p_value": 0.2}]})
     assert listed.to_dict("records") == [{"column": "score", "p_value": 0.2}]
 
 
@@ -207,7 +222,7 @@ def test_alert_bars_run_over_decision_time_and_open_alerts_end_now() -> None:
 
 
 def test_event_rules_are_labelled_and_absent_without_events() -> None:
-    events = charts.events_frame(
+    events = frames.events_frame(
         [
             {
                 "ts": "2026-03-02T09:09:00Z",
@@ -244,3 +259,186 @@ def test_tables_show_a_dash_for_missing_values_never_none() -> None:
     ]
     assert ui.when(None) == "—"
     assert ui.when("2026-03-02T09:07:59.9+00:00", seconds=False) == "2026-03-02 09:07 UTC"
+
+
+def test_tier_mix_bars_span_their_bucket_and_the_strong_share_has_an_interval() -> None:
+    decisions = [
+        {"ts": "2026-11-27T12:05:00Z", "tier": "cheap"},
+        {"ts": "2026-11-27T12:55:00Z", "tier": "cheap"},
+        {"ts": "2026-11-27T12:30:00Z", "tier": "strong"},
+        {"ts": "2026-11-27T13:01:00Z", "tier": "cheap"},
+    ]
+    mix = routing_frames.tier_mix(decisions, freq="h")
+    first = mix.iloc[0]
+    assert (first["bucket end"] - first["bucket"]).total_seconds() == 3600
+    assert mix["share of bucket (%)"].tolist() == pytest.approx([200 / 3, 100 / 3, 100.0])
+    strong = routing_frames.strong_share_series(decisions, freq="h")
+    assert strong["share (%)"].tolist() == pytest.approx([100 / 3, 0.0])
+    assert strong["n"].tolist() == [3, 1]
+    low, high = rates.wilson_interval(1 / 3, 3, 0.95)
+    assert strong.iloc[0]["95 % CI low (%)"] == pytest.approx(100 * low)
+    assert strong.iloc[0]["95 % CI high (%)"] == pytest.approx(100 * high)
+    # The bars are drawn from the bucket's start to its end, the strong tier at the bottom.
+    spec = charts.tier_mix_chart(mix).to_dict()
+    bars = spec["layer"][0]
+    assert bars["encoding"]["x2"]["field"] == "bucket end"
+    assert (bars["encoding"]["y"]["field"], bars["encoding"]["y2"]["field"]) == (
+        "stack from",
+        "stack to",
+    )
+    assert bars["encoding"]["color"]["scale"]["domain"] == ["strong", "cheap"]
+    # 12:00 bucket: strong 0 → 1, cheap stacked on it 1 → 3.
+    rows = next(iter(spec["datasets"].values()))
+    noon = {r["tier"]: (r["stack from"], r["stack to"]) for r in rows if "12:00" in r["bucket"]}
+    assert noon == {"strong": (0, 1), "cheap": (1, 3)}
+
+
+def test_the_banner_nets_monitoring_spend_out_of_the_savings() -> None:
+    economics = {
+        "n_requests": 1000,
+        "savings_total_usd": 1.0,
+        "savings_per_request_ci95_usd": [0.0009, 0.0011],
+    }
+    spend = [
+        {"day": "2026-11-27", "shadow_usd": 2.0, "judge_usd": 0.5, "total_usd": 2.5},
+        {"day": "2026-11-28", "shadow_usd": 0.4, "judge_usd": 0.1, "total_usd": 0.5},
+    ]
+    net = routing_frames.net_of_monitoring(economics, spend)
+    assert net is not None
+    assert net.monitoring_usd == pytest.approx(3.0)
+    assert net.net_usd == pytest.approx(-2.0)
+    assert net.net_ci95_usd == pytest.approx((-2.1, -1.9))
+    assert net.verdict == "costs"
+    text = routing_frames.net_savings_text(net, "all decision time")
+    assert text.startswith(
+        "Net of monitoring, the router costs more than it saves: −$2.00 (95 % CI −$2.10 to −$1.90)"
+    )
+    assert "monitoring $3.00 (shadow re-runs $2.40, judge calls $0.6000)" in text
+    # Without monitoring spend the same savings pay; an interval holding 0 is "unclear".
+    assert routing_frames.net_of_monitoring(economics, []).verdict == "pays"  # type: ignore[union-attr]
+    unclear = routing_frames.net_of_monitoring(
+        {**economics, "savings_per_request_ci95_usd": [-0.001, 0.003]}, []
+    )
+    assert unclear is not None
+    assert unclear.verdict == "unclear"
+    assert routing_frames.net_of_monitoring({"n_requests": 0}, spend) is None
+
+
+def test_tables_name_their_units_not_the_api_fields() -> None:
+    frame = routing_frames.spend_frame(
+        [{"day": "2026-11-27", "shadow_usd": 2.0, "judge_usd": 0.5, "total_usd": 2.5}]
+    )
+    assert list(frame.columns) == [
+        "day (UTC, decision ts)",
+        "shadow re-runs (USD)",
+        "judge calls (USD)",
+        "monitoring total (USD)",
+        "shadow runs",
+        "verdicts",
+    ]
+    assert not any("_" in column for column in frame.columns)
+    assert fmt.percent_cell(78.891) == "78.9 %"
+    assert fmt.usd_cell(2.5) == "$2.50"
+
+
+def test_the_pareto_axes_start_at_the_scales_ends() -> None:
+    points = routing_frames.pareto_points(
+        {
+            "n_requests": 4,
+            "realized_cost_per_request_usd": 0.003,
+            "always_strong_cost_per_request_usd": 0.007,
+            "strong_share": {"share": 0.25},
+            "break_even": {"weak_cost_per_request_usd": 0.001},
+        },
+        [{"status": "done", "direction": "forward", "score_cheaper": 7.4, "score_stronger": 7.5}],
+    )
+    layers = charts.pareto_chart(points).to_dict()["layer"]
+    point = next(layer for layer in layers if layer["mark"]["type"] == "point")
+    assert point["encoding"]["y"]["scale"]["domain"] == [1, 10]
+    assert point["encoding"]["x"]["scale"]["zero"] is True
+
+
+def test_detector_lines_are_its_baseline_and_the_rate_that_fires_it() -> None:
+    threshold = sequential.glr_threshold(30_000)
+    watching = {"threshold": threshold, "labels": 300, "harms": 30, "post_change_labels": 0}
+    lines = frames.detector_lines(watching, min_rise=0.05)
+    assert lines is not None
+    assert (lines.baseline, lines.baseline_labels, lines.alarm_labels) == (0.1, 300, 50)
+    assert lines.alarm is not None
+    # The alarm line is the least harm count over the stretch at which G reaches h.
+    harms = round(lines.alarm * 50)
+    assert sequential.rise_log_glr(300, 30, 50, harms, 0.05) >= threshold
+    assert sequential.rise_log_glr(300, 30, 50, harms - 1, 0.05) < threshold
+    rising = {
+        **watching,
+        "labels": 400,
+        "harms": 50,
+        "post_change_labels": 60,
+        "post_change_harm_rate": 0.2,
+        "change_ts": "2026-11-27T09:00:00Z",
+        "alarmed_at_ts": "2026-11-27T09:30:00Z",
+    }
+    lines = frames.detector_lines(rising, min_rise=0.05)
+    assert lines is not None
+    assert lines.baseline == pytest.approx(38 / 340)
+    assert lines.alarm_labels == 60
+    marks = frames.detector_events(rising)
+    labels = [charts.event_label(k, a) for k, a in zip(marks["kind"], marks["about"], strict=True)]
+    assert labels == ["estimated change point", "detector alarm"]
+    assert frames.detector_lines(None, min_rise=0.05) is None
+    # The chart draws both lines, labelled.
+    series = routing_frames.share_series(["2026-11-27T09:05:00Z"], [True])
+    spec = str(
+        charts.share_chart(series, y_title="harm", levels=[(10.0, "baseline 10.0 %")]).to_dict()
+    )
+    assert "baseline 10.0 %" in spec
+
+
+def test_the_calibration_headline_says_which_window_it_covers() -> None:
+    report = {
+        "n": 300,
+        "window": {"since": "2026-11-27T09:09:00+00:00", "until": None},
+        "window_starts_at": "model_change",
+        "model_change": {"model": "claude-haiku-4-6", "tier": "cheap"},
+        "expected_calibration_error": 0.16,
+        "cox": {"slope": 0.4},
+        "against_perfect_calibration": {"p_value": 0.0001},
+    }
+    headline = frames.calibration_headline(report, "all decision time")
+    assert headline.startswith(
+        "Window shown: since the router's latest model change (to claude-haiku-4-6): decision "
+        "time 2026-11-27 09:09 UTC → the newest label"
+    )
+    assert "300 labels the router is miscalibrated" in headline
+    assert "over-confident" in headline
+    assert "ECE 16.0 %" in headline
+    requested = {
+        **report,
+        "window_starts_at": "requested",
+        "cox": {},
+        "against_perfect_calibration": {},
+    }
+    assert "last 24 hours (decision time 2026-11-27 09:09 UTC" in frames.calibration_headline(
+        requested, "last 24 hours"
+    )
+
+
+def test_a_pending_pair_says_pending_and_position_calls_count_decisive_ones() -> None:
+    assert frames.verdict_outcome({"status": "pending", "outcome": None}) == "pending"
+    assert (
+        frames.verdict_outcome({"status": "done", "outcome": "stronger_wins", "strong_needed": 1})
+        == "stronger wins · strong needed"
+    )
+    calls = frames.position_calls(
+        [
+            {
+                "ts": "t1",
+                "order_cheaper_first": {"winner": "A"},
+                "order_stronger_first": {"winner": "tie"},
+            },
+            {"ts": "t2", "order_cheaper_first": {"winner": "B"}, "order_stronger_first": None},
+        ]
+    )
+    assert calls == [("t1", True), ("t2", False)]
+    frame = frames.pairs_frame([{"ts": "2026-11-27T09:00:00Z", "status": "pending"}])
+    assert frame.iloc[0]["outcome"] == "pending"

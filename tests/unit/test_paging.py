@@ -128,3 +128,17 @@ def test_dialect_insert_follows_the_bind() -> None:
         assert dialect_insert(session) is sqlite.insert
     # Building a PostgreSQL engine does not connect, so no server is needed here.
     assert dialect_insert(create_engine("postgresql+psycopg://")) is postgresql.insert
+
+
+def test_a_report_pages_by_position_and_refuses_a_position_we_did_not_issue() -> None:
+    rows = list("abcde")
+    first, cursor = paging.page_of(rows, None, 2)
+    assert first == ["a", "b"]
+    assert cursor is not None
+    second, cursor = paging.page_of(rows, cursor, 2)
+    third, last = paging.page_of(rows, cursor, 2)
+    assert (second, third, last) == (["c", "d"], ["e"], None)
+    assert paging.page_of(rows, None, None) == (rows, None)
+    for bad in (_raw_cursor({"position": -1}), _raw_cursor({"position": "2"}), "junk"):
+        with pytest.raises(InvalidRequest):
+            paging.page_of(rows, bad, 2)
