@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SqlalchemyTimeoutError
@@ -41,12 +42,13 @@ from shadoweval.db import (
     database_readiness,
     driver_operational_errors,
 )
+from shadoweval.db import get_session as primary_session
 from shadoweval.db_waits import statement_timeout_of
-from shadoweval.deps import require_scope
+from shadoweval.deps import get_routed_session, require_scope
 from shadoweval.feedback.router import router as feedback_router
 from shadoweval.gate.create import UnderpoweredGate
 from shadoweval.gate.router import router as gates_router
-from shadoweval.gauges import DatabaseCollector
+from shadoweval.gauges import DatabaseCollector, ReplicaLagCollector
 from shadoweval.ingest.litellm_router import router as litellm_router
 from shadoweval.ingest.models import DecisionIn
 from shadoweval.ingest.otlp_router import router as otlp_router
@@ -128,9 +130,16 @@ class RequestObserver:
             )
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    read_engine: Engine | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
     engine = engine or create_db_engine(settings)
+    replica = settings.read_replica_settings()
+    if read_engine is None and replica is not None:
+        read_engine = create_db_engine(replica)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -159,9 +168,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.metrics = metrics = ApiMetrics(
-        [DatabaseCollector(engine, skew_seconds=settings.decision_clock_skew_seconds)]
-    )
+    # Reads that may lag (deps.REPLICA_READ_ROUTES) go to the replica when one is set.
+    app.state.read_engine = read_engine or engine
+    collectors: list[Collector] = [
+        DatabaseCollector(engine, skew_seconds=settings.decision_clock_skew_seconds)
+    ]
+    if read_engine is not None and read_engine is not engine:
+        app.dependency_overrides[primary_session] = get_routed_session
+        collectors.append(ReplicaLagCollector(read_engine))
+    app.state.metrics = metrics = ApiMetrics(collectors)
     app.state.sampling_plan = SamplingPlan()
     # Bounded ingest concurrency: past it, clients are told to come back (503), not queued.
     app.state.ingest_slots = threading.BoundedSemaphore(settings.ingest_max_concurrent)

@@ -857,6 +857,42 @@ def bench_thresholds(
     _echo_figures(format_thresholds_report(figures), figures, as_json)
 
 
+@bench_app.command("scale")
+def bench_scale(
+    database_url: Annotated[
+        str, typer.Option(help="A PostgreSQL server (a fresh database is made and dropped).")
+    ],
+    decisions: Annotated[
+        int, typer.Option(min=2, help="Decisions bulk-loaded over 30 days, in two steps.")
+    ] = 20_000_000,
+    ingest_decisions: Annotated[
+        int, typer.Option(min=500, help="Decisions ingested in batches at each checkpoint.")
+    ] = 10_000,
+    single_posts: Annotated[int, typer.Option(min=2, help="Single posts per checkpoint.")] = 300,
+    read_repeats: Annotated[int, typer.Option(min=1, help="Calls per read route.")] = 10,
+    background_rate: Annotated[
+        float, typer.Option(min=0, help="Decisions/s posted while posts and reads are timed.")
+    ] = 100.0,
+    keep_database: Annotated[bool, typer.Option(help="Leave the loaded database.")] = False,
+    as_json: _JsonFigures = False,
+) -> None:
+    """The decision log at 0, N/2 and N decisions on PostgreSQL: ingest rate, post and read
+    latency, bytes per million decisions, and dropping one day against deleting it."""
+    from shadoweval.bench.scale import format_scale_report, run_scale_bench
+
+    figures = run_scale_bench(
+        database_url=database_url,
+        decisions=decisions,
+        ingest_decisions=ingest_decisions,
+        single_posts=single_posts,
+        read_repeats=read_repeats,
+        background_rate=background_rate,
+        keep_database=keep_database,
+        progress=lambda message: typer.echo(message, err=True),
+    )
+    _echo_figures(format_scale_report(figures), figures, as_json)
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL; `postgresql://…` is accepted. Default: SQLite in data_dir.",
     )
+    database_read_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of a read replica for the read routes the dashboard "
+        "uses (deps.REPLICA_READ_ROUTES); everything that reads its own writes stays on "
+        "database_url. Default: none, every read goes to the primary.",
+    )
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
@@ -248,6 +254,18 @@ class Settings(BaseSettings):
         "catch need fewer labels than this (stats.sequential.labels_to_detect).",
     )
     aggregate_interval_seconds: float = Field(default=5.0, gt=0)
+    session_totals_batch_size: int = Field(
+        default=20_000,
+        ge=1,
+        description="Decisions the aggregator reads per transaction into the session totals.",
+    )
+    # Like model_watch_settle_seconds: ingest transactions commit out of id order on
+    # PostgreSQL, so the aggregator re-reads the ids it saw this recently (database clock).
+    session_totals_settle_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds (database clock) the session aggregation re-reads recent ids.",
+    )
     planner_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often the planner samples closed periods."
     )
@@ -311,6 +329,21 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="Share of judged pairs drawn into the uniform review sample (for PPI).",
+    )
+    # Judge escalation (judge/confidence.py): verdicts whose orders disagree or whose score
+    # margin toward their label is small go to GET /v1/review/queue?mode=escalated.
+    review_escalation_min_margin: float = Field(
+        default=1.0,
+        ge=0,
+        le=9,
+        description="Judge score margin (points on its 1-10 scale, mean of both orders) "
+        "below which a verdict is escalated to human review.",
+    )
+    review_escalation_daily_budget: int = Field(
+        default=20,
+        ge=0,
+        description="Escalated verdicts the review queue serves per decision day (UTC day of "
+        "the decision's ts, whole deployment); 0 turns escalation off.",
     )
     # CBPE-style expected harm refits the score → P(harm) map on bootstrap resamples.
     expected_harm_bootstrap: int = Field(
@@ -589,11 +622,26 @@ class Settings(BaseSettings):
         """The SQLAlchemy URL to connect to, with the psycopg 3 driver for PostgreSQL."""
         if self.database_url is None:
             return f"sqlite:///{self.data_dir / 'shadoweval.db'}"
-        url = self.database_url
-        for plain in ("postgresql://", "postgres://"):
-            if url.startswith(plain):
-                return "postgresql+psycopg://" + url[len(plain) :]
-        return url
+        return _with_psycopg(self.database_url)
+
+    def read_replica_settings(self) -> Settings | None:
+        """These settings with the read replica as the database (for `create_db_engine`),
+        or None when no `database_read_url` is set."""
+        if self.database_read_url is None:
+            return None
+        return self.model_copy(
+            update={
+                "database_url": _with_psycopg(self.database_read_url),
+                "database_read_url": None,
+            }
+        )
+
+
+def _with_psycopg(url: str) -> str:
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
 
 
 @lru_cache

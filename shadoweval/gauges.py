@@ -131,6 +131,47 @@ class DatabaseCollector(Collector):
         yield from _quality_gauges(self.engine, self.skew_seconds)
 
 
+class ReplicaLagCollector(Collector):
+    """`shadoweval_replica_lag_seconds`: how far the read replica's data is behind the
+    primary, read on the replica at scrape time (wall clock: a replication question)."""
+
+    def __init__(self, read_engine: Engine) -> None:
+        self.read_engine = read_engine
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            lag = replica_lag_seconds(self.read_engine)
+        except SQLAlchemyError as error:
+            log.warning("metrics: replica lag unavailable: %s", error)
+            return
+        gauge = GaugeMetricFamily(
+            "shadoweval_replica_lag_seconds",
+            "Seconds the read replica's last replayed transaction is behind now (0 when it "
+            "has replayed all the WAL it received, or the read URL is not a standby).",
+        )
+        gauge.add_metric([], lag)
+        yield gauge
+
+
+def replica_lag_seconds(read_engine: Engine) -> float:
+    """On a PostgreSQL standby, now − pg_last_xact_replay_timestamp(), or 0 once it has
+    replayed everything it received (an idle primary writes nothing, and the last replayed
+    transaction's age is then no lag); 0 on a primary or SQLite."""
+    if read_engine.dialect.name != "postgresql":
+        return 0.0
+    with read_engine.connect() as connection:
+        lag = connection.exec_driver_sql(
+            "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0"
+            " WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+            " ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)"
+            " END"
+        ).scalar_one()
+    return max(0.0, float(lag))
+
+
 def _budget_today(engine: Engine, skew_seconds: float) -> list[dict[str, Any]]:
     """Budget rows of the deployment's decision day: budgets are kept per UTC day of `ts`,
     and the wall clock's day has none while a historical log is replayed."""

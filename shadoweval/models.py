@@ -8,6 +8,7 @@ from shadoweval.analytics.models import (
     TrafficWindowSnapshot,
     VerdictWindowSnapshot,
 )
+from shadoweval.analytics.session_models import SessionTotal, SessionTotalsState, SessionTurn
 from shadoweval.auth.models import ApiKey
 from shadoweval.events.models import Event
 from shadoweval.feedback.models import Feedback, JudgeWatchState, ReviewAssignment, ReviewLabel
@@ -51,6 +52,9 @@ __all__ = [
     "SamplingPeriodStratum",
     "SamplingStratum",
     "SequentialState",
+    "SessionTotal",
+    "SessionTotalsState",
+    "SessionTurn",
     "ShadowRun",
     "TrafficDelta",
     "TrafficWindowSnapshot",

@@ -10,6 +10,8 @@ depends on another stage to forget something. It owns every table with request c
 | `decision_payload`, `shadow_run`, `verdict`, `gate_item` | ON DELETE CASCADE from `decision` |
 | `review_assignment`, `review_label` | ON DELETE CASCADE from `verdict` |
 | `feedback` | deleted here: keyed by (router, request_id), no foreign key |
+| `session_turn` | deleted here (and ON DELETE CASCADE from `decision`) |
+| `session_total` | sums of session turns: their sessions are summed again here, without them |
 
 Both databases enforce the foreign keys (SQLite through `PRAGMA foreign_keys=ON`, set on
 every connection in `db.py`). A payload-only deletion or purge keeps the decision, so it
@@ -29,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
+from shadoweval.analytics import session_totals
 from shadoweval.db import utcnow
 from shadoweval.exceptions import InvalidRequest
 from shadoweval.feedback.models import Feedback
@@ -106,8 +109,11 @@ def delete_decisions(
     counted["feedback"] = _delete_feedback(
         session, router=router, request_id=request_id, segment=segment
     )
-    # Payloads, shadow runs, verdicts (and their review rows) and gate items cascade.
+    sessions = session_totals.forget_decisions(session, ids)
+    # Payloads, shadow runs, verdicts (and their review rows) and gate items cascade; the
+    # sessions the decisions were turns of are summed again without them.
     session.execute(DECISION_TABLE.delete().where(DECISION_TABLE.c.id.in_(ids)))
+    session_totals.recompute_sessions(session, sessions, utcnow())
     session.commit()
     log.warning(
         "deleted decisions (router=%s request_id=%s segment=%s): %s",

@@ -163,11 +163,14 @@ def review_sample_labels(
     """Per (router, segment, judge, hour or None): forward pairs of the uniform review
     sample that have a human label, as PPI reads them. One label per pair (the first
     stored), reduced like the judge's (`feedback.labels`): harm = 1 − served acceptable.
-    Labels on pairs outside the sample (the stratified queue's finds) are left out: they
-    are not a known-probability sample. With a window, the pairs of the hour windows
-    starting in [since, until), the windows `/v1/segments` sums over."""
+    Only labels the uniform queue served count (`review_label.queue`): the stratified and
+    escalation queues' labels, and labels from before the queue was recorded, are not a
+    known-probability sample. A uniform label on a pair that is not in the sample at
+    `review_probability` (the setting was lowered since) is left out too. With a window,
+    the pairs of the hour windows starting in [since, until), the windows `/v1/segments`
+    sums over."""
     from shadoweval.feedback.labels import review_served_acceptable
-    from shadoweval.feedback.models import ReviewLabel
+    from shadoweval.feedback.models import ReviewLabel, ReviewQueueMode
     from shadoweval.feedback.queue import in_review_sample
     from shadoweval.judge.models import Verdict, VerdictStatus
 
@@ -192,6 +195,7 @@ def review_sample_labels(
             v.status == VerdictStatus.DONE,
             v.strong_needed.is_not(None),
             v.inclusion_probability > 0,
+            labels.c.queue == ReviewQueueMode.UNIFORM,
         )
         .order_by(labels.c.id)
     )

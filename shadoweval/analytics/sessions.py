@@ -1,35 +1,44 @@
 """Sessions of a router's decision log: turns, tier switches, the prompt-cache cost of
 switching, net savings against session-sticky routing, and escalations inside tool loops.
 
-The log is aggregated in SQL, one row per (session, served model), with the per-turn
-counterfactual of `stats/sessions.py` computed by window functions (LAG over the session
-in (ts, id) order), so Python sees a row per session and model, never per decision. The
-figures are in `stats/sessions.py`; docs/architecture.md ("Sessions") defines them.
-Windows are on the decisions' `ts` (decision time).
+Two ways to the same rows, one per (session, served model) with the sums of its turns
+and of their per-turn counterfactual (`stats/sessions.py`, LAG over the session in
+(ts, id) order, in SQL):
+- `GET /v1/sessions` reads the running totals the aggregator keeps (`session_total`,
+  analytics/session_totals.py): a session belongs to the window and the segment of its
+  first turn, and counts with all its turns;
+- the alert rules (`window_figures`) and `from_log=True` compute them from the decision
+  log over the turns whose `ts` is in the window (a replay then sees what the live
+  stream saw at each step).
+Python sees a row per session and model, never per decision. The figures are in
+`stats/sessions.py`; docs/architecture.md ("Sessions") defines them. Windows are on the
+decisions' `ts` (decision time).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
-from sqlalchemy import Table, Text, and_, case, func, literal, or_, select
+from sqlalchemy import Float, Text, and_, case, false, func, literal, or_, select, true
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shadoweval.ingest.models import Decision, DecisionPayload
+from shadoweval.analytics.session_models import SESSION_SUMS, SessionTotal, SessionTurn
+from shadoweval.ingest.models import DECISION_TABLE, PAYLOAD_TABLE
 from shadoweval.judge.models import Verdict, VerdictStatus
 from shadoweval.providers.pricing import PricingTable
+from shadoweval.sql import table_of
 from shadoweval.stats import rates
 from shadoweval.stats import sessions as session_stats
 
-DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
-PAYLOAD_TABLE = cast(Table, DecisionPayload.__table__)  # type: ignore[attr-defined]
-VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
+VERDICT_TABLE = table_of(Verdict)
+TOTAL_TABLE = table_of(SessionTotal)
+TURN_TABLE = table_of(SessionTurn)
 
 NO_SESSIONS = "no sessions logged"
 # Keys under `usage` that carry cache writes (kept in extra.usage, as every unknown usage
@@ -58,14 +67,20 @@ class SessionsReport(BaseModel):
     since: datetime | None
     until: datetime | None
     status: str = Field(description="`ok`, `no decisions` or `no sessions logged`.")
-    decisions: int
-    decisions_with_session: int
+    decisions: int = Field(description="Decisions with `ts` in the window (and segment).")
+    decisions_with_session: int = Field(
+        description="Of those, decisions with a `session_id` (aggregated so far)."
+    )
     unpriced_models: list[str] = Field(
         default_factory=list,
         description="Served models with no price: their sessions are left out of the USD figures.",
     )
     sessions_unpriced: int = 0
-    cache: session_stats.SessionCacheReport | None = None
+    cache: session_stats.SessionCacheReport | None = Field(
+        default=None,
+        description="Sessions whose first turn is in the window (and segment), with all "
+        "their turns aggregated so far.",
+    )
     by_segment: dict[str, session_stats.SessionCacheReport] = Field(default_factory=dict)
     tool_loops: session_stats.ToolLoopEscalations | None = None
     tool_loops_by_segment: dict[str, session_stats.ToolLoopEscalations] = Field(
@@ -106,139 +121,385 @@ def _window(query: Any, *, router: str, segment: str | None, since: Any, until: 
     return query
 
 
-# The summed columns of a (session, model) row, in the order `_Rows.values` holds them.
-_COLUMNS = (
-    "first_turn",
-    "turns",
-    "tier_switches",
-    "input_tokens",
-    "output_tokens",
-    "cache_read",
-    "cache_write",
-    "excess",
-    "tool_turns",
-    "loop_turns",
-    "escalations",
-    "esc_start",
-    "esc_loop",
-)
-_COL = {name: i for i, name in enumerate(_COLUMNS)}
+def _turn_window(query: Any, *, router: str, segment: str | None, since: Any, until: Any) -> Any:
+    """`_window` on the aggregated turns (`session_turn`)."""
+    c = TURN_TABLE.c
+    query = query.select_from(TURN_TABLE).where(c.router == router)
+    if segment is not None:
+        query = query.where(c.segment_value == segment)
+    if since is not None:
+        query = query.where(c.ts >= since)
+    if until is not None:
+        query = query.where(c.ts < until)
+    return query
 
 
-@dataclass
-class _Rows:
-    session: list[str]
-    segment: list[str | None]
-    model: list[str]
-    values: np.ndarray[Any, np.dtype[np.float64]]
-
-
-def _session_rows(
-    session: Session, *, router: str, segment: str | None, since: Any, until: Any
-) -> _Rows:
-    """One row per (session, served model): sums of the turns and of their counterfactual."""
+def decision_turns() -> Any:
+    """One row per decision with a session: the columns the session figures read, named as
+    `session_turn`'s (analytics/session_models.py), from the decision and its payload."""
     c = DECISION_TABLE.c
     p = PAYLOAD_TABLE.c
-    # Three levels, so that each expression is computed once per turn: the turn's columns,
-    # then the previous turn's (LAG over the session in (ts, id) order), then the sums.
-    base = _window(
+    return (
         select(
-            c.id.label("id"),
-            c.ts.label("ts"),
+            c.id.label("decision_id"),
+            c.router.label("router"),
             c.session_id.label("session_id"),
+            c.ts.label("ts"),
             c.segment_value.label("segment_value"),
-            c.served_model.label("model"),
+            c.served_model.label("served_model"),
             c.tier.label("tier"),
             func.coalesce(c.input_tokens, 0).label("input_tokens"),
             func.coalesce(c.output_tokens, 0).label("output_tokens"),
-            func.coalesce(c.cache_read_tokens, 0).label("cache_read"),
-            _cache_writes().label("cache_write"),
-            case((c.escalated_from.is_not(None), 1), else_=0).label("escalated"),
-            case((tool_turn_condition(p.request), 1), else_=0).label("tool"),
+            func.coalesce(c.cache_read_tokens, 0).label("cache_read_tokens"),
+            _cache_writes().label("cache_write_tokens"),
+            # CASE, not the bare condition: a comparison with a missing feature is NULL.
+            case((c.escalated_from.is_not(None), true()), else_=false()).label("escalated"),
+            case((tool_turn_condition(p.request), true()), else_=false()).label("tool_turn"),
         )
         .select_from(DECISION_TABLE.outerjoin(PAYLOAD_TABLE, p.decision_id == c.id))
-        .where(c.session_id.is_not(None)),
-        router=router,
-        segment=segment,
-        since=since,
-        until=until,
-    ).subquery("base")
-    b = base.c
+        .where(c.session_id.is_not(None))
+    )
+
+
+def session_sums(turns: Any) -> Any:
+    """One row per (router, session, served model) of a subquery of turns (the columns of
+    `decision_turns`): the session's first ts and segment, whether the model served its
+    first turn, and the sums of `SESSION_SUMS` with the per-turn counterfactual.
+
+    The first turn, the previous turn and the tier switches are those of the turns the
+    subquery holds (a window of the log, or a session's every turn)."""
+    b = turns.c
+    session_key = (b.router, b.session_id)
+    in_order = (b.ts, b.decision_id)
 
     def previous(column: Any) -> Any:
-        return func.lag(column).over(partition_by=b.session_id, order_by=(b.ts, b.id))
+        return func.lag(column).over(partition_by=session_key, order_by=in_order)
 
-    turns = select(
+    # Three levels, so that each expression is computed once per turn: the turn's columns,
+    # then the previous turn's (LAG over the session in (ts, id) order), then the sums.
+    ordered = select(
+        b.router,
         b.session_id,
-        b.segment_value,
-        b.model,
+        b.served_model,
         b.tier,
         b.input_tokens,
         b.output_tokens,
-        b.cache_read,
-        b.cache_write,
-        b.escalated,
-        b.tool,
-        previous(b.model).label("prev_model"),
+        b.cache_read_tokens,
+        b.cache_write_tokens,
+        case((b.escalated, 1), else_=0).label("escalated"),
+        case((b.tool_turn, 1), else_=0).label("tool"),
+        func.min(b.ts).over(partition_by=session_key).label("first_ts"),
+        func.first_value(b.segment_value)
+        .over(partition_by=session_key, order_by=in_order)
+        .label("first_segment"),
+        func.first_value(b.decision_id)
+        .over(partition_by=session_key, order_by=in_order)
+        .label("first_decision_id"),
+        previous(b.served_model).label("prev_model"),
         previous(b.tier).label("prev_tier"),
-        previous(b.cache_read + b.cache_write).label("prev_cached"),
-    ).subquery("turns")
-    t = turns.c
-    switched = and_(t.prev_model.is_not(None), t.prev_model != t.model)
-    cached = t.cache_read + t.cache_write
+        previous(b.cache_read_tokens + b.cache_write_tokens).label("prev_cached"),
+    ).subquery("ordered")
+    t = ordered.c
+    switched = and_(t.prev_model.is_not(None), t.prev_model != t.served_model)
+    cached = t.cache_read_tokens + t.cache_write_tokens
     growth = case((cached > t.prev_cached, cached - t.prev_cached), else_=0)
-    sticky_write = case((and_(switched, t.cache_write > growth), growth), else_=t.cache_write)
+    sticky_write = case(
+        (and_(switched, t.cache_write_tokens > growth), growth), else_=t.cache_write_tokens
+    )
     first = t.prev_model.is_(None)  # served_model is never NULL
     later_tool = and_(t.tool == 1, t.prev_model.is_not(None))
     sums: dict[str, Any] = {
-        "first_turn": func.sum(case((first, 1), else_=0)),
         "turns": func.count(),
         "tier_switches": func.sum(
             case((and_(t.prev_tier.is_not(None), t.prev_tier != t.tier), 1), else_=0)
         ),
         "input_tokens": func.sum(t.input_tokens),
         "output_tokens": func.sum(t.output_tokens),
-        "cache_read": func.sum(t.cache_read),
-        "cache_write": func.sum(t.cache_write),
-        "excess": func.sum(t.cache_write - sticky_write),
+        "cache_read_tokens": func.sum(t.cache_read_tokens),
+        "cache_write_tokens": func.sum(t.cache_write_tokens),
+        "excess_cache_write_tokens": func.sum(t.cache_write_tokens - sticky_write),
         "tool_turns": func.sum(t.tool),
         "loop_turns": func.sum(case((later_tool, 1), else_=0)),
         "escalations": func.sum(t.escalated),
-        "esc_start": func.sum(case((and_(first, t.escalated == 1), 1), else_=0)),
-        "esc_loop": func.sum(case((and_(later_tool, t.escalated == 1), 1), else_=0)),
+        "escalations_at_start": func.sum(case((and_(first, t.escalated == 1), 1), else_=0)),
+        "escalations_in_loop": func.sum(case((and_(later_tool, t.escalated == 1), 1), else_=0)),
     }
-    query = select(
+    return select(
+        t.router,
         t.session_id,
-        t.model,
-        func.max(case((first, t.segment_value))).label("first_segment"),
-        *(sums[name].label(name) for name in _COLUMNS),
-    ).group_by(t.session_id, t.model)
-    rows = [tuple(row) for row in session.execute(query)]
-    # Columns at once, not attribute by attribute: a million turns are ~100k rows here.
-    labels = list(zip(*(row[:3] for row in rows), strict=True)) or [(), (), ()]
-    values = np.array([row[3:] for row in rows], dtype=np.float64).reshape(len(rows), len(_COLUMNS))
+        t.served_model,
+        func.max(t.first_ts).label("first_ts"),
+        func.max(t.first_decision_id).label("first_decision_id"),
+        func.max(t.first_segment).label("segment_value"),
+        case((func.sum(case((first, 1), else_=0)) > 0, true()), else_=false()).label("first_turn"),
+        *(sums[name].label(name) for name in SESSION_SUMS),
+    ).group_by(t.router, t.session_id, t.served_model)
+
+
+# The columns of a (session, model) row, in the order `_Rows.values` holds them.
+_COLUMNS = ("first_turn", *SESSION_SUMS)
+_COL = {name: i for i, name in enumerate(_COLUMNS)}
+
+
+@dataclass
+class _Rows:
+    """Rows per (session, served model), as columns: the session as an integer code, its
+    (first turn's) segment and the model as text, and the `_COLUMNS` values."""
+
+    session: np.ndarray[Any, np.dtype[np.intp]]
+    segment: np.ndarray[Any, np.dtype[np.str_]]
+    model: np.ndarray[Any, np.dtype[np.str_]]
+    values: np.ndarray[Any, np.dtype[np.float64]]
+
+    @property
+    def sessions(self) -> int:
+        return int(np.unique(self.session).size)
+
+    def priced(self, pricing: PricingTable) -> tuple[np.ndarray[Any, np.dtype[np.intp]], list[str]]:
+        """The rows of the sessions whose every model has a price, and the unpriced models."""
+        names = np.unique(self.model)
+        unpriced = [str(name) for name in names if not pricing.knows(str(name))]
+        if not unpriced:
+            return np.arange(self.session.size), []
+        bad = np.unique(self.session[np.isin(self.model, unpriced)])
+        return np.flatnonzero(~np.isin(self.session, bad)), unpriced
+
+
+def _rows(session: Session, query: Any) -> _Rows:
+    """(first_decision_id, served_model, segment_value, *_COLUMNS) rows, read as columns: a
+    million turns are ~200k rows here, and building a Row object per row would dominate."""
+    result = session.connection().execute(query)
+    # The DBAPI's tuples, without SQLAlchemy's Row objects (no column here needs a result
+    # processor: text, integers, and booleans that numpy reads as 0/1 on both databases).
+    rows = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
+    table = np.array(rows, dtype=object).reshape(len(rows), 3 + len(_COLUMNS))
+    # The session's first decision id is its key: integers, cheaper to group than text.
+    _, session_code = np.unique(table[:, 0].astype(np.int64), return_inverse=True)
     return _Rows(
-        session=[str(name) for name in labels[0]],
-        segment=list(labels[2]),
-        model=[str(name) for name in labels[1]],
-        values=np.nan_to_num(values),
+        session=session_code.astype(np.intp),
+        segment=np.array([name or "" for name in table[:, 2]], dtype=str),
+        model=table[:, 1].astype(str),
+        values=table[:, 3:].astype(np.float64),
     )
+
+
+def _session_rows_from_log(
+    session: Session, *, router: str, segment: str | None, since: Any, until: Any
+) -> _Rows:
+    """Per (session, model) from the decision log: the turns with `ts` in the window."""
+    turns = _window(
+        decision_turns(), router=router, segment=segment, since=since, until=until
+    ).subquery("turns")
+    s = session_sums(turns).subquery("sums")
+    query = select(
+        s.c.first_decision_id,
+        s.c.served_model,
+        s.c.segment_value,
+        *(s.c[name] for name in _COLUMNS),
+    )
+    return _rows(session, query)
+
+
+def _session_rows_from_totals(
+    session: Session, *, router: str, segment: str | None, since: Any, until: Any
+) -> _Rows:
+    """Per (session, model) from the running totals: sessions whose first turn is in the
+    window (and segment)."""
+    c = TOTAL_TABLE.c
+    query = select(
+        c.first_decision_id, c.served_model, c.segment_value, *(c[name] for name in _COLUMNS)
+    )
+    return _rows(
+        session, _totals_window(query, router=router, segment=segment, since=since, until=until)
+    )
+
+
+# What the report needs per (segment, model): the cache figures by model and the tool loops.
+_PER_MODEL_SUMS = (
+    "turns",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "excess_cache_write_tokens",
+    "tool_turns",
+    "loop_turns",
+    "escalations",
+    "escalations_at_start",
+    "escalations_in_loop",
+)
+
+
+def _totals_window(query: Any, *, router: str, segment: str | None, since: Any, until: Any) -> Any:
+    """The running totals of the sessions whose first turn is in the window (and segment)."""
+    c = TOTAL_TABLE.c
+    query = query.where(c.router == router)
+    if segment is not None:
+        query = query.where(c.segment_value == segment)
+    if since is not None:
+        query = query.where(c.first_ts >= since)
+    if until is not None:
+        query = query.where(c.first_ts < until)
+    return query
+
+
+def _report_from_totals(
+    session: Session,
+    pricing: PricingTable,
+    report: SessionsReport,
+    *,
+    router: str,
+    segment: str | None,
+    since: Any,
+    until: Any,
+) -> bool:
+    """Fill `report` from the running totals, summed per session in SQL with the price table
+    bound into the query, so Python reads a row per session and per (segment, model).
+
+    Returns False, having changed nothing, when a served model has no price: the report
+    then needs the rows per (session, model) to leave those sessions out."""
+    c = TOTAL_TABLE.c
+    window = {"router": router, "segment": segment, "since": since, "until": until}
+    per_model = session.execute(
+        _totals_window(
+            select(c.segment_value, c.served_model, *(func.sum(c[n]) for n in _PER_MODEL_SUMS)),
+            **window,
+        ).group_by(c.segment_value, c.served_model)
+    ).all()
+    names = sorted({str(row[1]) for row in per_model})
+    found = {name: pricing.lookup(name) for name in names}
+    price_of = {name: price for name, price in found.items() if price is not None}
+    if len(price_of) < len(names):
+        return False
+    if not names:  # no session starts in the window
+        report.tool_loops = _tool_loops_of(np.zeros(len(_COLUMNS), dtype=np.float64))
+        return True
+    # Models in order of strength (ties: by name), so the strongest is the highest rank.
+    ranked = sorted(names, key=lambda name: (price_of[name].input + price_of[name].output, name))
+    rank = case({name: i for i, name in enumerate(ranked)}, value=c.served_model)
+
+    def price(kind: str) -> Any:
+        def value(model_price: Any) -> float:
+            if kind == "cache_write_premium":
+                return float(model_price.cache_write - model_price.cache_read)
+            return float(getattr(model_price, kind))
+
+        return case({name: value(price_of[name]) for name in names}, value=c.served_model)
+
+    def total(value: Any) -> Any:
+        # As a float: PostgreSQL sums integers as numeric, which psycopg reads as Decimal.
+        return sql_cast(func.sum(value), Float)
+
+    # The segment as a code: the max of text compares by collation on PostgreSQL, slowly.
+    segment_names = sorted({str(row[0] or "") for row in per_model})
+    segment_code = case({name: i for i, name in enumerate(segment_names)}, value=c.segment_value)
+    per_session = _totals_window(
+        select(
+            func.max(segment_code),
+            total(c.turns),
+            total(c.tier_switches),
+            total(c.input_tokens),
+            total(c.output_tokens),
+            total(c.cache_read_tokens + c.excess_cache_write_tokens),
+            total(c.cache_write_tokens - c.excess_cache_write_tokens),
+            # P and L of stats/sessions.py per session, in USD per million tokens.
+            total(
+                c.input_tokens * price("input")
+                + c.output_tokens * price("output")
+                + c.cache_read_tokens * price("cache_read")
+                + c.cache_write_tokens * price("cache_write")
+            ),
+            total(c.excess_cache_write_tokens * price("cache_write_premium")),
+            func.max(case((c.first_turn, rank))),
+            func.max(rank),
+        ),
+        **window,
+    ).group_by(c.session_id)  # the primary key's order: no sort on either database
+    result = session.connection().execute(per_session)
+    # The DBAPI's tuples, without a Row object per session (nothing here needs a result
+    # processor: text and numbers).
+    rows = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), 11)
+    segments = np.array(segment_names, dtype=str)[table[:, 0].astype(np.int64)]
+    v = table[:, 1:]
+    ranked_prices = session_stats.Prices.of(
+        *(
+            [float(getattr(price_of[name], kind)) for name in ranked]
+            for kind in ("input", "output", "cache_read", "cache_write")
+        )
+    )
+    sums = session_stats.SessionSums(
+        turns=v[:, 0],
+        tier_switches=v[:, 1],
+        input_tokens=v[:, 2],
+        output_tokens=v[:, 3],
+        sticky_cache_read=v[:, 4],
+        sticky_cache_write=v[:, 5],
+        actual_usd=v[:, 6] / session_stats.PER_MILLION,
+        loss_usd=v[:, 7] / session_stats.PER_MILLION,
+        first_turn_prices=ranked_prices.take(v[:, 8].astype(np.int64)),
+        strongest_prices=ranked_prices.take(v[:, 9].astype(np.int64)),
+    )
+    # Per segment and model, the `_COLUMNS` vector (those not summed left at zero).
+    model_sums: dict[str, dict[str, np.ndarray[Any, np.dtype[np.float64]]]] = {}
+    for row in per_model:
+        vector = np.zeros(len(_COLUMNS), dtype=np.float64)
+        for name, value in zip(_PER_MODEL_SUMS, row[2:], strict=True):
+            vector[_COL[name]] = float(value or 0)
+        model_sums.setdefault(str(row[0] or ""), {})[str(row[1])] = vector
+
+    def cache_of(
+        chosen: np.ndarray[Any, np.dtype[np.bool_]], chosen_segments: list[str]
+    ) -> session_stats.SessionCacheReport:
+        by_model = []
+        for name in names:
+            totals = [model_sums[seg][name] for seg in chosen_segments if name in model_sums[seg]]
+            if not totals:
+                continue
+            total = np.sum(totals, axis=0)
+            price = price_of[name]
+            by_model.append(
+                session_stats.cache_by_model(
+                    model=name,
+                    prices=session_stats.Prices.of(
+                        [price.input], [price.output], [price.cache_read], [price.cache_write]
+                    ),
+                    turns=total[_COL["turns"]],
+                    cache_read_tokens=total[_COL["cache_read_tokens"]],
+                    cache_write_tokens=total[_COL["cache_write_tokens"]],
+                    excess_cache_write_tokens=total[_COL["excess_cache_write_tokens"]],
+                )
+            )
+        return session_stats.session_report(sums.take(chosen), by_model)
+
+    if rows:
+        report.cache = cache_of(np.ones(len(rows), dtype=np.bool_), segment_names)
+        for name in segment_names:
+            report.by_segment[name] = (
+                report.cache if len(segment_names) == 1 else cache_of(segments == name, [name])
+            )
+    columns = np.zeros(len(_COLUMNS), dtype=np.float64)
+    for name in segment_names:
+        segment_total = np.sum(list(model_sums[name].values()), axis=0)
+        report.tool_loops_by_segment[name] = _tool_loops_of(segment_total)
+        columns += segment_total
+    report.tool_loops = _tool_loops_of(columns)
+    return True
 
 
 def _cache_report(
     rows: _Rows, index: np.ndarray[Any, np.dtype[np.intp]], pricing: PricingTable
 ) -> session_stats.SessionCacheReport:
     v = rows.values[index]
-    models = np.asarray(rows.model, dtype=object)[index]
     # One price lookup per model, not per row.
-    names, code = np.unique(models.astype(str), return_inverse=True)
+    names, code = np.unique(rows.model[index], return_inverse=True)
     table = [pricing.price_for(str(name)) for name in names]
 
     def per_row(kind: str) -> np.ndarray[Any, np.dtype[np.float64]]:
         return np.array([getattr(price, kind) for price in table], dtype=np.float64)[code]
 
     return session_stats.session_cache_report(
-        session=np.asarray(rows.session, dtype=object)[index].astype(str),
+        session=rows.session[index],
         model=names[code],
         prices=session_stats.Prices.of(
             per_row("input"), per_row("output"), per_row("cache_read"), per_row("cache_write")
@@ -248,27 +509,33 @@ def _cache_report(
         tier_switches=v[:, _COL["tier_switches"]],
         input_tokens=v[:, _COL["input_tokens"]],
         output_tokens=v[:, _COL["output_tokens"]],
-        cache_read_tokens=v[:, _COL["cache_read"]],
-        cache_write_tokens=v[:, _COL["cache_write"]],
-        excess_cache_write_tokens=v[:, _COL["excess"]],
+        cache_read_tokens=v[:, _COL["cache_read_tokens"]],
+        cache_write_tokens=v[:, _COL["cache_write_tokens"]],
+        excess_cache_write_tokens=v[:, _COL["excess_cache_write_tokens"]],
     )
 
 
 def _tool_loops(
     rows: _Rows, index: np.ndarray[Any, np.dtype[np.intp]]
 ) -> session_stats.ToolLoopEscalations:
-    v = rows.values[index].sum(axis=0)
+    return _tool_loops_of(rows.values[index].sum(axis=0))
+
+
+def _tool_loops_of(v: np.ndarray[Any, np.dtype[np.float64]]) -> session_stats.ToolLoopEscalations:
+    """Tool-loop escalations from sums of the `_COLUMNS`."""
     loop_share, loop_ci = session_stats.mid_loop_rate(
-        int(v[_COL["esc_loop"]]), int(v[_COL["loop_turns"]])
+        int(v[_COL["escalations_in_loop"]]), int(v[_COL["loop_turns"]])
     )
     escalations = int(v[_COL["escalations"]])
+    at_start = int(v[_COL["escalations_at_start"]])
+    in_loop = int(v[_COL["escalations_in_loop"]])
     return session_stats.ToolLoopEscalations(
         turns=int(v[_COL["turns"]]),
         tool_turns=int(v[_COL["tool_turns"]]),
         escalations=escalations,
-        at_conversation_start=int(v[_COL["esc_start"]]),
-        inside_tool_loop=int(v[_COL["esc_loop"]]),
-        elsewhere=escalations - int(v[_COL["esc_start"]]) - int(v[_COL["esc_loop"]]),
+        at_conversation_start=at_start,
+        inside_tool_loop=in_loop,
+        elsewhere=escalations - at_start - in_loop,
         mid_loop_share=loop_share,
         mid_loop_share_ci95=loop_ci,
     )
@@ -338,26 +605,31 @@ def sessions_report(
     segment: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    from_log: bool = False,
 ) -> SessionsReport:
-    """Session figures of one router over [since, until) of decision time (`ts`)."""
-    c = DECISION_TABLE.c
-    counts = session.execute(
-        _window(
-            select(func.count(), func.count(c.session_id)),
-            router=router,
-            segment=segment,
-            since=since,
-            until=until,
+    """Session figures of one router over [since, until) of decision time (`ts`).
+
+    From the running totals: the sessions whose first turn is in the window (and segment).
+    `from_log` recomputes them from the decision log over the turns in the window instead
+    (the per-turn reference the totals are tested against; seconds on a large log)."""
+    window: dict[str, Any] = {"router": router, "segment": segment, "since": since, "until": until}
+    decisions = session.scalar(_window(select(func.count()), **window))
+    if from_log:
+        with_session = session.scalar(
+            _window(select(func.count(DECISION_TABLE.c.session_id)), **window)
         )
-    ).one()
+    else:
+        # From the aggregated turns: counting session_id on the log reads every decision
+        # row, where its (router, ts) index answers the count of all decisions alone.
+        with_session = session.scalar(_turn_window(select(func.count()), **window))
     report = SessionsReport(
         router=router,
         segment=segment,
         since=since,
         until=until,
         status="ok",
-        decisions=int(counts[0]),
-        decisions_with_session=int(counts[1]),
+        decisions=int(decisions or 0),
+        decisions_with_session=int(with_session or 0),
     )
     if report.decisions == 0:
         report.status = "no decisions"
@@ -366,23 +638,18 @@ def sessions_report(
         # Zeros would read as "sessions that never switch"; say what is missing instead.
         report.status = NO_SESSIONS
         return report
-    rows = _session_rows(session, router=router, segment=segment, since=since, until=until)
-    everything = np.arange(len(rows.session))
-    unpriced = sorted({m for m in rows.model if not pricing.knows(m)})
+    if not from_log and _report_from_totals(session, pricing, report, **window):
+        report.harm_by_tool_use = _harm_by_tool_use(session, **window)
+        return report
+    read_rows = _session_rows_from_log if from_log else _session_rows_from_totals
+    rows = read_rows(session, router=router, segment=segment, since=since, until=until)
+    everything = np.arange(rows.session.size)
+    priced, unpriced = rows.priced(pricing)
     if unpriced:
-        bad_sessions = {s for s, m in zip(rows.session, rows.model, strict=True) if m in unpriced}
-        priced = np.array(
-            [i for i, s in enumerate(rows.session) if s not in bad_sessions], dtype=np.intp
-        )
         report.unpriced_models = unpriced
-        report.sessions_unpriced = len(bad_sessions)
-    else:
-        priced = everything
-    session_segment: dict[str, str] = {}
-    for name, seg in zip(rows.session, rows.segment, strict=True):
-        if seg is not None:
-            session_segment[name] = seg
-    segments = np.array([session_segment.get(s, "") for s in rows.session])
+        report.sessions_unpriced = rows.sessions - int(np.unique(rows.session[priced]).size)
+    # Every row carries its session's (first turn's) segment.
+    segments = rows.segment
     if priced.size:
         report.cache = _cache_report(rows, priced, pricing)
         names = sorted(set(segments[priced].tolist()))
@@ -418,11 +685,10 @@ def window_figures(
     """The cache cost of switching and the gross savings of per-turn routing against the
     strongest-tier sticky policy (priced sessions only), and escalations inside tool loops
     over tool turns after the first, of the sessions with turns in [since, until)."""
-    rows = _session_rows(session, router=router, segment=None, since=since, until=until)
-    if not rows.session:
+    rows = _session_rows_from_log(session, router=router, segment=None, since=since, until=until)
+    if not rows.session.size:
         return WindowFigures(0, 0.0, 0.0, 0, 0)
-    unpriced = {s for s, m in zip(rows.session, rows.model, strict=True) if not pricing.knows(m)}
-    priced = np.array([i for i, s in enumerate(rows.session) if s not in unpriced], dtype=np.intp)
+    priced, _ = rows.priced(pricing)
     totals = rows.values.sum(axis=0)
     loss = gross = 0.0
     if priced.size:
@@ -430,9 +696,9 @@ def window_figures(
         loss = cache.cache_cost_of_switching_usd
         gross = cache.strongest_tier.gross_savings_usd
     return WindowFigures(
-        sessions=len(set(rows.session)),
+        sessions=rows.sessions,
         cache_cost_of_switching_usd=loss,
         gross_savings_usd=gross,
         loop_turns=int(totals[_COL["loop_turns"]]),
-        escalations_in_loop=int(totals[_COL["esc_loop"]]),
+        escalations_in_loop=int(totals[_COL["escalations_in_loop"]]),
     )

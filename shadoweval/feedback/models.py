@@ -51,6 +51,16 @@ class PresentedOrder(StrEnum):
     STRONGER_FIRST = "stronger_first"
 
 
+class ReviewQueueMode(StrEnum):
+    """The review queue mode that served a pair (`GET /v1/review/queue?mode=`), recorded on
+    its assignment and label. Only `uniform` labels form a known-probability sample (PPI
+    reads those alone); NULL on rows older than migration 0020 means unknown."""
+
+    STRATIFIED = "stratified"  # finds disagreements: never a sample for an estimate
+    UNIFORM = "uniform"  # the uniform review sample: PPI's human labels
+    ESCALATED = "escalated"  # the judge's least confident verdicts, within a daily budget
+
+
 class ReviewLabelValue(StrEnum):
     """A reviewer's label after the order is undone: which tier's answer was better."""
 
@@ -115,6 +125,8 @@ class ReviewAssignment(SQLModel, table=True):
     reviewer: str = SQLField(max_length=200)
     presented_order: str = SQLField(max_length=16)
     created_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    # The ReviewQueueMode that last served the pair to this reviewer (NULL: before 0020).
+    queue: str | None = SQLField(default=None, max_length=16)
 
 
 class ReviewLabel(SQLModel, table=True):
@@ -136,6 +148,8 @@ class ReviewLabel(SQLModel, table=True):
     served_acceptable: int
     comment: str | None = SQLField(default=None, max_length=2000)
     created_at: datetime = SQLField(sa_column=Column(UtcDateTime(), nullable=False))
+    # The ReviewQueueMode whose item was labelled (the assignment's); NULL: before 0020.
+    queue: str | None = SQLField(default=None, max_length=16)
 
 
 # Judge change control reads new verdicts in (finished_at, id) order past its watermark;
@@ -270,6 +284,46 @@ class ReviewLabelOut(BaseModel):
     created_at: datetime
 
 
+class AgreementShare(BaseModel):
+    """Judge vs human on "the served answer was acceptable" over one set of review labels,
+    one observation per (judged pair, reviewer label)."""
+
+    labels: int
+    agreement: float | None = Field(description="share of labels the judge agrees with, 0–1")
+    agreement_ci_low: float | None = Field(description="95 % interval (Wilson)")
+    agreement_ci_high: float | None
+    kappa: float | None = Field(description="Cohen's κ; null when undefined")
+    kappa_ci_low: float | None = Field(description="95 % interval (Fleiss–Cohen–Everitt 1969)")
+    kappa_ci_high: float | None
+
+
+class EscalationAgreement(BaseModel):
+    """Judge escalation ("Trust or Escalate", Jung et al., ICLR 2025): agreement on the
+    verdicts the judge keeps and on those it escalates (judge/confidence.py)."""
+
+    min_margin_points: float = Field(
+        description="A verdict is escalated when its orders disagree or its score margin "
+        "toward its label is below this (points on the judge's 1–10 scale)."
+    )
+    verdicts: int = Field(description="judged pairs of this judge in the window")
+    escalated_verdicts: int
+    escalated_share: float | None = Field(description="escalated / verdicts, 0–1")
+    escalated_share_ci_low: float | None = Field(description="95 % interval (Wilson)")
+    escalated_share_ci_high: float | None
+    kept: AgreementShare = Field(
+        description="Uniform review sample labels on verdicts the judge keeps: a "
+        "known-probability sample, so this is the agreement of every kept verdict."
+    )
+    escalated: AgreementShare = Field(
+        description="Uniform review sample labels on verdicts the judge escalates."
+    )
+    escalation_queue: AgreementShare = Field(
+        description="Labels served by the escalation queue (mode=escalated): the judge's "
+        "hardest cases within the daily budget, not a sample of anything; never pooled "
+        "with the uniform sample's labels."
+    )
+
+
 class AgreementGroup(BaseModel):
     """Judge vs human on "the served answer was acceptable", for one judge."""
 
@@ -288,6 +342,9 @@ class AgreementGroup(BaseModel):
     kappa_ci_high: float | None
     judge_acceptable_rate: float | None
     human_acceptable_rate: float | None
+    escalation: EscalationAgreement = Field(
+        description="Agreement on the verdicts the judge keeps vs those it escalates."
+    )
 
 
 class AgreementReport(BaseModel):

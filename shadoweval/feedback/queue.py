@@ -16,6 +16,17 @@ in DESIGN.md, Sampling, with an independent hash), so every pair's inclusion
 probability is known and reproducible. PPI (stats/ppi.py) reads only labels on pairs
 of this sample, never labels from the stratified queue on other pairs.
 `GET /v1/review/queue?mode=uniform` serves this sample, lowest draw first.
+
+The third mode, `escalated`, is judge escalation ("Trust or Escalate", Jung et al., ICLR
+2025): the verdicts the judge is least sure of (judge/confidence.py) go to humans first,
+at most a budget of them per decision day (the UTC day of the decision's `ts`, over the
+whole deployment). Its labels are the judge's hardest cases, chosen by the judge's own
+output, so no estimate may use them as a sample either.
+
+Every label records the mode that served it (`review_label.queue`), and a pair of the
+uniform review sample is served only by the uniform queue: were the other modes to serve
+it, the sample's labelled part would lean towards the pairs they pick (disagreements,
+low confidence), and PPI's human labels would no longer be missing at random.
 """
 
 from __future__ import annotations
@@ -25,12 +36,14 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 CATEGORIES = ("disagreement", "inconsistent", "routine")
-# The review queue's two modes (`GET /v1/review/queue?mode=`): `stratified` finds
-# disagreements, `uniform` serves the uniform review sample PPI reads.
-ReviewMode = Literal["stratified", "uniform"]
+# The review queue's modes (`GET /v1/review/queue?mode=`): `stratified` finds
+# disagreements, `uniform` serves the uniform review sample PPI reads, `escalated` the
+# judge's least confident verdicts (the values of feedback.models.ReviewQueueMode).
+ReviewMode = Literal["stratified", "uniform", "escalated"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +125,40 @@ def uniform_sample(
         SampledCandidate(verdict_id, router, request_id, segment, probability)
         for _, verdict_id, router, request_id, segment in chosen
     ]
+
+
+@dataclass(frozen=True)
+class EscalationCandidate:
+    """A finished verdict the judge escalates (judge.confidence.escalates)."""
+
+    verdict_id: int
+    day: date  # the UTC day of the decision's ts: the budget's decision day
+    inconsistent: bool
+    margin: float | None  # points toward its label; None: no scores
+    draw: float  # review_draw of (router, request_id): a tie-break fixed by the pair
+
+
+def escalation_priority(candidate: EscalationCandidate) -> tuple[int, float, float, int]:
+    """Inconsistent verdicts first (their label is a tie by rule, not by judgement), then
+    the smallest margin; equal margins in review-draw order, so neither arrival order nor
+    the time of day decides who is reviewed."""
+    margin = float("-inf") if candidate.margin is None else candidate.margin
+    return (0 if candidate.inconsistent else 1, margin, candidate.draw, candidate.verdict_id)
+
+
+def escalated_within_budget(
+    candidates: Iterable[EscalationCandidate], daily_budget: int
+) -> list[EscalationCandidate]:
+    """The escalated verdicts the review queue serves: per decision day the first
+    `daily_budget` by `escalation_priority`; newest day first, priority order within it.
+
+    The choice depends only on the day's verdicts, never on when they were judged or
+    fetched, so a replay escalates the same pairs once a day's verdicts are all in (until
+    then a more urgent verdict may still displace a less urgent one)."""
+    by_day: dict[date, list[EscalationCandidate]] = defaultdict(list)
+    for candidate in candidates:
+        by_day[candidate.day].append(candidate)
+    chosen: list[EscalationCandidate] = []
+    for day in sorted(by_day, reverse=True):
+        chosen.extend(sorted(by_day[day], key=escalation_priority)[: max(daily_budget, 0)])
+    return chosen

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from shadoweval.auth.models import Principal
 from shadoweval.db import SessionDep
 from shadoweval.deps import IngestScope, OperateScope, ReadScope, SettingsDep, Since, Until
-from shadoweval.feedback import service
+from shadoweval.feedback import agreement, review, service
 from shadoweval.feedback.models import (
     AgreementReport,
     FeedbackIn,
@@ -121,22 +121,30 @@ def review_queue(
             description="`stratified`: disagreements, inconsistent pairs and every segment "
             "first, to find where the judge errs. `uniform`: only the pairs of the uniform "
             "review sample (SHADOWEVAL_REVIEW_SAMPLE_PROBABILITY), lowest draw first: the "
-            "known-probability sample the human-corrected (PPI) harm rate reads."
+            "known-probability sample the human-corrected (PPI) harm rate reads; no other "
+            "mode serves its pairs. `escalated`: the verdicts the judge is least sure of "
+            "(orders disagree, or a score margin below SHADOWEVAL_REVIEW_ESCALATION_MIN_MARGIN), "
+            "at most SHADOWEVAL_REVIEW_ESCALATION_DAILY_BUDGET per decision day, newest day "
+            "first. Each label records the mode that served it; only `uniform` labels enter "
+            "an estimate."
         ),
     ] = "stratified",
 ) -> ReviewQueue:
     """Judged pairs for the calling key's reviewer to label blind: tiers and models hidden,
     A/B order random per pair. `mode=stratified` (default) represents disagreements,
     inconsistent pairs and every segment; `mode=uniform` serves the uniform review sample
-    in draw order. Either way, label with POST /v1/review/labels."""
-    who = service.reviewer_for(session, principal, reviewer)
-    return service.review_queue(
+    in draw order; `mode=escalated` the judge's escalated verdicts within the daily budget.
+    Either way, label with POST /v1/review/labels."""
+    who = review.reviewer_for(session, principal, reviewer)
+    return review.review_queue(
         session=session,
         reviewer=who,
         router=router_name,
         limit=limit,
         mode=mode,
         review_probability=settings.review_sample_probability,
+        escalation_min_margin=settings.review_escalation_min_margin,
+        escalation_daily_budget=settings.review_escalation_daily_budget,
     )
 
 
@@ -154,19 +162,29 @@ def post_review_label(
     session: SessionDep, principal: Annotated[Principal, OperateScope], label: ReviewLabelIn
 ) -> JSONResponse:
     """The calling key's reviewer's choice on a queued pair: A, B, tie or both_bad."""
-    who = service.reviewer_for(session, principal, label.reviewer)
-    out, created = service.store_label(session=session, label=label, reviewer=who)
+    who = review.reviewer_for(session, principal, label.reviewer)
+    out, created = review.store_label(session=session, label=label, reviewer=who)
     return JSONResponse(out.model_dump(mode="json"), status_code=201 if created else 200)
 
 
 @router.get("/v1/judge/agreement", dependencies=[ReadScope])
 def judge_agreement(
     session: SessionDep,
+    settings: SettingsDep,
     router_name: Annotated[str | None, Query(alias="router")] = None,
     since: Since = None,
     until: Until = None,
 ) -> AgreementReport:
     """Cohen's κ (95 % interval) between judge and human labels, both reduced to "the
-    served answer was acceptable", per judge model and prompt hash."""
-    groups = service.judge_agreement(session=session, router=router_name, since=since, until=until)
+    served answer was acceptable", per judge model and prompt hash; and, under
+    `escalation`, the agreement (95 % Wilson interval) and κ on the verdicts the judge keeps
+    vs those it escalates, from the uniform review sample, with the escalation queue's own
+    labels apart."""
+    groups = agreement.judge_agreement(
+        session=session,
+        router=router_name,
+        since=since,
+        until=until,
+        escalation_min_margin=settings.review_escalation_min_margin,
+    )
     return AgreementReport(items=groups)

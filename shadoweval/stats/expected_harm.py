@@ -32,6 +32,7 @@ import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -372,3 +373,88 @@ def expected_observed_gap(
         labels=len(s_o),
         significant=p_value < alpha,
     )
+
+
+# Labels each window needs before the gap is evidence: fewer, and a map fitted on them (or
+# the later window's harm) is too uncertain for a gap to say anything.
+GAP_MIN_LABELS = 30
+
+
+def _json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def calibration_gap_evidence(
+    reference_score: npt.ArrayLike,
+    reference_label: npt.ArrayLike,
+    reference_inclusion_probability: npt.ArrayLike,
+    window_score: npt.ArrayLike,
+    window_label: npt.ArrayLike,
+    window_inclusion_probability: npt.ArrayLike,
+    *,
+    alpha: float = 0.05,
+    n_boot: int = 200,
+    seed: int = 0,
+    method: str = AUTO,
+    min_labels: int = GAP_MIN_LABELS,
+) -> dict[str, Any]:
+    """The expected-vs-observed gap test as evidence for a calibration_drift alert: JSON
+    details to add to the alert's measurement, all keys prefixed `gap_`.
+
+    The score → P(strong needed) map is fitted on the reference window's labels and
+    predicts the current window's (`expected_observed_gap`): a significant gap D =
+    observed − expected means the score's meaning changed (concept drift); a change of
+    the score distribution alone leaves D near 0. D is a share of labelled pairs (weights
+    1/π), with its (1 − α) normal interval D ± z·SE (SE: process-level and map variance).
+    Below `min_labels` labels on either side, only the counts and the reason are given.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    reference_n = len(_vector(reference_score, "reference_score"))
+    window_n = len(_vector(window_score, "window_score"))
+    evidence: dict[str, Any] = {
+        "gap_test": "expected vs observed P(strong needed): reference window's score map "
+        "against this window's labels",
+        "gap_reference_labels": reference_n,
+        "gap_labels": window_n,
+    }
+    if min(reference_n, window_n) < max(min_labels, 1):
+        evidence["gap_status"] = f"not tested: fewer than {max(min_labels, 1)} labels in a window"
+        return evidence
+    test = expected_observed_gap(
+        reference_score,
+        reference_label,
+        reference_inclusion_probability,
+        window_score,
+        window_label,
+        window_inclusion_probability,
+        method=method,
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=seed,
+    )
+    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    if test.significant:
+        direction = "above" if test.gap > 0 else "below"
+        reading = (
+            f"observed harm {direction} what the reference score map expects: the score's "
+            "meaning changed (concept drift)"
+        )
+    else:
+        reading = "no significant gap: the reference score map still predicts this window's labels"
+    evidence.update(
+        gap_status="tested",
+        gap_observed=_json_number(test.observed),
+        gap_expected=_json_number(test.expected),
+        gap=_json_number(test.gap),
+        gap_unit="share of labelled pairs (weights 1/π)",
+        gap_ci_low=_json_number(test.gap - z * test.std_error),
+        gap_ci_high=_json_number(test.gap + z * test.std_error),
+        gap_confidence=1.0 - alpha,
+        gap_std_error=_json_number(test.std_error),
+        gap_z=_json_number(test.z),
+        gap_p_value=_json_number(test.p_value),
+        gap_significant=test.significant,
+        gap_reading=reading,
+    )
+    return evidence

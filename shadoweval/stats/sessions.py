@@ -109,7 +109,7 @@ class Prices:
         arrays = [np.asarray(a, dtype=np.float64) for a in (input, output, cache_read, cache_write)]
         return cls(*arrays)
 
-    def take(self, index: IntArray) -> Prices:
+    def take(self, index: IntArray | NDArray[np.bool_]) -> Prices:
         return Prices(
             self.input[index], self.output[index], self.cache_read[index], self.cache_write[index]
         )
@@ -229,6 +229,74 @@ def _cost(
     ) / PER_MILLION
 
 
+@dataclass(frozen=True)
+class SessionSums:
+    """One entry per session: its sums over turns, the USD of its actual turns, and the
+    prices of its two sticky models (first turn's, strongest).
+
+    `sticky_cache_read`/`_write` are Σ r*_i and Σ w*_i; `actual_usd` is P and
+    `loss_usd` is L of the module docstring, per session."""
+
+    turns: FloatArray
+    tier_switches: FloatArray
+    input_tokens: FloatArray
+    output_tokens: FloatArray
+    sticky_cache_read: FloatArray
+    sticky_cache_write: FloatArray
+    actual_usd: FloatArray
+    loss_usd: FloatArray
+    first_turn_prices: Prices
+    strongest_prices: Prices
+
+    def take(self, index: IntArray | NDArray[np.bool_]) -> SessionSums:
+        return SessionSums(
+            **{name: getattr(self, name)[index] for name in _SESSION_ARRAYS},
+            first_turn_prices=self.first_turn_prices.take(index),
+            strongest_prices=self.strongest_prices.take(index),
+        )
+
+
+_SESSION_ARRAYS = (
+    "turns",
+    "tier_switches",
+    "input_tokens",
+    "output_tokens",
+    "sticky_cache_read",
+    "sticky_cache_write",
+    "actual_usd",
+    "loss_usd",
+)
+
+
+def model_strength(prices: Prices) -> FloatArray:
+    """What makes a model the session's strongest: its input + output price (ties go to
+    the model whose name sorts last)."""
+    return prices.input + prices.output
+
+
+def cache_by_model(
+    *,
+    model: str,
+    prices: Prices,
+    turns: float,
+    cache_read_tokens: float,
+    cache_write_tokens: float,
+    excess_cache_write_tokens: float,
+) -> CacheByModel:
+    """One model's cache figures from its token sums; `prices` holds its one price."""
+    premium = float(prices.cache_write[0] - prices.cache_read[0]) / PER_MILLION
+    return CacheByModel(
+        model=model,
+        turns=int(turns),
+        cache_read_tokens=int(cache_read_tokens),
+        cache_write_tokens=int(cache_write_tokens),
+        cache_read_usd=float(cache_read_tokens * prices.cache_read[0] / PER_MILLION),
+        cache_write_usd=float(cache_write_tokens * prices.cache_write[0] / PER_MILLION),
+        excess_cache_write_tokens=int(excess_cache_write_tokens),
+        cache_cost_of_switching_usd=float(excess_cache_write_tokens * premium),
+    )
+
+
 def session_cache_report(
     *,
     session: ArrayLike,
@@ -249,7 +317,7 @@ def session_cache_report(
     switches (turns whose tier differs from the previous turn's), input/output/cache
     tokens and excess cache writes (`sticky_cache_tokens`). `first_turn` marks the row
     holding the session's first turn; `prices` are the row's model prices (USD/Mtok).
-    The formulas are those of the module docstring.
+    The formulas are those of the module docstring; `session_report` does the rest.
     """
     sessions = np.asarray(session)
     if sessions.ndim != 1 or sessions.size == 0:
@@ -276,36 +344,71 @@ def session_cache_report(
         return np.bincount(code, weights=values, minlength=n_sessions).astype(np.float64)
 
     premium = (prices.cache_write - prices.cache_read) / PER_MILLION
-    loss_rows = excess * premium
-    actual_rows = _cost(prices, inputs, outputs, reads, writes)
-    loss = per_session(loss_rows)
-    actual = per_session(actual_rows)
-    warm = actual - loss
-
-    # Session totals of the sticky token counts, repriced on each counterfactual model.
-    s_in, s_out = per_session(inputs), per_session(outputs)
-    s_read = per_session(reads + excess)
-    s_write = per_session(writes - excess)
     first_row = np.empty(n_sessions, dtype=np.int64)
     first_row[code[first]] = np.flatnonzero(first)
-    strength = prices.input + prices.output
-    # The strongest row per session: sort by (session, strength) and take each session's last.
-    order = np.lexsort((strength, code))
+    # The strongest row per session: sort by (session, strength, model name) and take each
+    # session's last.
+    order = np.lexsort((models, model_strength(prices), code))
     last_of_session = np.r_[code[order][1:] != code[order][:-1], True]
     strongest_row = np.empty(n_sessions, dtype=np.int64)
     strongest_row[code[order][last_of_session]] = order[last_of_session]
+    sums = SessionSums(
+        turns=per_session(turn_count),
+        tier_switches=per_session(switches),
+        input_tokens=per_session(inputs),
+        output_tokens=per_session(outputs),
+        sticky_cache_read=per_session(reads + excess),
+        sticky_cache_write=per_session(writes - excess),
+        actual_usd=per_session(_cost(prices, inputs, outputs, reads, writes)),
+        loss_usd=per_session(excess * premium),
+        first_turn_prices=prices.take(first_row),
+        strongest_prices=prices.take(strongest_row),
+    )
+    by_model = []
+    for name in np.unique(models):
+        rows = models == name
+        by_model.append(
+            cache_by_model(
+                model=str(name),
+                prices=prices.take(np.flatnonzero(rows)[:1]),
+                turns=float(turn_count[rows].sum()),
+                cache_read_tokens=float(reads[rows].sum()),
+                cache_write_tokens=float(writes[rows].sum()),
+                excess_cache_write_tokens=float(excess[rows].sum()),
+            )
+        )
+    return session_report(sums, by_model)
 
-    def counterfactual(name: str, rows: IntArray) -> Counterfactual:
-        sticky_prices = prices.take(rows)
-        sticky = _cost(sticky_prices, s_in, s_out, s_read, s_write)
+
+def session_report(sums: SessionSums, by_model: list[CacheByModel]) -> SessionCacheReport:
+    """The session figures from per-session sums (`SessionSums`, one entry per session)
+    and the per-model cache figures of the same sessions."""
+    n_sessions = int(sums.turns.size)
+    if n_sessions == 0:
+        raise ValueError("no sessions")
+    actual, loss = sums.actual_usd, sums.loss_usd
+    warm = actual - loss
+
+    def counterfactual(name: str, sticky_prices: Prices) -> Counterfactual:
+        sticky = _cost(
+            sticky_prices,
+            sums.input_tokens,
+            sums.output_tokens,
+            sums.sticky_cache_read,
+            sums.sticky_cache_write,
+        )
         gross = sticky - warm
         net = sticky - actual
         share, share_ci = ratio_interval(loss, gross)
         return Counterfactual(
             name=name,
             sticky_cost_usd=float(sticky.sum()),
-            sticky_cache_read_usd=float((s_read * sticky_prices.cache_read).sum() / PER_MILLION),
-            sticky_cache_write_usd=float((s_write * sticky_prices.cache_write).sum() / PER_MILLION),
+            sticky_cache_read_usd=float(
+                (sums.sticky_cache_read * sticky_prices.cache_read).sum() / PER_MILLION
+            ),
+            sticky_cache_write_usd=float(
+                (sums.sticky_cache_write * sticky_prices.cache_write).sum() / PER_MILLION
+            ),
             gross_savings_usd=float(gross.sum()),
             net_savings_usd=float(net.sum()),
             net_savings_per_session_usd=mean_interval(net),
@@ -313,45 +416,29 @@ def session_cache_report(
             loss_share_ci95=share_ci,
         )
 
-    session_switches = per_session(switches)
-    switching = session_switches > 0
+    switching = sums.tier_switches > 0
     n_switching = int(switching.sum())
     share_ci = rates.wilson_interval(n_switching / n_sessions, n_sessions, 0.95)
-    by_model = []
-    for name in np.unique(models):
-        rows = models == name
-        by_model.append(
-            CacheByModel(
-                model=str(name),
-                turns=int(turn_count[rows].sum()),
-                cache_read_tokens=int(reads[rows].sum()),
-                cache_write_tokens=int(writes[rows].sum()),
-                cache_read_usd=float((reads * prices.cache_read)[rows].sum() / PER_MILLION),
-                cache_write_usd=float((writes * prices.cache_write)[rows].sum() / PER_MILLION),
-                excess_cache_write_tokens=int(excess[rows].sum()),
-                cache_cost_of_switching_usd=float(loss_rows[rows].sum()),
-            )
-        )
     return SessionCacheReport(
-        sessions=int(n_sessions),
-        turns=int(turn_count.sum()),
-        turns_per_session=mean_interval(per_session(turn_count)),
-        tier_switches=int(switches.sum()),
-        tier_switches_per_session=mean_interval(session_switches),
+        sessions=n_sessions,
+        turns=int(sums.turns.sum()),
+        turns_per_session=mean_interval(sums.turns),
+        tier_switches=int(sums.tier_switches.sum()),
+        tier_switches_per_session=mean_interval(sums.tier_switches),
         switching_share=n_switching / n_sessions,
         switching_share_ci95=share_ci,
         actual_cost_usd=float(actual.sum()),
         warm_cache_cost_usd=float(warm.sum()),
-        cache_read_usd=float((reads * prices.cache_read).sum() / PER_MILLION),
-        cache_write_usd=float((writes * prices.cache_write).sum() / PER_MILLION),
-        excess_cache_write_tokens=int(excess.sum()),
+        cache_read_usd=sum(m.cache_read_usd for m in by_model),
+        cache_write_usd=sum(m.cache_write_usd for m in by_model),
+        excess_cache_write_tokens=sum(m.excess_cache_write_tokens for m in by_model),
         cache_cost_of_switching_usd=float(loss.sum()),
         cache_cost_per_switching_session_usd=(
             mean_interval(loss[switching]) if n_switching else None
         ),
         by_model=by_model,
-        first_turn_tier=counterfactual("first_turn_tier", first_row),
-        strongest_tier=counterfactual("strongest_tier", strongest_row),
+        first_turn_tier=counterfactual("first_turn_tier", sums.first_turn_prices),
+        strongest_tier=counterfactual("strongest_tier", sums.strongest_prices),
     )
 
 

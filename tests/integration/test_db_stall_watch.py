@@ -50,7 +50,7 @@ def test_a_statement_that_outlasts_the_limit_is_still_stopped(tmp_path: object) 
     try:
         connection = engine.raw_connection()
         try:
-            with pytest.raises(Exception, match="statement timeout|canceling statement"):
+            with pytest.raises(Exception, match=r"statement timeout|canceling statement"):
                 connection.cursor().execute("SELECT pg_sleep(3)")
         finally:
             connection.close()

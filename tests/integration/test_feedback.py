@@ -15,7 +15,8 @@ from sqlmodel import Session
 
 from shadoweval.auth import service as auth_service
 from shadoweval.auth.models import Scope
-from shadoweval.feedback import service
+from shadoweval.config import Settings
+from shadoweval.feedback import review, service
 from shadoweval.feedback.models import (
     Feedback,
     ReviewAssignment,
@@ -23,6 +24,7 @@ from shadoweval.feedback.models import (
     ReviewLabel,
     ReviewLabelIn,
 )
+from shadoweval.feedback.queue import in_review_sample
 from shadoweval.ingest.models import Decision, DecisionPayload
 from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
 from shadoweval.shadow.models import RunKind, ShadowRun, WorkStatus
@@ -30,6 +32,10 @@ from tests.conftest import Keys, LiveApi, decision
 
 START = datetime(2026, 11, 27, 8, tzinfo=UTC)
 _sequence = count()
+# Pairs of the uniform review sample are served by the uniform queue only; judged_pair's
+# default ids stay outside the sample at the default probability, so the tests of the
+# other modes see every pair whatever the test order.
+DEFAULT_REVIEW_PROBABILITY = Settings.model_fields["review_sample_probability"].default
 
 
 def judged_pair(
@@ -43,9 +49,12 @@ def judged_pair(
     ts: datetime = START,
     finished_at: datetime | None = None,
     request_id: str | None = None,
+    score_delta: float = 0.0,
 ) -> Verdict:
     """A sampled decision with its payload, shadow answer and a finished verdict."""
     n = next(_sequence)
+    while request_id is None and in_review_sample(router, f"pair-{n}", DEFAULT_REVIEW_PROBABILITY):
+        n = next(_sequence)
     request_id = request_id or f"pair-{n}"
     forward = direction == "forward"
     routed_tier, routed_model = ("cheap", "cheap-model") if forward else ("strong", "strong-model")
@@ -117,7 +126,7 @@ def judged_pair(
             consistent=outcome != Outcome.INCONSISTENT,
             strong_needed=strong_needed,
             cheap_acceptable=1 - strong_needed,
-            score_delta=0.0,
+            score_delta=score_delta,
         )
         session.add(verdict)
         session.commit()
@@ -427,7 +436,7 @@ def test_agreement_equals_the_hand_computed_kappa_per_judge(
 
     # Reviewer labels through the blind queue: the served answer better, or both bad.
     with Session(engine) as session:
-        queue = service.review_queue(
+        queue = review.review_queue(
             session=session, reviewer="ann", limit=100, rng=random.Random(3)
         )
         for item in queue.items:
@@ -440,7 +449,7 @@ def test_agreement_equals_the_hand_computed_kappa_per_judge(
             served_text = cheaper_text if direction == "forward" else stronger_text
             position = next(a.position for a in item.answers if a.text == served_text)
             choice = ReviewChoice(position) if human else ReviewChoice.BOTH_BAD
-            service.store_label(
+            review.store_label(
                 session=session,
                 label=ReviewLabelIn(token=item.token, choice=choice),
                 reviewer="ann",
@@ -473,7 +482,7 @@ def test_agreement_equals_the_hand_computed_kappa_per_judge(
 def test_old_disagreements_and_inconsistent_pairs_are_found_beyond_the_newest_pairs(
     live_api: LiveApi, keys: Keys, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "QUEUE_CANDIDATES", 3)
+    monkeypatch.setattr(review, "QUEUE_CANDIDATES", 3)
     inconsistent = judged_pair(engine, outcome=Outcome.INCONSISTENT)
     disagreement = judged_pair(engine, outcome=Outcome.TIE)
     for _ in range(10):
@@ -502,43 +511,3 @@ def add_feedback(session: Session, request_id: str, router: str = "r") -> None:
             created_at=START,
         )
     )
-
-
-def test_deleting_a_routers_decisions_takes_their_feedback_and_review_rows(
-    engine: Engine,
-) -> None:
-    gone = judged_pair(engine, segment="tax")
-    kept = judged_pair(engine, segment="billing")
-    with Session(engine) as session:
-        for verdict in (gone, kept):
-            add_feedback(session, verdict.request_id)
-        add_feedback(session, "never-logged")
-        add_feedback(session, gone.request_id, router="other")
-        session.commit()
-        queue = service.review_queue(session=session, reviewer="ann", limit=10)
-        for item in queue.items:
-            service.store_label(
-                session=session,
-                label=ReviewLabelIn(token=item.token, choice=ReviewChoice.TIE),
-                reviewer="ann",
-            )
-
-        by_segment = service.delete_feedback_for(session, "r", segment_value="tax")
-        session.commit()
-        assert by_segment == service.FeedbackDeletion(
-            feedback=1, review_assignments=1, review_labels=1
-        )
-        left = {(f.router, f.request_id) for f in session.scalars(select(Feedback))}
-        assert left == {("r", kept.request_id), ("r", "never-logged"), ("other", gone.request_id)}
-
-        by_request = service.delete_feedback_for(session, "r", request_ids=[kept.request_id])
-        session.commit()
-        assert by_request.feedback == 1
-        assert session.scalars(select(ReviewLabel)).all() == []
-        assert session.scalars(select(ReviewAssignment)).all() == []
-
-        # The whole router: also feedback on decisions never logged.
-        assert service.delete_feedback_for(session, "r").feedback == 1
-        session.commit()
-        left = {(f.router, f.request_id) for f in session.scalars(select(Feedback))}
-        assert left == {("other", gone.request_id)}

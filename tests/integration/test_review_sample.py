@@ -7,10 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from shadoweval.analytics import snapshots
+from shadoweval.feedback.models import ReviewLabel
 from shadoweval.feedback.queue import in_review_sample, review_draw
 from shadoweval.ingest.models import DecisionPayload
 from shadoweval.judge.models import Outcome, Verdict
@@ -101,14 +103,14 @@ def test_uniform_review_queue_serves_exactly_the_review_sample_in_draw_order(
         assert [
             assignment_of(engine, item["token"]).verdict_id for item in after.json()["items"]
         ] == expected[1:]
-        # Stratified (the default, and by name) is unchanged: every unlabelled pair, whether
-        # in the sample or not.
+        # Stratified (the default, and by name): every unlabelled pair outside the sample;
+        # the sample's pairs are the uniform queue's alone, so its labelled part stays random.
         default = client.get("/v1/review/queue", params={"router": "r", "limit": 100})
         by_name = client.get(
             "/v1/review/queue", params={"mode": "stratified", "router": "r", "limit": 100}
         )
         unknown = client.get("/v1/review/queue", params={"mode": "random"})
-    unlabelled = {v.id for v in pairs} - {expected[0], purged}
+    unlabelled = {v.id for v in pairs} - set(draw_order(pairs)) - {purged}
     for response in (default, by_name):
         assert response.status_code == 200, response.text
         ids = {assignment_of(engine, item["token"]).verdict_id for item in response.json()["items"]}
@@ -186,3 +188,33 @@ def test_ppi_reads_uniform_review_labels_and_ignores_stratified_ones_outside_the
     assert after["judge_bias"] < 0  # the judge misses the harm the reviewer sees
     assert isinstance(after["estimate"], float)
     assert after["estimate"] > judge.mean()
+
+
+def test_ppi_reads_only_labels_the_uniform_queue_served(
+    live_api: LiveApi, keys: Keys, engine: Engine
+) -> None:
+    """Labels on pairs of the sample count only when the uniform queue served them: not
+    when the serving queue is unknown (labels older than migration 0020), nor when another
+    queue served the pair (possible after the sample probability was raised)."""
+    use_settings(live_api, review_sample_probability=PROBABILITY)
+    pairs = [judged_pair(engine, outcome=Outcome.TIE) for _ in range(30)]
+    snapshots.aggregate_finished_verdicts(engine)
+    in_sample = draw_order(pairs)
+    assert len(in_sample) >= 3
+
+    def human_labels() -> int:
+        with live_api.client(keys.read) as client:
+            (row,) = client.get("/v1/segments").json()
+        return int(row["ppi"]["human_labels"])
+
+    with live_api.client(reviewer_key(engine, "ann")) as client:
+        items = client.get("/v1/review/queue", params={"mode": "uniform", "limit": 100})
+        for item in items.json()["items"]:
+            posted = client.post("/v1/review/labels", json={"token": item["token"], "choice": "A"})
+            assert posted.status_code == 201, posted.text
+    assert human_labels() == len(in_sample)
+    for queue in (None, "stratified", "escalated", "uniform"):
+        with Session(engine) as session:
+            session.execute(update(ReviewLabel).values(queue=queue))
+            session.commit()
+        assert human_labels() == (len(in_sample) if queue == "uniform" else 0), queue

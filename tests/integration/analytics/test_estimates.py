@@ -106,6 +106,7 @@ def label_review_sample(engine: Engine, human: dict[str, int]) -> int:
                     label="stronger" if harm else "cheaper",
                     served_acceptable=1 - harm,
                     created_at=START,
+                    queue="uniform",
                 )
             )
         # A stratified-queue label on a pair outside the sample must not enter PPI.
@@ -122,6 +123,7 @@ def label_review_sample(engine: Engine, human: dict[str, int]) -> int:
                 label="stronger",
                 served_acceptable=0,
                 created_at=START,
+                queue="stratified",
             )
         )
         session.commit()

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from shadoweval.analytics import session_totals
 from shadoweval.analytics import sessions as sessions_service
 from shadoweval.bench import sessions as bench
 from shadoweval.config import Settings
@@ -95,6 +96,7 @@ def test_switching_and_sticky_sessions_in_usd(
         base_settings,
         [decision("o1", router="odd", session_id="o", features={"has_tool_calls": "yes"})],
     )
+    session_totals.fold_new_decisions(engine, base_settings)
 
     with live_api.client(keys.read) as client:
         response = client.get(
@@ -207,6 +209,7 @@ def test_tool_turns_from_payloads_and_their_harm(
                 )
             )
         session.commit()
+    session_totals.fold_new_decisions(engine, base_settings)
 
     with live_api.client(keys.read) as client:
         report = client.get("/v1/sessions", params={"router": "tools"}).json()
@@ -219,15 +222,20 @@ def test_tool_turns_from_payloads_and_their_harm(
     assert harm["other_turns"]["estimate"] == 0.0
 
 
-def test_sql_aggregation_matches_the_numpy_reference(engine: Engine) -> None:
+@pytest.mark.parametrize("from_log", [False, True], ids=["totals", "log"])
+def test_sql_aggregation_matches_the_numpy_reference(
+    engine: Engine, base_settings: Settings, from_log: bool
+) -> None:
     """A seeded generated log (per-turn routing, expiring caches): the SQL LAG over each
-    session gives the same cache cost of switching and costs as the per-turn reference."""
+    session gives the same cache cost of switching and costs as the per-turn reference,
+    read from the running totals and recomputed from the log."""
     turns = bench.generate_turns(400, per_turn=True, seed=3)
     bench._load(engine, "generated", turns)
+    session_totals.fold_new_decisions(engine, base_settings)
     reference = bench.reference_figures(turns)
     with Session(engine) as session:
         report = sessions_service.sessions_report(
-            session=session, pricing=PricingTable(), router="generated"
+            session=session, pricing=PricingTable(), router="generated", from_log=from_log
         )
     assert report.cache is not None
     assert report.cache.cache_cost_of_switching_usd > 0

@@ -112,3 +112,73 @@ def test_rejects_bad_input() -> None:
     empty = eh.expected_observed_gap([0.1, 0.9], [0, 1], 1.0, [], [], 1.0)
     assert math.isnan(empty.gap)
     assert not empty.significant
+
+
+def test_calibration_gap_evidence_hand_worked() -> None:
+    # Reference: 20 pairs at score 0.2 never harmful, 20 at 0.8 always: the isotonic map is
+    # 0 at 0.2 (every bootstrap refit too, so no map variance). This window: 4 pairs at 0.2,
+    # 2 harmful. Observed 0.5, expected 0, D = 0.5; SE² = Σ(y − 0 − 0.5)²/n² = 4·0.25/16,
+    # SE = 0.25, z = 2, p = 2(1 − Φ(2)) = 0.0455 < 0.05; interval 0.5 ± 1.96·0.25.
+    reference_score = [0.2] * 20 + [0.8] * 20
+    reference_label = [0] * 20 + [1] * 20
+    evidence = eh.calibration_gap_evidence(
+        reference_score,
+        reference_label,
+        1.0,
+        [0.2] * 4,
+        [0, 1, 0, 1],
+        1.0,
+        method="isotonic",
+        n_boot=20,
+        min_labels=4,
+    )
+    assert evidence["gap_status"] == "tested"
+    assert (evidence["gap_observed"], evidence["gap_expected"]) == (0.5, 0.0)
+    assert evidence["gap"] == pytest.approx(0.5)
+    assert evidence["gap_std_error"] == pytest.approx(0.25)
+    assert evidence["gap_z"] == pytest.approx(2.0)
+    assert evidence["gap_p_value"] == pytest.approx(0.0455, abs=1e-4)
+    assert evidence["gap_significant"] is True
+    assert evidence["gap_ci_low"] == pytest.approx(0.5 - 1.959964 * 0.25, abs=1e-5)
+    assert evidence["gap_ci_high"] == pytest.approx(0.5 + 1.959964 * 0.25, abs=1e-5)
+    assert "concept drift" in evidence["gap_reading"]
+    assert (evidence["gap_labels"], evidence["gap_reference_labels"]) == (4, 40)
+    # The same window at a stricter α is no evidence.
+    strict = eh.calibration_gap_evidence(
+        reference_score,
+        reference_label,
+        1.0,
+        [0.2] * 4,
+        [0, 1, 0, 1],
+        1.0,
+        method="isotonic",
+        n_boot=20,
+        min_labels=4,
+        alpha=0.01,
+    )
+    assert strict["gap_significant"] is False
+    assert strict["gap_ci_low"] < 0 < strict["gap_ci_high"]
+    # Too few labels: counts and the reason, no test.
+    few = eh.calibration_gap_evidence(reference_score, reference_label, 1.0, [0.2], [1], 1.0)
+    assert few["gap_status"].startswith("not tested")
+    assert "gap_p_value" not in few
+
+
+def test_calibration_gap_evidence_flags_a_calibration_change_not_a_score_shift() -> None:
+    rng = np.random.default_rng(12)
+    s_reference = rng.beta(2, 8, 600)
+    y_reference = (rng.random(600) < _true_harm(s_reference)).astype(float)
+    s_shifted = rng.beta(4, 6, 600)  # riskier scores, same calibration
+    y_shifted = (rng.random(600) < _true_harm(s_shifted)).astype(float)
+    s_same = rng.beta(2, 8, 600)
+    y_changed = (rng.random(600) < _true_harm(s_same, 1.2)).astype(float)  # meaning changed
+    shift = eh.calibration_gap_evidence(
+        s_reference, y_reference, 1.0, s_shifted, y_shifted, 1.0, n_boot=30, seed=1
+    )
+    change = eh.calibration_gap_evidence(
+        s_reference, y_reference, 1.0, s_same, y_changed, 1.0, n_boot=30, seed=1
+    )
+    assert shift["gap_significant"] is False
+    assert change["gap_significant"] is True
+    assert change["gap"] > 0
+    assert change["gap_ci_low"] > 0
