@@ -16,7 +16,7 @@ from sqlmodel import Session
 from shadoweval.auth import service as auth_service
 from shadoweval.auth.models import Scope
 from shadoweval.config import Settings
-from shadoweval.feedback import review, service
+from shadoweval.feedback import review
 from shadoweval.feedback.models import (
     Feedback,
     ReviewAssignment,
