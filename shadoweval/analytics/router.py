@@ -7,17 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from shadoweval.analytics import calibration_service, drift_service, service
+from shadoweval.analytics import calibration_service, drift_service, estimates, service
 from shadoweval.analytics.calibration_service import (
     CalibrationReport,
     CalibrationReportPage,
     EconomicsReport,
 )
 from shadoweval.analytics.drift_service import DriftReportPublic
+from shadoweval.analytics.estimates import SegmentEstimates
 from shadoweval.analytics.service import (
     DailySpend,
     JudgeQualityReport,
-    SegmentEstimates,
     SegmentQuality,
     SegmentQualityPage,
     ShadowRunPage,
@@ -181,7 +181,7 @@ def segment_estimates(
     interval: judge-only, human-corrected (PPI) and label-free expected harm (router score
     recalibrated on labels), with the expected-vs-observed gap test (concept drift).
     Defaults to the 24 hours up to the segment's newest decision."""
-    return service.segment_estimates(
+    return estimates.segment_estimates(
         session=session,
         settings=settings,
         router=router_name,
