@@ -6,7 +6,7 @@ Recomputed, not incremented: a turn's counterfactual depends on the turn before 
 (ts, id) order (`stats/sessions.py`), so a turn that arrives late or out of order
 changes its successor's figures. Recomputing a touched session from its turns (a few
 narrow rows, by index) gives what a recomputation from scratch gives, in any arrival
-order; the same SQL (`analytics.sessions.session_sums`) computes both.
+order; the same SQL (`analytics.session_sql.session_sums`) computes both.
 
 Watermark: the model watcher's (pool/watcher.py). Ingest transactions commit out of id
 order on PostgreSQL, so a pass reads every decision past the watermark, and the highest
@@ -38,7 +38,7 @@ from shadoweval.analytics.session_models import (
     SessionTotalsState,
     SessionTurn,
 )
-from shadoweval.analytics.sessions import decision_turns, session_sums
+from shadoweval.analytics.session_sql import decision_turns, session_sums
 from shadoweval.config import Settings
 from shadoweval.db import UtcDateTime
 from shadoweval.ingest.models import DECISION_TABLE
