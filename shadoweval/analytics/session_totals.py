@@ -24,11 +24,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, select, true, update
+from sqlalchemy import func, literal, select, true
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
@@ -42,6 +41,7 @@ from shadoweval.analytics.session_sql import decision_turns, session_sums
 from shadoweval.config import Settings
 from shadoweval.db import UtcDateTime
 from shadoweval.ingest.models import DECISION_TABLE
+from shadoweval.runtime import watermarks
 from shadoweval.sql import dialect_of, table_of
 
 TURN_TABLE = table_of(SessionTurn)
@@ -63,69 +63,6 @@ TOTAL_COLUMNS = [
 _SESSIONS_PER_STATEMENT = 2000
 
 SessionKey = tuple[str, str]  # (router, session_id)
-
-
-@dataclass(frozen=True)
-class _Mark:
-    watermark: int
-    pending_id: int | None
-    pending_at: datetime | None
-
-
-def _database_now(connection: Connection) -> datetime:
-    value = connection.execute(select(func.current_timestamp())).scalar_one()
-    if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS" in UTC
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    moment: datetime = value
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _read_mark(connection: Connection) -> _Mark:
-    c = STATE_TABLE.c
-    row = connection.execute(
-        select(c.last_decision_id, c.pending_decision_id, c.pending_at).where(
-            c.name == WATERMARK_NAME
-        )
-    ).first()
-    if row is None:
-        return _Mark(0, None, None)
-    return _Mark(int(row[0]), None if row[1] is None else int(row[1]), row[2])
-
-
-def _next_mark(mark: _Mark, highest: int, clock: datetime, settle: timedelta) -> _Mark:
-    """Promote the newest checkpoint that has settled; keep the oldest one that has not
-    (replacing it with each pass's fresh one would keep it from ever settling)."""
-    watermark, pending_id, pending_at = mark.watermark, None, None
-    for checkpoint_id, checkpoint_at in ((mark.pending_id, mark.pending_at), (highest, clock)):
-        if checkpoint_id is None or checkpoint_at is None or checkpoint_id <= watermark:
-            continue
-        if clock - checkpoint_at >= settle:
-            watermark = checkpoint_id
-        elif pending_id is None:
-            pending_id, pending_at = checkpoint_id, checkpoint_at
-    return _Mark(watermark, pending_id, pending_at)
-
-
-def _store_mark(connection: Connection, mark: _Mark, now: datetime) -> None:
-    c = STATE_TABLE.c
-    connection.execute(
-        dialect_of(connection).insert_or_ignore(
-            STATE_TABLE,
-            {"name": WATERMARK_NAME, "last_decision_id": 0, "updated_at": now},
-            conflict_on=["name"],
-        )
-    )
-    # Never backwards: a slower concurrent pass must not undo a faster one's progress.
-    connection.execute(
-        update(STATE_TABLE)
-        .where(c.name == WATERMARK_NAME, c.last_decision_id <= mark.watermark)
-        .values(
-            last_decision_id=mark.watermark,
-            pending_decision_id=mark.pending_id,
-            pending_at=mark.pending_at,
-            updated_at=now,
-        )
-    )
 
 
 def _copy_turns(connection: Connection, low: int, high: int) -> list[SessionKey]:
@@ -193,8 +130,8 @@ def fold_new_decisions(
     d = DECISION_TABLE.c
     settle = timedelta(seconds=settings.session_totals_settle_seconds)
     with engine.connect() as connection:
-        clock = now or _database_now(connection)
-        mark = _read_mark(connection)
+        clock = now or watermarks.database_now(connection)
+        mark = watermarks.read_mark(connection, STATE_TABLE, WATERMARK_NAME)
         highest = int(connection.execute(select(func.max(d.id))).scalar() or 0)
     turns = sessions = 0
     low = mark.watermark
@@ -206,7 +143,13 @@ def fold_new_decisions(
         turns += len(copied)
         low = high
     with engine.begin() as connection:
-        _store_mark(connection, _next_mark(mark, highest, clock, settle), clock)
+        watermarks.store_mark(
+            connection,
+            STATE_TABLE,
+            WATERMARK_NAME,
+            watermarks.next_mark(mark, highest, clock, settle),
+            clock,
+        )
     return {"session_turns_copied": turns, "sessions_recomputed": sessions}
 
 
@@ -230,7 +173,7 @@ def rebuild_session_totals(engine: Engine, *, now: datetime | None = None) -> in
     the reference the incremental totals are tested against). Leaves the watermark alone:
     the turns it copies are the ones a later pass would skip. Returns the sessions."""
     with engine.begin() as connection:
-        clock = now or _database_now(connection)
+        clock = now or watermarks.database_now(connection)
         connection.execute(TOTAL_TABLE.delete())
         connection.execute(TURN_TABLE.delete())
         connection.execute(TURN_TABLE.insert().from_select(TURN_COLUMNS, decision_turns()))

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import func, select, update
@@ -59,8 +59,9 @@ from shadoweval.pool.models import (
 )
 from shadoweval.pool.service import ROUTER_MODEL_TABLE, add_model, load_pool, set_active
 from shadoweval.providers.registry import pricing_table
+from shadoweval.runtime import watermarks
 from shadoweval.sampling import service as sampling_service
-from shadoweval.sql import dialect_of, table_of
+from shadoweval.sql import table_of
 
 log = logging.getLogger(__name__)
 
@@ -250,73 +251,6 @@ def _size_for_power(session: Session, settings: Settings, spec: GateCreate) -> d
 
 
 @dataclass
-class _Mark:
-    watermark: int
-    pending_id: int | None
-    pending_at: datetime | None
-
-
-def _mark(session: Session) -> _Mark:
-    c = WATCH_STATE_TABLE.c
-    row = session.execute(
-        select(c.last_decision_id, c.pending_decision_id, c.pending_at).where(
-            c.name == WATERMARK_NAME
-        )
-    ).first()
-    if row is None:
-        return _Mark(0, None, None)
-    return _Mark(int(row[0]), None if row[1] is None else int(row[1]), row[2])
-
-
-def _database_now(session: Session) -> datetime:
-    value = session.execute(select(func.current_timestamp())).scalar_one()
-    if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS" in UTC
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    moment = cast(datetime, value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _next_mark(mark: _Mark, highest: int, clock: datetime, settle: timedelta) -> _Mark:
-    """Promote the newest checkpoint that has settled; keep the oldest one that has not
-    (replacing it with each pass's fresh one would keep it from ever settling).
-
-    A checkpoint (id, t) says: every id up to `id` had drawn its id by t. Once `settle`
-    has passed since t, those still uncommitted have been open that long, the bound this
-    watcher accepts (see the module docstring)."""
-    checkpoints = [(mark.pending_id, mark.pending_at), (highest, clock)]
-    watermark, pending_id, pending_at = mark.watermark, None, None
-    for checkpoint_id, checkpoint_at in checkpoints:
-        if checkpoint_id is None or checkpoint_at is None or checkpoint_id <= watermark:
-            continue
-        if clock - checkpoint_at >= settle:
-            watermark = checkpoint_id
-        elif pending_id is None:
-            pending_id, pending_at = checkpoint_id, checkpoint_at
-    return _Mark(watermark, pending_id, pending_at)
-
-
-def _store_mark(session: Session, mark: _Mark, now: datetime) -> None:
-    c = WATCH_STATE_TABLE.c
-    session.execute(
-        dialect_of(session)
-        .insert(WATCH_STATE_TABLE)
-        .values(name=WATERMARK_NAME, last_decision_id=0, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
-    # Never backwards: a slower concurrent watcher must not undo a faster one's progress.
-    session.execute(
-        update(WATCH_STATE_TABLE)
-        .where(c.name == WATERMARK_NAME, c.last_decision_id <= mark.watermark)
-        .values(
-            last_decision_id=mark.watermark,
-            pending_decision_id=mark.pending_id,
-            pending_at=mark.pending_at,
-            updated_at=now,
-        )
-    )
-
-
-@dataclass
 class _Seen:
     first_ts: datetime
     count: int
@@ -407,8 +341,8 @@ def watch_models(
     settle = timedelta(seconds=settings.model_watch_settle_seconds)
     total = ModelWatchResult(scanned=0, new_models=0, events=0, boosted_strata=0, watermark=0)
     with Session(engine, expire_on_commit=False) as session:
-        clock = now or _database_now(session)
-        mark = _mark(session)
+        clock = now or watermarks.database_now(session)
+        mark = watermarks.read_mark(session, WATCH_STATE_TABLE, WATERMARK_NAME)
         highest = int(session.execute(select(func.max(d.id))).scalar() or 0)
     low = mark.watermark
     while low < highest:
@@ -431,9 +365,9 @@ def watch_models(
             watermark=0,
         )
         low = high
-    mark = _next_mark(mark, highest, clock, settle)
+    mark = watermarks.next_mark(mark, highest, clock, settle)
     with Session(engine, expire_on_commit=False) as session:
-        _store_mark(session, mark, clock)
+        watermarks.store_mark(session, WATCH_STATE_TABLE, WATERMARK_NAME, mark, clock)
         session.commit()
     total.watermark = mark.watermark
     return total
