@@ -17,7 +17,7 @@ from shadoweval.events.models import Event, EventKind
 from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Verdict, VerdictStatus
 from shadoweval.providers.pricing import PricingTable
-from shadoweval.stats import calibration, economics
+from shadoweval.stats import calibration, calibration_tests, economics
 
 VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
 DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
@@ -234,7 +234,7 @@ def calibration_reports(
         if judge_key in reference:
             ref_score, ref_label, ref_weight = reference[judge_key]
             drift = _clean(
-                calibration.calibration_drift_test(
+                calibration_tests.calibration_drift_test(
                     ref_score, ref_label, score, label, ref_weights=ref_weight, cur_weights=weight
                 )
             )
@@ -258,7 +258,7 @@ def calibration_reports(
                 spiegelhalter={"z": _clean(z), "p_value": _clean(p_value)},
                 cox=_clean(calibration.cox_calibration(score, label, weight)),
                 against_perfect_calibration=_clean(
-                    calibration.perfect_calibration_test(score, label, weight)
+                    calibration_tests.perfect_calibration_test(score, label, weight)
                 ),
                 drift_against_reference=drift,
                 window_starts_at=window_starts_at,

@@ -16,7 +16,7 @@ from scipy import stats
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import brier_score_loss
 
-from shadoweval.stats import calibration
+from shadoweval.stats import calibration, calibration_tests
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -120,7 +120,7 @@ def test_cox_reports_failure_instead_of_raising(
     assert reason in fit.message
     assert math.isnan(fit.intercept)
     assert math.isnan(fit.slope_se)
-    test = calibration.perfect_calibration_test(score, label)
+    test = calibration_tests.perfect_calibration_test(score, label)
     assert math.isnan(test.statistic)
     assert math.isnan(test.p_value)
     assert "did not converge" in test.method
@@ -139,7 +139,7 @@ def test_drift_lr_matches_statsmodels() -> None:
     rng = np.random.default_rng(3)
     ref_score, ref_label = _sample(rng, 400)
     cur_score, cur_label = _sample(rng, 300, a=0.3, b=0.7, beta=(4.0, 3.0))
-    result = calibration.calibration_drift_test(ref_score, ref_label, cur_score, cur_label)
+    result = calibration_tests.calibration_drift_test(ref_score, ref_label, cur_score, cur_label)
     design = _drift_design(ref_score, cur_score)
     y = np.concatenate([ref_label, cur_label])
     full = sm.GLM(y, design, family=sm.families.Binomial()).fit(tol=1e-12)
@@ -157,7 +157,7 @@ def test_drift_wald_matches_statsmodels_sandwich() -> None:
     cur_score, cur_label = _sample(rng, 450, a=0.2, b=0.8, beta=(4.0, 3.0))
     ref_weights = np.where(ref_score > 0.4, 2.0, 8.0)
     cur_weights = np.where(cur_score > 0.4, 2.0, 8.0)
-    result = calibration.calibration_drift_test(
+    result = calibration_tests.calibration_drift_test(
         ref_score, ref_label, cur_score, cur_label, ref_weights, cur_weights
     )
     design = _drift_design(ref_score, cur_score)
@@ -177,8 +177,8 @@ def test_weights_constant_within_each_window_use_the_lr_test() -> None:
     rng = np.random.default_rng(6)
     ref_score, ref_label = _sample(rng, 300)
     cur_score, cur_label = _sample(rng, 300, b=0.6)
-    plain = calibration.calibration_drift_test(ref_score, ref_label, cur_score, cur_label)
-    scaled = calibration.calibration_drift_test(
+    plain = calibration_tests.calibration_drift_test(ref_score, ref_label, cur_score, cur_label)
+    scaled = calibration_tests.calibration_drift_test(
         ref_score, ref_label, cur_score, cur_label, np.full(300, 3.0), np.full(300, 7.0)
     )
     assert scaled == plain
@@ -193,7 +193,7 @@ def test_perfect_calibration_lr_and_wald_match_references(
     fitted = sm.GLM(label, design, family=sm.families.Binomial()).fit(tol=1e-12)
     null_llf = float(np.sum(stats.bernoulli.logpmf(label, clipped)))
     statistic = 2 * (fitted.llf - null_llf)
-    lr = calibration.perfect_calibration_test(score, label)
+    lr = calibration_tests.perfect_calibration_test(score, label)
     assert lr.statistic == pytest.approx(statistic, rel=1e-6)
     assert lr.p_value == pytest.approx(stats.chi2.sf(statistic, 2), rel=1e-6)
     # The data were generated with a = 0.3, b = 0.8: the test should see it.
@@ -204,7 +204,7 @@ def test_perfect_calibration_lr_and_wald_match_references(
     )
     delta = weighted.params - np.array([0.0, 1.0])
     wald_statistic = float(delta @ np.linalg.solve(weighted.cov_params(), delta))
-    wald = calibration.perfect_calibration_test(score, label, weights)
+    wald = calibration_tests.perfect_calibration_test(score, label, weights)
     assert wald.method.startswith("Wald")
     assert wald.statistic == pytest.approx(wald_statistic, rel=1e-5)
     assert wald.p_value == pytest.approx(stats.chi2.sf(wald_statistic, 2), rel=1e-5)
@@ -214,13 +214,13 @@ def test_drift_test_reports_non_convergence() -> None:
     rng = np.random.default_rng(8)
     ref_score, ref_label = _sample(rng, 200)
     cur_score = rng.beta(2, 3, size=50)
-    result = calibration.calibration_drift_test(ref_score, ref_label, cur_score, np.zeros(50))
+    result = calibration_tests.calibration_drift_test(ref_score, ref_label, cur_score, np.zeros(50))
     assert math.isnan(result.statistic)
     assert math.isnan(result.p_value)
     assert "did not converge" in result.method
-    empty = calibration.calibration_drift_test(ref_score, ref_label, [], [])
+    empty = calibration_tests.calibration_drift_test(ref_score, ref_label, [], [])
     assert "did not converge" in empty.method
-    weighted = calibration.calibration_drift_test(
+    weighted = calibration_tests.calibration_drift_test(
         ref_score, ref_label, cur_score, np.zeros(50), rng.uniform(1, 5, 200), np.ones(50)
     )
     assert weighted.method.startswith("Wald")
@@ -231,7 +231,7 @@ def test_drift_test_reports_non_convergence() -> None:
 @pytest.mark.parametrize("x", [0.0, 0.01, 0.5, 2.0, 5.99, 10.0, 40.0, 150.0])
 def test_chi2_survival_matches_scipy(df: int, x: float) -> None:
     expected = float(stats.chi2.sf(x, df))
-    assert calibration._chi2_sf(x, df) == pytest.approx(expected, rel=1e-10, abs=1e-300)
+    assert calibration_tests._chi2_sf(x, df) == pytest.approx(expected, rel=1e-10, abs=1e-300)
 
 
 def test_spiegelhalter_matches_formula_and_scipy_norm() -> None:
@@ -397,7 +397,7 @@ def test_weighted_ece_tracks_the_population_and_unweighted_does_not() -> None:
         calibration.brier_score,
         calibration.brier_decomposition,
         calibration.cox_calibration,
-        calibration.perfect_calibration_test,
+        calibration_tests.perfect_calibration_test,
     ],
 )
 def test_validation(function: Any, kwargs: dict[str, Any], message: str) -> None:
@@ -413,7 +413,7 @@ def test_other_validation() -> None:
     with pytest.raises(ValueError, match="label"):
         calibration.spiegelhalter_z([0.1, 0.2], [0, 3])
     with pytest.raises(ValueError, match="equal lengths"):
-        calibration.calibration_drift_test([0.1], [1], [0.2, 0.3], [1])
+        calibration_tests.calibration_drift_test([0.1], [1], [0.2, 0.3], [1])
 
 
 # --- size and power by simulation ----------------------------------------------------------
@@ -445,7 +445,7 @@ def _rejection_rate(
             cur_pi = np.where(cur_score > 0.4, 0.8, 0.4)
             ref_in = rng.random(size) < ref_pi
             cur_in = rng.random(size) < cur_pi
-            result = calibration.calibration_drift_test(
+            result = calibration_tests.calibration_drift_test(
                 ref_score[ref_in],
                 ref_label[ref_in],
                 cur_score[cur_in],
@@ -455,7 +455,9 @@ def _rejection_rate(
             )
             assert result.method.startswith("Wald")
         else:
-            result = calibration.calibration_drift_test(ref_score, ref_label, cur_score, cur_label)
+            result = calibration_tests.calibration_drift_test(
+                ref_score, ref_label, cur_score, cur_label
+            )
             assert result.method.startswith("likelihood-ratio")
         rejections += result.p_value < 0.05
     return rejections / DRIFT_REPETITIONS
@@ -512,7 +514,7 @@ def _same(a: Any, b: Any) -> None:
 
 
 def _flatten(value: Any) -> list[float]:
-    if isinstance(value, calibration.DriftTest | calibration.CoxFit):
+    if isinstance(value, calibration_tests.DriftTest | calibration.CoxFit):
         value = [v for v in astuple(value) if not isinstance(v, str)]
     if isinstance(value, calibration.ReliabilityCurve):
         value = [astuple(b) for b in value.bins] + [value.n, value.weight_sum]
@@ -531,10 +533,10 @@ def _all_estimators(s: FloatArray, y: FloatArray, w: FloatArray | None) -> list[
         ("brier", calibration.brier_score(s, y, w)),
         ("corp", calibration.brier_decomposition(s, y, w)),
         ("cox", calibration.cox_calibration(s, y, w)),
-        ("perfect", calibration.perfect_calibration_test(s, y, w)),
+        ("perfect", calibration_tests.perfect_calibration_test(s, y, w)),
         (
             "drift",
-            calibration.calibration_drift_test(
+            calibration_tests.calibration_drift_test(
                 s[:half],
                 y[:half],
                 s[half:],
