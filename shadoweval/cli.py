@@ -8,51 +8,24 @@ import os
 import sys
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from typer.core import TyperGroup
 
+from shadoweval.bench.cli import bench_app
+from shadoweval.cli_common import HELP, JsonFigures, fail
 from shadoweval.config import Settings, get_settings, unknown_environment_variables
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
 
-class _CommandList(TyperGroup):
-    """Lists every command with its first sentence, never cut off with "..." (click's
-    default cuts each description at the terminal width)."""
-
-    def format_commands(self, ctx: Any, formatter: Any) -> None:
-        rows = [
-            (name, command.get_short_help_str(limit=1_000))
-            for name in self.list_commands(ctx)
-            if (command := self.get_command(ctx, name)) is not None and not command.hidden
-        ]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
-# Plain (not Rich) help: typer's Rich help prints a value type beside flags that take
-# none (`--once <bool>`, even `--help <bool>`); its plain help prints `--once`.
-_HELP: dict[str, Any] = {"rich_markup_mode": None, "cls": _CommandList, "no_args_is_help": True}
-app = typer.Typer(add_completion=False, help=__doc__, **_HELP)
-db_app = typer.Typer(help="Database migrations.", **_HELP)
-keys_app = typer.Typer(help="API keys (stored hashed, listed by prefix).", **_HELP)
+app = typer.Typer(add_completion=False, help=__doc__, **HELP)
+db_app = typer.Typer(help="Database migrations.", **HELP)
+keys_app = typer.Typer(help="API keys (stored hashed, listed by prefix).", **HELP)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
-bench_app = typer.Typer(help="Benchmarks (not run in CI).", **_HELP)
 app.add_typer(bench_app, name="bench")
-
-_JsonFigures = Annotated[bool, typer.Option("--json", help="Figures as JSON on the last line.")]
-
-
-def _echo_figures(report: str, figures: Any, as_json: bool) -> None:
-    """A bench command's report, then with `--json` its figures as JSON on the last line."""
-    typer.echo(report)
-    if as_json:
-        typer.echo(json.dumps(figures))
 
 
 def _print_version(requested: bool) -> None:
@@ -89,11 +62,6 @@ def _settings() -> Settings:
     return settings
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
@@ -106,7 +74,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     try:
         check_database_ready(engine)
     except DatabaseNotReady as error:
-        raise _fail(error.message) from error
+        raise fail(error.message) from error
     config = uvicorn.Config(
         create_app(settings, engine),
         host=host,
@@ -169,7 +137,7 @@ def _key_service_session() -> AbstractContextManager[Session]:
     try:
         check_database_ready(engine)
     except DatabaseNotReady as error:
-        raise _fail(error.message) from error
+        raise fail(error.message) from error
     return session_scope(engine)
 
 
@@ -188,7 +156,7 @@ def keys_create(
     try:
         scopes = [Scope(s) for s in scope]
     except ValueError as error:
-        raise _fail(f"{error}; scopes are {', '.join(s.value for s in Scope)}", 2) from error
+        raise fail(f"{error}; scopes are {', '.join(s.value for s in Scope)}", 2) from error
     with _key_service_session() as session:
         created = service.create_key(
             session=session, scopes=scopes, name=name, expires_in_days=expires_in_days
@@ -230,7 +198,7 @@ def keys_revoke(prefix: str) -> None:
         with _key_service_session() as session:
             service.revoke_key(session=session, prefix=prefix)
     except NotFound as error:
-        raise _fail(error.message) from error
+        raise fail(error.message) from error
     typer.echo(f"revoked {prefix}")
 
 
@@ -247,7 +215,7 @@ def keys_rotate(
         with _key_service_session() as session:
             created = service.rotate_key(session=session, prefix=prefix, grace_hours=grace_hours)
     except (NotFound, InvalidRequest) as error:
-        raise _fail(error.message) from error
+        raise fail(error.message) from error
     typer.echo(created.key)
     typer.echo(f"prefix {created.prefix} replaces {prefix}", err=True)
 
@@ -295,7 +263,7 @@ def demo(
     try:
         run_demo(options, serve=_serve, configure=_settings)
     except ValueError as error:
-        raise _fail(str(error), code=2) from error
+        raise fail(str(error), code=2) from error
 
 
 @app.command()
@@ -429,7 +397,7 @@ def replay(
         )
         key = os.environ["SHADOWEVAL_KEY"]
     if not key:
-        raise _fail("an ingest key is needed: --key or SHADOWEVAL_INGEST_KEY", 2)
+        raise fail("an ingest key is needed: --key or SHADOWEVAL_INGEST_KEY", 2)
     try:
         items = read_log(log_file)
         with typer.progressbar(length=len(items), label="replaying", file=sys.stderr) as bar:
@@ -442,7 +410,7 @@ def replay(
                 on_batch=bar.update,
             )
     except InvalidRequest as error:
-        raise _fail(error.message) from error
+        raise fail(error.message) from error
     typer.echo(
         f"posted {result.posted}: stored {result.stored}, duplicates {result.duplicates}, "
         f"invalid {result.invalid}"
@@ -472,7 +440,7 @@ def export_training(
         query = export.parse_query(router=router, since=since, until=until)
         chosen = export.parse_format(export_format)
     except ValueError as error:
-        raise _fail(str(error), 2) from error
+        raise fail(str(error), 2) from error
     settings = _settings()
     engine = create_db_engine(settings)
     try:
@@ -488,7 +456,7 @@ def export_training(
             ),
         )
     except ShadowevalError as error:
-        raise _fail(error.message) from error
+        raise fail(error.message) from error
     typer.echo(f"exported {written} pairs", err=True)
 
 
@@ -517,7 +485,7 @@ def advise_threshold(
     from shadoweval.exceptions import ShadowevalError
 
     if not (0 < harm_budget < 1 and 0 < delta < 1):
-        raise _fail("--harm-budget and --delta must lie strictly between 0 and 1", 2)
+        raise fail("--harm-budget and --delta must lie strictly between 0 and 1", 2)
     settings = _settings()
     engine = create_db_engine(settings)
     try:
@@ -532,7 +500,7 @@ def advise_threshold(
                 delta=delta,
             )
     except ShadowevalError as error:
-        raise _fail(error.message) from error
+        raise fail(error.message) from error
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
@@ -548,7 +516,7 @@ def rejudge(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random sample.")] = 0,
     concurrency: Annotated[int, typer.Option(min=1, help="Pairs judged at once.")] = 8,
-    as_json: _JsonFigures = False,
+    as_json: JsonFigures = False,
 ) -> None:
     """Re-judge a stored sample with the current judge and report how often it agrees with the
     stored verdicts (rate, Cohen's kappa with 95 % CI) before the switch is trusted. Writes
@@ -568,7 +536,7 @@ def rejudge(
     try:
         check_database_ready(engine)
     except DatabaseNotReady as error:
-        raise _fail(error.message) from error
+        raise fail(error.message) from error
 
     async def main() -> rejudging.RejudgeReport:
         registry = build_provider_registry(settings)
@@ -590,9 +558,9 @@ def rejudge(
     try:
         report = asyncio.run(main())
     except ProviderError as error:
-        raise _fail(f"judge provider: {error.reason}: {error.message}") from error
+        raise fail(f"judge provider: {error.reason}: {error.message}") from error
     if not report.pairs:
-        raise _fail(
+        raise fail(
             f"router {router!r} has no judged pairs with stored answers to re-judge "
             "(pairs the configured judge made itself are left out)"
         )
@@ -626,7 +594,7 @@ def worker(
         alerts_startup_checks(settings)
         runtime, close_providers = build_runtime(settings, engine)
     except (DatabaseNotReady, ShadowevalError) as error:
-        raise _fail(error.message) from error
+        raise fail(error.message) from error
 
     async def main() -> None:
         try:
@@ -635,262 +603,6 @@ def worker(
             await close_providers()
 
     asyncio.run(main())
-
-
-@bench_app.command("shadow")
-def bench_shadow(
-    runs: Annotated[
-        str, typer.Option(help="Comma-separated run counts, each in a fresh process.")
-    ] = "1000,5000",
-    in_flight: Annotated[int, typer.Option(help="Provider calls in flight.")] = 64,
-    latency_ms: Annotated[float, typer.Option(help="Fake provider latency per call.")] = 300,
-    database_url: Annotated[str | None, typer.Option(help="Default: a fresh SQLite file.")] = None,
-    as_json: _JsonFigures = False,
-    mode: Annotated[
-        str, typer.Option(help="realtime, or batch: realtime then batch mode, cost ratio.")
-    ] = "realtime",
-    batch_delay_ms: Annotated[
-        float, typer.Option(help="Batch mode: the fake ends each batch this long after creation.")
-    ] = 1000,
-) -> None:
-    """Shadow runs with their two judge calls each against a fake provider with fixed latency."""
-    from shadoweval.bench.shadow import format_batch_report, run_bench
-
-    if mode not in ("realtime", "batch"):
-        raise _fail("--mode must be realtime or batch", 2)
-    figures = run_bench(
-        sizes=[int(n) for n in runs.split(",")],
-        in_flight=in_flight,
-        latency_ms=latency_ms,
-        database_url=database_url,
-        mode=mode,
-        batch_delay_ms=batch_delay_ms,
-    )
-    if mode == "batch":
-        _echo_figures("\n".join(format_batch_report(figures)), figures, as_json)
-        return
-    ceiling = figures["ceiling_calls_per_second"]
-    typer.echo(f"ceiling: {in_flight} in flight / {latency_ms:.0f} ms = {ceiling} calls/s")
-    for row in figures["results"]:
-        typer.echo(
-            f"{row['runs']:>6} runs  {row['calls']:>6} calls  {row['seconds']:>7.1f} s  "
-            f"{row['calls_per_second']:>6.1f} calls/s  "
-            f"{100 * row['ratio_to_ceiling']:5.1f} % of ceiling  "
-            f"peak RSS {row['peak_rss_mb']:.0f} MB ({row['database']})"
-        )
-    if as_json:
-        typer.echo(json.dumps(figures))
-
-
-@bench_app.command("detect")
-def bench_detect(
-    repetitions: Annotated[int, typer.Option(help="Seeded repetitions.")] = 50,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    changed_share: Annotated[
-        float, typer.Option(help="Traffic share of the degrading segment.")
-    ] = 0.05,
-    as_json: _JsonFigures = False,
-) -> None:
-    """Uniform sampling + daily tests against the planner + sequential detection, simulated."""
-    from shadoweval.bench.detect import format_detect_report, run_detect_bench
-
-    figures = run_detect_bench(repetitions=repetitions, seed=seed, changed_share=changed_share)
-    _echo_figures(format_detect_report(figures), figures, as_json)
-
-
-@bench_app.command("scenario")
-def bench_scenario(
-    seeds: Annotated[int, typer.Option(min=1, help="Seeded runs (in-process).")] = 20,
-    days: Annotated[float, typer.Option(min=0.25, help="Days of decisions per run.")] = 3.0,
-    decisions_per_day: Annotated[
-        float, typer.Option(min=24, help="Mean decisions a day.")
-    ] = 20_000,
-    budget_usd: Annotated[float, typer.Option(min=0, help="Daily shadow budget, USD.")] = 20.0,
-    http: Annotated[
-        bool, typer.Option("--http", help="Also run the first seed over HTTP + replay.")
-    ] = False,
-    database_url: Annotated[
-        str | None, typer.Option(help="PostgreSQL server; each run gets its own database.")
-    ] = None,
-    first_seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
-    as_json: _JsonFigures = False,
-) -> None:
-    """The issue-13 scenario (a 5 % segment's harm rises, the cheap model is swapped) through
-    the real pipeline per seed: detection delay, false alarms, model events, calibration
-    alerts, spend against budget and interval coverage, beside their targets."""
-    from shadoweval.bench.scenario import format_scenario_report, run_scenario_bench
-
-    def progress(message: str) -> None:
-        typer.echo(message, err=True)
-
-    figures = run_scenario_bench(
-        seeds=seeds,
-        first_seed=first_seed,
-        days=days,
-        decisions_per_day=decisions_per_day,
-        budget_usd=budget_usd,
-        http=http,
-        database_url=database_url,
-        progress=progress,
-    )
-    _echo_figures(format_scenario_report(figures), figures, as_json)
-
-
-@bench_app.command("ingest")
-def bench_ingest(
-    decisions: Annotated[int, typer.Option(help="Decisions posted in batches of 500.")] = 50_000,
-    single_posts: Annotated[int, typer.Option(help="Single posts for the latency test.")] = 2_000,
-    rate: Annotated[float, typer.Option(help="Offered rate of single posts, per second.")] = 200,
-    connections: Annotated[int, typer.Option(help="Concurrent batch connections.")] = 4,
-    api_processes: Annotated[
-        int, typer.Option(help="API replicas (processes) for the main run; default: one per core.")
-    ] = 0,
-    database_url: Annotated[
-        str | None, typer.Option(help="PostgreSQL server; default SQLite.")
-    ] = None,
-    as_json: _JsonFigures = False,
-) -> None:
-    """Ingest throughput over HTTP beside the in-process path and a raw executemany."""
-    import os
-
-    from shadoweval.bench.ingest import run_ingest_bench
-
-    figures = run_ingest_bench(
-        decisions=decisions,
-        single_posts=single_posts,
-        rate=rate,
-        connections=connections,
-        api_processes=api_processes or os.cpu_count() or 1,
-        database_url=database_url,
-    )
-    _echo_figures(
-        f"{figures['database']}: batched {figures['batched_decisions_per_second']}/s over HTTP "
-        f"with {figures['api_processes']} API processes "
-        f"({figures['batched_one_process_decisions_per_second']}/s with one), "
-        f"{figures['in_process_decisions_per_second']}/s in-process "
-        f"(ratio {figures['http_over_in_process']}), raw executemany "
-        f"{figures['raw_executemany_rows_per_second']} rows/s; single posts at {rate:.0f}/s: "
-        f"p50 {figures['single_post_p50_ms']} ms, p99 {figures['single_post_p99_ms']} ms",
-        figures,
-        as_json,
-    )
-
-
-@bench_app.command("analytics")
-def bench_analytics(
-    decisions: Annotated[int, typer.Option(help="Decisions in the log.")] = 1_000_000,
-    verdicts: Annotated[int, typer.Option(help="Finished verdicts.")] = 50_000,
-    database_url: Annotated[str | None, typer.Option(help="Default: a fresh SQLite file.")] = None,
-    as_json: _JsonFigures = False,
-) -> None:
-    """Aggregate decisions and verdicts into every per-segment figure and the calibration,
-    beside a pandas groupby of the same numbers, and check they agree."""
-    from shadoweval.bench.analytics import run_analytics_bench
-
-    figures = run_analytics_bench(decisions=decisions, verdicts=verdicts, database_url=database_url)
-    _echo_figures(
-        f"{figures['database']}: {figures['decisions']} decisions, {figures['verdicts']} verdicts "
-        f"-> {figures['segments']} segment rows in {figures['shadoweval_seconds']:.2f} s "
-        f"(pandas read + groupby: {figures['pandas_seconds']:.2f} s); agree: {figures['agree']}",
-        figures,
-        as_json,
-    )
-
-
-@bench_app.command("sessions")
-def bench_sessions(
-    decisions: Annotated[int, typer.Option(help="Decisions of the per-turn router.")] = 1_000_000,
-    database_url: Annotated[
-        str | None, typer.Option(help="A PostgreSQL server (a fresh database is made and dropped).")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the generated traffic.")] = 0,
-    as_json: _JsonFigures = False,
-) -> None:
-    """A generated week of chat sessions routed per turn and per session: gross savings,
-    the prompt-cache cost of switching, net savings, and how long /v1/sessions takes."""
-    from shadoweval.bench.sessions import format_sessions_report, run_sessions_bench
-
-    figures = run_sessions_bench(decisions=decisions, database_url=database_url, seed=seed)
-    _echo_figures(format_sessions_report(figures), figures, as_json)
-
-
-@bench_app.command("estimates")
-def bench_estimates(
-    repetitions: Annotated[int, typer.Option(min=1, help="Coverage repetitions.")] = 500,
-    lead_repetitions: Annotated[int, typer.Option(min=1, help="Lead-time streams.")] = 20,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    harm_rate: Annotated[float, typer.Option(help="True harm probability.")] = 0.2,
-    as_json: _JsonFigures = False,
-) -> None:
-    """Judge-only, human-only and PPI coverage and width against a biased judge, and how
-    many hours sooner expected harm flags a score shift than the labelled estimate."""
-    from shadoweval.bench.estimates import format_estimates_report, run_estimates_bench
-
-    figures = run_estimates_bench(
-        repetitions=repetitions, lead_repetitions=lead_repetitions, seed=seed, harm_rate=harm_rate
-    )
-    _echo_figures(format_estimates_report(figures), figures, as_json)
-
-
-@bench_app.command("thresholds")
-def bench_thresholds(
-    seeds: Annotated[int, typer.Option(min=1, help="Seeded runs.")] = 50,
-    first_seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
-    days: Annotated[int, typer.Option(min=1, help="Decision days per run.")] = 7,
-    labels_per_day: Annotated[float, typer.Option(min=10, help="Labels a day.")] = 900.0,
-    harm_budget: Annotated[float, typer.Option(help="ε, share of all traffic.")] = 0.05,
-    delta: Annotated[float, typer.Option(help="δ, the risk level.")] = 0.1,
-    as_json: _JsonFigures = False,
-) -> None:
-    """The threshold advisor on a seeded numpy simulation of the labelled sample (one
-    miscalibrated segment): violation rate against δ and the share of the oracle's savings."""
-    from shadoweval.bench.thresholds import format_thresholds_report, run_thresholds_bench
-
-    figures = run_thresholds_bench(
-        seeds=seeds,
-        first_seed=first_seed,
-        days=days,
-        labels_per_day=labels_per_day,
-        harm_budget=harm_budget,
-        risk=delta,
-    )
-    _echo_figures(format_thresholds_report(figures), figures, as_json)
-
-
-@bench_app.command("scale")
-def bench_scale(
-    database_url: Annotated[
-        str, typer.Option(help="A PostgreSQL server (a fresh database is made and dropped).")
-    ],
-    decisions: Annotated[
-        int, typer.Option(min=2, help="Decisions bulk-loaded over 30 days, in two steps.")
-    ] = 20_000_000,
-    ingest_decisions: Annotated[
-        int, typer.Option(min=500, help="Decisions ingested in batches at each checkpoint.")
-    ] = 10_000,
-    single_posts: Annotated[int, typer.Option(min=2, help="Single posts per checkpoint.")] = 300,
-    read_repeats: Annotated[int, typer.Option(min=1, help="Calls per read route.")] = 10,
-    background_rate: Annotated[
-        float, typer.Option(min=0, help="Decisions/s posted while posts and reads are timed.")
-    ] = 100.0,
-    keep_database: Annotated[bool, typer.Option(help="Leave the loaded database.")] = False,
-    as_json: _JsonFigures = False,
-) -> None:
-    """The decision log at 0, N/2 and N decisions on PostgreSQL: ingest rate, post and read
-    latency, bytes per million decisions, and dropping one day against deleting it."""
-    from shadoweval.bench.scale import format_scale_report, run_scale_bench
-
-    figures = run_scale_bench(
-        database_url=database_url,
-        decisions=decisions,
-        ingest_decisions=ingest_decisions,
-        single_posts=single_posts,
-        read_repeats=read_repeats,
-        background_rate=background_rate,
-        keep_database=keep_database,
-        progress=lambda message: typer.echo(message, err=True),
-    )
-    _echo_figures(format_scale_report(figures), figures, as_json)
 
 
 @app.command()
