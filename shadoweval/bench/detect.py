@@ -9,8 +9,9 @@ What it measures. A simulated router sends cheap-routed traffic in `segments` se
 of baselines: the simplest honest version). Each day exactly `labels_per_day` labels are
 bought; each label falls on a segment with the strategy's proportions (multinomial, so the
 daily total is fixed) and arrives at a uniform time within its day. Labels are allocated by
-the planner (`neyman_allocation` with per-segment floors from `sample_size_for_drop`, 0.10 →
-0.20, one-sided α/K, power 0.8, within 3 days) or uniformly (in proportion to traffic).
+the planner (`neyman_allocation` with the production floors: `labels_to_detect` for a rise of
+the minimum 0.05 at the budget's ARL, within a day; beyond the budget they are scaled alike) or
+uniformly (in proportion to traffic).
 
 The rows:
 
@@ -57,7 +58,7 @@ from shadoweval.sampling.allocation import (
     neyman_allocation,
     stratum_std_dev,
 )
-from shadoweval.stats.rates import hajek_rate, sample_size_for_drop
+from shadoweval.stats.rates import hajek_rate
 from shadoweval.stats.sequential import (
     CHANGE_POINT_REARM_FRACTION,
     alpha_per_segment,
@@ -83,9 +84,9 @@ FALSE_ALARM_BUDGET = 1.0
 """(b): expected false alarms per 30 days across all segments, the design target."""
 BUDGET_DAYS = 30.0
 TOP_SHARE, BOTTOM_SHARE = 0.30, 0.01
-FLOOR_WINDOW_DAYS = 3.0
-"""The planner's floors buy the labels a fixed-sample test needs within this many days."""
-FLOOR_POWER = 0.8
+FLOOR_WINDOW_DAYS = 1.0
+"""The planner's floors buy the labels the detector needs within this many days (the default
+`detection_window_days`)."""
 DAILY_CHEAP_TRAFFIC = 1_000_000.0
 """Cheap-routed requests per day, all segments; only π = n/N depends on it."""
 COST_PER_SAMPLE_USD = 0.01
@@ -168,14 +169,16 @@ def _uniform_plan(shares: FloatArray, labels_per_day: int) -> _Plan:
 
 
 def _planner_plan(shares: FloatArray, labels_per_day: int) -> _Plan:
-    """Neyman allocation with floors for 0.10 → 0.20 at α/K, power 0.8, within 3 days."""
-    segments = shares.size
-    required = sample_size_for_drop(
-        BASELINE_HARM,
-        CHANGED_HARM,
-        alpha=alpha_per_segment(ALPHA, segments),
-        power=FLOOR_POWER,
-        one_sided=True,
+    """Neyman allocation with the production planner's floors
+    (`sampling.planning.detection_floor_per_day`): the labels the production detector needs
+    for a rise of MIN_RISE from the baseline (`labels_to_detect`, its 80th percentile, at the
+    budget's ARL) within FLOOR_WINDOW_DAYS."""
+    required = math.ceil(
+        labels_to_detect(
+            BASELINE_HARM,
+            BASELINE_HARM + MIN_RISE,
+            arl_labels=labels_per_day * BUDGET_DAYS / FALSE_ALARM_BUDGET,
+        )
     )
     floor = floor_samples_per_day(required, FLOOR_WINDOW_DAYS)
     # S_h from one reference day of labels at the baseline, the same in every segment.
@@ -803,8 +806,8 @@ def run_detect_bench(
     method = {
         PRIMARY_B: (
             "Planner: neyman_allocation over segments (S_h from a reference day at the "
-            f"baseline), with per-segment floors of sample_size_for_drop({BASELINE_HARM} -> "
-            f"{CHANGED_HARM}, one-sided alpha/K, power {FLOOR_POWER}) = "
+            "baseline), with the production floors: labels_to_detect("
+            f"{BASELINE_HARM} -> {BASELINE_HARM + MIN_RISE:g}, A = {budget_arl:.0f}) = "
             f"{planner.required_labels} labels per {FLOOR_WINDOW_DAYS:g}-day window "
             f"(floor_samples_per_day = {planner.floor_per_day:.1f} labels/day). Detection: "
             "per segment, labels in arrival order, the production change-point detector: after "
@@ -897,7 +900,8 @@ def run_detect_bench(
             "oracle_threshold": oracle_h,
             "daily_sprt_alpha": sprt_level,
             "kl_nats_per_label": kl,
-            "labels_to_detect": expected_labels,
+            # inf (no number of post-change labels is enough with so few before) is JSON null.
+            "labels_to_detect": expected_labels if math.isfinite(expected_labels) else None,
         },
         "allocation": {
             "uniform": allocation_summary(uniform, uniform_labels),

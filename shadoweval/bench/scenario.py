@@ -626,7 +626,10 @@ def measure(
         )
     )
     figures["alerts_digest"] = _digest(
-        sorted((a.rule, a.router, a.segment, _iso(_fired_at(a, timeline))) for a in alerts)
+        # Alerts that never fired (pending, cancelled) have no time: "" sorts them first.
+        sorted(
+            (a.rule, a.router, a.segment or "", _iso(_fired_at(a, timeline)) or "") for a in alerts
+        )
     )
     return figures
 

@@ -36,7 +36,9 @@ class Stratum:
       has no labels yet, see `stratum_std_dev`;
     - `floor_samples`: labels per day needed to detect the configured drop within the
       detection window, see `floor_samples_per_day`;
-    - `is_reverse`: a strong-routed stratum, sampled for the reverse shadow.
+    - `is_reverse`: a strong-routed stratum, sampled for the reverse shadow;
+    - `priority`: its floor is paid before the others' (a segment whose labels suggest a
+      rise, up to `priority_share` of the group's budget), see `neyman_allocation`.
     """
 
     key: StratumKey
@@ -45,6 +47,7 @@ class Stratum:
     std_dev: float
     floor_samples: float = 0.0
     is_reverse: bool = False
+    priority: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -210,7 +213,13 @@ def _solve_multiplier(
 
 
 def _allocate_group(
-    traffic: FloatArray, cost: FloatArray, std: FloatArray, floor: FloatArray, budget: float
+    traffic: FloatArray,
+    cost: FloatArray,
+    std: FloatArray,
+    floor: FloatArray,
+    budget: float,
+    priority: NDArray[np.bool_] | None = None,
+    priority_share: float = 1.0,
 ) -> _GroupPlan:
     """min Σ N_h² S_h² / n_h subject to Σ c_h n_h ≤ G and floor_h ≤ n_h ≤ N_h.
 
@@ -218,19 +227,38 @@ def _allocate_group(
     cost-aware Neyman allocation (Neyman 1934; Cochran 1977, §5.5) with
     bounds. The spend is continuous and nondecreasing in λ, so n_h is nondecreasing
     in the budget.
+
+    Floors of `priority` strata are paid first, together at most `priority_share` × G
+    (scaled down beyond); when the floors cannot all be paid, only the other floors are
+    scaled down to what is left.
     """
     full_cost = float((cost * traffic).sum())
     if full_cost <= budget:
         return _GroupPlan(samples=traffic.copy(), floors_met=True, floor_scale=1.0)
+    scale = 1.0
+    if priority is not None and priority.any():
+        priority_cost = float((cost * floor)[priority].sum())
+        cap = priority_share * budget
+        if priority_cost > cap:
+            floor = np.where(priority, floor * (cap / priority_cost), floor)
+            scale = cap / priority_cost
+    else:
+        priority = np.zeros(floor.shape, dtype=np.bool_)
     floor_cost = float((cost * floor).sum())
     if floor_cost >= budget:
-        scale = budget / floor_cost if floor_cost > 0 else 0.0
+        paid = float((cost * floor)[priority].sum())
+        others = floor_cost - paid
+        rest = budget - paid
+        others_scale = rest / others if others > 0 else 0.0
+        samples = np.where(priority, floor, floor * others_scale)
         return _GroupPlan(
-            samples=floor * scale, floors_met=floor_cost <= budget, floor_scale=min(scale, 1.0)
+            samples=samples,
+            floors_met=floor_cost <= budget and scale >= 1.0,
+            floor_scale=min(others_scale, scale, 1.0),
         )
     weight = traffic * std / np.sqrt(cost)
     if not (weight > 0).any():
-        return _GroupPlan(samples=floor.copy(), floors_met=True, floor_scale=1.0)
+        return _GroupPlan(samples=floor.copy(), floors_met=scale >= 1.0, floor_scale=scale)
     # Only ratios of weights matter. Normalising keeps λ finite, and weights below
     # 1e-12 of the largest (S_h ≈ 0) stay at their floor instead of needing a λ whose
     # rounding would overspend.
@@ -238,11 +266,15 @@ def _allocate_group(
     weight = np.where(weight < 1e-12, 0.0, weight)
     lam = _solve_multiplier(weight, floor, traffic, cost, budget)
     samples = np.clip(_scaled(lam, weight), floor, traffic)
-    return _GroupPlan(samples=samples, floors_met=True, floor_scale=1.0)
+    return _GroupPlan(samples=samples, floors_met=scale >= 1.0, floor_scale=scale)
 
 
 def neyman_allocation(
-    strata: Sequence[Stratum], daily_budget_usd: float, reverse_share: float
+    strata: Sequence[Stratum],
+    daily_budget_usd: float,
+    reverse_share: float,
+    *,
+    priority_share: float = 1.0,
 ) -> Allocation:
     """π per stratum for a daily shadow budget, with floors, caps and a reverse share.
 
@@ -258,11 +290,15 @@ def neyman_allocation(
 
     Neyman allocation optimises the pooled rate; the floors are what keeps per-segment
     alerts powered (reference/drift.md §3d), so set them from the required labels.
+    Floors of `priority` strata are paid first, up to `priority_share` of their group's
+    budget together; only the other floors are scaled down when the rest cannot pay them.
     """
     if not math.isfinite(daily_budget_usd) or daily_budget_usd < 0:
         raise ValueError(f"daily_budget_usd must be finite and ≥ 0, got {daily_budget_usd!r}")
     if not (0.0 <= reverse_share <= 1.0):
         raise ValueError(f"reverse_share must lie in [0, 1], got {reverse_share!r}")
+    if not (0.0 <= priority_share <= 1.0):
+        raise ValueError(f"priority_share must lie in [0, 1], got {priority_share!r}")
     keys = [s.key for s in strata]
     if len(set(keys)) != len(keys):
         raise ValueError("stratum keys must be unique")
@@ -274,6 +310,7 @@ def neyman_allocation(
     std = np.array([s.std_dev for s in strata], dtype=np.float64)
     floor = np.minimum(np.array([s.floor_samples for s in strata], dtype=np.float64), traffic)
     reverse = np.array([s.is_reverse for s in strata], dtype=np.bool_)
+    priority = np.array([s.priority for s in strata], dtype=np.bool_)
     notes: list[str] = []
 
     budgets = {
@@ -298,7 +335,13 @@ def neyman_allocation(
         if not members.any():
             continue
         plan = _allocate_group(
-            traffic[members], cost[members], std[members], floor[members], effective[flag]
+            traffic[members],
+            cost[members],
+            std[members],
+            floor[members],
+            effective[flag],
+            priority[members],
+            priority_share,
         )
         samples[members] = plan.samples
         if not plan.floors_met:

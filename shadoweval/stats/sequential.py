@@ -25,6 +25,9 @@ them at once) and used by the benchmarks and for display:
   in-control average run length;
 - the Shiryaev–Roberts e-detector for a known p0 (the former production detector,
   which took p0 from a segment's first labels via `baseline_harm_rate`).
+
+`rise_evidence` is the production statistic at the newest label over shorter post-change
+stretches (from 15 labels): never an alarm, a lead for where a rise may be starting.
 """
 
 from __future__ import annotations
@@ -1071,4 +1074,97 @@ def change_point_update(
             alarm_n=alarm_n,
         ),
         tuple(alarms),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Early evidence of a rise: where the planner spends labels (never an alarm)
+
+SUSPICION_MIN_POST_LABELS = 15
+"""The shortest post-change stretch `rise_evidence` tests. The alarm needs ≥ 50
+(CHANGE_POINT_MIN_POST_LABELS); for deciding where to buy labels a shorter stretch is the
+point: a rise shows up hours earlier in a small segment, and a false lead only costs labels."""
+SUSPICION_FRACTION = 0.3
+"""A segment is suspect once its early evidence reaches this share of the alarm threshold h.
+In a label-level simulation (a 5 % segment at ~130 labels a day, 0.10 → 0.25) buying labels
+for suspect segments halved the median delay in hours; through the whole pipeline (`bench
+scenario`, issue 13) it did not raise the detection rate, so the planner does not use it."""
+
+
+@dataclass(frozen=True)
+class RiseEvidence:
+    """The log GLR of the best recent rise at the newest label, and its two stretches."""
+
+    statistic: float
+    pre_labels: int
+    pre_harms: int
+    post_labels: int
+    post_harms: int
+
+    @property
+    def pre_change_rate(self) -> float | None:
+        return self.pre_harms / self.pre_labels if self.pre_labels else None
+
+    @property
+    def post_change_rate(self) -> float | None:
+        return self.post_harms / self.post_labels if self.post_labels else None
+
+
+def suspicion_post_lengths(window_labels: int) -> NDArray[np.int64]:
+    """Post-change lengths for `rise_evidence`: 15, 18, 22, … (× 1.2) up to `window_labels`."""
+    if int(window_labels) != window_labels or window_labels < SUSPICION_MIN_POST_LABELS:
+        raise ValueError(
+            f"window_labels must be an integer ≥ {SUSPICION_MIN_POST_LABELS}, got {window_labels!r}"
+        )
+    lengths = [SUSPICION_MIN_POST_LABELS]
+    while lengths[-1] * CHANGE_POINT_GRID_RATIO < window_labels:
+        lengths.append(math.ceil(lengths[-1] * CHANGE_POINT_GRID_RATIO))
+    if lengths[-1] != window_labels:
+        lengths.append(int(window_labels))
+    return np.unique(np.asarray(lengths, dtype=np.int64))
+
+
+def rise_evidence(
+    n_labels: int,
+    harms: int,
+    recent_labels: ArrayLike,
+    *,
+    min_rise: float,
+    window_labels: int,
+) -> RiseEvidence:
+    """The detector's statistic at the newest label, over stretches from 15 labels on.
+
+    `n_labels`/`harms` count the whole history, `recent_labels` are its newest labels
+    (oldest first, at most `window_labels` used). The same two-sample GLR as
+    `change_point_statistic` (both rates unknown, rise ≥ `min_rise`), but the shortest
+    candidate post-change stretch is SUSPICION_MIN_POST_LABELS, not 50: it reacts sooner
+    and false-alarms more, which is why it never raises an alarm: it is a lead for where to
+    look (docs/architecture.md, the quality-drop detector, for what buying labels on it did).
+    """
+    y = _as_labels(recent_labels)[-int(window_labels) :]
+    if not (0 <= harms <= n_labels) or y.size > n_labels or int(y.sum()) > harms:
+        raise ValueError("inconsistent counts: recent labels exceed the history")
+    lengths = suspicion_post_lengths(window_labels)
+    lengths = lengths[lengths <= min(y.size, n_labels - 1)]
+    if lengths.size == 0:
+        return RiseEvidence(0.0, int(n_labels), int(harms), 0, 0)
+    cumulative = np.concatenate([[0], np.cumsum(y)])
+    recent = (cumulative[-1] - cumulative[y.size - lengths]).astype(np.float64)[None, :]
+    statistic, best = change_point_statistic(
+        np.array([float(n_labels)]),
+        np.array([float(harms)]),
+        recent,
+        lengths.astype(np.float64),
+        min_rise,
+    )
+    if best[0] < 0:
+        return RiseEvidence(0.0, int(n_labels), int(harms), 0, 0)
+    post_labels = int(lengths[best[0]])
+    post_harms = int(recent[0, best[0]])
+    return RiseEvidence(
+        statistic=float(statistic[0]),
+        pre_labels=int(n_labels) - post_labels,
+        pre_harms=int(harms) - post_harms,
+        post_labels=post_labels,
+        post_harms=post_harms,
     )

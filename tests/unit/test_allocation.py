@@ -210,3 +210,44 @@ def test_more_budget_never_lowers_a_probability(
     high = al.neyman_allocation(strata, budget * (1 + extra) + extra, reverse_share)
     for key, p in low.probabilities.items():
         assert high.probabilities[key] >= p - 1e-9
+
+
+def _priority(segment: str, traffic: float, floor: float) -> Stratum:
+    return Stratum((segment, "cheap"), traffic, 1.0, 0.3, floor, False, priority=True)
+
+
+def test_a_suspect_segment_is_paid_first_and_the_others_share_the_rest() -> None:
+    """Issue 13: floors beyond the budget were scaled alike, so a segment whose labels show a
+    rise got no more labels than any other. A priority floor is paid in full; the others'
+    floors are scaled to what is left."""
+    strata = [
+        _s("a", 10_000, 0.3, floor=600),
+        _s("b", 10_000, 0.3, floor=600),
+        _priority("suspect", 1_000, 300),
+    ]
+    plan = al.neyman_allocation(strata, daily_budget_usd=600.0, reverse_share=0.0)
+    samples = plan.expected_samples_per_day
+    assert samples[("suspect", "cheap")] == pytest.approx(300.0)
+    assert samples[("a", "cheap")] == pytest.approx(150.0)
+    assert samples[("b", "cheap")] == pytest.approx(150.0)
+    assert plan.expected_cost_usd <= 600.0
+    assert not plan.floors_met
+
+
+def test_suspect_floors_take_at_most_their_share_of_the_budget() -> None:
+    strata = [_s("a", 10_000, 0.3, floor=600), _priority("suspect", 1_000, 1_000)]
+    plan = al.neyman_allocation(
+        strata, daily_budget_usd=600.0, reverse_share=0.0, priority_share=0.5
+    )
+    assert plan.expected_samples_per_day[("suspect", "cheap")] == pytest.approx(300.0)
+    assert plan.expected_samples_per_day[("a", "cheap")] == pytest.approx(300.0)
+    assert plan.expected_cost_usd <= 600.0
+    # Affordable floors: priority changes nothing, the rest is Neyman as before.
+    cheap = [_s("a", 10_000, 0.3, floor=100), _priority("suspect", 1_000, 100)]
+    plain = [_s("a", 10_000, 0.3, floor=100), _s("suspect", 1_000, 0.3, floor=100)]
+    assert (
+        al.neyman_allocation(cheap, 600.0, 0.0, priority_share=0.5).probabilities
+        == al.neyman_allocation(plain, 600.0, 0.0).probabilities
+    )
+    with pytest.raises(ValueError, match="priority_share"):
+        al.neyman_allocation(cheap, 600.0, 0.0, priority_share=1.5)

@@ -15,8 +15,10 @@ from sqlmodel import Session
 
 from shadoweval.alerts import service
 from shadoweval.alerts.delivery_models import AlertDelivery
+from shadoweval.alerts.measure_context import _Context
+from shadoweval.alerts.measurements_quality import _calibration_drift
 from shadoweval.alerts.models import Alert
-from shadoweval.alerts.rules import RuleSet
+from shadoweval.alerts.rules import AlertRule, RuleSet
 from shadoweval.analytics.models import (
     DriftReport,
     SequentialState,
@@ -816,14 +818,9 @@ def test_a_p_value_alone_is_not_enough_against_perfect_calibration(
     assert alert.numbers["perfect_calibration_min_n"] == 100
 
 
-def test_calibration_drift_bonferroni_and_model_change_split(
-    session: Session, settings: Settings
-) -> None:
-    # warn at p ≤ 1: one episode from the first labels on, its numbers those of the last step.
-    use_rules(
-        session,
-        {"name": "calibration", "kind": "calibration_drift", "warn": 1.0, "window": "1d"},
-    )
+def _labels_around_a_model_change(session: Session) -> datetime:
+    """150 well-calibrated labels in the 10 h before a model change and 150 in the 2 h
+    after it; returns the change's ts."""
     change = NOW - timedelta(hours=3)
     record_event(
         session,
@@ -846,6 +843,25 @@ def test_calibration_drift_bonferroni_and_model_change_split(
         score = float(rng.random())
         session.add(judged_verdict(decision, score=score, strong_needed=int(rng.random() < score)))
     session.commit()
+    return change
+
+
+def test_calibration_drift_bonferroni_and_model_change_split(
+    session: Session, settings: Settings
+) -> None:
+    # warn at p ≤ 1: one episode from the first labels on, its numbers those of the last step.
+    # Both effect minimums off: a p-value alone counts.
+    use_rules(
+        session,
+        {
+            "name": "calibration",
+            "kind": "calibration_drift",
+            "warn": 1.0,
+            "window": "1d",
+            "calibration": {"min_ece": None, "min_slope_distance": None},
+        },
+    )
+    change = _labels_around_a_model_change(session)
     live(session, settings)
     (alert,) = alerts(session)
     numbers = alert.numbers
@@ -860,7 +876,43 @@ def test_calibration_drift_bonferroni_and_model_change_split(
     assert p_perfect is not None
     # 150 labels < min_n: only the drift test counts, Bonferroni still over the two run.
     assert numbers["perfect_calibration_counted"] is False
+    assert numbers["previous_window_counted"] is True
     assert numbers["value"] == pytest.approx(min(1.0, 2 * p_ref))
+
+
+def test_drift_against_the_previous_window_needs_an_effect_too(
+    session: Session, settings: Settings
+) -> None:
+    """Issue 13: the previous-window test fired between two well-calibrated windows. With a
+    minimum ECE the current window does not reach, neither test counts: value 1, nothing
+    pending, and the measurement says why."""
+    use_rules(
+        session,
+        {
+            "name": "calibration",
+            "kind": "calibration_drift",
+            "warn": 0.5,
+            "window": "1d",
+            "calibration": {"min_n": 0, "min_ece": 0.95},
+        },
+    )
+    _labels_around_a_model_change(session)
+    result = live(session, settings)
+    assert (result.opened, result.pending) == (0, 0)
+    assert alerts(session) == []
+    rule = AlertRule(
+        name="calibration",
+        kind="calibration_drift",
+        warn=0.5,
+        window="1d",
+        calibration={"min_n": 0, "min_ece": 0.95},
+    )
+    ctx = _Context(session=session, settings=settings, now=NOW)
+    (measurement,) = _calibration_drift(ctx, rule, "support-router", NOW)
+    assert measurement.value == 1.0
+    assert measurement.details["p_value_against_reference"] is not None
+    assert measurement.details["previous_window_counted"] is False
+    assert "below the minimum effect" in measurement.details["conditions"]
 
 
 def test_calibration_windows_never_straddle_a_model_change() -> None:

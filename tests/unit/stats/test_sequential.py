@@ -575,3 +575,76 @@ def test_labels_to_detect() -> None:
     assert sq.labels_to_detect(0.10, 0.2, pre_change_labels=100) == math.inf
     assert sq.labels_to_detect(0.10, 0.12, min_rise=RISE) == math.inf
     assert sq.labels_to_detect(0.10, 0.9) == sq.CHANGE_POINT_MIN_POST_LABELS
+
+
+def test_rise_evidence_is_the_statistic_at_the_newest_label_over_short_stretches() -> None:
+    rng = np.random.default_rng(5)
+    labels = np.r_[rng.random(400) < 0.1, rng.random(200) < 0.2].astype(int)
+    lengths = sq.suspicion_post_lengths(1000)
+    assert lengths[0] == sq.SUSPICION_MIN_POST_LABELS < sq.CHANGE_POINT_MIN_POST_LABELS
+    evidence = sq.rise_evidence(600, int(labels.sum()), labels, min_rise=0.05, window_labels=1000)
+    usable = lengths[lengths <= 599]
+    cumulative = np.r_[0, np.cumsum(labels)]
+    expected, best = sq.change_point_statistic(
+        [600.0],
+        [float(labels.sum())],
+        (cumulative[-1] - cumulative[600 - usable])[None, :].astype(float),
+        usable,
+        0.05,
+    )
+    assert evidence.statistic == pytest.approx(expected[0])
+    assert evidence.post_labels == usable[best[0]]
+    assert evidence.pre_labels + evidence.post_labels == 600
+    assert evidence.pre_harms + evidence.post_harms == labels.sum()
+    # Only the newest `window_labels` are stretches; older ones are history, as in the detector.
+    assert sq.rise_evidence(600, int(labels.sum()), labels, min_rise=0.05, window_labels=100) == (
+        sq.rise_evidence(600, int(labels.sum()), labels[-100:], min_rise=0.05, window_labels=100)
+    )
+    assert sq.rise_evidence(3, 1, [0, 1, 0], min_rise=0.05, window_labels=1000).statistic == 0.0
+    with pytest.raises(ValueError, match="inconsistent"):
+        sq.rise_evidence(2, 0, [1, 1], min_rise=0.05, window_labels=1000)
+
+
+def test_rise_evidence_leads_the_alarm_and_rarely_points_at_an_unchanged_segment() -> None:
+    """The planner buys labels for a segment once its early evidence reaches
+    SUSPICION_FRACTION · h. On a 5 % segment's rise 0.10 → 0.25 after 150 labels, that
+    happens after a median of ~20–40 post-change labels, well before the detector's alarm;
+    an unchanged segment is suspect only a small share of the time."""
+    h = sq.glr_threshold(30_000)
+    level = sq.SUSPICION_FRACTION * h
+    rng = np.random.default_rng(13)
+
+    def first_suspect(labels: np.ndarray, start: int) -> int | None:
+        cumulative = np.cumsum(labels)
+        for n in range(start + 1, labels.size + 1):
+            found = sq.rise_evidence(
+                n, int(cumulative[n - 1]), labels[:n], min_rise=0.05, window_labels=1000
+            )
+            if found.statistic >= level:
+                return n - start
+        return None
+
+    leads = []
+    for _ in range(30):
+        labels = np.r_[rng.random(150) < 0.10, rng.random(150) < 0.25].astype(int)
+        suspect = first_suspect(labels, 150)
+        update = sq.change_point_update(
+            sq.ChangePointState(), labels, min_rise=0.05, threshold=h, window_labels=1000
+        )
+        alarm = next((a.n - 150 for a in update.alarms if a.n > 150), 10**6)
+        assert suspect is not None
+        leads.append(alarm - suspect)
+    assert np.median(leads) >= 40
+    suspect_share = []
+    for _ in range(10):
+        labels = (rng.random(400) < 0.10).astype(int)
+        cumulative = np.cumsum(labels)
+        checks = [
+            sq.rise_evidence(
+                n, int(cumulative[n - 1]), labels[:n], min_rise=0.05, window_labels=1000
+            ).statistic
+            >= level
+            for n in range(20, 401, 5)
+        ]
+        suspect_share.append(np.mean(checks))
+    assert np.mean(suspect_share) < 0.1
