@@ -293,6 +293,9 @@ def _calibration_drift(
             f"{counted.text}; the previous-window test does not count either: the current "
             "window's calibration error is below the minimum effect"
         )
+    gap = _gap_evidence(
+        ctx, router, report.judge_key, (reference_start, reference_end), (start, at)
+    )
     return [
         Measurement(
             router,
@@ -321,12 +324,39 @@ def _calibration_drift(
                 "perfect_calibration_min_ece": minimums.min_ece,
                 "perfect_calibration_min_slope_distance": minimums.min_slope_distance,
                 "brier": report.brier.get("brier"),
+                **gap,
                 "reference_window_start": _iso(reference_start),
                 "reference_window_end": _iso(reference_end) if reference_start else None,
                 "window_starts_at_model_change": bool(changes) and start == changes[0],
             },
         )
     ]
+
+
+def _gap_evidence(
+    ctx: _Context,
+    router: str,
+    judge_key: str,
+    reference: tuple[datetime | None, datetime],
+    window: tuple[datetime, datetime],
+) -> dict[str, Any]:
+    """The expected-vs-observed gap (stats.expected_harm.calibration_gap_evidence, `gap_*`
+    details) as evidence beside the two tests: the reference window's score map predicts
+    this window's labels, and a significant gap says the score's meaning changed (concept
+    drift), not just its distribution. Evidence only: it is not a third test in the
+    Bonferroni count, so the rule's false-alarm rate is unchanged."""
+    from shadoweval.analytics import calibration_service
+    from shadoweval.stats.expected_harm import calibration_gap_evidence
+
+    if reference[0] is None:
+        return {}
+    before = calibration_service.labelled_scores(ctx.session, router, reference[0], reference[1])
+    now = calibration_service.labelled_scores(ctx.session, router, window[0], window[1])
+    if judge_key not in before or judge_key not in now:
+        return {}
+    return calibration_gap_evidence(
+        *before[judge_key], *now[judge_key], n_boot=ctx.settings.expected_harm_bootstrap
+    )
 
 
 def _feature_drift(

@@ -168,6 +168,17 @@ def _labelled(
     }
 
 
+def labelled_scores(
+    session: Session, router: str, since: datetime, until: datetime
+) -> dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]]:
+    """Per judge key, the window's labelled (router score, strong_needed, inclusion
+    probability π), for tests that take π rather than the weights 1/π."""
+    return {
+        key: (score, label, 1.0 / weight)
+        for key, (score, label, weight) in _labelled(session, router, since, until).items()
+    }
+
+
 def calibration_report_page(
     *,
     session: Session,

@@ -878,6 +878,55 @@ def test_calibration_drift_bonferroni_and_model_change_split(
     assert numbers["perfect_calibration_counted"] is False
     assert numbers["previous_window_counted"] is True
     assert numbers["value"] == pytest.approx(min(1.0, 2 * p_ref))
+    # The expected-vs-observed gap rides along as evidence, not as a third test: the value
+    # above is the Bonferroni over the two tests whatever the gap says.
+    assert (numbers["gap_reference_labels"], numbers["gap_labels"]) == (150, 150)
+    assert numbers["gap_status"] == "tested"
+    assert numbers["gap_ci_low"] <= numbers["gap"] <= numbers["gap_ci_high"]
+    assert isinstance(numbers["gap_significant"], bool)
+
+
+def test_a_changed_score_meaning_shows_as_a_significant_gap(
+    session: Session, settings: Settings
+) -> None:
+    """After the change the score no longer means what it did (strong needed far more often
+    than the score says): the alert carries a significant expected-vs-observed gap."""
+    use_rules(
+        session,
+        {"name": "calibration", "kind": "calibration_drift", "warn": 1.0, "window": "1d"},
+    )
+    change = NOW - timedelta(hours=3)
+    record_event(
+        session,
+        kind="model_change",
+        dedup_key="support-router|cheap|haiku-5",
+        ts=change,
+        router="support-router",
+        details={"tier": "cheap", "model": "haiku-5"},
+    )
+    rng = np.random.default_rng(5)
+    for i in range(400):
+        before = i % 2 == 0
+        ts = (
+            change - timedelta(hours=10) * (i / 400) - timedelta(seconds=1)
+            if before
+            else change + timedelta(hours=2) * (i / 400)
+        )
+        decision = _decision(f"g{i}", ts, "v1")
+        session.add(decision)
+        session.flush()
+        score = float(rng.random())
+        truth = score if before else min(1.0, score + 0.4)
+        session.add(judged_verdict(decision, score=score, strong_needed=int(rng.random() < truth)))
+    session.commit()
+    rule = AlertRule(name="calibration", kind="calibration_drift", warn=1.0, window="1d")
+    ctx = _Context(session=session, settings=settings, now=NOW)
+    (measurement,) = _calibration_drift(ctx, rule, "support-router", NOW)
+    details = measurement.details
+    assert details["gap_status"] == "tested"
+    assert details["gap_significant"] is True
+    assert details["gap_ci_low"] > 0  # observed harm above what the old map expects
+    assert "concept drift" in details["gap_reading"]
 
 
 def test_drift_against_the_previous_window_needs_an_effect_too(
