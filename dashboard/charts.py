@@ -10,9 +10,9 @@ from typing import Any
 
 import altair as alt
 import pandas as pd  # type: ignore[import-untyped]
+from shadoweval.dashboard.formatting import NO_VALUE
+from shadoweval.dashboard.routing_frames import ROUTER_POINT
 
-from dashboard.formatting import NO_VALUE
-from dashboard.routing_frames import ROUTER_POINT
 from shadoweval.alerts.notification import split_summary
 
 

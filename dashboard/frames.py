@@ -9,8 +9,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
+from shadoweval.dashboard.formatting import (
+    number,
+    pct,
+    pct_interval,
+    percent_value,
+    sequential_state,
+    usd,
+    utc_text,
+)
 
-from dashboard.formatting import number, pct, percent_value, sequential_state, usd, utc_text
 from shadoweval.stats import sequential
 
 
@@ -404,3 +412,33 @@ def deliveries_frame(deliveries: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         for d in deliveries
     ]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def escalation_text(escalation: Mapping[str, Any] | None) -> str | None:
+    """One paragraph on judge escalation: the share escalated, and agreement with humans on
+    the verdicts the judge keeps vs those it escalates (uniform review sample), the
+    escalation queue's own labels apart (never pooled: they sample nothing)."""
+    if not escalation or not escalation.get("verdicts"):
+        return None
+
+    def share(part: Mapping[str, Any] | None) -> str:
+        part = part or {}
+        if not part.get("labels"):
+            return "no labels yet"
+        return (
+            f"{pct(part.get('agreement'))} "
+            f"({pct_interval(part.get('agreement_ci_low'), part.get('agreement_ci_high'))}, "
+            f"{part['labels']} labels)"
+        )
+
+    escalated = pct_interval(
+        escalation.get("escalated_share_ci_low"), escalation.get("escalated_share_ci_high")
+    )
+    return (
+        f"Escalated to human review: {pct(escalation.get('escalated_share'))} of "
+        f"{escalation['verdicts']} verdicts ({escalated}; its two orders disagree or its score "
+        f"margin is below {number(escalation.get('min_margin_points'))} points). Agreement "
+        f"with humans on the verdicts it keeps: {share(escalation.get('kept'))}; on those it "
+        f"escalates: {share(escalation.get('escalated'))}. Escalation-queue labels (its "
+        f"hardest cases, not a sample): {share(escalation.get('escalation_queue'))}."
+    )

@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd  # type: ignore[import-untyped]
+from shadoweval.dashboard.formatting import percent_value, usd, usd_interval
 
-from dashboard.formatting import percent_value, usd, usd_interval
 from shadoweval.stats import rates
 
 

@@ -51,6 +51,9 @@ if not ui.unavailable(agreement, "Agreement with human labels"):
             f"{fmt.pct(group.get('judge_acceptable_rate'))}, per humans "
             f"{fmt.pct(group.get('human_acceptable_rate'))}"
         )
+        escalation = frames.escalation_text(group.get("escalation"))
+        if escalation:
+            st.caption(escalation)
 
 st.subheader("Judge bias against humans")
 segment_rows = ctx.api.segments(router=ctx.router, since=ctx.since)

@@ -442,3 +442,35 @@ def test_a_pending_pair_says_pending_and_position_calls_count_decisive_ones() ->
     assert calls == [("t1", True), ("t2", False)]
     frame = frames.pairs_frame([{"ts": "2026-11-27T09:00:00Z", "status": "pending"}])
     assert frame.iloc[0]["outcome"] == "pending"
+
+
+def test_escalation_text_keeps_the_queue_labels_apart() -> None:
+    text = frames.escalation_text(
+        {
+            "min_margin_points": 1.0,
+            "verdicts": 250,
+            "escalated_verdicts": 30,
+            "escalated_share": 0.12,
+            "escalated_share_ci_low": 0.085,
+            "escalated_share_ci_high": 0.167,
+            "kept": {
+                "labels": 40,
+                "agreement": 0.9,
+                "agreement_ci_low": 0.77,
+                "agreement_ci_high": 0.96,
+            },
+            "escalated": {"labels": 0},
+            "escalation_queue": {
+                "labels": 20,
+                "agreement": 0.55,
+                "agreement_ci_low": 0.34,
+                "agreement_ci_high": 0.74,
+            },
+        }
+    )
+    assert text is not None
+    assert "12.0 % of 250 verdicts (95 % CI 8.5–16.7 %" in text
+    assert "keeps: 90.0 % (95 % CI 77.0–96.0 %, 40 labels)" in text
+    assert "escalates: no labels yet" in text
+    assert "not a sample): 55.0 % (95 % CI 34.0–74.0 %, 20 labels)" in text
+    assert frames.escalation_text({"verdicts": 0}) is None
