@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from shadoweval import clock
 from shadoweval.db import session_scope
-from shadoweval.ingest import clock
 from shadoweval.pool import watcher as model_watcher
 from shadoweval.sampling import periods
 from shadoweval.sampling import service as sampling_service

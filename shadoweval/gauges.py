@@ -3,7 +3,7 @@ deliveries, quality). The top of the import graph: it reads every stage, and not
 the app imports it (the counters live in `shadoweval.metrics`, which ingest writes to).
 
 Clocks: budget and quality gauges ("today", "last 24 h") are decision time, each router's
-watermark (`ingest.clock`), so a replayed log shows its own days; heartbeat ages, verdict
+watermark (`clock.py`), so a replayed log shows its own days; heartbeat ages, verdict
 lags (by finish time) and the label watermark's lag behind now are wall-clock questions.
 """
 
@@ -22,13 +22,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
+from shadoweval import clock
 from shadoweval.alerts import delivery_records
 from shadoweval.alerts import service as alerts_service
 from shadoweval.analytics import calibration_service, snapshots
 from shadoweval.analytics.harm import harm_rates
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
-from shadoweval.ingest import clock
 from shadoweval.judge.models import Verdict
 from shadoweval.runtime import service as runtime_service
 from shadoweval.sampling.models import BudgetDay

@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlmodel import Session
 
+from shadoweval import clock as decision_clock
 from shadoweval.alerts import rules as alert_rules
 from shadoweval.alerts.rules import AlertRule, Measurement
 from shadoweval.alerts.tables import DECISION_TABLE, VERDICT_TABLE
 from shadoweval.config import Settings
-from shadoweval.ingest import clock as decision_clock
 from shadoweval.ingest.models import AWAITING_PLAN
 from shadoweval.judge.models import OPEN_VERDICT_STATUSES
 from shadoweval.stats.rates import wilson_interval

@@ -1,7 +1,7 @@
 """Drift service: feature and router-score drift per router and UTC day, stored once per window.
 
 Clock: decision time. A router's day is reported once its own log has moved past it (its
-watermark, `ingest.clock`), so a replayed or backfilled log gets the reports of its
+watermark, `clock.py`), so a replayed or backfilled log gets the reports of its
 decision days whatever the wall clock says; the wall clock only stamps `created_at`.
 """
 
@@ -15,11 +15,11 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlmodel import Session
 
+from shadoweval import clock
 from shadoweval.analytics.models import DriftReport
 from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.exceptions import NotFound
-from shadoweval.ingest import clock
 from shadoweval.ingest.models import Decision
 from shadoweval.sql import table_of
 

@@ -4,7 +4,7 @@ sampled labels over the last decision days (decision time), with a guarantee and
 Reads, for one router, the decisions of the window (score, tier, π, own cost), their finished
 verdicts of one judge (`strong_needed`, forward and reverse) and the shadow run's cost on the
 other tier, and hands them to `stats.thresholds`. The window ends at the router's decision-time
-watermark (`ingest/clock.py`), never at the wall clock, so a replayed log gives the same advice.
+watermark (`clock.py`), never at the wall clock, so a replayed log gives the same advice.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import and_, select
 from sqlmodel import Session
 
+from shadoweval import clock
 from shadoweval.config import Settings
 from shadoweval.exceptions import NotFound
-from shadoweval.ingest import clock
 from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Verdict, VerdictStatus
 from shadoweval.shadow.models import RunKind, ShadowMode, ShadowRun, WorkStatus

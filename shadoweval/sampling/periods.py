@@ -32,12 +32,12 @@ from typing import Any, cast
 from sqlalchemy import and_, func, select, update
 from sqlmodel import Session
 
+from shadoweval import clock
 from shadoweval.analytics.models import TrafficWindowSnapshot
 from shadoweval.config import Settings
 from shadoweval.db import aware_utc, take_sqlite_write_lock, utcnow
 from shadoweval.events.models import Event, EventKind
 from shadoweval.events.service import record_event
-from shadoweval.ingest import clock
 from shadoweval.ingest.models import AWAITING_PLAN, Decision, DecisionPayload, TrafficDelta
 from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict
 from shadoweval.sampling import allocation, planning, policy
