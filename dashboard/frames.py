@@ -19,7 +19,7 @@ from shadoweval.dashboard.formatting import (
     utc_text,
 )
 
-from shadoweval.stats import sequential
+from shadoweval.stats import change_point
 
 
 def segments_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -171,7 +171,7 @@ def detector_lines(state: Mapping[str, Any] | None, *, min_rise: float) -> Detec
 
     Baseline: the harm rate before the estimated change point. Alarm line: the least harm
     rate over the post-change stretch (its labels, or `ALARM_LINE_LABELS` while no rise is
-    seen) at which the detector's log GLR at that split (`sequential.rise_log_glr`, with the
+    seen) at which the detector's log GLR at that split (`change_point.rise_log_glr`, with the
     rise δ = `min_rise`) reaches its threshold h. The detector also tries other splits, so it
     can fire a little below the line, never above it. None without a state or a threshold.
     """
@@ -189,7 +189,7 @@ def detector_lines(state: Mapping[str, Any] | None, *, min_rise: float) -> Detec
     if pre_n < 1:
         return DetectorLines(None, 0, None, stretch)
     post_harms = np.arange(stretch + 1)
-    glr = sequential.rise_log_glr(pre_n, pre_x, stretch, post_harms, min_rise)
+    glr = change_point.rise_log_glr(pre_n, pre_x, stretch, post_harms, min_rise)
     firing = np.nonzero(glr >= float(state["threshold"]))[0]
     alarm = float(post_harms[firing[0]]) / stretch if firing.size else None
     return DetectorLines(pre_x / pre_n, pre_n, alarm, stretch)

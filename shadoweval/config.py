@@ -251,7 +251,7 @@ class Settings(BaseSettings):
         le=2000,
         description="Look-back of the quality-drop detector: the longest post-change stretch "
         "it tests, and the labels (with their ts) each segment's state keeps. Rises it must "
-        "catch need fewer labels than this (stats.sequential.labels_to_detect).",
+        "catch need fewer labels than this (stats.change_point.labels_to_detect).",
     )
     aggregate_interval_seconds: float = Field(default=5.0, gt=0)
     session_totals_batch_size: int = Field(

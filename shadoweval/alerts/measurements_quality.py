@@ -81,7 +81,7 @@ def _quality_drop(ctx: _Context, rule: AlertRule) -> list[Measurement]:
 
     G is the log GLR of the best change point among the segment's recent labels, with
     unknown pre- and post-change harm rates and a rise of at least harm_alert_rate −
-    harm_baseline (stats.sequential.change_point_update). It keeps updating after an
+    harm_baseline (stats.change_point.change_point_update). It keeps updating after an
     alarm, so the alert fires at G ≥ h (value 1, the rule's `alert`) and resolves once G
     falls back below the rule's `warn` share of h (hysteresis): when harm is back down,
     or once the raised rate has become the segment's history. h = glr_threshold(A) keeps

@@ -26,7 +26,7 @@ from shadoweval.events.models import EventKind
 from shadoweval.ingest.models import AWAITING_PLAN, Decision
 from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Outcome, Verdict, VerdictStatus
 from shadoweval.sql import table_of
-from shadoweval.stats import sequential
+from shadoweval.stats import change_point
 
 VERDICT_TABLE = table_of(Verdict)
 DECISION_TABLE = table_of(Decision)
@@ -218,7 +218,7 @@ def advance_sequential_tests(
     """Feed each segment's new harm labels (forward pairs), in order, up to the watermark.
 
     Every label feeds a change-point detector with unknown pre- and post-change harm
-    rates (`stats.sequential.change_point_update`): after each label it tests every
+    rates (`stats.change_point.change_point_update`): after each label it tests every
     change point within the last `change_point_window_labels` labels, on a geometric grid,
     for a rise of at least harm_alert_rate − harm_baseline, with the segment's whole
     earlier history as the pre-change side, so it needs no clean baseline and finds a
@@ -236,7 +236,7 @@ def advance_sequential_tests(
             .where(columns.status == VerdictStatus.DONE, columns.direction == "forward")
             .group_by(columns.router, columns.segment_value, columns.judge_key)
         ).all()
-        threshold = sequential.glr_threshold(settings.sequential_alarm_threshold)
+        threshold = change_point.glr_threshold(settings.sequential_alarm_threshold)
         # Rounded so 0.15 − 0.10 reads 0.05 in events, not 0.04999999999999999.
         min_rise = max(0.0, round(settings.harm_alert_rate - settings.harm_baseline, 12))
         fed = alarms = 0
@@ -346,7 +346,7 @@ def _feed(
     if len(recent_ts) != len(recent_labels):
         # A row from before the ts were kept: its labels still count as history.
         recent_labels, recent_ts = "", []
-    before = sequential.ChangePointState(
+    before = change_point.ChangePointState(
         n=int(state["labels"]),
         harms=int(state["positives"]),
         recent=tuple(int(c) for c in recent_labels),
@@ -357,7 +357,7 @@ def _feed(
         alarm_n=state["alarm_labels"],
     )
     labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
-    result = sequential.change_point_update(
+    result = change_point.change_point_update(
         before, labels, min_rise=min_rise, threshold=threshold, window_labels=window
     )
     after = result.state

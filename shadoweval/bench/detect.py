@@ -16,7 +16,7 @@ uniformly (in proportion to traffic).
 The rows:
 
 - (b) production: the planner's labels through the production detector
-  (`stats.sequential.change_point_update`: Bernoulli GLR with unknown pre- and post-change
+  (`stats.change_point.change_point_update`: Bernoulli GLR with unknown pre- and post-change
   rates, no baseline phase, minimum rise harm_alert_rate − harm_baseline = 0.05, look-back
   1,000 labels, threshold `glr_threshold(A)` with A = the labels of 30 days / the budget of
   1 false alarm per 30 days across all segments);
@@ -58,16 +58,18 @@ from shadoweval.sampling.allocation import (
     neyman_allocation,
     stratum_std_dev,
 )
-from shadoweval.stats.rates import hajek_rate
-from shadoweval.stats.sequential import (
+from shadoweval.stats.change_point import (
     CHANGE_POINT_REARM_FRACTION,
-    alpha_per_segment,
-    beta_prior_for_alternative,
     change_point_post_lengths,
     change_point_statistic,
-    cusum_threshold_for_arl,
     glr_threshold,
     labels_to_detect,
+)
+from shadoweval.stats.rates import hajek_rate
+from shadoweval.stats.sequential import (
+    alpha_per_segment,
+    beta_prior_for_alternative,
+    cusum_threshold_for_arl,
     log_regularized_incomplete_beta,
     mixture_sprt_boundary,
 )
@@ -441,7 +443,7 @@ def _change_point_statistics(
 
 def _run_change_point(labels: _Labels, *, threshold: float, change_day: int) -> _Alarms:
     """The production detector on every stream: an alarm at G ≥ h while armed, re-armed once
-    G < h · CHANGE_POINT_REARM_FRACTION (`stats.sequential.change_point_update`)."""
+    G < h · CHANGE_POINT_REARM_FRACTION (`stats.change_point.change_point_update`)."""
     rearm = threshold * CHANGE_POINT_REARM_FRACTION
     statistic = _change_point_statistics(
         labels.harm, labels.stream_start[labels.stream], labels.position, floor=rearm
@@ -816,7 +818,7 @@ def run_detect_bench(
             "against 'no change', both rates unknown, the pre-change side being the segment's "
             f"whole earlier history. Alarm at G >= h = {glr_h:.2f}, re-armed once G < h/2. "
             "Guarantee: calibrated by simulation, not proved - in-control ARL >= A labels for "
-            "harm rates 0.01-0.5 (stats.sequential.glr_threshold), so about n/A false alarms "
+            "harm rates 0.01-0.5 (stats.change_point.glr_threshold), so about n/A false alarms "
             "per n labels: <= 1 per 30 days across all segments; re-measured here."
         ),
         ORACLE: (

@@ -25,7 +25,7 @@ from shadoweval.sampling import allocation
 from shadoweval.shadow.models import ShadowRun
 from shadoweval.shadow.policy import CONVENTIONAL_TIER_ORDER
 from shadoweval.sql import table_of
-from shadoweval.stats import sequential
+from shadoweval.stats import change_point
 from shadoweval.stats.rates import sample_size_for_drop
 
 VERDICT = table_of(Verdict)
@@ -149,8 +149,8 @@ def learned_costs(
 def detection_floor_per_day(settings: Settings) -> float:
     """Labels a day a segment needs for the quality-drop detector to flag the configured rise
     (harm_baseline → harm_alert_rate) within the detection window, at its false-alarm rate
-    (the detector's conservative 80th-percentile delay, stats.sequential.labels_to_detect)."""
-    required = sequential.labels_to_detect(
+    (the detector's conservative 80th-percentile delay, stats.change_point.labels_to_detect)."""
+    required = change_point.labels_to_detect(
         settings.harm_baseline,
         settings.harm_alert_rate,
         arl_labels=settings.sequential_alarm_threshold,

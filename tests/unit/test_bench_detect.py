@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from shadoweval.bench import detect
-from shadoweval.stats.sequential import ChangePointState, change_point_update, glr_threshold
+from shadoweval.stats.change_point import ChangePointState, change_point_update, glr_threshold
 
 STRATEGIES = {
     "b_planner_glr",

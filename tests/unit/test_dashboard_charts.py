@@ -8,7 +8,7 @@ import pytest
 from shadoweval.dashboard import charts, frames, routing_frames
 from shadoweval.dashboard import formatting as fmt
 
-from shadoweval.stats import rates, sequential
+from shadoweval.stats import change_point, rates
 
 
 def _segment(name: str, rate: float, low: float, high: float, n: int, **extra: object) -> dict:
@@ -359,7 +359,7 @@ def test_the_pareto_axes_start_at_the_scales_ends() -> None:
 
 
 def test_detector_lines_are_its_baseline_and_the_rate_that_fires_it() -> None:
-    threshold = sequential.glr_threshold(30_000)
+    threshold = change_point.glr_threshold(30_000)
     watching = {"threshold": threshold, "labels": 300, "harms": 30, "post_change_labels": 0}
     lines = frames.detector_lines(watching, min_rise=0.05)
     assert lines is not None
@@ -367,8 +367,8 @@ def test_detector_lines_are_its_baseline_and_the_rate_that_fires_it() -> None:
     assert lines.alarm is not None
     # The alarm line is the least harm count over the stretch at which G reaches h.
     harms = round(lines.alarm * 50)
-    assert sequential.rise_log_glr(300, 30, 50, harms, 0.05) >= threshold
-    assert sequential.rise_log_glr(300, 30, 50, harms - 1, 0.05) < threshold
+    assert change_point.rise_log_glr(300, 30, 50, harms, 0.05) >= threshold
+    assert change_point.rise_log_glr(300, 30, 50, harms - 1, 0.05) < threshold
     rising = {
         **watching,
         "labels": 400,

@@ -32,7 +32,7 @@ from shadoweval.judge.models import Verdict
 from shadoweval.runtime.worker import WorkerRuntime
 from shadoweval.sampling.models import BudgetDay
 from shadoweval.shadow.models import BATCH_HOLD, ShadowRun
-from shadoweval.stats.sequential import glr_threshold
+from shadoweval.stats.change_point import glr_threshold
 from tests.integration.alerts.stream import decision_row, hour_traffic, move_decision_time
 from tests.integration.alerts.verdicts import judged_verdict
 

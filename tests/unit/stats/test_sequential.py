@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
+from shadoweval.stats import change_point as cp
 from shadoweval.stats import sequential as sq
 
 P0, P1, ALPHA = 0.10, 0.20, 0.05
@@ -378,7 +379,7 @@ def test_shiryaev_roberts_false_alarms_stay_under_n_over_a() -> None:
 
 RISE = 0.05
 WINDOW = 1000
-H_30K = sq.glr_threshold(30_000)
+H_30K = cp.glr_threshold(30_000)
 
 
 def _brute_force_rise_glr(a: int, x: int, b: int, y: int, rise: float) -> float:
@@ -401,7 +402,7 @@ def _brute_force_rise_glr(a: int, x: int, b: int, y: int, rise: float) -> float:
     [(500, 50, 100, 25), (500, 50, 100, 13), (40, 0, 60, 20), (200, 30, 50, 50), (80, 8, 50, 6)],
 )
 def test_rise_glr_matches_a_grid_search(a: int, x: int, b: int, y: int) -> None:
-    value = float(sq.rise_log_glr(a, x, b, y, RISE))
+    value = float(cp.rise_log_glr(a, x, b, y, RISE))
     if y / b <= x / a:
         assert value == -math.inf
     else:
@@ -414,17 +415,17 @@ def test_rise_glr_only_shrinks_with_the_minimum_rise() -> None:
     b = rng.integers(1, 1000, 500)
     x = rng.binomial(a, 0.1)
     y = rng.binomial(b, 0.16)
-    free = sq.rise_log_glr(a, x, b, y, 0.0)
-    constrained = sq.rise_log_glr(a, x, b, y, RISE)
+    free = cp.rise_log_glr(a, x, b, y, 0.0)
+    constrained = cp.rise_log_glr(a, x, b, y, RISE)
     assert np.all(constrained <= free + 1e-9)
     clear = y / b - x / a >= RISE
     assert np.allclose(constrained[clear], free[clear])
     assert np.all(constrained[~clear & (y / b > x / a)] < free[~clear & (y / b > x / a)])
 
 
-def _feed(labels: np.ndarray, threshold: float = H_30K) -> sq.ChangePointUpdate:
-    return sq.change_point_update(
-        sq.ChangePointState(), labels, min_rise=RISE, threshold=threshold, window_labels=WINDOW
+def _feed(labels: np.ndarray, threshold: float = H_30K) -> cp.ChangePointUpdate:
+    return cp.change_point_update(
+        cp.ChangePointState(), labels, min_rise=RISE, threshold=threshold, window_labels=WINDOW
     )
 
 
@@ -461,7 +462,7 @@ def test_detects_a_change_mid_way_with_its_rates_and_change_point() -> None:
         assert 0.18 < alarm.post_change_rate < 0.45
     assert abs(np.median(change_points) - 601) <= 60
     # labels_to_detect is a conservative 80th percentile of the delay.
-    expected = sq.labels_to_detect(0.10, 0.25, min_rise=RISE, pre_change_labels=600)
+    expected = cp.labels_to_detect(0.10, 0.25, min_rise=RISE, pre_change_labels=600)
     assert np.quantile(delays, 0.8) <= expected
     assert np.median(delays) >= 0.3 * expected
 
@@ -469,7 +470,7 @@ def test_detects_a_change_mid_way_with_its_rates_and_change_point() -> None:
 def test_false_alarms_on_null_streams_stay_within_n_over_a() -> None:
     # A = 2,000 (h ≈ 4.2) so a few seconds of labels hold ~100 alarms' worth of exposure.
     arl = 2_000.0
-    h = sq.glr_threshold(arl)
+    h = cp.glr_threshold(arl)
     rng = np.random.default_rng(12)
     for p0 in (0.05, 0.3):
         labels, alarms = 0, 0
@@ -505,17 +506,17 @@ def test_a_rise_well_below_the_minimum_is_rarely_flagged() -> None:
 @settings(max_examples=40, deadline=None)
 def test_state_round_trip_gives_the_same_as_one_pass(labels: list[int], cuts: list[int]) -> None:
     # Small window and threshold so short streams reach alarms and re-arms.
-    def update(state: sq.ChangePointState, chunk: object) -> sq.ChangePointUpdate:
-        return sq.change_point_update(
+    def update(state: cp.ChangePointState, chunk: object) -> cp.ChangePointUpdate:
+        return cp.change_point_update(
             state, np.asarray(chunk), min_rise=0.0, threshold=1.5, window_labels=60
         )
 
-    whole = update(sq.ChangePointState(), labels)
-    state, alarms = sq.ChangePointState(), list[sq.ChangePointAlarm]()
+    whole = update(cp.ChangePointState(), labels)
+    state, alarms = cp.ChangePointState(), list[cp.ChangePointAlarm]()
     for part in np.split(np.asarray(labels), sorted(c for c in cuts if c <= len(labels))):
         # Through the stored form: counts, the recent labels as text, the statistic.
         stored = "".join(str(v) for v in state.recent)
-        state = sq.ChangePointState(
+        state = cp.ChangePointState(
             n=state.n,
             harms=state.harms,
             recent=tuple(int(c) for c in stored),
@@ -545,47 +546,47 @@ def test_state_stays_bounded_and_rearms_after_an_episode() -> None:
     assert 800 < alarm.n <= 900
     # Harm went back down: the episode ended (re-armed) and the statistic fell with it.
     assert not result.state.alarmed
-    assert result.state.statistic < H_30K * sq.CHANGE_POINT_REARM_FRACTION
+    assert result.state.statistic < H_30K * cp.CHANGE_POINT_REARM_FRACTION
 
 
 def test_glr_threshold_and_post_lengths() -> None:
-    assert sq.glr_threshold(30_000) == pytest.approx(7.53, abs=0.01)
-    thresholds = [sq.glr_threshold(a) for a in (1e3, 1e4, 1e5)]
+    assert cp.glr_threshold(30_000) == pytest.approx(7.53, abs=0.01)
+    thresholds = [cp.glr_threshold(a) for a in (1e3, 1e4, 1e5)]
     assert thresholds == sorted(thresholds)
     # h − ln h = ln A − c
-    h = sq.glr_threshold(1e4)
-    assert h - math.log(h) == pytest.approx(math.log(1e4) - sq.GLR_THRESHOLD_OFFSET_NATS)
-    lengths = sq.change_point_post_lengths(1000)
-    assert lengths[0] == sq.CHANGE_POINT_MIN_POST_LABELS
+    h = cp.glr_threshold(1e4)
+    assert h - math.log(h) == pytest.approx(math.log(1e4) - cp.GLR_THRESHOLD_OFFSET_NATS)
+    lengths = cp.change_point_post_lengths(1000)
+    assert lengths[0] == cp.CHANGE_POINT_MIN_POST_LABELS
     assert lengths[-1] == 1000
-    assert np.all(lengths[1:] / lengths[:-1] <= sq.CHANGE_POINT_GRID_RATIO + 0.02)
+    assert np.all(lengths[1:] / lengths[:-1] <= cp.CHANGE_POINT_GRID_RATIO + 0.02)
     with pytest.raises(ValueError, match="arl_labels"):
-        sq.glr_threshold(1.0)
+        cp.glr_threshold(1.0)
     with pytest.raises(ValueError, match="window_labels"):
-        sq.change_point_post_lengths(10)
+        cp.change_point_post_lengths(10)
 
 
 def test_labels_to_detect() -> None:
-    needed = [sq.labels_to_detect(0.10, p1) for p1 in (0.15, 0.2, 0.3)]
+    needed = [cp.labels_to_detect(0.10, p1) for p1 in (0.15, 0.2, 0.3)]
     assert needed == sorted(needed, reverse=True)
-    assert sq.labels_to_detect(0.10, 0.2, quantile=0.5) < sq.labels_to_detect(0.10, 0.2)
+    assert cp.labels_to_detect(0.10, 0.2, quantile=0.5) < cp.labels_to_detect(0.10, 0.2)
     # A longer history makes the pre-change rate surer: fewer post-change labels.
-    assert sq.labels_to_detect(0.10, 0.2, pre_change_labels=500) > sq.labels_to_detect(0.10, 0.2)
+    assert cp.labels_to_detect(0.10, 0.2, pre_change_labels=500) > cp.labels_to_detect(0.10, 0.2)
     # Too little history can never give the evidence, and a rise below the minimum is not sought.
-    assert sq.labels_to_detect(0.10, 0.2, pre_change_labels=100) == math.inf
-    assert sq.labels_to_detect(0.10, 0.12, min_rise=RISE) == math.inf
-    assert sq.labels_to_detect(0.10, 0.9) == sq.CHANGE_POINT_MIN_POST_LABELS
+    assert cp.labels_to_detect(0.10, 0.2, pre_change_labels=100) == math.inf
+    assert cp.labels_to_detect(0.10, 0.12, min_rise=RISE) == math.inf
+    assert cp.labels_to_detect(0.10, 0.9) == cp.CHANGE_POINT_MIN_POST_LABELS
 
 
 def test_rise_evidence_is_the_statistic_at_the_newest_label_over_short_stretches() -> None:
     rng = np.random.default_rng(5)
     labels = np.r_[rng.random(400) < 0.1, rng.random(200) < 0.2].astype(int)
-    lengths = sq.suspicion_post_lengths(1000)
-    assert lengths[0] == sq.SUSPICION_MIN_POST_LABELS < sq.CHANGE_POINT_MIN_POST_LABELS
-    evidence = sq.rise_evidence(600, int(labels.sum()), labels, min_rise=0.05, window_labels=1000)
+    lengths = cp.suspicion_post_lengths(1000)
+    assert lengths[0] == cp.SUSPICION_MIN_POST_LABELS < cp.CHANGE_POINT_MIN_POST_LABELS
+    evidence = cp.rise_evidence(600, int(labels.sum()), labels, min_rise=0.05, window_labels=1000)
     usable = lengths[lengths <= 599]
     cumulative = np.r_[0, np.cumsum(labels)]
-    expected, best = sq.change_point_statistic(
+    expected, best = cp.change_point_statistic(
         [600.0],
         [float(labels.sum())],
         (cumulative[-1] - cumulative[600 - usable])[None, :].astype(float),
@@ -597,12 +598,12 @@ def test_rise_evidence_is_the_statistic_at_the_newest_label_over_short_stretches
     assert evidence.pre_labels + evidence.post_labels == 600
     assert evidence.pre_harms + evidence.post_harms == labels.sum()
     # Only the newest `window_labels` are stretches; older ones are history, as in the detector.
-    assert sq.rise_evidence(600, int(labels.sum()), labels, min_rise=0.05, window_labels=100) == (
-        sq.rise_evidence(600, int(labels.sum()), labels[-100:], min_rise=0.05, window_labels=100)
+    assert cp.rise_evidence(600, int(labels.sum()), labels, min_rise=0.05, window_labels=100) == (
+        cp.rise_evidence(600, int(labels.sum()), labels[-100:], min_rise=0.05, window_labels=100)
     )
-    assert sq.rise_evidence(3, 1, [0, 1, 0], min_rise=0.05, window_labels=1000).statistic == 0.0
+    assert cp.rise_evidence(3, 1, [0, 1, 0], min_rise=0.05, window_labels=1000).statistic == 0.0
     with pytest.raises(ValueError, match="inconsistent"):
-        sq.rise_evidence(2, 0, [1, 1], min_rise=0.05, window_labels=1000)
+        cp.rise_evidence(2, 0, [1, 1], min_rise=0.05, window_labels=1000)
 
 
 def test_rise_evidence_leads_the_alarm_and_rarely_points_at_an_unchanged_segment() -> None:
@@ -610,14 +611,14 @@ def test_rise_evidence_leads_the_alarm_and_rarely_points_at_an_unchanged_segment
     SUSPICION_FRACTION · h. On a 5 % segment's rise 0.10 → 0.25 after 150 labels, that
     happens after a median of ~20–40 post-change labels, well before the detector's alarm;
     an unchanged segment is suspect only a small share of the time."""
-    h = sq.glr_threshold(30_000)
-    level = sq.SUSPICION_FRACTION * h
+    h = cp.glr_threshold(30_000)
+    level = cp.SUSPICION_FRACTION * h
     rng = np.random.default_rng(13)
 
     def first_suspect(labels: np.ndarray, start: int) -> int | None:
         cumulative = np.cumsum(labels)
         for n in range(start + 1, labels.size + 1):
-            found = sq.rise_evidence(
+            found = cp.rise_evidence(
                 n, int(cumulative[n - 1]), labels[:n], min_rise=0.05, window_labels=1000
             )
             if found.statistic >= level:
@@ -628,8 +629,8 @@ def test_rise_evidence_leads_the_alarm_and_rarely_points_at_an_unchanged_segment
     for _ in range(30):
         labels = np.r_[rng.random(150) < 0.10, rng.random(150) < 0.25].astype(int)
         suspect = first_suspect(labels, 150)
-        update = sq.change_point_update(
-            sq.ChangePointState(), labels, min_rise=0.05, threshold=h, window_labels=1000
+        update = cp.change_point_update(
+            cp.ChangePointState(), labels, min_rise=0.05, threshold=h, window_labels=1000
         )
         alarm = next((a.n - 150 for a in update.alarms if a.n > 150), 10**6)
         assert suspect is not None
@@ -640,7 +641,7 @@ def test_rise_evidence_leads_the_alarm_and_rarely_points_at_an_unchanged_segment
         labels = (rng.random(400) < 0.10).astype(int)
         cumulative = np.cumsum(labels)
         checks = [
-            sq.rise_evidence(
+            cp.rise_evidence(
                 n, int(cumulative[n - 1]), labels[:n], min_rise=0.05, window_labels=1000
             ).statistic
             >= level
