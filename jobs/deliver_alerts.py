@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shadoweval.alerts import outbox
+from shadoweval.alerts import sender
 
 if TYPE_CHECKING:
     from shadoweval.runtime.worker import WorkerRuntime
 
 
 async def run(runtime: WorkerRuntime) -> dict[str, int]:
-    return await outbox.process_due_deliveries(
+    return await sender.process_due_deliveries(
         engine=runtime.engine,
         settings=runtime.settings,
         owner=runtime.worker_id,

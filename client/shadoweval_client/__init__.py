@@ -23,14 +23,16 @@ installs this package alone (`shadoweval_client`); the server's distribution shi
 same code as `shadoweval.client`. See docs/client.md.
 
 Layout: `_wire` (configuration, encoding, what a server answer means), `_buffer` (the
-bounded queue both loggers share), `_loggers` (`_BaseLogger` with the thread and asyncio
-loggers over it, as httpx's BaseClient → Client/AsyncClient), `routellm` (the RouteLLM glue),
-`retry` (Retry-After and backoff, also used by the server's senders).
+bounded queue both loggers share), `_loggers` (`_BaseLogger` and the thread logger over it)
+and `_async_logger` (the asyncio logger over it), as httpx's BaseClient → Client/AsyncClient;
+`routellm` (the RouteLLM glue), `retry` (Retry-After and backoff, also used by the
+server's senders).
 """
 
 from __future__ import annotations
 
-from shadoweval_client._loggers import AsyncDecisionLogger, DecisionLogger
+from shadoweval_client._async_logger import AsyncDecisionLogger
+from shadoweval_client._loggers import DecisionLogger
 from shadoweval_client._wire import (
     DECISIONS_PATH,
     DecisionLike,

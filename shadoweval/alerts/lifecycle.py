@@ -5,22 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeGuard, cast
-from urllib.parse import urlencode
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlmodel import Session
 
 from shadoweval.alerts import rules as alert_rules
+from shadoweval.alerts.alert_text import _numbers, _resolved_title, _summary, _title, dashboard_link
 from shadoweval.alerts.measure_context import _aware, _Context, _iso
 from shadoweval.alerts.models import Alert
-from shadoweval.alerts.notification import (
-    Notification,
-    NotificationKind,
-    list_text,
-    percent_text,
-    when_text,
-)
+from shadoweval.alerts.notification import Notification, NotificationKind
 from shadoweval.alerts.rules import AlertRule, Measurement
 from shadoweval.alerts.tables import ALERT_TABLE
 from shadoweval.config import Settings
@@ -38,218 +32,6 @@ class EvaluationResult:
     notifications: list[Notification] = field(default_factory=list)
     failed_rules: list[str] = field(default_factory=list)
     rules_error: str | None = None  # the rules in force did not validate: a fallback ran
-
-
-def _numbers(
-    rule: AlertRule,
-    m: Measurement,
-    evaluation: alert_rules.Evaluation,
-    decision_ts: datetime | None,
-) -> dict[str, Any]:
-    spec = alert_rules.KINDS[rule.kind]
-    return {
-        "value": m.value,
-        "unit": spec.unit,
-        "measures": spec.measures,
-        "outcome": evaluation.outcome,
-        "reason": evaluation.reason,
-        "threshold": evaluation.threshold,
-        "warn": rule.warn,
-        "alert": rule.alert,
-        "estimate": m.estimate,
-        "ci_low": m.ci_low,
-        "ci_high": m.ci_high,
-        "confidence": 0.95 if m.ci_low is not None else None,
-        "n": m.n,
-        "min_samples": rule.min_samples,
-        "window": rule.window if spec.uses_window else None,
-        "window_start": _iso(m.window_start),
-        "window_end": _iso(m.window_end),
-        "decision_ts": _iso(decision_ts),
-        "clock": spec.clock,
-        "for": rule.pending_for,
-        "clear": rule.clear,
-        **m.details,
-    }
-
-
-# Page paths of the Streamlit dashboard (dashboard/app.py: st.Page infers them from file names).
-_DASHBOARD_PAGE = {
-    "quality_drop": "quality",
-    "cascade_escalation_rate": "routing",
-    "router_fallback_rate": "routing",
-    "provider_failover_rate": "routing",
-    "calibration_drift": "calibration",
-    "feature_drift": "drift",
-    "judge_inconsistency": "judge",
-    "cache_loss": "routing",
-    "mid_loop_escalation": "routing",
-}
-
-
-def dashboard_link(settings: Settings, kind: str, router: str | None, segment: str | None) -> str:
-    query = {k: v for k, v in (("router", router), ("segment", segment)) if v is not None}
-    page = _DASHBOARD_PAGE.get(kind, "alerts")
-    suffix = f"?{urlencode(query)}" if query else ""
-    return f"{settings.dashboard_url.rstrip('/')}/{page}{suffix}"
-
-
-# The one severity word a title carries; a resolved alert's title says RESOLVED instead.
-SEVERITY_WORD = {"info": "INFO", "warning": "WARNING", "critical": "CRITICAL"}
-RESOLVED_WORD = "RESOLVED"
-
-
-def _title(rule: AlertRule, severity: str, router: str | None, segment: str | None) -> str:
-    """`WARNING quality_drop legal on demo-router`: one severity word, rule, where."""
-    where = (
-        " ".join(part for part in (segment, f"on {router}" if router else None) if part)
-        or "on the deployment"
-    )
-    return f"{SEVERITY_WORD.get(severity, severity.upper())} {rule.name} {where}"
-
-
-def _resolved_title(title: str) -> str:
-    """The firing title with its severity word replaced by RESOLVED."""
-    first, _, rest = title.partition(" ")
-    if first in SEVERITY_WORD.values() and rest:
-        return f"{RESOLVED_WORD} {rest}"
-    return f"{RESOLVED_WORD} {title}"
-
-
-def _summary(
-    rule: AlertRule,
-    numbers: dict[str, Any],
-    *,
-    router: str | None = None,
-    segment: str | None = None,
-    dashboard_url: str | None = None,
-) -> str:
-    """The headline sentence on the first line, the statistician's detail on the second."""
-    headline = _headline(rule, numbers, router, segment)
-    if dashboard_url:
-        headline += f" — {dashboard_url}"
-    return (headline + "\n" + _detail(rule, numbers))[:2000]
-
-
-def _headline(
-    rule: AlertRule, numbers: dict[str, Any], router: str | None, segment: str | None
-) -> str:
-    """What happened, where, since when and how sure, in the numbers the alert carries."""
-    spec = alert_rules.KINDS[rule.kind]
-    where = segment or router or "deployment"
-    stale = "no new data; last seen: " if numbers.get("missing_data") else ""
-    estimate, low, high = numbers.get("estimate"), numbers.get("ci_low"), numbers.get("ci_high")
-    n = numbers.get("n")
-    if rule.kind == "quality_drop":
-        before = numbers.get("pre_change_harm_rate")
-        after = estimate if estimate is not None else numbers.get("post_change_harm_rate")
-        labels = numbers.get("post_change_labels", n)
-        parts = [f"{where}: harm"]
-        if _is_number(before) and _is_number(after):
-            parts.append(f"{percent_text(before)} → {percent_text(after)}")
-        elif _is_number(after):
-            parts.append(f"at {percent_text(after)}")
-        else:
-            parts.append("rising")
-        if numbers.get("change_point_ts"):
-            parts.append(f"since {when_text(numbers['change_point_ts'])} decision time")
-        text = " ".join(parts)
-        if _is_number(low) and _is_number(high):
-            text += f" (95 % CI {percent_text(low)}–{percent_text(high)})"
-        if labels is not None:
-            text += f", {labels} labels"
-        return stale + text
-    if rule.kind == "calibration_drift":
-        text = f"{where}: routing scores no longer match outcomes"
-        if _is_number(estimate):
-            text += f" (calibration error {estimate:.3f}"
-            text += f" over {n} labels)" if n is not None else ")"
-        text += f", p = {_fmt(numbers.get('value'))}"
-        text += f" in decision time {_span(numbers)}"
-        return stale + text
-    if rule.kind == "budget_exhausted":
-        account = segment or "the deployment"
-        day = numbers.get("day") or when_text(numbers.get("window_start"))[:10]
-        budget = numbers.get("budget_usd")
-        if numbers.get("budget_exhausted_event"):
-            text = f"budget {account}: the shadow budget of decision day {day} is used up"
-        else:
-            text = f"budget {account}: {_share_of(numbers.get('value'))} of decision day {day}'s "
-            text += "shadow budget reserved"
-        if _is_number(estimate) and _is_number(budget):
-            text += f" (${estimate:,.2f} of ${budget:,.2f})"
-        refused = numbers.get("refused_decisions")
-        if refused:
-            text += f"; {refused} decisions went unmonitored"
-        return stale + text
-    if rule.kind == "router_stale":
-        text = (
-            f"{where}: {numbers.get('tier') or 'a'} tier moved to {numbers.get('model') or '?'} "
-            f"(was {list_text(numbers.get('previous_models'))}) at "
-            f"{when_text(numbers.get('decision_ts') or numbers.get('window_start'))} decision "
-            "time, and the router has no new version or threshold since"
-        )
-        return stale + text
-    if rule.kind == "shadow_backlog":
-        return (
-            f"shadow work is {_fmt(numbers.get('value'))} minutes late (the oldest unfinished "
-            f"run or verdict; alarm at {_fmt(numbers.get('threshold'))} minutes)"
-        )
-    if spec.unit == "share":
-        value = estimate if _is_number(estimate) else numbers.get("value")
-        text = f"{where}: {spec.measures.split(' (')[0]} is {_share_of(value)}"
-        if _is_number(low) and _is_number(high):
-            text += f" (95 % CI {percent_text(low)}–{percent_text(high)})"
-        if _is_number(numbers.get("threshold")):
-            text += f", alarm at {percent_text(numbers['threshold'])}"
-        if n is not None:
-            text += f", n = {n}"
-        if spec.uses_window:
-            text += f", decision time {_span(numbers)}"
-        return stale + text
-    text = f"{where}: {spec.measures.split(' (')[0]} is {_fmt(numbers.get('value'))}"
-    if _is_number(numbers.get("threshold")):
-        text += f", alarm at {_fmt(numbers['threshold'])}"
-    if spec.uses_window:
-        text += f", decision time {_span(numbers)}"
-    return stale + text
-
-
-def _detail(rule: AlertRule, numbers: dict[str, Any]) -> str:
-    """The statistician's line: the rule's value against its threshold, the interval, n,
-    the conditions that held and the window."""
-    spec = alert_rules.KINDS[rule.kind]
-    parts = [f"{spec.measures}: {_fmt(numbers['value'])} {spec.unit} ({numbers['reason']})"]
-    if numbers.get("estimate") is not None and numbers.get("ci_low") is not None:
-        parts.append(
-            f"estimate {_fmt(numbers['estimate'])} (95 % CI {_fmt(numbers['ci_low'])}–"
-            f"{_fmt(numbers['ci_high'])}, n={numbers['n']})"
-        )
-    elif numbers.get("n") is not None:
-        parts.append(f"n={numbers['n']}")
-    if numbers.get("conditions"):
-        parts.append(str(numbers["conditions"]))
-    if numbers.get("window_start") or numbers.get("window_end"):
-        parts.append(f"decision time {_span(numbers)}")
-    return "; ".join(parts)
-
-
-def _span(numbers: dict[str, Any]) -> str:
-    return f"{when_text(numbers.get('window_start'))} → {when_text(numbers.get('window_end'))}"
-
-
-def _share_of(value: Any) -> str:
-    return percent_text(value) if _is_number(value) else "n/a"
-
-
-def _is_number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "n/a" if value is None else str(value)
 
 
 def _enqueue(
@@ -390,19 +172,7 @@ def _advance(
     ):
         # The budget of another decision day: that day's episode is over.
         del open_alerts[key]
-        if current.state == "pending":
-            _cancel(ctx, current, result, "a new decision day")
-        else:
-            _resolve(
-                session,
-                ctx.settings,
-                current,
-                "a new decision day",
-                now,
-                current.last_notified_at is not None,
-                result,
-                decision_ts,
-            )
+        _end_for_a_new_day(ctx, current, result, decision_ts)
         current = None
     firing_level = (
         cast(alert_rules.Level, current.level)
@@ -455,24 +225,8 @@ def _advance(
         numbers = {**base, "missing_data": True, "reason": evaluation.reason}
     alert = current
     if alert is None:
-        alert = Alert(
-            rule=rule.name,
-            kind=rule.kind,
-            dedup_key=key,
-            open_key=key,
-            state="pending" if step.action == "pend" else "firing",
-            level=step.level,
-            severity="info",
-            router=m.router,
-            segment=m.segment,
-            title="",
-            summary="",
-            started_at=now,
-            updated_at=now,
-            silenced_until=inherited,
-            dashboard_url=dashboard_link(ctx.settings, rule.kind, m.router, m.segment),
-            pending_since_ts=rule_time if spec.clock != "wall" else None,
-        )
+        pending_since_ts = rule_time if spec.clock != "wall" else None
+        alert = _new_alert(ctx, rule, m, key, step, inherited, pending_since_ts)
         open_alerts[key] = alert
         if step.action == "pend":
             result.pending += 1
@@ -500,6 +254,57 @@ def _advance(
     # (evaluate_alerts), never for a step a catch-up pass has already left behind.
     if step.notify is not None and not (step.notify == "reminder" and at is not None):
         _notify(session, ctx.settings, alert, step.notify, now, result)
+
+
+def _end_for_a_new_day(
+    ctx: _Context, current: Alert, result: EvaluationResult, decision_ts: datetime
+) -> None:
+    """End an episode of another decision day's budget: cancel it while pending, else
+    resolve it (notifying only if its trigger went out)."""
+    if current.state == "pending":
+        _cancel(ctx, current, result, "a new decision day")
+        return
+    _resolve(
+        ctx.session,
+        ctx.settings,
+        current,
+        "a new decision day",
+        ctx.now,
+        current.last_notified_at is not None,
+        result,
+        decision_ts,
+    )
+
+
+def _new_alert(
+    ctx: _Context,
+    rule: AlertRule,
+    m: Measurement,
+    key: str,
+    step: alert_rules.Step,
+    inherited: datetime | None,
+    pending_since_ts: datetime | None,
+) -> Alert:
+    """The row of an episode that starts with this step (pending or firing at once)."""
+    assert step.level is not None
+    return Alert(
+        rule=rule.name,
+        kind=rule.kind,
+        dedup_key=key,
+        open_key=key,
+        state="pending" if step.action == "pend" else "firing",
+        level=step.level,
+        severity="info",
+        router=m.router,
+        segment=m.segment,
+        title="",
+        summary="",
+        started_at=ctx.now,
+        updated_at=ctx.now,
+        silenced_until=inherited,
+        dashboard_url=dashboard_link(ctx.settings, rule.kind, m.router, m.segment),
+        pending_since_ts=pending_since_ts,
+    )
 
 
 def _remind(ctx: _Context, rule: AlertRule, alert: Alert, result: EvaluationResult) -> None:

@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 # `import x as x`: names re-exported for the routes, jobs, CLI, /metrics and tests.
 from shadoweval.alerts import rules as alert_rules
+from shadoweval.alerts.alert_text import dashboard_link as dashboard_link
 from shadoweval.alerts.api import acknowledge as acknowledge
 from shadoweval.alerts.api import firing_alerts as firing_alerts
 from shadoweval.alerts.api import firing_counts as firing_counts
@@ -24,7 +25,6 @@ from shadoweval.alerts.api import list_alerts as list_alerts
 from shadoweval.alerts.api import silence as silence
 from shadoweval.alerts.lifecycle import EvaluationResult as EvaluationResult
 from shadoweval.alerts.lifecycle import _apply, _cancel, _remind, _resolve
-from shadoweval.alerts.lifecycle import dashboard_link as dashboard_link
 from shadoweval.alerts.measure_context import (
     DEPLOYMENT_CLOCK,
     _aware,

@@ -17,6 +17,7 @@ decisions' `ts` (decision time).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,18 +28,28 @@ from sqlalchemy import Float, case, func, select
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
-from shadoweval.analytics.session_models import SESSION_SUMS, SessionTotal, SessionTurn
-from shadoweval.analytics.session_sql import decision_turns, session_sums, tool_turn_condition
+from shadoweval.analytics.session_rows import (
+    _COL,
+    _COLUMNS,
+    TOTAL_TABLE,
+    _cache_report,
+    _session_rows_from_log,
+    _session_rows_from_totals,
+    _tool_loops,
+    _tool_loops_of,
+    _totals_window,
+    _turn_window,
+    _window,
+)
+from shadoweval.analytics.session_sql import tool_turn_condition
 from shadoweval.ingest.models import DECISION_TABLE, PAYLOAD_TABLE
 from shadoweval.judge.models import Verdict, VerdictStatus
-from shadoweval.providers.pricing import PricingTable
+from shadoweval.providers.pricing import ModelPrice, PricingTable
 from shadoweval.sql import table_of
 from shadoweval.stats import rates
 from shadoweval.stats import sessions as session_stats
 
 VERDICT_TABLE = table_of(Verdict)
-TOTAL_TABLE = table_of(SessionTotal)
-TURN_TABLE = table_of(SessionTurn)
 
 NO_SESSIONS = "no sessions logged"
 
@@ -81,110 +92,6 @@ class SessionsReport(BaseModel):
     harm_by_tool_use: list[HarmByToolUse] = Field(default_factory=list)
 
 
-def _window(query: Any, *, router: str, segment: str | None, since: Any, until: Any) -> Any:
-    c = DECISION_TABLE.c
-    query = query.where(c.router == router)
-    if segment is not None:
-        query = query.where(c.segment_value == segment)
-    if since is not None:
-        query = query.where(c.ts >= since)
-    if until is not None:
-        query = query.where(c.ts < until)
-    return query
-
-
-def _turn_window(query: Any, *, router: str, segment: str | None, since: Any, until: Any) -> Any:
-    """`_window` on the aggregated turns (`session_turn`)."""
-    c = TURN_TABLE.c
-    query = query.select_from(TURN_TABLE).where(c.router == router)
-    if segment is not None:
-        query = query.where(c.segment_value == segment)
-    if since is not None:
-        query = query.where(c.ts >= since)
-    if until is not None:
-        query = query.where(c.ts < until)
-    return query
-
-
-# The columns of a (session, model) row, in the order `_Rows.values` holds them.
-_COLUMNS = ("first_turn", *SESSION_SUMS)
-_COL = {name: i for i, name in enumerate(_COLUMNS)}
-
-
-@dataclass
-class _Rows:
-    """Rows per (session, served model), as columns: the session as an integer code, its
-    (first turn's) segment and the model as text, and the `_COLUMNS` values."""
-
-    session: np.ndarray[Any, np.dtype[np.intp]]
-    segment: np.ndarray[Any, np.dtype[np.str_]]
-    model: np.ndarray[Any, np.dtype[np.str_]]
-    values: np.ndarray[Any, np.dtype[np.float64]]
-
-    @property
-    def sessions(self) -> int:
-        return int(np.unique(self.session).size)
-
-    def priced(self, pricing: PricingTable) -> tuple[np.ndarray[Any, np.dtype[np.intp]], list[str]]:
-        """The rows of the sessions whose every model has a price, and the unpriced models."""
-        names = np.unique(self.model)
-        unpriced = [str(name) for name in names if not pricing.knows(str(name))]
-        if not unpriced:
-            return np.arange(self.session.size), []
-        bad = np.unique(self.session[np.isin(self.model, unpriced)])
-        return np.flatnonzero(~np.isin(self.session, bad)), unpriced
-
-
-def _rows(session: Session, query: Any) -> _Rows:
-    """(first_decision_id, served_model, segment_value, *_COLUMNS) rows, read as columns: a
-    million turns are ~200k rows here, and building a Row object per row would dominate."""
-    result = session.connection().execute(query)
-    # The DBAPI's tuples, without SQLAlchemy's Row objects (no column here needs a result
-    # processor: text, integers, and booleans that numpy reads as 0/1 on both databases).
-    rows = result.cursor.fetchall() if result.cursor is not None else []
-    result.close()
-    table = np.array(rows, dtype=object).reshape(len(rows), 3 + len(_COLUMNS))
-    # The session's first decision id is its key: integers, cheaper to group than text.
-    _, session_code = np.unique(table[:, 0].astype(np.int64), return_inverse=True)
-    return _Rows(
-        session=session_code.astype(np.intp),
-        segment=np.array([name or "" for name in table[:, 2]], dtype=str),
-        model=table[:, 1].astype(str),
-        values=table[:, 3:].astype(np.float64),
-    )
-
-
-def _session_rows_from_log(
-    session: Session, *, router: str, segment: str | None, since: Any, until: Any
-) -> _Rows:
-    """Per (session, model) from the decision log: the turns with `ts` in the window."""
-    turns = _window(
-        decision_turns(), router=router, segment=segment, since=since, until=until
-    ).subquery("turns")
-    s = session_sums(turns).subquery("sums")
-    query = select(
-        s.c.first_decision_id,
-        s.c.served_model,
-        s.c.segment_value,
-        *(s.c[name] for name in _COLUMNS),
-    )
-    return _rows(session, query)
-
-
-def _session_rows_from_totals(
-    session: Session, *, router: str, segment: str | None, since: Any, until: Any
-) -> _Rows:
-    """Per (session, model) from the running totals: sessions whose first turn is in the
-    window (and segment)."""
-    c = TOTAL_TABLE.c
-    query = select(
-        c.first_decision_id, c.served_model, c.segment_value, *(c[name] for name in _COLUMNS)
-    )
-    return _rows(
-        session, _totals_window(query, router=router, segment=segment, since=since, until=until)
-    )
-
-
 # What the report needs per (segment, model): the cache figures by model and the tool loops.
 _PER_MODEL_SUMS = (
     "turns",
@@ -197,19 +104,6 @@ _PER_MODEL_SUMS = (
     "escalations_at_start",
     "escalations_in_loop",
 )
-
-
-def _totals_window(query: Any, *, router: str, segment: str | None, since: Any, until: Any) -> Any:
-    """The running totals of the sessions whose first turn is in the window (and segment)."""
-    c = TOTAL_TABLE.c
-    query = query.where(c.router == router)
-    if segment is not None:
-        query = query.where(c.segment_value == segment)
-    if since is not None:
-        query = query.where(c.first_ts >= since)
-    if until is not None:
-        query = query.where(c.first_ts < until)
-    return query
 
 
 def _report_from_totals(
@@ -245,6 +139,39 @@ def _report_from_totals(
         return True
     # Models in order of strength (ties: by name), so the strongest is the highest rank.
     ranked = sorted(names, key=lambda name: (price_of[name].input + price_of[name].output, name))
+    segment_names = sorted({str(row[0] or "") for row in per_model})
+    query = _per_session_query(price_of, ranked, segment_names)
+    result = session.connection().execute(_totals_window(query, **window).group_by(c.session_id))
+    # The DBAPI's tuples, without a Row object per session (nothing here needs a result
+    # processor: text and numbers). Grouped by the primary key: no sort on either database.
+    rows = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), 11)
+    segments = np.array(segment_names, dtype=str)[table[:, 0].astype(np.int64)]
+    sums = _session_sums(table[:, 1:], [price_of[name] for name in ranked])
+    model_sums = _model_sums(per_model)
+    if rows:
+        cache = functools.partial(_cache_of, sums, model_sums, price_of)
+        report.cache = cache(np.ones(len(rows), dtype=np.bool_), segment_names)
+        for name in segment_names:
+            report.by_segment[name] = (
+                report.cache if len(segment_names) == 1 else cache(segments == name, [name])
+            )
+    columns = np.zeros(len(_COLUMNS), dtype=np.float64)
+    for name in segment_names:
+        segment_total = np.sum(list(model_sums[name].values()), axis=0)
+        report.tool_loops_by_segment[name] = _tool_loops_of(segment_total)
+        columns += segment_total
+    report.tool_loops = _tool_loops_of(columns)
+    return True
+
+
+def _per_session_query(
+    price_of: dict[str, ModelPrice], ranked: list[str], segment_names: list[str]
+) -> Any:
+    """Per session: its segment's code, its sums, P and L of stats/sessions.py (USD per
+    million tokens) and the ranks of its first turn's model and of its strongest model."""
+    c = TOTAL_TABLE.c
     rank = case({name: i for i, name in enumerate(ranked)}, value=c.served_model)
 
     def price(kind: str) -> Any:
@@ -253,52 +180,47 @@ def _report_from_totals(
                 return float(model_price.cache_write - model_price.cache_read)
             return float(getattr(model_price, kind))
 
-        return case({name: value(price_of[name]) for name in names}, value=c.served_model)
+        return case(
+            {name: value(price_of[name]) for name in sorted(price_of)}, value=c.served_model
+        )
 
     def total(value: Any) -> Any:
         # As a float: PostgreSQL sums integers as numeric, which psycopg reads as Decimal.
         return sql_cast(func.sum(value), Float)
 
     # The segment as a code: the max of text compares by collation on PostgreSQL, slowly.
-    segment_names = sorted({str(row[0] or "") for row in per_model})
     segment_code = case({name: i for i, name in enumerate(segment_names)}, value=c.segment_value)
-    per_session = _totals_window(
-        select(
-            func.max(segment_code),
-            total(c.turns),
-            total(c.tier_switches),
-            total(c.input_tokens),
-            total(c.output_tokens),
-            total(c.cache_read_tokens + c.excess_cache_write_tokens),
-            total(c.cache_write_tokens - c.excess_cache_write_tokens),
-            # P and L of stats/sessions.py per session, in USD per million tokens.
-            total(
-                c.input_tokens * price("input")
-                + c.output_tokens * price("output")
-                + c.cache_read_tokens * price("cache_read")
-                + c.cache_write_tokens * price("cache_write")
-            ),
-            total(c.excess_cache_write_tokens * price("cache_write_premium")),
-            func.max(case((c.first_turn, rank))),
-            func.max(rank),
+    return select(
+        func.max(segment_code),
+        total(c.turns),
+        total(c.tier_switches),
+        total(c.input_tokens),
+        total(c.output_tokens),
+        total(c.cache_read_tokens + c.excess_cache_write_tokens),
+        total(c.cache_write_tokens - c.excess_cache_write_tokens),
+        total(
+            c.input_tokens * price("input")
+            + c.output_tokens * price("output")
+            + c.cache_read_tokens * price("cache_read")
+            + c.cache_write_tokens * price("cache_write")
         ),
-        **window,
-    ).group_by(c.session_id)  # the primary key's order: no sort on either database
-    result = session.connection().execute(per_session)
-    # The DBAPI's tuples, without a Row object per session (nothing here needs a result
-    # processor: text and numbers).
-    rows = result.cursor.fetchall() if result.cursor is not None else []
-    result.close()
-    table = np.array(rows, dtype=np.float64).reshape(len(rows), 11)
-    segments = np.array(segment_names, dtype=str)[table[:, 0].astype(np.int64)]
-    v = table[:, 1:]
+        total(c.excess_cache_write_tokens * price("cache_write_premium")),
+        func.max(case((c.first_turn, rank))),
+        func.max(rank),
+    )
+
+
+def _session_sums(
+    v: np.ndarray[Any, np.dtype[np.float64]], ranked_prices_of: list[ModelPrice]
+) -> session_stats.SessionSums:
+    """`SessionSums` from the per-session query's columns after the segment code."""
     ranked_prices = session_stats.Prices.of(
         *(
-            [float(getattr(price_of[name], kind)) for name in ranked]
+            [float(getattr(model_price, kind)) for model_price in ranked_prices_of]
             for kind in ("input", "output", "cache_read", "cache_write")
         )
     )
-    sums = session_stats.SessionSums(
+    return session_stats.SessionSums(
         turns=v[:, 0],
         tier_switches=v[:, 1],
         input_tokens=v[:, 2],
@@ -310,105 +232,47 @@ def _report_from_totals(
         first_turn_prices=ranked_prices.take(v[:, 8].astype(np.int64)),
         strongest_prices=ranked_prices.take(v[:, 9].astype(np.int64)),
     )
-    # Per segment and model, the `_COLUMNS` vector (those not summed left at zero).
+
+
+def _model_sums(per_model: Any) -> dict[str, dict[str, np.ndarray[Any, np.dtype[np.float64]]]]:
+    """Per segment and model, the `_COLUMNS` vector (those not summed left at zero)."""
     model_sums: dict[str, dict[str, np.ndarray[Any, np.dtype[np.float64]]]] = {}
     for row in per_model:
         vector = np.zeros(len(_COLUMNS), dtype=np.float64)
         for name, value in zip(_PER_MODEL_SUMS, row[2:], strict=True):
             vector[_COL[name]] = float(value or 0)
         model_sums.setdefault(str(row[0] or ""), {})[str(row[1])] = vector
-
-    def cache_of(
-        chosen: np.ndarray[Any, np.dtype[np.bool_]], chosen_segments: list[str]
-    ) -> session_stats.SessionCacheReport:
-        by_model = []
-        for name in names:
-            totals = [model_sums[seg][name] for seg in chosen_segments if name in model_sums[seg]]
-            if not totals:
-                continue
-            total = np.sum(totals, axis=0)
-            price = price_of[name]
-            by_model.append(
-                session_stats.cache_by_model(
-                    model=name,
-                    prices=session_stats.Prices.of(
-                        [price.input], [price.output], [price.cache_read], [price.cache_write]
-                    ),
-                    turns=total[_COL["turns"]],
-                    cache_read_tokens=total[_COL["cache_read_tokens"]],
-                    cache_write_tokens=total[_COL["cache_write_tokens"]],
-                    excess_cache_write_tokens=total[_COL["excess_cache_write_tokens"]],
-                )
-            )
-        return session_stats.session_report(sums.take(chosen), by_model)
-
-    if rows:
-        report.cache = cache_of(np.ones(len(rows), dtype=np.bool_), segment_names)
-        for name in segment_names:
-            report.by_segment[name] = (
-                report.cache if len(segment_names) == 1 else cache_of(segments == name, [name])
-            )
-    columns = np.zeros(len(_COLUMNS), dtype=np.float64)
-    for name in segment_names:
-        segment_total = np.sum(list(model_sums[name].values()), axis=0)
-        report.tool_loops_by_segment[name] = _tool_loops_of(segment_total)
-        columns += segment_total
-    report.tool_loops = _tool_loops_of(columns)
-    return True
+    return model_sums
 
 
-def _cache_report(
-    rows: _Rows, index: np.ndarray[Any, np.dtype[np.intp]], pricing: PricingTable
+def _cache_of(
+    sums: session_stats.SessionSums,
+    model_sums: dict[str, dict[str, np.ndarray[Any, np.dtype[np.float64]]]],
+    price_of: dict[str, ModelPrice],
+    chosen: np.ndarray[Any, np.dtype[np.bool_]],
+    chosen_segments: list[str],
 ) -> session_stats.SessionCacheReport:
-    v = rows.values[index]
-    # One price lookup per model, not per row.
-    names, code = np.unique(rows.model[index], return_inverse=True)
-    table = [pricing.price_for(str(name)) for name in names]
-
-    def per_row(kind: str) -> np.ndarray[Any, np.dtype[np.float64]]:
-        return np.array([getattr(price, kind) for price in table], dtype=np.float64)[code]
-
-    return session_stats.session_cache_report(
-        session=rows.session[index],
-        model=names[code],
-        prices=session_stats.Prices.of(
-            per_row("input"), per_row("output"), per_row("cache_read"), per_row("cache_write")
-        ),
-        first_turn=v[:, _COL["first_turn"]] > 0,
-        turns=v[:, _COL["turns"]],
-        tier_switches=v[:, _COL["tier_switches"]],
-        input_tokens=v[:, _COL["input_tokens"]],
-        output_tokens=v[:, _COL["output_tokens"]],
-        cache_read_tokens=v[:, _COL["cache_read_tokens"]],
-        cache_write_tokens=v[:, _COL["cache_write_tokens"]],
-        excess_cache_write_tokens=v[:, _COL["excess_cache_write_tokens"]],
-    )
-
-
-def _tool_loops(
-    rows: _Rows, index: np.ndarray[Any, np.dtype[np.intp]]
-) -> session_stats.ToolLoopEscalations:
-    return _tool_loops_of(rows.values[index].sum(axis=0))
-
-
-def _tool_loops_of(v: np.ndarray[Any, np.dtype[np.float64]]) -> session_stats.ToolLoopEscalations:
-    """Tool-loop escalations from sums of the `_COLUMNS`."""
-    loop_share, loop_ci = session_stats.mid_loop_rate(
-        int(v[_COL["escalations_in_loop"]]), int(v[_COL["loop_turns"]])
-    )
-    escalations = int(v[_COL["escalations"]])
-    at_start = int(v[_COL["escalations_at_start"]])
-    in_loop = int(v[_COL["escalations_in_loop"]])
-    return session_stats.ToolLoopEscalations(
-        turns=int(v[_COL["turns"]]),
-        tool_turns=int(v[_COL["tool_turns"]]),
-        escalations=escalations,
-        at_conversation_start=at_start,
-        inside_tool_loop=in_loop,
-        elsewhere=escalations - at_start - in_loop,
-        mid_loop_share=loop_share,
-        mid_loop_share_ci95=loop_ci,
-    )
+    """The cache report of the chosen sessions, with the per-model figures of their segments."""
+    by_model = []
+    for name in sorted(price_of):
+        totals = [model_sums[seg][name] for seg in chosen_segments if name in model_sums[seg]]
+        if not totals:
+            continue
+        total = np.sum(totals, axis=0)
+        price = price_of[name]
+        by_model.append(
+            session_stats.cache_by_model(
+                model=name,
+                prices=session_stats.Prices.of(
+                    [price.input], [price.output], [price.cache_read], [price.cache_write]
+                ),
+                turns=total[_COL["turns"]],
+                cache_read_tokens=total[_COL["cache_read_tokens"]],
+                cache_write_tokens=total[_COL["cache_write_tokens"]],
+                excess_cache_write_tokens=total[_COL["excess_cache_write_tokens"]],
+            )
+        )
+    return session_stats.session_report(sums.take(chosen), by_model)
 
 
 def _harm_rate(labels: np.ndarray[Any, np.dtype[np.float64]]) -> rates.RateEstimate | None:

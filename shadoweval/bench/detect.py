@@ -65,11 +65,11 @@ from shadoweval.stats.change_point import (
     glr_threshold,
     labels_to_detect,
 )
+from shadoweval.stats.cusum import cusum_threshold_for_arl
 from shadoweval.stats.rates import hajek_rate
 from shadoweval.stats.sequential import (
     alpha_per_segment,
     beta_prior_for_alternative,
-    cusum_threshold_for_arl,
     log_regularized_incomplete_beta,
     mixture_sprt_boundary,
 )

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from shadoweval.stats.rates import (
+from shadoweval.stats.rates import kish_effective_sample_size, wilson_interval
+from shadoweval.stats.validation import (
     FloatArray,
     _binary,
     _check_confidence,
     _same_length,
     _vector,
-    kish_effective_sample_size,
-    wilson_interval,
 )
 
 # Keeps logit(score) finite for scores of exactly 0 or 1.

@@ -17,7 +17,7 @@ from shadoweval.stats.calibration import (
     _logistic_fit,
     _recalibration_design,
 )
-from shadoweval.stats.rates import FloatArray
+from shadoweval.stats.validation import FloatArray
 
 _LR_METHOD = "likelihood-ratio chi2(2)"
 

@@ -7,28 +7,23 @@ type (the auto-selected test switches from p-values to distances at 1000 referen
 rows), and `include_tests=True`, the only way to get the per-column drift flags.
 
 Evidently and pandas are imported inside the functions: importing them takes
-seconds and ~300 MB, which the API process must not pay.
-
-Nothing leaves the machine: Evidently ships usage telemetry (`evidently/telemetry.py`,
-iterative-telemetry posting to Evidently's collector, used by its UI service and
-collector app, not by `Report.run`; and a legacy `EVIDENTLY_DISABLE_TELEMETRY` flag), so
-`_import_evidently` switches both off before the first import, whoever imports it later.
+seconds and ~300 MB, which the API process must not pay. The Evidently run itself, with
+its telemetry switched off, is in `drift_evidently.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import numbers
-import os
-import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+
+from shadoweval.stats.drift_evidently import _EvidentlyRun, _run_evidently
 
 ColumnKind = Literal["numerical", "categorical"]
 ColumnStatus = Literal[
@@ -74,9 +69,6 @@ METHODS: Mapping[str, _Method] = {
     "fisher_exact": _Method(_CATEGORICAL, 0.1, True, binary_only=True),
     "TVD": _Method(_CATEGORICAL, 0.1, True),
 }
-
-_VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
-_DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
 
 
 @dataclass(frozen=True)
@@ -252,113 +244,52 @@ def feature_drift(
         raise ValueError(f"drift_share must lie in (0, 1], got {drift_share!r}")
     if int(min_rows) != min_rows or min_rows < 1:
         raise ValueError(f"min_rows must be a positive integer, got {min_rows!r}")
-    per_column_method = dict(per_column_method or {})
-    per_column_threshold = dict(per_column_threshold or {})
-    forced_categorical = set(categorical_columns)
+    choices = _Choices(
+        numeric_method=numeric_method,
+        categorical_method=categorical_method,
+        numeric_threshold=numeric_threshold,
+        categorical_threshold=categorical_threshold,
+        forced_categorical=frozenset(categorical_columns),
+        per_column_method=dict(per_column_method or {}),
+        per_column_threshold=dict(per_column_threshold or {}),
+    )
     ref_columns, n_reference = _read_window("reference", reference)
     cur_columns, n_current = _read_window("current", current)
-
-    def insufficient(message: str, columns: tuple[ColumnDrift, ...] = ()) -> DriftResult:
-        return DriftResult(
-            status="insufficient_data",
-            message=message,
+    if n_reference < min_rows or n_current < min_rows:
+        return _insufficient(
+            f"insufficient data: {n_reference} reference and {n_current} current rows, "
+            f"at least {min_rows} needed in each",
             n_reference=n_reference,
             n_current=n_current,
-            columns=columns,
-            drifted_count=0,
-            drifted_share=0.0,
             drift_share=drift_share,
-            dataset_drift=False,
-        )
-
-    if n_reference < min_rows or n_current < min_rows:
-        return insufficient(
-            f"insufficient data: {n_reference} reference and {n_current} current rows, "
-            f"at least {min_rows} needed in each"
         )
 
     untested: list[ColumnDrift] = []
     constant: list[ColumnDrift] = []
-    tested: dict[str, tuple[ColumnKind, str, float, _Method, str]] = {}
+    tested: dict[str, _Tested] = {}
     prepared: dict[str, tuple[NDArray[Any], NDArray[Any]]] = {}
     names = list(ref_columns) + [c for c in cur_columns if c not in ref_columns]
     for name in names:
         ref, cur = ref_columns.get(name), cur_columns.get(name)
         if ref is None or cur is None or ref.n_present == 0 or cur.n_present == 0:
-            status: ColumnStatus = (
-                "missing_in_reference"
-                if ref is None
-                else "missing_in_current"
-                if cur is None
-                else "empty_in_reference"
-                if ref.n_present == 0
-                else "empty_in_current"
-            )
-            untested.append(
-                ColumnDrift(
-                    column=name,
-                    kind=None,
-                    status=status,
-                    method=None,
-                    statistic=None,
-                    threshold=None,
-                    is_p_value=None,
-                    drifted=None,
-                    n_reference=ref.n_present if ref else 0,
-                    n_current=cur.n_present if cur else 0,
-                )
-            )
+            untested.append(_untested_column(name, ref, cur))
             continue
-        kind: ColumnKind = (
-            "categorical"
-            if name in forced_categorical or "categorical" in (ref.kind, cur.kind)
-            else "numerical"
-        )
-        if kind == "categorical":
-            prepared[name] = (_as_categories(ref), _as_categories(cur))
+        prepared[name], planned = _plan_column(name, ref, cur, choices)
+        if isinstance(planned, ColumnDrift):
+            constant.append(planned)
         else:
-            prepared[name] = (ref.values, cur.values)
-        method = per_column_method.get(
-            name, numeric_method if kind == "numerical" else categorical_method
-        )
-        spec = _resolve_method(name, kind, method)
-        threshold = per_column_threshold.get(
-            name, numeric_threshold if kind == "numerical" else categorical_threshold
-        )
-        threshold = spec.default_threshold if threshold is None else float(threshold)
-        ref_values, cur_values = (_distinct(v) for v in prepared[name])
-        if len(ref_values) == 1 and ref_values == cur_values:
-            # One value, the same in both windows: no drift by definition. Evidently would
-            # answer NaN (chisquare, t_test) or fail (anderson), so it is not asked.
-            constant.append(
-                ColumnDrift(
-                    column=name,
-                    kind=kind,
-                    status="constant",
-                    method=method,
-                    statistic=1.0 if spec.is_p_value else 0.0,
-                    threshold=threshold,
-                    is_p_value=spec.is_p_value,
-                    drifted=False,
-                    n_reference=ref.n_present,
-                    n_current=cur.n_present,
-                    note="one value, the same in both windows",
-                )
-            )
-            continue
-        if spec.binary_only and len(ref_values | cur_values) > 2:
-            raise ValueError(f"method {method!r} needs a binary column; {name!r} has more values")
-        note = ""
-        if len(ref_values) == 1:
-            note = "constant in reference: a distance normed by its spread is degenerate"
-        tested[name] = (kind, method, threshold, spec, note)
+            tested[name] = planned
 
-    unknown = (set(per_column_method) | set(per_column_threshold)) - set(names)
+    unknown = (set(choices.per_column_method) | set(choices.per_column_threshold)) - set(names)
     if unknown:
         raise ValueError(f"per-column settings for unknown columns: {sorted(unknown)}")
     if not tested and not constant:
-        return insufficient(
-            "insufficient data: no column is present in both windows", tuple(untested)
+        return _insufficient(
+            "insufficient data: no column is present in both windows",
+            n_reference=n_reference,
+            n_current=n_current,
+            drift_share=drift_share,
+            columns=untested,
         )
 
     results: dict[str, ColumnDrift] = {c.column: c for c in untested + constant}
@@ -376,22 +307,9 @@ def feature_drift(
             include_html=include_html,
         )
         drifted_count, html = run.drifted_count, run.html
-        for name, (kind, method, threshold, spec, note) in tested.items():
-            score: float | None = run.scores[name]
-            if score is None or not math.isfinite(score):
-                score, note = None, (note + "; " if note else "") + "statistic undefined"
-            results[name] = ColumnDrift(
-                column=name,
-                kind=kind,
-                status="tested",
-                method=method,
-                statistic=score,
-                threshold=threshold,
-                is_p_value=spec.is_p_value,
-                drifted=run.flags.get(name) if include_tests else None,
-                n_reference=ref_columns[name].n_present,
-                n_current=cur_columns[name].n_present,
-                note=note,
+        for name, plan in tested.items():
+            results[name] = _tested_column(
+                name, plan, run, ref_columns[name], cur_columns[name], include_tests
             )
     compared = len(tested) + len(constant)
     drifted_share = drifted_count / compared
@@ -406,6 +324,138 @@ def feature_drift(
         drift_share=drift_share,
         dataset_drift=drifted_share >= drift_share,
         report_html=html,
+    )
+
+
+# What Evidently tests for one column: its type, method, threshold, method spec and a note.
+_Tested = tuple[ColumnKind, str, float, _Method, str]
+
+
+@dataclass(frozen=True)
+class _Choices:
+    """`feature_drift`'s choice of type, method and threshold for each column."""
+
+    numeric_method: str
+    categorical_method: str
+    numeric_threshold: float | None
+    categorical_threshold: float | None
+    forced_categorical: frozenset[str]
+    per_column_method: Mapping[str, str]
+    per_column_threshold: Mapping[str, float]
+
+
+def _insufficient(
+    message: str,
+    *,
+    n_reference: int,
+    n_current: int,
+    drift_share: float,
+    columns: Sequence[ColumnDrift] = (),
+) -> DriftResult:
+    return DriftResult(
+        status="insufficient_data",
+        message=message,
+        n_reference=n_reference,
+        n_current=n_current,
+        columns=tuple(columns),
+        drifted_count=0,
+        drifted_share=0.0,
+        drift_share=drift_share,
+        dataset_drift=False,
+    )
+
+
+def _untested_column(name: str, ref: _Column | None, cur: _Column | None) -> ColumnDrift:
+    """A column absent from one window, or without a single value there."""
+    status: ColumnStatus = (
+        "missing_in_reference"
+        if ref is None
+        else "missing_in_current"
+        if cur is None
+        else "empty_in_reference"
+        if ref.n_present == 0
+        else "empty_in_current"
+    )
+    return ColumnDrift(
+        column=name,
+        kind=None,
+        status=status,
+        method=None,
+        statistic=None,
+        threshold=None,
+        is_p_value=None,
+        drifted=None,
+        n_reference=ref.n_present if ref else 0,
+        n_current=cur.n_present if cur else 0,
+    )
+
+
+def _plan_column(
+    name: str, ref: _Column, cur: _Column, choices: _Choices
+) -> tuple[tuple[NDArray[Any], NDArray[Any]], ColumnDrift | _Tested]:
+    """A column present in both windows: its values as compared, and either its result (one
+    value, the same in both windows) or what Evidently is to test."""
+    kind: ColumnKind = (
+        "categorical"
+        if name in choices.forced_categorical or "categorical" in (ref.kind, cur.kind)
+        else "numerical"
+    )
+    if kind == "categorical":
+        pair = (_as_categories(ref), _as_categories(cur))
+    else:
+        pair = (ref.values, cur.values)
+    method = choices.per_column_method.get(
+        name, choices.numeric_method if kind == "numerical" else choices.categorical_method
+    )
+    spec = _resolve_method(name, kind, method)
+    threshold = choices.per_column_threshold.get(
+        name, choices.numeric_threshold if kind == "numerical" else choices.categorical_threshold
+    )
+    threshold = spec.default_threshold if threshold is None else float(threshold)
+    ref_values, cur_values = (_distinct(v) for v in pair)
+    if len(ref_values) == 1 and ref_values == cur_values:
+        # One value, the same in both windows: no drift by definition. Evidently would
+        # answer NaN (chisquare, t_test) or fail (anderson), so it is not asked.
+        return pair, ColumnDrift(
+            column=name,
+            kind=kind,
+            status="constant",
+            method=method,
+            statistic=1.0 if spec.is_p_value else 0.0,
+            threshold=threshold,
+            is_p_value=spec.is_p_value,
+            drifted=False,
+            n_reference=ref.n_present,
+            n_current=cur.n_present,
+            note="one value, the same in both windows",
+        )
+    if spec.binary_only and len(ref_values | cur_values) > 2:
+        raise ValueError(f"method {method!r} needs a binary column; {name!r} has more values")
+    note = ""
+    if len(ref_values) == 1:
+        note = "constant in reference: a distance normed by its spread is degenerate"
+    return pair, (kind, method, threshold, spec, note)
+
+
+def _tested_column(
+    name: str, plan: _Tested, run: _EvidentlyRun, ref: _Column, cur: _Column, include_tests: bool
+) -> ColumnDrift:
+    kind, method, threshold, spec, note = plan
+    score: float | None = run.scores[name]
+    if score is None or not math.isfinite(score):
+        score, note = None, (note + "; " if note else "") + "statistic undefined"
+    return ColumnDrift(
+        column=name,
+        kind=kind,
+        status="tested",
+        method=method,
+        statistic=score,
+        threshold=threshold,
+        is_p_value=spec.is_p_value,
+        drifted=run.flags.get(name) if include_tests else None,
+        n_reference=ref.n_present,
+        n_current=cur.n_present,
+        note=note,
     )
 
 
@@ -432,86 +482,3 @@ def score_drift(
         include_html=include_html,
         min_rows=min_rows,
     )
-
-
-@dataclass(frozen=True)
-class _EvidentlyRun:
-    scores: dict[str, float]
-    flags: dict[str, bool]  # per column; empty without tests
-    drifted_count: int  # DriftedColumnsCount, computed with or without tests
-    html: str
-
-
-def _test_failed(test: Mapping[str, Any]) -> bool:
-    return str(test["status"]) in ("FAIL", "TestStatus.FAIL")
-
-
-# Evidently's opt-outs: iterative-telemetry's DO_NOT_TRACK (any value) and its legacy flag.
-TELEMETRY_OPT_OUTS = {"DO_NOT_TRACK": "1", "EVIDENTLY_DISABLE_TELEMETRY": "1"}
-
-
-def _import_evidently() -> tuple[Any, Any]:
-    """`evidently` and `evidently.presets`, imported with its telemetry switched off."""
-    for name, value in TELEMETRY_OPT_OUTS.items():
-        os.environ.setdefault(name, value)
-    return importlib.import_module("evidently"), importlib.import_module("evidently.presets")
-
-
-def _run_evidently(
-    reference: Mapping[str, NDArray[Any]],
-    current: Mapping[str, NDArray[Any]],
-    *,
-    numerical: list[str],
-    categorical: list[str],
-    methods: Mapping[str, str],
-    thresholds: Mapping[str, float],
-    drift_share: float,
-    include_tests: bool,
-    include_html: bool,
-) -> _EvidentlyRun:
-    """Run DataDriftPreset exactly as reference/drift.md §1's verified code does."""
-    pandas: Any = importlib.import_module("pandas")
-    evidently, presets = _import_evidently()
-
-    definition = evidently.DataDefinition(
-        numerical_columns=numerical, categorical_columns=categorical
-    )
-    ref_ds = evidently.Dataset.from_pandas(
-        pandas.DataFrame(dict(reference)), data_definition=definition
-    )
-    cur_ds = evidently.Dataset.from_pandas(
-        pandas.DataFrame(dict(current)), data_definition=definition
-    )
-    preset = presets.DataDriftPreset(
-        columns=numerical + categorical,
-        drift_share=drift_share,
-        per_column_method=dict(methods),
-        per_column_threshold=dict(thresholds),
-    )
-    report = evidently.Report([preset], include_tests=include_tests)
-    with warnings.catch_warnings():
-        # Evidently's internals warn on every run (scipy deprecations, floored p-values,
-        # zero spreads in summary widgets); none is actionable by the caller.
-        warnings.simplefilter("ignore")
-        snapshot = report.run(cur_ds, ref_ds)  # (current, reference): current first
-        data = snapshot.dict()
-        # save_html(file object) writes nothing in 0.7.23; get_html_str is what it wraps.
-        html = str(snapshot.get_html_str(as_iframe=False)) if include_html else ""
-
-    flags: dict[str, bool] = {}
-    for test in data.get("tests", []):
-        params = test["metric_config"]["params"]
-        if params["type"] == _VALUE_DRIFT:
-            flags[str(params["column"])] = _test_failed(test)
-    scores: dict[str, float] = {}
-    drifted_count = 0
-    for metric in data["metrics"]:
-        config = metric["config"]
-        if config["type"] == _VALUE_DRIFT:
-            scores[str(config["column"])] = float(metric["value"])
-        elif config["type"] == _DRIFTED_COUNT:
-            drifted_count = int(metric["value"]["count"])
-    missing = set(methods) - set(scores)
-    if missing:
-        raise RuntimeError(f"Evidently returned no drift score for {sorted(missing)}")
-    return _EvidentlyRun(scores=scores, flags=flags, drifted_count=drifted_count, html=html)

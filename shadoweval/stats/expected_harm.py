@@ -42,7 +42,7 @@ from shadoweval.stats.calibration import (
     _pool_adjacent_violators,
     _recalibration_design,
 )
-from shadoweval.stats.rates import (
+from shadoweval.stats.validation import (
     FloatArray,
     _binary,
     _check_confidence,

@@ -47,13 +47,15 @@ import numpy.typing as npt
 from shadoweval.stats.rates import (
     RateEstimate,
     WeightedSums,
+    process_rate_from_sums,
+    weighted_sums,
+    wilson_interval,
+)
+from shadoweval.stats.validation import (
     _binary,
     _check_confidence,
     _inclusion_probability,
     _same_length,
-    process_rate_from_sums,
-    weighted_sums,
-    wilson_interval,
 )
 
 

@@ -14,15 +14,17 @@ from statistics import NormalDist
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from shadoweval.stats.validation import (
+    FloatArray,
+    _binary,
+    _check_confidence,
+    _inclusion_probability,
+    _two_sided_z,
+    _vector,
+)
 
 # Two-sided 95 % normal quantile Φ⁻¹(0.975), the one z of every fixed-95 % interval.
 Z_95 = 1.959963984540054
-
-# Outcome codes of a judged pair, read as "the cheaper answer's result".
-CHEAPER_WINS = 1
-TIE = 0
-STRONGER_WINS = -1
 
 
 @dataclass(frozen=True)
@@ -54,74 +56,6 @@ class MeanEstimate:
     n: int
     effective_n: float
     weight_sum: float
-
-
-@dataclass(frozen=True)
-class PairOutcomes:
-    """Weighted shares of judged pairs: the cheaper answer won, tied, or the stronger one won.
-
-    The three estimates sum to 1. `stronger_wins` is the harm rate when the
-    pairs are cheap-routed requests (a stronger win in both orders is
-    `strong_needed = 1`).
-    """
-
-    cheaper_wins: RateEstimate
-    ties: RateEstimate
-    stronger_wins: RateEstimate
-    n: int
-    effective_n: float
-    weight_sum: float
-
-
-# --- validation shared with calibration.py -------------------------------------------------
-
-
-def _vector(values: npt.ArrayLike, name: str) -> FloatArray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite (no nan or inf)")
-    return array
-
-
-def _binary(values: npt.ArrayLike, name: str) -> FloatArray:
-    array = _vector(values, name)
-    if not np.all((array == 0.0) | (array == 1.0)):
-        raise ValueError(f"{name} must contain only 0 and 1")
-    return array
-
-
-def _same_length(**arrays: FloatArray) -> None:
-    lengths = {name: len(array) for name, array in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        described = ", ".join(f"{name}={length}" for name, length in lengths.items())
-        raise ValueError(f"inputs must have equal lengths, got {described}")
-
-
-def _inclusion_probability(inclusion_probability: npt.ArrayLike, n: int) -> FloatArray:
-    pi = np.asarray(inclusion_probability, dtype=np.float64)
-    if pi.ndim == 0:
-        pi = np.full(n, float(pi))
-    pi = _vector(pi, "inclusion_probability")
-    if len(pi) != n:
-        raise ValueError(f"inclusion_probability has {len(pi)} values for {n} observations")
-    if not np.all((pi > 0.0) & (pi <= 1.0)):
-        raise ValueError("inclusion_probability must lie in (0, 1]")
-    return pi
-
-
-def _check_confidence(confidence: float) -> None:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-
-
-def _two_sided_z(confidence: float) -> float:
-    _check_confidence(confidence)
-    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
-
-
-# --- public functions ----------------------------------------------------------------------
 
 
 def kish_effective_sample_size(weights: npt.ArrayLike) -> float:
@@ -288,53 +222,6 @@ def hajek_mean(
         n=n,
         effective_n=kish_effective_sample_size(w),
         weight_sum=float(np.sum(w)),
-    )
-
-
-def outcome_codes(
-    cheaper_wins: npt.ArrayLike, ties: npt.ArrayLike, stronger_wins: npt.ArrayLike
-) -> npt.NDArray[np.int8]:
-    """Outcome codes (CHEAPER_WINS = 1, TIE = 0, STRONGER_WINS = −1) from three 0/1 masks.
-
-    Each pair must be in exactly one mask. Per DESIGN.md (Judge), a pair whose
-    two judge orders disagree is a tie.
-    """
-    cheaper = _binary(cheaper_wins, "cheaper_wins")
-    tie = _binary(ties, "ties")
-    stronger = _binary(stronger_wins, "stronger_wins")
-    _same_length(cheaper_wins=cheaper, ties=tie, stronger_wins=stronger)
-    if not np.all(cheaper + tie + stronger == 1.0):
-        raise ValueError("every pair must be in exactly one of cheaper_wins, ties, stronger_wins")
-    return (cheaper - stronger).astype(np.int8)
-
-
-def pairwise_outcomes(
-    outcome: npt.ArrayLike, inclusion_probability: npt.ArrayLike, confidence: float = 0.95
-) -> PairOutcomes:
-    """Weighted win / tie / loss shares of the cheaper answer against the stronger one.
-
-    `outcome` holds one code per judged pair: CHEAPER_WINS (1), TIE (0) or
-    STRONGER_WINS (−1); build it from masks with `outcome_codes`. Each share is
-    `hajek_rate` of its indicator: share_k = Σ wᵢ·1[outcomeᵢ = k] / Σ wᵢ, with the
-    Poisson-sampling variance and interval described there.
-
-    Sources: as `hajek_rate`; labels per DESIGN.md (Judge).
-    """
-    codes = _vector(outcome, "outcome")
-    if not np.all(np.isin(codes, (CHEAPER_WINS, TIE, STRONGER_WINS))):
-        raise ValueError("outcome codes must be 1 (cheaper wins), 0 (tie) or -1 (stronger wins)")
-    pi = _inclusion_probability(inclusion_probability, len(codes))
-    shares = [
-        hajek_rate((codes == code).astype(np.float64), pi, confidence)
-        for code in (CHEAPER_WINS, TIE, STRONGER_WINS)
-    ]
-    return PairOutcomes(
-        cheaper_wins=shares[0],
-        ties=shares[1],
-        stronger_wins=shares[2],
-        n=shares[0].n,
-        effective_n=shares[0].effective_n,
-        weight_sum=shares[0].weight_sum,
     )
 
 

@@ -100,7 +100,7 @@ def seed_decisions(
 def gate_cli(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str
 ) -> tuple[int, str, str]:
-    monkeypatch.setattr("shadoweval.cli.get_settings", lambda: settings)
+    monkeypatch.setattr("shadoweval.cli_run.get_settings", lambda: settings)
     result = runner.invoke(cli_app, ["gate", *args])
     return result.exit_code, result.stdout, result.stderr
 

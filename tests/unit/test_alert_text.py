@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shadoweval.alerts import channels, lifecycle, outbox
+from shadoweval.alerts import alert_text, channels, outbox
 from shadoweval.alerts.rules import AlertRule
 from shadoweval.demo import receiver
 
@@ -48,7 +48,7 @@ def test_quality_drop_headline_names_segment_rates_since_interval_labels_and_lin
         window_start="2026-12-07T09:00:00+00:00",
         window_end="2026-12-07T12:00:00+00:00",
     )
-    summary = lifecycle._summary(
+    summary = alert_text._summary(
         rule, numbers, router="demo-router", segment="legal", dashboard_url=DASH
     )
     headline, detail = summary.split("\n")
@@ -60,10 +60,10 @@ def test_quality_drop_headline_names_segment_rates_since_interval_labels_and_lin
     assert detail.startswith("GLR change-point statistic")
     assert "1.2 ratio (at or above alert 1)" in detail
     assert "decision time 2026-12-07 09:00 UTC → 2026-12-07 12:00 UTC" in detail
-    assert lifecycle._title(rule, "warning", "demo-router", "legal") == (
+    assert alert_text._title(rule, "warning", "demo-router", "legal") == (
         "WARNING quality legal on demo-router"
     )
-    assert lifecycle._resolved_title("WARNING quality legal on demo-router") == (
+    assert alert_text._resolved_title("WARNING quality legal on demo-router") == (
         "RESOLVED quality legal on demo-router"
     )
 
@@ -136,7 +136,7 @@ def test_every_kind_has_a_plain_headline(
     kind: str, segment: str | None, extra: dict[str, Any], expected: str
 ) -> None:
     rule = AlertRule.model_validate({"name": kind, "kind": kind, "alert": 1.0})
-    summary = lifecycle._summary(rule, _numbers(**extra), router="demo-router", segment=segment)
+    summary = alert_text._summary(rule, _numbers(**extra), router="demo-router", segment=segment)
     headline, detail = summary.split("\n")
     assert headline == expected
     assert "[" not in headline

@@ -25,7 +25,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from shadoweval.alerts import channels, delivery_records, outbox
+from shadoweval.alerts import channels, delivery_records, outbox, sender
 from shadoweval.alerts.delivery_models import AlertDelivery, AlertDeliveryAttempt
 from shadoweval.alerts.notification import Notification
 from shadoweval.config import Settings
@@ -179,7 +179,7 @@ def enqueue(engine: Engine, settings: Settings, notification: Notification) -> l
 
 def process(engine: Engine, settings: Settings, clock: Clock) -> dict[str, int]:
     return asyncio.run(
-        outbox.process_due_deliveries(
+        sender.process_due_deliveries(
             engine=engine,
             settings=settings,
             owner="test-worker",
@@ -384,7 +384,7 @@ def test_crashed_worker_lease_expires_and_the_delivery_is_sent(
     settings = make_settings(base, alert_webhook_url=receiver.url)
     [delivery_id] = enqueue(engine, settings, alert())
     # A worker claims it and dies before sending.
-    assert outbox.claim_due(engine, owner="dead", limit=5, lease_seconds=60, now=T0) == [
+    assert sender.claim_due(engine, owner="dead", limit=5, lease_seconds=60, now=T0) == [
         delivery_id
     ]
     assert process(engine, settings, Clock(T0 + timedelta(seconds=30))) == {}
@@ -679,7 +679,7 @@ def test_resolve_never_overtakes_its_trigger_after_an_outage(
     [resolve_id] = enqueue(engine, settings, alert("resolve"))
     [other_id] = enqueue(engine, settings, alert(dedup_key="another-key"))
     # The resolve is due now, but its trigger is still open: only the unrelated key goes.
-    assert outbox.claim_due(engine, owner="w", limit=10, lease_seconds=60, now=clock.now) == [
+    assert sender.claim_due(engine, owner="w", limit=10, lease_seconds=60, now=clock.now) == [
         other_id
     ]
     clock.now += timedelta(minutes=2)  # let that lease lapse

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from shadoweval.stats import rates
+from shadoweval.stats import pairwise, rates
 from shadoweval.stats.rates import RateEstimate
 
 Z95 = float(stats.norm.ppf(0.975))
@@ -115,7 +115,7 @@ def test_empty_input_gives_nan_not_a_crash() -> None:
     mean = rates.hajek_mean([], [])
     assert mean.n == 0
     assert math.isnan(mean.estimate)
-    pairs = rates.pairwise_outcomes(np.array([], dtype=int), [])
+    pairs = pairwise.pairwise_outcomes(np.array([], dtype=int), [])
     assert pairs.n == 0
     assert math.isnan(pairs.ties.estimate)
 
@@ -145,12 +145,12 @@ def test_hajek_mean_by_hand() -> None:
 
 
 def test_pairwise_outcomes_shares_sum_to_one() -> None:
-    codes = rates.outcome_codes(
+    codes = pairwise.outcome_codes(
         cheaper_wins=[1, 0, 0, 0, 1], ties=[0, 1, 0, 1, 0], stronger_wins=[0, 0, 1, 0, 0]
     )
     assert codes.tolist() == [1, 0, -1, 0, 1]
     pi = [0.5, 0.5, 0.25, 1.0, 0.1]
-    result = rates.pairwise_outcomes(codes, pi)
+    result = pairwise.pairwise_outcomes(codes, pi)
     # w = (2, 2, 4, 1, 10), Σw = 19
     assert result.cheaper_wins.estimate == pytest.approx(12 / 19)
     assert result.ties.estimate == pytest.approx(3 / 19)
@@ -225,11 +225,11 @@ def test_other_validation() -> None:
     with pytest.raises(ValueError, match="non-negative"):
         rates.kish_effective_sample_size([1.0, -1.0])
     with pytest.raises(ValueError, match="outcome codes"):
-        rates.pairwise_outcomes([1, 2], [0.5, 0.5])
+        pairwise.pairwise_outcomes([1, 2], [0.5, 0.5])
     with pytest.raises(ValueError, match="exactly one"):
-        rates.outcome_codes([1, 0], [1, 0], [0, 1])
+        pairwise.outcome_codes([1, 0], [1, 0], [0, 1])
     with pytest.raises(ValueError, match="equal lengths"):
-        rates.outcome_codes([1, 0], [0], [0, 1])
+        pairwise.outcome_codes([1, 0], [0], [0, 1])
     with pytest.raises(ValueError, match="differ"):
         rates.sample_size_for_drop(0.9, 0.9)
     with pytest.raises(ValueError, match="p1"):
@@ -356,8 +356,8 @@ def test_estimators_are_permutation_invariant(data: st.DataObject) -> None:
         rates.kish_effective_sample_size(1 / pi[order])
     )
     codes = np.array(data.draw(st.lists(st.sampled_from([-1, 0, 1]), min_size=n, max_size=n)))
-    before = rates.pairwise_outcomes(codes, pi)
-    after = rates.pairwise_outcomes(codes[order], pi[order])
+    before = pairwise.pairwise_outcomes(codes, pi)
+    after = pairwise.pairwise_outcomes(codes[order], pi[order])
     for share_before, share_after in zip(
         (before.cheaper_wins, before.ties, before.stronger_wins),
         (after.cheaper_wins, after.ties, after.stronger_wins),

@@ -16,6 +16,7 @@ from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
 from shadoweval.stats import change_point as cp
+from shadoweval.stats import cusum
 from shadoweval.stats import sequential as sq
 
 P0, P1, ALPHA = 0.10, 0.20, 0.05
@@ -229,22 +230,22 @@ def test_cusum_matches_the_plain_recursion_and_is_incremental() -> None:
     for p in (0.1, 0.15, 0.25):
         labels = (rng.random(800) < p).astype(int)
         expected_s, expected_alarm = _cusum_loop(labels, P0, P1, 4.0)
-        whole = sq.bernoulli_cusum_update(sq.BernoulliCusumState(), labels, P0, P1, 4.0)
+        whole = cusum.bernoulli_cusum_update(cusum.BernoulliCusumState(), labels, P0, P1, 4.0)
         assert whole.statistic == pytest.approx(expected_s, abs=1e-9)
         assert whole.alarm_n == expected_alarm
         assert whole.alarmed == (expected_alarm is not None)
-        state = sq.BernoulliCusumState()
+        state = cusum.BernoulliCusumState()
         for chunk in np.array_split(labels, 9):
-            state = sq.bernoulli_cusum_update(state, chunk, P0, P1, 4.0)
+            state = cusum.bernoulli_cusum_update(state, chunk, P0, P1, 4.0)
         assert state.statistic == pytest.approx(whole.statistic, abs=1e-9)
         assert (state.n, state.alarm_n) == (whole.n, whole.alarm_n)
 
 
 def test_cusum_rejects_a_non_rise() -> None:
     with pytest.raises(ValueError, match="p1 must exceed p0"):
-        sq.bernoulli_cusum_update(sq.BernoulliCusumState(), [1], 0.2, 0.1, 3.0)
+        cusum.bernoulli_cusum_update(cusum.BernoulliCusumState(), [1], 0.2, 0.1, 3.0)
     with pytest.raises(ValueError, match="h"):
-        sq.bernoulli_cusum_update(sq.BernoulliCusumState(), [1], 0.1, 0.2, 0.0)
+        cusum.bernoulli_cusum_update(cusum.BernoulliCusumState(), [1], 0.1, 0.2, 0.0)
 
 
 def _run_lengths_plain(
@@ -270,8 +271,8 @@ def _run_lengths_plain(
 
 def test_cusum_threshold_reaches_the_target_arl() -> None:
     target = 1000.0
-    h = sq.cusum_threshold_for_arl(P0, P1, target, rng_seed=1)
-    assert h == sq.cusum_threshold_for_arl(P0, P1, target, rng_seed=1)  # deterministic
+    h = cusum.cusum_threshold_for_arl(P0, P1, target, rng_seed=1)
+    assert h == cusum.cusum_threshold_for_arl(P0, P1, target, rng_seed=1)  # deterministic
     assert 0 < h < math.log(target)  # ARL ≥ e^h is loose
     run_length, censored = _run_lengths_plain(P0, h, n_paths=3000, seed=77, cap=20_000)
     assert censored == 0.0
@@ -279,16 +280,16 @@ def test_cusum_threshold_reaches_the_target_arl() -> None:
     se = run_length.std(ddof=1) / math.sqrt(run_length.size)
     # Measured: h = 3.413, independent ARL 985 ± 18; the bisection's own error is ~3 %.
     assert abs(mean - target) <= 4 * se + 0.06 * target
-    estimate = sq.cusum_average_run_length(P0, P1, h, P0, rng_seed=5, n_paths=3000)
+    estimate = cusum.cusum_average_run_length(P0, P1, h, P0, rng_seed=5, n_paths=3000)
     assert abs(estimate.mean_labels - mean) <= 4 * math.hypot(se, estimate.standard_error_labels)
     assert estimate.censored_share == 0.0
-    delay = sq.cusum_average_run_length(P0, P1, h, P1, rng_seed=6, n_paths=2000)
+    delay = cusum.cusum_average_run_length(P0, P1, h, P1, rng_seed=6, n_paths=2000)
     # Measured: mean delay 62 labels (median 50) for 0.10 → 0.20 at ARL₀ = 1000.
     assert 40 <= delay.mean_labels <= 90
 
 
 def test_cusum_run_length_censoring_is_reported() -> None:
-    estimate = sq.cusum_average_run_length(
+    estimate = cusum.cusum_average_run_length(
         P0, P1, 8.0, P0, rng_seed=1, n_paths=50, max_run_length=100
     )
     assert estimate.censored_share > 0.9
