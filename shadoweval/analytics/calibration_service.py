@@ -5,23 +5,24 @@ from __future__ import annotations
 import dataclasses
 import math
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
-from sqlalchemy import Table, select
+from sqlalchemy import Float, case, cast, func, literal, select
 from sqlmodel import Session
 
 from shadoweval import paging
 from shadoweval.events.models import Event, EventKind
 from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Verdict, VerdictStatus
-from shadoweval.providers.pricing import PricingTable
+from shadoweval.providers.pricing import PER_MILLION, ModelPrice, PricingTable
+from shadoweval.sql import percentiles, table_of
 from shadoweval.stats import calibration, calibration_tests, economics
 
-VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
-DECISION_TABLE = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
-EVENT_TABLE = cast(Table, Event.__table__)  # type: ignore[attr-defined]
+VERDICT_TABLE = table_of(Verdict)
+DECISION_TABLE = table_of(Decision)
+EVENT_TABLE = table_of(Event)
 
 
 def _clean(value: Any) -> Any:
@@ -324,58 +325,131 @@ def router_economics_report(
 
     What a request would have cost on the strong tier: its own cost when served
     there; otherwise the strong model's price applied to its token counts, or, with
-    no token counts, its cost scaled by the strong/served price ratio.
+    no token counts, its cost scaled by the strong/served price ratio. The decision log
+    adds up the sums per group (tier, served model, tokens known, router cost known)
+    and the latency percentiles itself: the cost grows with the groups, not the rows.
     """
     c = DECISION_TABLE.c
-    query = select(
-        c.tier,
-        c.cost_usd,
-        c.router_cost_usd,
-        c.latency_ms,
-        c.escalated_from,
-        c.fallback,
-        c.failover,
-        c.served_model,
-        c.chosen_model,
-        c.input_tokens,
-        c.output_tokens,
-    ).where(c.router == router)
+    where = [c.router == router]
     if since is not None:
-        query = query.where(c.ts >= since)
+        where.append(c.ts >= since)
     if until is not None:
-        query = query.where(c.ts < until)
-    rows = session.execute(query).all()
-    if not rows:
+        where.append(c.ts < until)
+    groups = _economics_groups(session, where)
+    if not groups:
         return EconomicsReport(router=router, n_requests=0, message="no decisions in this window")
     if strong_model is None:
-        strong_models = [r.chosen_model for r in rows if r.tier == strong_tier]
-        strong_model = max(set(strong_models), key=strong_models.count) if strong_models else None
+        strong_model = _most_chosen_model(groups, strong_tier)
     strong_price = pricing.lookup(strong_model) if strong_model else None
+    escalated = c.escalated_from.is_not(None)
+    found = percentiles(
+        session,
+        c.latency_ms,
+        where=where,
+        groups={"all": literal(True), "escalated": escalated, "not_escalated": ~escalated},
+        quantiles=(0.5, 0.9, 0.99),
+    )
 
-    def strong_cost(row: Any) -> float:
-        cost = float(row.cost_usd or 0.0)
-        if row.tier == strong_tier or strong_price is None:
-            return cost
-        if row.input_tokens is not None and row.output_tokens is not None:
-            return strong_price.cost_usd(row.input_tokens, row.output_tokens)
-        served = pricing.lookup(row.served_model)
-        if served is None or served.input + served.output == 0:
-            return cost
-        return cost * (strong_price.input + strong_price.output) / (served.input + served.output)
+    def latency(name: str) -> economics.LatencyPercentiles:
+        count, values = found[name]
+        p50, p90, p99 = values if values is not None else (None, None, None)
+        return economics.LatencyPercentiles(p50_ms=p50, p90_ms=p90, p99_ms=p99, n=count)
 
-    result = economics.router_economics(
-        tier=[r.tier for r in rows],
-        cost_usd=[float(r.cost_usd or 0.0) for r in rows],
-        strong_cost_usd=[strong_cost(r) for r in rows],
-        router_cost_usd=[
-            math.nan if r.router_cost_usd is None else r.router_cost_usd for r in rows
+    result = economics.router_economics_from_moments(
+        [
+            economics.DecisionGroup(
+                moments=moments,
+                strong_cost_form=_strong_cost_form(
+                    pricing, strong_price, tier == strong_tier, served_model, with_tokens
+                ),
+                on_strong_tier=tier == strong_tier,
+                router_cost_reported=reported,
+                escalated=counts[0],
+                fallback=counts[1],
+                failover=counts[2],
+            )
+            for (tier, served_model, _, with_tokens, reported), (moments, counts) in groups.items()
         ],
-        latency_ms=[math.nan if r.latency_ms is None else r.latency_ms for r in rows],
-        escalated=[r.escalated_from is not None for r in rows],
-        fallback=[bool(r.fallback) for r in rows],
-        failover=[bool(r.failover) for r in rows],
-        strong_tier=strong_tier,
+        latency_all_ms=latency("all"),
+        latency_escalated_ms=latency("escalated"),
+        latency_not_escalated_ms=latency("not_escalated"),
     )
     report: dict[str, Any] = _clean(result)
     report.update(router=router, strong_model=strong_model, window={"since": since, "until": until})
     return EconomicsReport.model_validate(report)
+
+
+def _economics_groups(
+    session: Session, where: list[Any]
+) -> dict[tuple[str, str, str, bool, bool], tuple[np.ndarray[Any, Any], tuple[int, int, int]]]:
+    """Per (tier, served model, chosen model, tokens known, router cost known): Σ x xᵀ
+    over the window's decisions, x = (1, cost, router cost, input tokens, output tokens)
+    (a missing value as 0, tokens only where both are known), and the escalated,
+    fallback, failover counts."""
+    c = DECISION_TABLE.c
+    with_tokens = c.input_tokens.is_not(None) & c.output_tokens.is_not(None)
+    reported = c.router_cost_usd.is_not(None)
+    with_tokens_flag = case((with_tokens, 1), else_=0)
+    reported_flag = case((reported, 1), else_=0)
+    x = [
+        func.coalesce(cast(c.cost_usd, Float), 0.0),
+        func.coalesce(cast(c.router_cost_usd, Float), 0.0),
+        case((with_tokens, cast(c.input_tokens, Float)), else_=0.0),
+        case((with_tokens, cast(c.output_tokens, Float)), else_=0.0),
+    ]
+    products = [func.sum(a) for a in x] + [
+        func.sum(x[i] * x[j]) for i in range(len(x)) for j in range(i, len(x))
+    ]
+    flags = [
+        func.sum(case((condition, 1), else_=0))
+        for condition in (c.escalated_from.is_not(None), c.fallback.is_(True), c.failover.is_(True))
+    ]
+    keys = (c.tier, c.served_model, c.chosen_model, with_tokens_flag, reported_flag)
+    query = select(*keys, func.count(), *products, *flags).where(*where).group_by(*keys)
+    size = len(x) + 1
+    out = {}
+    for row in session.execute(query):
+        tier, served_model, chosen_model, tokens, known, n, *sums = row
+        moments = np.zeros((size, size))
+        moments[0, 0] = n
+        moments[0, 1:] = moments[1:, 0] = [float(v or 0.0) for v in sums[: len(x)]]
+        position = len(x)
+        for i in range(1, size):
+            for j in range(i, size):
+                moments[i, j] = moments[j, i] = float(sums[position] or 0.0)
+                position += 1
+        counts = tuple(int(v or 0) for v in sums[position:])
+        out[(tier, served_model, chosen_model, bool(tokens), bool(known))] = (moments, counts)
+    return out  # type: ignore[return-value]
+
+
+def _most_chosen_model(groups: dict[Any, Any], strong_tier: str) -> str | None:
+    """The model the strong tier chose most often in the window (the baseline's price)."""
+    counts: dict[str, float] = {}
+    for (tier, _, chosen, _, _), (moments, _) in groups.items():
+        if tier == strong_tier:
+            counts[chosen] = counts.get(chosen, 0.0) + float(moments[0, 0])
+    return max(counts, key=lambda model: (counts[model], model)) if counts else None
+
+
+def _strong_cost_form(
+    pricing: PricingTable,
+    strong_price: ModelPrice | None,
+    on_strong_tier: bool,
+    served_model: str,
+    with_tokens: bool,
+) -> np.ndarray[Any, Any]:
+    """λ with strong cost = λ·(1, cost, router cost, input tokens, output tokens)."""
+    form = np.zeros(len(economics.MOMENT_TERMS))
+    if on_strong_tier or strong_price is None:
+        form[1] = 1.0
+    elif with_tokens:
+        form[3] = strong_price.input / PER_MILLION
+        form[4] = strong_price.output / PER_MILLION
+    else:
+        served = pricing.lookup(served_model)
+        if served is None or served.input + served.output == 0:
+            form[1] = 1.0
+        else:
+            form[1] = (strong_price.input + strong_price.output) / (served.input + served.output)
+    return form

@@ -20,13 +20,14 @@ from sqlalchemy import and_, select
 from sqlmodel import Session
 
 from shadoweval import clock
+from shadoweval.analytics import threshold_window
 from shadoweval.config import Settings
 from shadoweval.exceptions import NotFound
 from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Verdict, VerdictStatus
 from shadoweval.shadow.models import RunKind, ShadowMode, ShadowRun, WorkStatus
 from shadoweval.sql import table_of
-from shadoweval.stats import threshold_recommendation
+from shadoweval.stats import threshold_bins, threshold_recommendation
 from shadoweval.stats import thresholds as threshold_stats
 
 DECISION_TABLE = table_of(Decision)
@@ -131,9 +132,14 @@ def advise_thresholds(
     harm_budget: float = 0.05,
     delta: float = 0.1,
     confidence: float = 0.95,
+    until: datetime | None = None,
 ) -> ThresholdReport:
-    """The curve and recommendation per segment (and pooled when no segment is asked for)."""
-    now = clock.decision_now(session, router, skew_seconds=settings.decision_clock_skew_seconds)
+    """The curve and recommendation per segment (and pooled when no segment is asked for);
+    the window ends at `until` (decision time; the sampling planner passes a fixed bound)
+    or else at the router's watermark."""
+    now = until or clock.decision_now(
+        session, router, skew_seconds=settings.decision_clock_skew_seconds
+    )
     if now is None:
         raise NotFound(f"router {router!r} has no decisions", router=router)
     days = float(settings.threshold_window_days)
@@ -150,85 +156,66 @@ def advise_thresholds(
     )
 
     c = DECISION_TABLE.c
-    query = select(
-        c.id,
-        c.ts,
-        c.tier,
-        c.router_score,
-        c.score_semantics,
-        c.threshold,
-        c.segment_value,
-        c.cost_usd,
-    ).where(c.router == router, c.ts > since, c.ts <= now)
+    window = [c.router == router, c.ts > since, c.ts <= now]
     if segment is not None:
-        query = query.where(c.segment_value == segment)
-    rows = session.execute(query).all()
-    if not rows:
-        report.not_applicable_reason = "no decisions in the window" + (
-            f" for segment {segment!r}" if segment is not None else ""
+        window.append(c.segment_value == segment)
+    counts = threshold_window.window_counts(session, window, P_STRONG_NEEDED)
+    usable = [*window, c.router_score.is_not(None), c.score_semantics == P_STRONG_NEEDED]
+    reason = _not_applicable(counts, segment)
+    t0 = threshold_window.threshold_in_force(session, usable) if reason is None else None
+    if reason is None and t0 is None:
+        reason = "the decisions carry no threshold in force"
+    if reason is None and len(counts.tiers) > 2:
+        reason = (
+            f"{len(counts.tiers)} tiers ({', '.join(sorted(counts.tiers))}): the advisor "
+            "handles one cheap/strong pair"
         )
+    if reason is not None or t0 is None:
+        report.not_applicable_reason = reason
         return report
-    scored = [r for r in rows if r.router_score is not None]
-    usable = [r for r in scored if r.score_semantics == P_STRONG_NEEDED]
-    if not scored:
-        report.not_applicable_reason = (
-            "the router logs no router_score (e.g. LiteLLM model groups): there is no score "
-            "to put a threshold on"
-        )
-        return report
-    if not usable:
-        meaning = Counter(r.score_semantics for r in scored).most_common(1)[0][0]
-        report.not_applicable_reason = (
-            f"router_score means {meaning!r}, not {P_STRONG_NEEDED!r}: only a P(strong "
-            "needed) score routed by 'strong when score ≥ threshold' has a threshold to advise"
-        )
-        return report
-    with_threshold = [r for r in usable if r.threshold is not None]
-    if not with_threshold:
-        report.not_applicable_reason = "the decisions carry no threshold in force"
-        return report
-    tiers = {r.tier for r in usable}
-    if len(tiers) > 2:
-        report.not_applicable_reason = (
-            f"{len(tiers)} tiers ({', '.join(sorted(tiers))}): the advisor handles one "
-            "cheap/strong pair"
-        )
-        return report
-    # The threshold in force is the one on the latest decision that states one.
-    t0 = float(max(with_threshold, key=lambda r: (r.ts, r.id)).threshold)
 
     labels = _labels(session, router=router, since=since, until=now)
     judge_key = _judge_with_most_labels(labels)
     labels = {k: v for k, v in labels.items() if v["judge_key"] == judge_key}
-    cheap_tier, strong_tier = _tier_pair(labels, tiers, usable)
+    cheap_tier, strong_tier = _tier_pair(labels, counts.tiers)
     report.applicable = True
     report.judge_key = judge_key
     report.threshold_in_force = t0
     report.cheap_tier, report.strong_tier = cheap_tier, strong_tier
-    report.excluded_requests = len(rows) - len(usable)
-
-    segment_values = sorted({r.segment_value for r in usable})
-    groups: list[tuple[str | None, list[Any]]] = [
-        (value, [r for r in usable if r.segment_value == value]) for value in segment_values
-    ]
-    if segment is None and len(segment_values) > 1:
-        groups.append((None, usable))
-    for value, members in groups:
-        report.segments.append(
-            _segment_advice(
-                value,
-                members,
-                labels,
-                settings=settings,
-                t0=t0,
-                strong_tier=strong_tier,
-                days=days,
-                harm_budget=harm_budget,
-                delta=delta,
-                confidence=confidence,
-            )
-        )
+    report.excluded_requests = counts.total - counts.usable
+    report.segments = _segments_advice(
+        session,
+        usable,
+        labels,
+        counts.segments,
+        settings=settings,
+        pooled=segment is None,
+        t0=t0,
+        strong_tier=strong_tier,
+        days=days,
+        harm_budget=harm_budget,
+        delta=delta,
+        confidence=confidence,
+    )
     return report
+
+
+def _not_applicable(counts: threshold_window.WindowCounts, segment: str | None) -> str | None:
+    if not counts.total:
+        return "no decisions in the window" + (
+            f" for segment {segment!r}" if segment is not None else ""
+        )
+    if not counts.scored:
+        return (
+            "the router logs no router_score (e.g. LiteLLM model groups): there is no score "
+            "to put a threshold on"
+        )
+    if not counts.usable:
+        return (
+            f"router_score means {counts.meaning!r}, not {P_STRONG_NEEDED!r}: only a P(strong "
+            "needed) score routed by 'strong when score ≥ threshold' has a threshold to advise"
+        )
+    return None
 
 
 def _labels(
@@ -288,71 +275,111 @@ def _judge_with_most_labels(labels: dict[int, dict[str, Any]]) -> str | None:
 
 
 def _tier_pair(
-    labels: dict[int, dict[str, Any]], tiers: set[str], decisions: list[Any]
+    labels: dict[int, dict[str, Any]], tiers: dict[str, tuple[int, float]]
 ) -> tuple[str, str]:
-    """(cheap, strong) from the verdicts' tier pair; without verdicts, by name or mean cost."""
+    """(cheap, strong) from the verdicts' tier pair; without verdicts, by name or mean cost
+    (`tiers`: decisions and their summed cost per tier)."""
     pairs = Counter(v["pair"] for v in labels.values())
     if pairs:
         cheap, strong = pairs.most_common(1)[0][0]
         return str(cheap), str(strong)
     if "strong" in tiers or "cheap" in tiers:
         return "cheap", "strong"
-    mean_cost = {
-        tier: float(np.mean([d.cost_usd or 0.0 for d in decisions if d.tier == tier]))
-        for tier in tiers
-    }
-    ordered = sorted(mean_cost, key=lambda tier: mean_cost[tier])
+    ordered = sorted(tiers, key=lambda tier: tiers[tier][1] / tiers[tier][0])
     return ordered[0], ordered[-1]
 
 
-def _segment_advice(
-    value: str | None,
-    members: list[Any],
+def _segments_advice(
+    session: Session,
+    usable: list[Any],
     labels: dict[int, dict[str, Any]],
+    segment_values: list[str],
     *,
     settings: Settings,
+    pooled: bool,
     t0: float,
     strong_tier: str,
     days: float,
     harm_budget: float,
     delta: float,
     confidence: float,
-) -> SegmentThresholds:
-    n = len(members)
-    found = [labels.get(int(d.id)) for d in members]
-    labelled = np.array([f is not None for f in found])
-    segment_codes = {v: i for i, v in enumerate(sorted({d.segment_value for d in members}))}
-    curve = threshold_stats.threshold_curve(
-        score=np.array([d.router_score for d in members], dtype=float),
-        strong_routed=np.array([d.tier == strong_tier for d in members]),
+) -> list[SegmentThresholds]:
+    """The curve and advice per segment, and pooled when asked and there are several.
+
+    Only the labelled decisions come back one by one; the rest of the window enters as
+    sums per (segment, routed tier, score bin) that the database adds up
+    (`threshold_window.binned_traffic`, `stats.threshold_bins`)."""
+    grid = threshold_stats.default_grid(t0)
+    rows = threshold_window.labelled_decisions(session, usable, labels)
+    groups: list[str | None] = list(segment_values)
+    if pooled and len(segment_values) > 1:
+        groups.append(None)
+    units = {
+        value: _labelled_units(rows, labels, segment_values, value, strong_tier) for value in groups
+    }
+    coefficients = {value: threshold_bins.outcome_coefficients(u) for value, u in units.items()}
+    traffic = threshold_window.binned_traffic(
+        session,
+        usable,
+        grid=[float(t) for t in grid],
+        strong_tier=strong_tier,
+        segments=segment_values,
+        coefficients=coefficients,
+    )
+    advice = []
+    for value in groups:
+        curve = threshold_bins.threshold_curve_from_bins(
+            traffic=traffic[value],
+            labelled=units[value],
+            grid=grid,
+            coefficients=coefficients[value],
+            threshold_in_force=t0,
+            replicates=settings.threshold_bootstrap_replicates,
+            confidence=confidence,
+        )
+        recommendation = threshold_recommendation.recommend(
+            curve,
+            harm_budget=harm_budget,
+            risk=delta,
+            min_labels=settings.threshold_min_labels,
+            min_band_labels=settings.threshold_min_band_labels,
+        )
+        per_day = curve.n_requests / days
+        advice.append(
+            SegmentThresholds(
+                segment=value,
+                n_requests=curve.n_requests,
+                n_labels=curve.n_labels,
+                requests_per_day=per_day,
+                estimator=curve.estimator,
+                curve=curve_points(curve),
+                recommendation=_recommendation_out(recommendation, per_day),
+            )
+        )
+    return advice
+
+
+def _labelled_units(
+    rows: list[Any],
+    labels: dict[int, dict[str, Any]],
+    segment_values: list[str],
+    value: str | None,
+    strong_tier: str,
+) -> threshold_bins.LabelledUnits:
+    """The labelled decisions of one segment (all, pooled: None), strata by segment."""
+    members = [r for r in rows if value is None or r.segment_value == value]
+    found = [labels[int(r.id)] for r in members]
+    code = {v: i for i, v in enumerate(segment_values if value is None else [value])}
+    return threshold_bins.LabelledUnits(
+        score=np.array([r.router_score for r in members], dtype=float),
+        strong_routed=np.array([r.tier == strong_tier for r in members], dtype=bool),
         cost_usd=np.array(
-            [math.nan if d.cost_usd is None else d.cost_usd for d in members], dtype=float
+            [math.nan if r.cost_usd is None else r.cost_usd for r in members], dtype=float
         ),
-        labelled=labelled,
-        strong_needed=np.array([math.nan if f is None else f["strong_needed"] for f in found]),
-        other_cost_usd=np.array([math.nan if f is None else f["other_cost"] for f in found]),
-        inclusion_probability=np.array([0.0 if f is None else f["pi"] for f in found]),
-        threshold_in_force=t0,
-        stratum=np.array([segment_codes[d.segment_value] for d in members], dtype=np.int64),
-        replicates=settings.threshold_bootstrap_replicates,
-        confidence=confidence,
-    )
-    advice = threshold_recommendation.recommend(
-        curve,
-        harm_budget=harm_budget,
-        risk=delta,
-        min_labels=settings.threshold_min_labels,
-        min_band_labels=settings.threshold_min_band_labels,
-    )
-    per_day = n / days
-    return SegmentThresholds(
-        segment=value,
-        n_requests=n,
-        n_labels=curve.n_labels,
-        requests_per_day=per_day,
-        estimator=curve.estimator,
-        curve=curve_points(curve),
-        recommendation=_recommendation_out(advice, per_day),
+        strong_needed=np.array([f["strong_needed"] for f in found], dtype=float),
+        other_cost_usd=np.array([f["other_cost"] for f in found], dtype=float),
+        inclusion_probability=np.array([f["pi"] for f in found], dtype=float),
+        stratum=np.array([code[r.segment_value] for r in members], dtype=np.int64),
     )
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from shadoweval.bench.bulk_verdicts import VERDICT_COLUMNS, verdict_row
 from shadoweval.bench.ingest import (
     BENCH_START,
     TOPICS,
@@ -62,13 +63,6 @@ DECISION_COLUMNS = (
     "fallback, candidates, router_score, score_semantics, threshold, segment, segment_value, "
     "features, input_tokens, output_tokens, cost_usd, latency_ms, session_id, extra, "
     "has_request, has_response, inclusion_probability, sampled, payload_stored"
-)
-VERDICT_COLUMNS = (
-    "decision_id, router, request_id, ts, segment_value, routed_tier, direction, "
-    "inclusion_probability, router_score, score_semantics, cheaper_tier, stronger_tier, "
-    "cheaper_model, stronger_model, judge_key, judge_model, prompt_hash, status, attempts, "
-    "next_attempt_at, created_at, outcome, consistent, strong_needed, cheap_acceptable, "
-    "score_delta, judge_cost_usd, judge_latency_ms, simulated"
 )
 
 
@@ -136,36 +130,15 @@ def _copy_chunk(cursor: Any, first: int, count: int, rng: np.random.Generator) -
     with cursor.copy(f"COPY verdict ({VERDICT_COLUMNS}) FROM STDIN") as copy:
         for i in judged:
             copy.write_row(
-                (
-                    ids[f"bulk-{first + i}"],
-                    ROUTER,
-                    f"bulk-{first + i}",
-                    ts[i],
-                    TOPICS[topic[i]],
-                    "cheap",
-                    "forward",
-                    0.005,
-                    float(score[i]),
-                    "p_strong_needed",
-                    "cheap",
-                    "strong",
-                    "claude-haiku-4-5",
-                    "claude-sonnet-4-6",
-                    "judge#bench",
-                    "judge",
-                    "bench",
-                    "done",
-                    1,
-                    ts[i],
-                    ts[i],
-                    "stronger_wins" if harm[i] else "tie",
-                    True,
-                    int(harm[i]),
-                    1 - int(harm[i]),
-                    3.0 if harm[i] else 0.0,
-                    0.002,
-                    800.0,
-                    False,
+                verdict_row(
+                    decision_id=ids[f"bulk-{first + i}"],
+                    router=ROUTER,
+                    request_id=f"bulk-{first + i}",
+                    ts=ts[i],
+                    segment_value=TOPICS[topic[i]],
+                    router_score=float(score[i]),
+                    harm=bool(harm[i]),
+                    inclusion_probability=0.005,
                 )
             )
     return len(judged)

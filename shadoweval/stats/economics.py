@@ -275,3 +275,117 @@ def router_economics(
         escalation_added_p90_ms=_difference(latency_all.p90_ms, latency_not_escalated.p90_ms),
         escalation_added_p99_ms=_difference(latency_all.p99_ms, latency_not_escalated.p99_ms),
     )
+
+
+# Moments of x = (1, cost, router cost, input tokens, output tokens) per decision.
+MOMENT_TERMS = ("one", "cost", "router_cost", "input_tokens", "output_tokens")
+
+
+@dataclass(frozen=True)
+class DecisionGroup:
+    """Decisions whose what-if strong cost is one linear form of x = (1, c, r, i, o):
+    `moments` is Σ x xᵀ (5 × 5) over the group, with r = 0 where `router_cost_reported`
+    is False; `strong_cost_form` the coefficients λ with strong_cost = λ·x."""
+
+    moments: FloatArray
+    strong_cost_form: FloatArray
+    on_strong_tier: bool
+    router_cost_reported: bool
+    escalated: int
+    fallback: int
+    failover: int
+
+    @property
+    def n(self) -> int:
+        return round(float(self.moments[0, 0]))
+
+
+def _form_mean_ci95(
+    groups: list[DecisionGroup], forms: list[FloatArray], n: int
+) -> tuple[float, float, tuple[float, float]]:
+    """Σq, mean and normal 95 % interval of q = λ_g·x over all groups, from the moments:
+    Σq = λᵀ M e₀, Σq² = λᵀ M λ (the same estimates as `_mean_ci95`, to float rounding)."""
+    total = sum(float(form @ g.moments[:, 0]) for g, form in zip(groups, forms, strict=True))
+    squares = sum(float(form @ g.moments @ form) for g, form in zip(groups, forms, strict=True))
+    mean = total / n
+    if n < 2:
+        return total, mean, (mean, mean)
+    variance = max(0.0, (squares - total * total / n) / (n - 1))
+    half = rates.Z_95 * math.sqrt(variance) / math.sqrt(n)
+    return total, mean, (mean - half, mean + half)
+
+
+def router_economics_from_moments(
+    groups: list[DecisionGroup],
+    *,
+    latency_all_ms: LatencyPercentiles,
+    latency_escalated_ms: LatencyPercentiles,
+    latency_not_escalated_ms: LatencyPercentiles,
+    escalation_warn_rate: float = 0.30,
+) -> RouterEconomics:
+    """`router_economics` from sums per group of decisions instead of one entry per
+    decision, so the decision log can add them up where it is stored (issue 19 §4): the
+    same formulas, every mean and variance from the groups' moments Σ x xᵀ; latency
+    percentiles computed by the caller (order statistics are not sums). No cascade's
+    extra attempts here: the decision log does not hold them."""
+    n = sum(g.n for g in groups)
+    if n < 1:
+        raise ValueError("no decisions")
+    if not (0.0 < escalation_warn_rate < 1.0):
+        raise ValueError(f"escalation_warn_rate must lie in (0, 1), got {escalation_warn_rate!r}")
+    unit = np.eye(len(MOMENT_TERMS))
+    one, cost, router = unit[0], unit[1], unit[2]
+    reported = [g for g in groups if g.router_cost_reported]
+    n_reported = sum(g.n for g in reported)
+    overhead = sum(float(g.moments[0, 2]) for g in reported) / n_reported if reported else 0.0
+    # A decision without its router cost stands at the mean of the reported ones.
+    realized = [cost + (router if g.router_cost_reported else overhead * one) for g in groups]
+    savings = [g.strong_cost_form - form for g, form in zip(groups, realized, strict=True)]
+    _, realized_mean, realized_ci = _form_mean_ci95(groups, realized, n)
+    savings_total, savings_mean, savings_ci = _form_mean_ci95(groups, savings, n)
+    strong_total = sum(float(g.strong_cost_form @ g.moments[:, 0]) for g in groups)
+    model_cost = sum(float(g.moments[0, 1]) for g in groups)
+
+    strong_share = share_estimate(sum(g.n for g in groups if g.on_strong_tier), n)
+    weak = [g for g in groups if not g.on_strong_tier]
+    n_weak = sum(g.n for g in weak)
+    c_strong: float | None = None
+    c_weak: float | None = None
+    savings_side = 0.0
+    if n_weak:
+        c_strong = sum(float(g.strong_cost_form @ g.moments[:, 0]) for g in weak) / n_weak
+        c_weak = sum(float(g.moments[0, 1]) for g in weak) / n_weak
+        savings_side = (1.0 - strong_share.share) * (c_strong - c_weak)
+    escalation = share_estimate(sum(g.escalated for g in groups), n)
+    return RouterEconomics(
+        n_requests=n,
+        realized_cost_per_request_usd=realized_mean,
+        realized_cost_per_request_ci95_usd=realized_ci,
+        model_cost_per_request_usd=model_cost / n,
+        router_overhead_per_request_usd=overhead,
+        router_cost_reported_share=n_reported / n,
+        always_strong_cost_per_request_usd=strong_total / n,
+        savings_total_usd=savings_total,
+        savings_per_request_usd=savings_mean,
+        savings_per_request_ci95_usd=savings_ci,
+        savings_rate=savings_total / strong_total if strong_total > 0 else 0.0,
+        strong_share=strong_share,
+        break_even=BreakEven(
+            strong_share=strong_share.share,
+            strong_cost_per_request_usd=c_strong,
+            weak_cost_per_request_usd=c_weak,
+            savings_side_usd=savings_side,
+            router_cost_side_usd=overhead,
+            router_pays_for_itself=savings_side > overhead,
+        ),
+        escalation=escalation,
+        escalation_warn_rate=escalation_warn_rate,
+        escalation_warning=escalation.share > escalation_warn_rate,
+        fallback=share_estimate(sum(g.fallback for g in groups), n),
+        failover=share_estimate(sum(g.failover for g in groups), n),
+        latency_all_ms=latency_all_ms,
+        latency_escalated_ms=latency_escalated_ms,
+        latency_not_escalated_ms=latency_not_escalated_ms,
+        escalation_added_p90_ms=_difference(latency_all_ms.p90_ms, latency_not_escalated_ms.p90_ms),
+        escalation_added_p99_ms=_difference(latency_all_ms.p99_ms, latency_not_escalated_ms.p99_ms),
+    )
