@@ -13,6 +13,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from shadoweval import clock
+from shadoweval.analytics import threshold_band_advice
 from shadoweval.db import session_scope
 from shadoweval.pool import watcher as model_watcher
 from shadoweval.sampling import periods
@@ -27,7 +28,11 @@ def _plan(runtime: WorkerRuntime) -> dict[str, Any]:
     if settings.sampling_mode == "hourly":
         model_watcher.watch_models(engine=runtime.engine, settings=settings)
         with session_scope(runtime.engine) as session:
-            result = periods.sample_closed_periods(session=session, settings=settings)
+            result = periods.sample_closed_periods(
+                session=session,
+                settings=settings,
+                threshold_advisor=threshold_band_advice.band_advice,
+            )
         return {
             "periods": result.periods,
             "sampled": result.sampled,

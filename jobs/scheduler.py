@@ -11,7 +11,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from shadoweval.jobs import (
     aggregate,
     check_drift,
+    create_partitions,
     deliver_alerts,
+    drop_expired_days,
     enqueue_shadow,
     evaluate_alerts,
     heartbeat,
@@ -70,6 +72,9 @@ PERIODIC_JOBS = (
     ),
     ScheduledJob("purge_deliveries", purge_deliveries.run, lambda rt: 3600.0, leader_only=True),
     ScheduledJob("purge_payloads", purge_payloads.run, lambda rt: 3600.0, leader_only=True),
+    # PostgreSQL's day partitions of the decision log: created ahead, dropped past retention.
+    ScheduledJob("create_partitions", create_partitions.run, lambda rt: 3600.0, leader_only=True),
+    ScheduledJob("drop_expired_days", drop_expired_days.run, lambda rt: 3600.0, leader_only=True),
     ScheduledJob("retrain_triggers", retrain_triggers.run, lambda rt: 15.0, leader_only=True),
     ScheduledJob(
         "watch_judges",

@@ -139,7 +139,9 @@ def shared_engine(base_settings: Settings) -> Iterator[Engine]:
 def _empty_tables(engine: Engine) -> None:
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
-            connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+            # decision_key: PostgreSQL's dedup table (migration 0023), not on the metadata.
+            tables = ", ".join((*TABLES, "decision_key"))
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         else:
             for table in TABLES:
                 connection.execute(text(f"DELETE FROM {table}"))

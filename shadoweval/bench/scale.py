@@ -33,7 +33,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -310,8 +310,11 @@ def _sizes(engine: Any) -> dict[str, Any]:
     """Bytes of the decision table and its indexes, per million rows it holds (the bulk
     rows and those ingested at the checkpoints)."""
     with engine.connect() as connection:
+        # Summed over the partitions (a partitioned parent has no storage of its own); a
+        # plain table is its own one-row tree.
         rows, table, indexes = connection.exec_driver_sql(
-            "SELECT count(*), pg_table_size('decision'), pg_indexes_size('decision') FROM decision"
+            "SELECT (SELECT count(*) FROM decision), sum(pg_table_size(relid)),"
+            " sum(pg_indexes_size(relid)) FROM pg_partition_tree('decision')"
         ).one()
     per_million = 1e6 / rows if rows >= 100_000 else None  # below, fixed costs dominate
     return {
@@ -323,9 +326,31 @@ def _sizes(engine: Any) -> dict[str, Any]:
     }
 
 
+def _create_day_partitions(engine: Any) -> None:
+    """The day partitions of the loaded window and of the bench's own posts: the migration
+    creates only the current week's, and COPY would otherwise fill the default partition."""
+    from shadoweval.ingest import partitions
+
+    with engine.begin() as connection:
+        if not partitions.is_partitioned(connection):
+            return
+        day, last = LOAD_START.date() - timedelta(days=1), (BENCH_START + timedelta(days=2)).date()
+        while day <= last:
+            partitions.create_day(connection, day)
+            day += timedelta(days=1)
+
+
 def _drop_one_day(engine: Any) -> dict[str, Any]:
-    """DELETE of the oldest day's decisions, beside DROP TABLE of a copy of the same rows
-    with the same indexes (the cost of dropping a day partition once it is detached)."""
+    """Removing the oldest day: DELETE of its decisions beside dropping it whole. With day
+    partitions the drop is the real one (DETACH then DROP of the day's partition) and the
+    DELETE runs on a copy of the same rows with the same indexes; on a plain table the
+    DELETE is the real one and the drop is of such a copy (what a detached day costs)."""
+    from shadoweval.ingest import partitions
+
+    with engine.connect() as connection:
+        partitioned = partitions.is_partitioned(connection)
+    if partitioned:
+        return _drop_one_partition(engine, LOAD_START.date())
     day = LOAD_START.date().isoformat()
     bounds = (
         f"ts >= '{day}T00:00:00+00' AND ts < '{day}T00:00:00+00'::timestamptz + interval '1 day'"
@@ -354,6 +379,34 @@ def _drop_one_day(engine: Any) -> dict[str, Any]:
     }
 
 
+def _drop_one_partition(engine: Any, day: date) -> dict[str, Any]:
+    from shadoweval.ingest import partitions
+
+    name = partitions.partition_name(day)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE TABLE bench_day AS SELECT * FROM {name}")  # noqa: S608 (a partition name)
+        connection.exec_driver_sql("CREATE INDEX ON bench_day (ts, id)")
+        connection.exec_driver_sql("CREATE INDEX ON bench_day (router, ts)")
+        connection.exec_driver_sql("CREATE INDEX ON bench_day (segment_value, ts)")
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"ALTER TABLE decision DETACH PARTITION {name}")
+        connection.exec_driver_sql(f"DROP TABLE {name}")
+    dropped = time.perf_counter() - started
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        rows = connection.exec_driver_sql("DELETE FROM bench_day").rowcount
+        connection.exec_driver_sql("DROP TABLE bench_day")
+    deleted = time.perf_counter() - started
+    return {
+        "day": day.isoformat(),
+        "rows": rows,
+        "delete_seconds": round(deleted, 3),
+        "drop_table_seconds": round(dropped, 3),
+        "partitioned": True,
+    }
+
+
 def run_scale_bench(
     *,
     database_url: str,
@@ -377,6 +430,7 @@ def run_scale_bench(
     settings = Settings(database_url=url, data_dir=data_dir)
     upgrade_database(settings)
     engine = create_db_engine(settings, statement_timeout_seconds=BULK_STATEMENT_TIMEOUT_SECONDS)
+    _create_day_partitions(engine)
     with session_scope(engine) as session:
         key = auth_service.create_key(session=session, scopes=[Scope.INGEST, Scope.READ]).key
     rng = np.random.default_rng(seed)

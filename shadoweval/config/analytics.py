@@ -60,6 +60,16 @@ class AnalyticsSettings(BaseModel):
         description="Labels between the threshold in force and a higher threshold before the "
         "advisor tests that threshold.",
     )
+    threshold_harm_budget: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Harm budget ε (share of all traffic) of the advice the sampling planner "
+        "buys threshold-band reverse shadows for.",
+    )
+    threshold_delta: float = Field(
+        default=0.1, gt=0, lt=1, description="Risk level δ of that advice (Learn then Test)."
+    )
 
     # CBPE-style expected harm refits the score → P(harm) map on bootstrap resamples.
     expected_harm_bootstrap: int = Field(

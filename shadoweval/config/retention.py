@@ -17,3 +17,12 @@ class RetentionSettings(BaseModel):
         gt=0,
         description="Days delivered and failed alert deliveries are kept before deletion.",
     )
+
+    # PostgreSQL drops the decision log's day partitions past this, counted back from the
+    # deployment's decision-time watermark (the drop_expired_days job); snapshots, verdicts
+    # and events outlive it. SQLite keeps every decision.
+    decision_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Days of raw decisions kept (PostgreSQL: dropped a day partition at a time).",
+    )

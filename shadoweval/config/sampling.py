@@ -71,6 +71,13 @@ class SamplingSettings(BaseModel):
     reverse_shadow_share: float = Field(
         default=0.1, ge=0, le=1, description="Share of the budget for strong-routed strata."
     )
+    sampling_threshold_band_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Most of the budget spent on extra reverse shadows in the score band the "
+        "threshold advisor lacks labels for (hourly sampling); 0 turns it off.",
+    )
     default_cost_per_sample_usd: float = Field(
         default=0.02, gt=0, description="Reservation per sample until the planner has estimates."
     )

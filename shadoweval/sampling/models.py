@@ -128,6 +128,34 @@ class SamplingPeriodStratum(SQLModel, table=True):
     sampled: int = 0
     refused: int = 0
     reserved_usd: float = 0.0
+    # Reverse shadows for the threshold advisor (sampling/threshold_band.py): a decision of
+    # this stratum with a score in [band_score_low, band_score_high) is sampled with
+    # π = 1 − (1 − inclusion_probability)·(1 − band_inclusion_probability).
+    band_score_low: float | None = None
+    band_score_high: float | None = None
+    band_inclusion_probability: float = 0.0
+
+
+class SamplingThresholdBand(SQLModel, table=True):
+    """What the threshold advisor asked of the planner for one router and segment, read from
+    the decisions and labels before `as_of` (the start of a decision day): the score band
+    whose labels would let the next step up from the threshold in force be tested, and how
+    many more labels it needs (`labels_more` 0: nothing asked, `reason` says why)."""
+
+    __tablename__ = "sampling_threshold_band"
+
+    as_of: datetime = SQLField(sa_column=Column(UtcDateTime(), primary_key=True))
+    router: str = SQLField(primary_key=True, max_length=200)
+    # "" stands for the router as a whole: no advice for it (`reason` says why).
+    segment_value: str = SQLField(primary_key=True, max_length=200)
+    tier: str | None = SQLField(default=None, max_length=64)  # the strong tier
+    threshold_in_force: float | None = None
+    score_low: float | None = None
+    score_high: float | None = None
+    labels_now: int = 0
+    labels_more: int = 0
+    band_requests_per_day: float = 0.0  # strong-routed decisions a day scored in the band
+    reason: str = SQLField(default="", max_length=500)
 
 
 class SamplingCursor(SQLModel, table=True):

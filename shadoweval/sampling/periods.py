@@ -24,224 +24,87 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from shadoweval import clock
-from shadoweval.analytics.models import TrafficWindowSnapshot
 from shadoweval.config import Settings
 from shadoweval.db import aware_utc, take_sqlite_write_lock, utcnow
-from shadoweval.events.models import Event, EventKind
+from shadoweval.events.models import EventKind
 from shadoweval.events.service import record_event
-from shadoweval.ingest.models import AWAITING_PLAN, Decision, DecisionPayload, TrafficDelta
-from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict
-from shadoweval.sampling import allocation, planning, policy
+from shadoweval.sampling import allocation, planning, policy, threshold_band
 from shadoweval.sampling.models import (
-    BudgetDay,
     PeriodPublic,
-    SamplingCursor,
     SamplingPeriod,
-    SamplingPeriodStratum,
-    SamplingStratum,
+)
+from shadoweval.sampling.period_clock import (
+    _cursor,
+    _earliest_awaiting,
+    _idle_routers,
+    closed_by,
+    label_watermark,
+    period_start_of,
+)
+from shadoweval.sampling.period_draws import _decide, _decide_late, _store_period
+from shadoweval.sampling.period_rows import (
+    BUDGET,
+    CURSOR,
+    CURSOR_NAME,
+    DECISION,
+    PERIOD,
+    PeriodPassResult,
+    StratumId,
+    _boosts,
+    _PeriodPlan,
+    _PlannedStratum,
+    _stored_plan,
 )
 from shadoweval.sampling.service import (
     BOOST_ACCOUNT,
     SHADOW_ACCOUNT,
-    Candidate,
-    reserve_budget,
 )
-from shadoweval.shadow.models import ShadowRun
-from shadoweval.sql import dialect_of, table_of
 
 log = logging.getLogger(__name__)
-
-DECISION = table_of(Decision)
-PAYLOAD = table_of(DecisionPayload)
-VERDICT = table_of(Verdict)
-SHADOW_RUN = table_of(ShadowRun)
-TRAFFIC = table_of(TrafficWindowSnapshot)
-DELTA = table_of(TrafficDelta)
-EVENT = table_of(Event)
-PERIOD = table_of(SamplingPeriod)
-PERIOD_STRATUM = table_of(SamplingPeriodStratum)
-CURSOR = table_of(SamplingCursor)
-STRATUM = table_of(SamplingStratum)
-BUDGET = table_of(BudgetDay)
-
-CURSOR_NAME = "periods"
-StratumId = tuple[str, str, str]  # router, segment value, tier
-
-
-@dataclass
-class PeriodPassResult:
-    periods: int = 0
-    decided: int = 0
-    sampled: int = 0
-    refused: int = 0
-    late: int = 0
-    # Why the next period waits: "open" (decision time not past it), "labels" (the label
-    # gate), or None (nothing waiting).
-    waiting: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _PlannedStratum:
-    inclusion_probability: float
-    cost_per_sample_usd: float
-
-
-@dataclass
-class _PeriodPlan:
-    strata: dict[StratumId, _PlannedStratum]
-    boosts: dict[tuple[str, str], list[tuple[datetime, datetime]]]  # (router, tier) → spans
-    default_rates: dict[str, float]
-    default_cost: float
-    boost_factor: float
-
-    def probability(
-        self, router: str, segment: str, tier: str, ts: datetime
-    ) -> tuple[float, float, float]:
-        """(π at ts, π without the boost, cost to reserve) of a decision."""
-        planned = self.strata.get((router, segment, tier))
-        base = (
-            planned.inclusion_probability
-            if planned is not None
-            else self.default_rates.get(tier, self.default_rates.get("*", 0.0))
-        )
-        cost = planned.cost_per_sample_usd if planned is not None else self.default_cost
-        for start, end in self.boosts.get((router, tier), ()):
-            if start <= ts < end and self.boost_factor > 1:
-                return min(1.0, max(base, 1e-9) * self.boost_factor), base, cost
-        return base, base, cost
-
-
-def period_start_of(ts: datetime, minutes: int) -> datetime:
-    """The start of the sampling period holding `ts` (periods are aligned to UTC midnight)."""
-    ts = ts.astimezone(UTC)
-    midnight = ts.replace(hour=0, minute=0, second=0, microsecond=0)
-    elapsed = int((ts - midnight).total_seconds() // 60)
-    return midnight + timedelta(minutes=elapsed - elapsed % minutes)
 
 
 # --- the cursor and the gates ------------------------------------------------------------------
 
 
-def _cursor(session: Session) -> dict[str, Any]:
-    dialect = dialect_of(session)
-    session.execute(dialect.insert_or_ignore(CURSOR, {"name": CURSOR_NAME}, conflict_on=["name"]))
-    # One planner at a time, whoever holds the lead.
-    query = dialect.lock_for_update(select(CURSOR).where(CURSOR.c.name == CURSOR_NAME))
-    return dict(session.execute(query).mappings().one())
-
-
-def _earliest_awaiting(session: Session, at_or_after: datetime | None = None) -> datetime | None:
-    query = select(func.min(DECISION.c.ts)).where(DECISION.c.sampling_skip_reason == AWAITING_PLAN)
-    if at_or_after is not None:
-        query = query.where(DECISION.c.ts >= at_or_after)
-    return aware_utc(session.execute(query).scalar())
-
-
-def label_watermark(session: Session) -> datetime | None:
-    """The earliest ts of a sampled decision still waiting for its verdict; None when none."""
-    open_verdict = session.execute(
-        select(func.min(VERDICT.c.ts)).where(VERDICT.c.status.in_(OPEN_VERDICT_STATUSES))
-    ).scalar()
-    unplanned = session.execute(
-        select(func.min(DECISION.c.ts)).where(
-            DECISION.c.sampled.is_(True),
-            ~select(VERDICT.c.id).where(VERDICT.c.decision_id == DECISION.c.id).exists(),
-        )
-    ).scalar()
-    found = [t for t in (aware_utc(open_verdict), aware_utc(unplanned)) if t is not None]
-    return min(found) if found else None
-
-
-def _idle_routers(
-    session: Session, clocks: dict[str, datetime], wall_now: datetime, idle_seconds: float
-) -> set[str]:
-    """Routers whose decision time has not moved for `idle_seconds` of wall time: they no
-    longer hold a period open (a router that went quiet must not stop everyone's sampling)."""
-    names = {f"router:{router}": router for router in clocks}
-    insert = dialect_of(session).insert
-    for name, router in names.items():
-        session.execute(
-            insert(CURSOR)
-            .values(name=name, watermark_seen=clocks[router], watermark_seen_at=wall_now)
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
-    idle: set[str] = set()
-    for name, seen, seen_at in session.execute(
-        select(CURSOR.c.name, CURSOR.c.watermark_seen, CURSOR.c.watermark_seen_at).where(
-            CURSOR.c.name.in_(list(names))
-        )
-    ):
-        router = names[name]
-        if aware_utc(seen) != clocks[router]:
-            session.execute(
-                update(CURSOR)
-                .where(CURSOR.c.name == name)
-                .values(watermark_seen=clocks[router], watermark_seen_at=wall_now)
-            )
-        elif (wall_now - cast(datetime, aware_utc(seen_at))).total_seconds() >= idle_seconds:
-            idle.add(router)
-    return idle
-
-
-def closed_by(
-    start: datetime,
-    end: datetime,
-    clocks: dict[str, datetime],
-    idle: set[str],
-    lateness: timedelta,
-) -> str | None:
-    """Whether period [start, end) is closed, and by what: `watermark` when every router that
-    reached it is `lateness` past its end, `idle` when the only routers still inside it have
-    stopped moving; None while a router is still inside it."""
-    inside = {r for r, now in clocks.items() if start <= now < end + lateness}
-    if not any(now >= start for now in clocks.values()):
-        return None
-    if not inside:
-        return "watermark"
-    return "idle" if inside <= idle else None
-
-
 # --- the plan of one period ---------------------------------------------------------------------
 
 
-def _boosts(
-    session: Session, settings: Settings, end: datetime
-) -> dict[tuple[str, str], list[tuple[datetime, datetime]]]:
-    span = timedelta(hours=settings.model_change_boost_hours)
-    boosts: dict[tuple[str, str], list[tuple[datetime, datetime]]] = defaultdict(list)
-    if span <= timedelta(0):
-        return boosts
-    for router, ts, details in session.execute(
-        select(EVENT.c.router, EVENT.c.ts, EVENT.c.details).where(
-            EVENT.c.kind == EventKind.MODEL_CHANGE, EVENT.c.ts >= end - span, EVENT.c.ts < end
-        )
-    ):
-        tier = (details or {}).get("tier")
-        start = aware_utc(ts)
-        if router and tier and start is not None:
-            boosts[(router, str(tier))].append((start, start + span))
-    return boosts
-
-
 def plan_period(
-    session: Session, settings: Settings, start: datetime, labels_before: datetime
+    session: Session,
+    settings: Settings,
+    start: datetime,
+    labels_before: datetime,
+    advisor: threshold_band.ThresholdAdvisor | None = None,
 ) -> tuple[_PeriodPlan, list[dict[str, Any]], allocation.Allocation]:
     """The plan of the period starting at `start`: π and reservation cost per stratum, from
     the whole hours of traffic before `start` and the labels and costs of decisions before
-    `labels_before`; records a `sampling_shortfall` where the budget cannot buy a floor."""
+    `labels_before`, with the threshold advisor's bands when an `advisor` is given; records
+    a `sampling_shortfall` where the budget cannot buy a floor."""
     hour = start.replace(minute=0, second=0, microsecond=0)
+    needs = threshold_band.band_needs(
+        session, settings, traffic_before=hour, labels_before=labels_before, advisor=advisor
+    )
+    band_labels: dict[StratumId, float] = {}
+    set_aside = 0.0
+    if needs:
+        costs = planning.learned_costs(session, settings, labels_before)
+        band_labels, set_aside = threshold_band.set_aside(
+            settings, needs, lambda stratum: planning.reservation_cost(settings, costs.get(stratum))
+        )
     plan, rows = planning.build_strata(
-        session, settings, traffic_before=hour, labels_before=labels_before
+        session, settings, traffic_before=hour, labels_before=labels_before, set_aside_usd=set_aside
+    )
+    bands = threshold_band.bands(
+        needs,
+        band_labels,
+        {(r["router"], r["segment_value"], r["tier"]): r["inclusion_probability"] for r in rows},
     )
     planned: dict[StratumId, _PlannedStratum] = {}
     for row in rows:
@@ -249,6 +112,10 @@ def plan_period(
         planned[stratum_id] = _PlannedStratum(
             row["inclusion_probability"], row["cost_per_sample_usd"]
         )
+        band = bands.get(stratum_id)
+        row["band_score_low"] = band.score_low if band else None
+        row["band_score_high"] = band.score_high if band else None
+        row["band_inclusion_probability"] = band.inclusion_probability if band else 0.0
         # Every decision sampled and still short: the segment is small, not the budget; that
         # shows in /v1/sampling only, an event would repeat it every day.
         if (
@@ -276,6 +143,7 @@ def plan_period(
         },
         default_cost=settings.default_cost_per_sample_usd,
         boost_factor=settings.model_change_boost_factor,
+        bands=bands,
     )
     return period_plan, rows, plan
 
@@ -314,177 +182,7 @@ def _record_shortfall(
     )
 
 
-def _stored_plan(session: Session, settings: Settings, start: datetime) -> _PeriodPlan:
-    """The plan a closed period was sampled with, for decisions that arrive late."""
-    c = PERIOD_STRATUM.c
-    strata = {
-        (r.router, r.segment_value, r.tier): _PlannedStratum(
-            r.inclusion_probability, r.cost_per_sample_usd
-        )
-        for r in session.execute(select(PERIOD_STRATUM).where(c.period_start == start))
-    }
-    return _PeriodPlan(
-        strata=strata,
-        boosts=_boosts(
-            session, settings, start + timedelta(minutes=settings.sampling_period_minutes)
-        ),
-        default_rates={**{"*": settings.sampling_default_rate}, **settings.sampling_rate_by_tier},
-        default_cost=settings.default_cost_per_sample_usd,
-        boost_factor=settings.model_change_boost_factor,
-    )
-
-
 # --- deciding decisions -----------------------------------------------------------------------
-
-
-@dataclass
-class _Decided:
-    decisions: int = 0
-    sampled: int = 0
-    refused: int = 0
-    boost_refused: int = 0
-    reserved: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    by_stratum: dict[StratumId, list[float]] = field(
-        default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0.0])
-    )  # decisions, sampled, refused, reserved USD
-
-
-def _decide(
-    session: Session,
-    settings: Settings,
-    plan: _PeriodPlan,
-    start: datetime,
-    end: datetime,
-) -> _Decided:
-    """Sample the awaiting decisions of [start, end) by the plan, reserve their budget, and
-    write the outcome: π on every row, payloads of the unsampled deleted, traffic counts."""
-    d = DECISION.c
-    rows = session.execute(
-        select(d.id, d.router, d.request_id, d.segment_value, d.tier, d.ts).where(
-            d.sampling_skip_reason == AWAITING_PLAN, d.ts >= start, d.ts < end
-        )
-    ).all()
-    outcome = _Decided(decisions=len(rows))
-    if not rows:
-        return outcome
-    probability: dict[int, float] = {}
-    candidates: list[Candidate] = []
-    cost_of: dict[int, float] = {}
-    stratum_of: dict[int, StratumId] = {}
-    hour_of: dict[int, datetime] = {}
-    for decision_id, router, request_id, segment, tier, ts in rows:
-        ts = aware_utc(ts)
-        assert ts is not None
-        pi, base, cost = plan.probability(router, segment, tier, ts)
-        hash_value = policy.sampling_hash(router, request_id)
-        probability[decision_id] = pi
-        stratum_of[decision_id] = (router, segment, tier)
-        hour_of[decision_id] = ts.replace(minute=0, second=0, microsecond=0)
-        outcome.by_stratum[(router, segment, tier)][0] += 1
-        if hash_value < pi:
-            cost_of[decision_id] = cost
-            candidates.append(
-                Candidate(
-                    decision_id=decision_id,
-                    day=ts.strftime("%Y-%m-%d"),
-                    account=SHADOW_ACCOUNT if hash_value < base else BOOST_ACCOUNT,
-                    cost_usd=cost,
-                    hash_value=hash_value,
-                )
-            )
-    refused = (
-        set(reserve_budget(session, settings, candidates).refused_ids) if candidates else set()
-    )
-    sampled_ids = [c.decision_id for c in candidates if c.decision_id not in refused]
-    for candidate in candidates:
-        if candidate.decision_id not in refused:
-            outcome.reserved[candidate.account] += candidate.cost_usd
-    outcome.sampled, outcome.refused = len(sampled_ids), len(refused)
-    outcome.boost_refused = sum(
-        1 for c in candidates if c.decision_id in refused and c.account == BOOST_ACCOUNT
-    )
-
-    by_value: dict[float, list[int]] = defaultdict(list)
-    for decision_id, pi in probability.items():
-        if decision_id not in refused:
-            by_value[pi].append(decision_id)
-    sampled_set = set(sampled_ids)
-    for pi, ids in by_value.items():
-        for chunk in _chunks(sorted(ids), 900):
-            in_chunk = [i for i in chunk if i in sampled_set]
-            out_chunk = [i for i in chunk if i not in sampled_set]
-            for group, sampled in ((in_chunk, True), (out_chunk, False)):
-                if group:
-                    session.execute(
-                        update(DECISION)
-                        .where(d.id.in_(group))
-                        .values(
-                            inclusion_probability=pi, sampled=sampled, sampling_skip_reason=None
-                        )
-                    )
-    for chunk in _chunks(sorted(refused), 900):
-        session.execute(
-            update(DECISION)
-            .where(d.id.in_(chunk))
-            .values(
-                inclusion_probability=0.0, sampled=False, sampling_skip_reason="budget_exhausted"
-            )
-        )
-    if settings.store_payloads == "sampled":
-        unsampled = sorted(set(probability) - sampled_set)
-        for chunk in _chunks(unsampled, 900):
-            session.execute(PAYLOAD.delete().where(PAYLOAD.c.decision_id.in_(chunk)))
-            session.execute(
-                update(DECISION)
-                .where(d.id.in_(chunk), d.payload_stored.is_(True))
-                .values(payload_stored=False, payload_redacted=False)
-            )
-    # The funnel's "sampled" and "refused" counts, as ingest would have counted them.
-    counts: dict[tuple[str, str, str, datetime], list[int]] = defaultdict(lambda: [0, 0])
-    for decision_id in probability:
-        router, segment, tier = stratum_of[decision_id]
-        key = (router, segment, tier, hour_of[decision_id])
-        stratum = outcome.by_stratum[stratum_of[decision_id]]
-        if decision_id in sampled_set:
-            counts[key][0] += 1
-            stratum[1] += 1
-            stratum[3] += cost_of[decision_id]
-        elif decision_id in refused:
-            counts[key][1] += 1
-            stratum[2] += 1
-    if counts:
-        session.execute(
-            DELTA.insert(),
-            [
-                {
-                    "router": router,
-                    "segment_value": segment,
-                    "tier": tier,
-                    "window_start": hour,
-                    **dict.fromkeys(_DELTA_ZEROS, 0),
-                    "sampled": sampled,
-                    "budget_refused": refused_n,
-                }
-                for (router, segment, tier, hour), (sampled, refused_n) in counts.items()
-            ],
-        )
-    return outcome
-
-
-_DELTA_ZEROS = (
-    "decisions",
-    "with_payload",
-    "failover",
-    "fallback",
-    "escalated",
-    "cost_usd",
-    "router_cost_usd",
-)
-
-
-def _chunks(values: Sequence[int], size: int) -> Iterable[list[int]]:
-    for i in range(0, len(values), size):
-        yield list(values[i : i + size])
 
 
 # --- reconciliation --------------------------------------------------------------------------
@@ -507,19 +205,15 @@ def _reconcile(session: Session, settings: Settings, labels_before: datetime) ->
         if costs:
             plan = _stored_plan(session, settings, start)
             d = DECISION.c
-            for decision_id, router, request_id, segment, tier, ts in session.execute(
-                select(d.id, d.router, d.request_id, d.segment_value, d.tier, d.ts).where(
-                    d.id.in_(list(costs))
-                )
+            for decision_id, router, request_id, segment, tier, ts, score in session.execute(
+                select(
+                    d.id, d.router, d.request_id, d.segment_value, d.tier, d.ts, d.router_score
+                ).where(d.id.in_(list(costs)))
             ):
                 ts = aware_utc(ts)
                 assert ts is not None
-                _pi, base, _cost = plan.probability(router, segment, tier, ts)
-                account = (
-                    SHADOW_ACCOUNT
-                    if policy.sampling_hash(router, request_id) < base
-                    else BOOST_ACCOUNT
-                )
+                draw = plan.probability(router, segment, tier, ts, score)
+                account = draw.account(policy.sampling_hash(router, request_id))
                 actual[account] += costs[decision_id][3]
         day = start.strftime("%Y-%m-%d")
         for account, reserved in (
@@ -545,11 +239,17 @@ def _reconcile(session: Session, settings: Settings, labels_before: datetime) ->
 
 
 def sample_closed_periods(
-    *, session: Session, settings: Settings, wall_now: datetime | None = None, max_periods: int = 96
+    *,
+    session: Session,
+    settings: Settings,
+    wall_now: datetime | None = None,
+    max_periods: int = 96,
+    threshold_advisor: threshold_band.ThresholdAdvisor | None = None,
 ) -> PeriodPassResult:
     """Plan and sample every closed period whose label gate is open, oldest first; sample
     late decisions of periods already closed. One transaction per period: a crash repeats
-    nothing finished (decided decisions are no longer `awaiting_plan`)."""
+    nothing finished (decided decisions are no longer `awaiting_plan`). With a
+    `threshold_advisor`, reverse shadows go to the score bands it asks labels for."""
     wall_now = wall_now or utcnow()  # wall clock: only the idle close and `planned_at`
     minutes = settings.sampling_period_minutes
     length = timedelta(minutes=minutes)
@@ -591,7 +291,9 @@ def sample_closed_periods(
             result.waiting = "labels"
             break
         _reconcile(session, settings, labels_before)
-        plan, stratum_rows, allocation_result = plan_period(session, settings, start, labels_before)
+        plan, stratum_rows, allocation_result = plan_period(
+            session, settings, start, labels_before, threshold_advisor
+        )
         decided = _decide(session, settings, plan, start, end)
         _store_period(session, start, end, labels_before, closed, stratum_rows, decided, wall_now)
         session.execute(
@@ -609,126 +311,6 @@ def sample_closed_periods(
     for note in dict.fromkeys(result.notes):
         log.info("sampling plan: %s", note)
     return result
-
-
-def _decide_late(session: Session, settings: Settings, before: datetime) -> int:
-    """Decisions that arrived after their period closed: sampled by the period's stored plan."""
-    minutes = settings.sampling_period_minutes
-    d = DECISION.c
-    starts = sorted(
-        {
-            period_start_of(cast(datetime, aware_utc(ts)), minutes)
-            for (ts,) in session.execute(
-                select(d.ts).where(d.sampling_skip_reason == AWAITING_PLAN, d.ts < before)
-            )
-        }
-    )
-    late = 0
-    for start in starts:
-        take_sqlite_write_lock(session)
-        end = start + timedelta(minutes=minutes)
-        decided = _decide(session, settings, _stored_plan(session, settings, start), start, end)
-        if decided.decisions:
-            session.execute(
-                update(PERIOD)
-                .where(PERIOD.c.period_start == start)
-                .values(
-                    decisions=PERIOD.c.decisions + decided.decisions,
-                    sampled=PERIOD.c.sampled + decided.sampled,
-                    refused=PERIOD.c.refused + decided.refused,
-                    boost_refused=PERIOD.c.boost_refused + decided.boost_refused,
-                    reserved_usd=PERIOD.c.reserved_usd + decided.reserved[SHADOW_ACCOUNT],
-                    boost_reserved_usd=PERIOD.c.boost_reserved_usd
-                    + decided.reserved[BOOST_ACCOUNT],
-                )
-            )
-        session.commit()
-        late += decided.decisions
-    if late:
-        log.info("sampled %d decisions that arrived after their period closed", late)
-    return late
-
-
-def _store_period(
-    session: Session,
-    start: datetime,
-    end: datetime,
-    labels_before: datetime,
-    closed_by: str,
-    stratum_rows: list[dict[str, Any]],
-    decided: _Decided,
-    wall_now: datetime,
-) -> None:
-    insert = dialect_of(session).insert
-    session.execute(
-        insert(PERIOD)
-        .values(
-            period_start=start,
-            period_end=end,
-            labels_before=labels_before,
-            closed_by=closed_by,
-            strata=len(stratum_rows),
-            decisions=decided.decisions,
-            sampled=decided.sampled,
-            refused=decided.refused,
-            boost_refused=decided.boost_refused,
-            reserved_usd=decided.reserved[SHADOW_ACCOUNT],
-            boost_reserved_usd=decided.reserved[BOOST_ACCOUNT],
-            reconciled=False,
-            actual_usd=0.0,
-            planned_at=wall_now,
-        )
-        .on_conflict_do_nothing(index_elements=["period_start"])
-    )
-    for row in stratum_rows:
-        stats = decided.by_stratum.get((row["router"], row["segment_value"], row["tier"]))
-        counts = (
-            {
-                "decisions": int(stats[0]),
-                "sampled": int(stats[1]),
-                "refused": int(stats[2]),
-                "reserved_usd": float(stats[3]),
-            }
-            if stats
-            else {"decisions": 0, "sampled": 0, "refused": 0, "reserved_usd": 0.0}
-        )
-        session.execute(
-            insert(PERIOD_STRATUM)
-            .values(period_start=start, **row, **counts)
-            .on_conflict_do_nothing(
-                index_elements=["period_start", "router", "segment_value", "tier"]
-            )
-        )
-        # The plan in force, as /v1/sampling shows it (boost columns left to the watcher).
-        current = {
-            k: row[k]
-            for k in (
-                "inclusion_probability",
-                "is_reverse",
-                "expected_traffic_per_day",
-                "cost_per_sample_usd",
-                "std_dev",
-                "floor_samples_per_day",
-                "expected_samples_per_day",
-                "floor_shortfall_per_day",
-            )
-        }
-        session.execute(
-            insert(STRATUM)
-            .values(
-                router=row["router"],
-                segment_value=row["segment_value"],
-                tier=row["tier"],
-                boost_factor=1.0,
-                updated_at=end,
-                **current,
-            )
-            .on_conflict_do_update(
-                index_elements=["router", "segment_value", "tier"],
-                set_={**current, "updated_at": end},
-                where=and_(STRATUM.c.updated_at <= end),
-            )
-        )
 
 
 def list_periods(*, session: Session, limit: int = 48) -> list[PeriodPublic]:

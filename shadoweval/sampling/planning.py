@@ -146,6 +146,15 @@ def learned_costs(
     return {key: (usd / n, int(n)) for key, (usd, n) in totals.items() if n}
 
 
+def reservation_cost(settings: Settings, learned: tuple[float, int] | None) -> float:
+    """USD reserved per sample of a stratum: its learned mean cost × (1 + margin) once
+    `sampling_cost_min_samples` samples are finished, else the configured default."""
+    mean_cost, observed = learned or (0.0, 0)
+    if observed >= settings.sampling_cost_min_samples and mean_cost > 0:
+        return mean_cost * (1 + settings.sampling_cost_margin)
+    return settings.default_cost_per_sample_usd
+
+
 def detection_floor_per_day(settings: Settings) -> float:
     """Labels a day a segment needs for the quality-drop detector to flag the configured rise
     (harm_baseline → harm_alert_rate) within the detection window, at its false-alarm rate
@@ -162,11 +171,17 @@ def detection_floor_per_day(settings: Settings) -> float:
 
 
 def build_strata(
-    session: Session, settings: Settings, *, traffic_before: datetime, labels_before: datetime
+    session: Session,
+    settings: Settings,
+    *,
+    traffic_before: datetime,
+    labels_before: datetime,
+    set_aside_usd: float = 0.0,
 ) -> tuple[allocation.Allocation, list[dict[str, Any]]]:
     """π per stratum by cost-aware Neyman allocation with detection floors, from traffic
-    before `traffic_before` and labels and learned costs of decisions before `labels_before`;
-    the allocation and one row per stratum (the columns of the plan tables)."""
+    before `traffic_before` and labels and learned costs of decisions before `labels_before`,
+    within the daily budget less `set_aside_usd` (the threshold band's share, see
+    `threshold_band`); the allocation and one row per stratum (the plan tables' columns)."""
     traffic = traffic_per_day(session, traffic_before, settings.planner_traffic_days)
     counts = label_counts(session, labels_before - timedelta(days=7), labels_before)
     costs = learned_costs(session, settings, labels_before)
@@ -191,11 +206,7 @@ def build_strata(
         mean_cost, observed = costs.get(stratum_id, (0.0, 0))
         use_learned = observed >= settings.sampling_cost_min_samples and mean_cost > 0
         learned_from[stratum_id] = observed if use_learned else 0
-        cost = (
-            mean_cost * (1 + settings.sampling_cost_margin)
-            if use_learned
-            else settings.default_cost_per_sample_usd
-        )
+        cost = reservation_cost(settings, costs.get(stratum_id))
         key = (f"{router}\x1f{segment}", tier)
         ids[key] = stratum_id
         strata.append(
@@ -209,7 +220,9 @@ def build_strata(
             )
         )
     plan = allocation.neyman_allocation(
-        strata, settings.daily_shadow_budget_usd, settings.reverse_shadow_share
+        strata,
+        max(0.0, settings.daily_shadow_budget_usd - set_aside_usd),
+        settings.reverse_shadow_share,
     )
     by_key = {s.key: s for s in strata}
     rows: list[dict[str, Any]] = []

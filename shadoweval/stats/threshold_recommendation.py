@@ -9,7 +9,9 @@ null not rejected. The family-wise error is at most δ, so P(harm(t̂) > ε) ≤
 (asymptotically). A threshold above t₀ is only tested when at least `min_band_labels`
 labels lie in [t₀, t) (left out of the sequence otherwise: that depends on where labels fall,
 not on their outcomes); where the sequence stops above t₀, or no threshold above t₀ has
-enough labels, the result says how many more labels in which score band would let it go on.
+enough labels, the result says how many more labels in which score band would let it go on
+(for too few labels, the band [t₀, t) reaches the furthest t whose estimated harm is within
+the budget: what the sampling planner buys reverse shadows for, `sampling/threshold_band.py`).
 Harm is rare, so the bootstrap error of a region whose few labels happened to be fine is 0;
 the error is floored at the binomial error with one harmful label added, over the region
 served cheap and over the band moving down.
@@ -24,6 +26,8 @@ from statistics import NormalDist
 import numpy as np
 
 from shadoweval.stats.thresholds import ThresholdCurve
+
+_NULL_SCALE_FLOOR = 0.1  # the error is scaled to the null by at most √10
 
 
 def _normal_cdf(x: float) -> float:
@@ -105,7 +109,17 @@ def recommend(
             # where the labels fall (scores and π), never on their outcomes, so the
             # fixed-sequence guarantee holds over the thresholds that remain.
             if shortfall is None:
-                shortfall = _shortfall(curve, j, estimate, error, z, harm_budget, min_band_labels)
+                k = _furthest_within_budget(curve, j, harm_budget)
+                k_estimate = float(curve.harm_rate[k])
+                shortfall = _shortfall(
+                    curve,
+                    k,
+                    k_estimate,
+                    _error_at_null(float(se[k]), k_estimate, harm_budget),
+                    z,
+                    harm_budget,
+                    min_band_labels,
+                )
             continue
         if error <= 0.0:
             p_value = 0.0 if estimate <= harm_budget else 1.0
@@ -166,6 +180,17 @@ def recommend(
     )
 
 
+def _furthest_within_budget(curve: ThresholdCurve, j: int, harm_budget: float) -> int:
+    """The last threshold from j up whose estimated harm stays within the budget all the way
+    (j itself when none): where too few labels stop the sequence, the band the labels are
+    wanted in reaches as far as a step up could plausibly go, not just to the next grid point
+    (a band one grid step wide would be filled, and the test moved up, a step at a time)."""
+    k = j
+    while k + 1 < curve.threshold.size and curve.harm_rate[k + 1] <= harm_budget:
+        k += 1
+    return k if curve.harm_rate[j] <= harm_budget else j
+
+
 def _error_at_null(se: float, estimate: float, harm_budget: float) -> float:
     """The standard error as it would be at the null boundary harm = ε (score-type test).
 
@@ -173,10 +198,15 @@ def _error_at_null(se: float, estimate: float, harm_budget: float) -> float:
     a Wald test with the error at a low estimate is anti-conservative exactly when it
     matters. Scaling by √(ε/ĥ) (Poisson variance) evaluates the error at the null, as the
     Wilson score interval does for a proportion.
+
+    The scale is read at ĥ ≥ ε·`_NULL_SCALE_FLOOR` at least: far below ε the bootstrap error
+    is no longer proportional to √ĥ (the doubly robust model's part, the rare-event floor),
+    and √(ε/ĥ) grows without bound as ĥ → 0 — a DR estimate of 2·10⁻⁶ failed the test that
+    an estimate of exactly 0 passes, and stopped the sequence far below t₀.
     """
     if estimate <= 0.0 or estimate >= harm_budget:
         return se
-    return se * math.sqrt(harm_budget / estimate)
+    return se * math.sqrt(harm_budget / max(estimate, _NULL_SCALE_FLOOR * harm_budget))
 
 
 def _shortfall(

@@ -144,6 +144,8 @@ def _empty(engine: Engine) -> None:
     with engine.begin() as connection:
         for table in TABLES:
             connection.execute(text(f"DELETE FROM {table}"))
+        if engine.dialect.name == "postgresql":  # the dedup table (migration 0023)
+            connection.execute(text("DELETE FROM decision_key"))
 
 
 def test_a_fast_replay_samples_what_the_live_stream_sampled(
