@@ -30,6 +30,7 @@ from shadoweval.alerts.tables import (
 )
 from shadoweval.events.models import EventKind
 from shadoweval.judge.models import Outcome, VerdictStatus
+from shadoweval.stats.change_point import CHANGE_POINT_REARM_FRACTION
 from shadoweval.stats.rates import wilson_interval
 
 
@@ -81,10 +82,14 @@ def _quality_drop(ctx: _Context, rule: AlertRule) -> list[Measurement]:
 
     G is the log GLR of the best change point among the segment's recent labels, with
     unknown pre- and post-change harm rates and a rise of at least harm_alert_rate −
-    harm_baseline (stats.change_point.change_point_update). It keeps updating after an
-    alarm, so the alert fires at G ≥ h (value 1, the rule's `alert`) and resolves once G
-    falls back below the rule's `warn` share of h (hysteresis): when harm is back down,
-    or once the raised rate has become the segment's history. h = glr_threshold(A) keeps
+    harm_baseline (stats.change_point_detector.change_point_update). One alarm is one episode: the
+    alert fires at the alarm (G ≥ h, value 1, the rule's `alert`) and its value stays at
+    least 1 while the detector's episode lasts, i.e. while the evidence for the alarmed
+    rise (its pre-change labels against those since its change point, at most the
+    look-back's change_point_window_labels) stays above
+    half of h; it resolves when that evidence is gone (harm back down). The alarm restarts
+    the detector at the change point, so G then measures a further rise against the raised
+    rate. h = glr_threshold(A) keeps
     the in-control ARL ≥ A = sequential_alarm_threshold labels per segment (calibrated by
     simulation for harm rates 0.01–0.5). The estimate is the post-change harm rate: the
     weighted (Hájek, 1/π) rate of the hours from the estimated change point on, as
@@ -110,6 +115,9 @@ def _quality_drop(ctx: _Context, rule: AlertRule) -> list[Measurement]:
             )
             continue
         value = max(0.0, row.statistic) / row.threshold
+        if row.alarmed_at_ts is not None:
+            # The episode is open until the detector re-arms: one alarm, one alert.
+            value = max(value, 1.0)
         until = _hour_floor(_aware(row.last_ts)) + timedelta(hours=1) if row.last_ts else None
         since = _hour_floor(_aware(row.change_ts)) if row.change_ts else None
         detector_details: dict[str, Any] = {
@@ -122,6 +130,9 @@ def _quality_drop(ctx: _Context, rule: AlertRule) -> list[Measurement]:
             "alarmed_at_ts": _iso(row.alarmed_at_ts),
             "judge_key": row.judge_key,
         }
+        # The detector's history: every label, or those since the last alarm's change point.
+        watched = row.baseline_labels + row.post_change_labels
+        watched_harms = row.baseline_positives + row.post_change_harms
         if since is None or not row.post_change_labels:
             measurements.append(
                 Measurement(
@@ -133,8 +144,8 @@ def _quality_drop(ctx: _Context, rule: AlertRule) -> list[Measurement]:
                     details={
                         **detector_details,
                         "summary": f"no evidence of a harm-rate rise of {min_rise:.0%} or "
-                        f"more in the {row.labels} labels so far (harm rate "
-                        f"{row.positives / row.labels:.1%})",
+                        f"more in the {watched} labels it watches (harm rate "
+                        f"{watched_harms / max(watched, 1):.1%})",
                     },
                 )
             )
@@ -161,7 +172,15 @@ def _quality_drop(ctx: _Context, rule: AlertRule) -> list[Measurement]:
             estimate = post_rate
             ci_low, ci_high = wilson_interval(post_rate, post_labels)
             estimate_of = "harm rate of the labels since the estimated change point (Wilson)"
-        evidence = "enough evidence" if value >= 1.0 else f"{value:.0%} of the evidence needed"
+        evidence = (
+            f"alarm since {_aware(row.alarmed_at_ts).isoformat()}, evidence "
+            f"{row.statistic / row.threshold:.0%} of the threshold (it ends below "
+            f"{CHANGE_POINT_REARM_FRACTION:.0%})"
+            if row.alarmed_at_ts is not None
+            else "enough evidence"
+            if value >= 1.0
+            else f"{value:.0%} of the evidence needed"
+        )
         measurements.append(
             Measurement(
                 router,

@@ -71,8 +71,8 @@ class KindSpec:
 KINDS: dict[str, KindSpec] = {
     "quality_drop": KindSpec(
         "GLR change-point statistic / its threshold of the segment's harm detector, as it is "
-        "now (1 = alarm: harm rose by at least harm_alert_rate − harm_baseline; it re-arms "
-        "below half the threshold)",
+        "now (1 = alarm: harm rose by at least harm_alert_rate − harm_baseline; while alarmed, "
+        "the evidence for that rise, and it re-arms once that is below half the threshold)",
         "above",
         "ratio",
         per_segment=True,

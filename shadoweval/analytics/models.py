@@ -135,7 +135,7 @@ class SequentialState(SQLModel, table=True):
     """Per segment and pair direction: the quality-drop detector's state, consumed in
     (ts, request_id) order up to the watermark.
 
-    The detector is the change-point GLR of `stats.change_point.change_point_update`: no
+    The detector is the change-point GLR of `stats.change_point_detector.change_point_update`: no
     baseline phase, every label is monitored. Its state is bounded: two counts and the
     last `change_point_window_labels` labels with their decision ts.
     """

@@ -31,7 +31,7 @@ from shadoweval.sql import (
     hour_start,
     table_of,
 )
-from shadoweval.stats import change_point
+from shadoweval.stats import change_point, change_point_detector
 
 VERDICT_TABLE = table_of(Verdict)
 DECISION_TABLE = table_of(Decision)
@@ -259,7 +259,7 @@ def advance_sequential_tests(
     """Feed each segment's new harm labels (forward pairs), in order, up to the watermark.
 
     Every label feeds a change-point detector with unknown pre- and post-change harm
-    rates (`stats.change_point.change_point_update`): after each label it tests every
+    rates (`stats.change_point_detector.change_point_update`): after each label it tests every
     change point within the last `change_point_window_labels` labels, on a geometric grid,
     for a rise of at least harm_alert_rate − harm_baseline, with the segment's whole
     earlier history as the pre-change side, so it needs no clean baseline and finds a
@@ -387,18 +387,21 @@ def _feed(
     if len(recent_ts) != len(recent_labels):
         # A row from before the ts were kept: its labels still count as history.
         recent_labels, recent_ts = "", []
-    before = change_point.ChangePointState(
+    before = change_point_detector.restore_state(
         n=int(state["labels"]),
         harms=int(state["positives"]),
         recent=tuple(int(c) for c in recent_labels),
-        statistic=float(state["statistic"] or 0.0),
-        post_labels=int(state["post_change_labels"] or 0),
-        post_harms=int(state["post_change_harms"] or 0),
+        split=(
+            int(state["baseline_labels"] or 0),
+            int(state["baseline_positives"] or 0),
+            int(state["post_change_labels"] or 0),
+            int(state["post_change_harms"] or 0),
+        ),
         alarmed=state["alarmed_at_ts"] is not None,
         alarm_n=state["alarm_labels"],
     )
     labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
-    result = change_point.change_point_update(
+    result = change_point_detector.change_point_update(
         before, labels, min_rise=min_rise, threshold=threshold, window_labels=window
     )
     after = result.state
@@ -422,7 +425,7 @@ def _feed(
                 "pre_change_harms": alarm.pre_harms,
                 "post_change_labels": alarm.post_labels,
                 "post_change_harms": alarm.post_harms,
-                "labels_used": alarm.n,
+                "labels_used": alarm.pre_labels + alarm.post_labels,
                 "statistic": alarm.statistic,
                 "threshold": threshold,
                 "min_rise": min_rise,
@@ -433,20 +436,28 @@ def _feed(
     ]
     kept = len(after.recent)
     log_a = math.log(settings.sequential_alarm_threshold)
+    # While alarmed the row shows the alarmed rise (change point kept from its alarm) and
+    # the evidence for it; otherwise the best split of the detector's history and G.
+    pre, pre_harms, post, post_harms = after.split
+    statistic = after.evidence if after.alarmed else after.statistic
+    if after.alarmed:
+        change_ts = ts_of(result.alarms[-1].change_n) if result.alarms else state["change_ts"]
+    else:
+        change_ts = ts_of(after.n - post + 1) if post else None
     values: dict[str, Any] = {
         "last_ts": rows[-1][0],
         "last_request_id": rows[-1][1],
         "labels": after.n,
         "positives": after.harms,
-        "statistic": after.statistic,
+        "statistic": statistic,
         "threshold": threshold,
-        "log_shiryaev_roberts": after.statistic / threshold * log_a if after.statistic else -1e300,
-        "post_change_labels": after.post_labels,
-        "post_change_harms": after.post_harms,
-        "change_ts": ts_of(after.n - after.post_labels + 1) if after.post_labels else None,
+        "log_shiryaev_roberts": statistic / threshold * log_a if statistic > 0 else -1e300,
+        "post_change_labels": post,
+        "post_change_harms": post_harms,
+        "change_ts": change_ts,
         "baseline_rate": after.pre_change_rate,
-        "baseline_labels": after.n - after.post_labels,
-        "baseline_positives": after.harms - after.post_harms,
+        "baseline_labels": pre,
+        "baseline_positives": pre_harms,
         "recent_labels": "".join(str(v) for v in after.recent),
         "recent_ts": timeline[len(timeline) - kept :],
         "alarm_labels": after.alarm_n if after.alarmed else None,

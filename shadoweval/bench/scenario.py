@@ -665,6 +665,8 @@ def _detection(
         "event_ts": None,
         "false_alarms": false,
         "false_alarm_segments": sorted({f["segment"] for f in false}),
+        # One change, one alarm: more than one here is the same episode alarming again.
+        "alarms_after_change": len(hits),
         "changed_segment_labels_after_change": sum(
             1
             for r in forward
@@ -944,7 +946,7 @@ def run_scenario_bench(
                 )
             )
             if progress is not None:
-                progress(f"{label}: done in {runs[-1]['seconds']:.0f} s")
+                progress(f"{label}: done in {runs[-1]['seconds']:.0f} s: {_seed_line(runs[-1])}")
             if not (http and i == 0):
                 runs[-1].pop("_decisions")
             if http and i == 0:
@@ -983,6 +985,27 @@ def run_scenario_bench(
 
 
 # --- the report ----------------------------------------------------------------------------------
+
+
+def _seed_line(run: dict[str, Any]) -> str:
+    """One run's headline figures, for the progress lines (the table comes at the end)."""
+    detection = run["detection"]
+    return json.dumps(
+        {
+            "seed": run.get("seed"),
+            "detected": detection["detected"],
+            "delay_labels": detection["delay_labels"],
+            "delay_hours": detection["delay_hours"],
+            "alarms_after_change": detection.get("alarms_after_change"),
+            "false_alarms": len(detection["false_alarms"]),
+            "quality_alerts": run.get("quality_alerts"),
+            "calibration_hours_after_swap": run["calibration"].get("first_hours_after_swap"),
+            "calibration_after_swap_only": run["calibration"].get("after_swap_only"),
+            "max_spend_over_budget": run["spend"].get("max_over_budget"),
+            "coverage": run["coverage"].get("coverage"),
+        },
+        default=str,
+    )
 
 
 def _fmt(value: Any, digits: int = 1) -> str:

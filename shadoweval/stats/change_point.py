@@ -5,7 +5,10 @@ After every label it tests each candidate change point within a bounded look-bac
 two-sample Bernoulli GLR, both the pre- and the post-change harm rate unknown (Siegmund &
 Venkatraman 1995), for a rise of at least a minimum size; the segment's whole earlier
 history is the pre-change side. So a change that starts before any reference window
-could fill, or mid-way, is found, and no estimate of p0 is frozen. Its threshold
+could fill, or mid-way, is found, and no estimate of p0 is frozen. An alarm restarts the
+history at its estimated change point (the post-change regime becomes the baseline, so only
+a further rise alarms again) and opens an episode that lasts while the evidence for the
+alarmed rise holds: one change, one alarm. Its threshold
 (`glr_threshold`) is calibrated by simulation for an in-control ARL over a stated range
 of harm rates; `labels_to_detect` gives the labels it needs, for the planner.
 `rise_evidence` is the same statistic at the newest label over shorter post-change
@@ -38,8 +41,10 @@ the planner buys labels for; a rise to ≥ 0.5 from 0.1 still alarms at 50 label
 CHANGE_POINT_GRID_RATIO = 1.2
 """Consecutive candidate post-change lengths differ by this factor (a geometric grid)."""
 CHANGE_POINT_REARM_FRACTION = 0.5
-"""After an alarm, a new alarm needs the statistic to fall below this share of the
-threshold first, so one episode of evidence raises one alarm."""
+"""An alarm's episode ends (the detector re-arms) once the evidence for the alarmed rise
+falls below this share of the threshold. Re-arming on G itself let one change alarm several
+times: with ~40 pre-change labels G swings by more than h/2 as the best stretch moves along
+the candidate grid (tests/integration/analytics/test_aggregation.py at A = 60,000)."""
 GLR_THRESHOLD_OFFSET_NATS = 4.8
 """c in h − ln h = ln A − c, the calibrated threshold rule (see `glr_threshold`)."""
 GLR_CALIBRATED_ARL_RANGE = (1_000.0, 100_000.0)
@@ -311,161 +316,6 @@ def labels_to_detect(
     else:
         labels = effective * pre_change_labels / (pre_change_labels - effective)
     return float(max(labels, CHANGE_POINT_MIN_POST_LABELS))
-
-
-@dataclass(frozen=True)
-class ChangePointState:
-    """One segment's change-point detector between worker passes (bounded: O(window)).
-
-    `recent` holds the last ≤ window labels, oldest first; everything older is only
-    counted in `n` and `harms` (it is the pre-change side of every candidate). The
-    estimate at the current label: the last `post_labels` labels (`post_harms` harms)
-    are the post-change stretch of the maximising candidate (0 when G = 0).
-    `alarmed` is True from an alarm until G falls below the re-arm level; `alarm_n` is
-    the label count at the current episode's alarm.
-    """
-
-    n: int = 0
-    harms: int = 0
-    recent: tuple[int, ...] = ()
-    statistic: float = 0.0
-    post_labels: int = 0
-    post_harms: int = 0
-    alarmed: bool = False
-    alarm_n: int | None = None
-
-    @property
-    def pre_change_rate(self) -> float | None:
-        pre = self.n - self.post_labels
-        return (self.harms - self.post_harms) / pre if pre > 0 else None
-
-    @property
-    def post_change_rate(self) -> float | None:
-        return self.post_harms / self.post_labels if self.post_labels > 0 else None
-
-
-@dataclass(frozen=True)
-class ChangePointAlarm:
-    """One alarm: at label `n`, the change estimated to start at label `change_n`."""
-
-    n: int
-    change_n: int
-    statistic: float
-    pre_labels: int
-    pre_harms: int
-    post_labels: int
-    post_harms: int
-
-    @property
-    def pre_change_rate(self) -> float:
-        return self.pre_harms / self.pre_labels
-
-    @property
-    def post_change_rate(self) -> float:
-        return self.post_harms / self.post_labels
-
-
-@dataclass(frozen=True)
-class ChangePointUpdate:
-    state: ChangePointState
-    alarms: tuple[ChangePointAlarm, ...]
-
-
-_UPDATE_BLOCK_LABELS = 20_000
-
-
-def change_point_update(
-    state: ChangePointState,
-    labels: ArrayLike,
-    *,
-    min_rise: float,
-    threshold: float,
-    window_labels: int,
-) -> ChangePointUpdate:
-    """Feed labels (1 = harm) in order; G_n (`change_point_statistic`) after every label.
-
-    Alarm when G_n ≥ h = `threshold` while not alarmed; the episode ends (re-arms) once
-    G_n < h × CHANGE_POINT_REARM_FRACTION. The change point of an alarm is the first
-    label of its maximising post-change stretch. Every label of the chunk is checked and
-    the state keeps all that later labels need, so two chunks give exactly the state and
-    alarms of one. State stays bounded: the last `window_labels` labels plus two counts.
-    """
-    if not (threshold > 0) or math.isinf(threshold):
-        raise ValueError(f"threshold must be a finite positive number, got {threshold!r}")
-    if not (0.0 <= min_rise < 1.0):
-        raise ValueError(f"min_rise must lie in [0, 1), got {min_rise!r}")
-    lengths = change_point_post_lengths(window_labels)
-    y = _as_labels(labels)
-    if state.n < len(state.recent) or not (0 <= state.harms <= state.n):
-        raise ValueError("inconsistent state: recent labels and counts disagree")
-    if y.size == 0:
-        return ChangePointUpdate(state, ())
-    recent = np.asarray(state.recent, dtype=np.int64)
-    sequence = np.concatenate([recent, y])
-    cumulative = np.concatenate([[0], np.cumsum(sequence)])
-    harms_before_sequence = state.harms - int(recent.sum())
-    rearm_level = threshold * CHANGE_POINT_REARM_FRACTION
-    statistic = np.zeros(y.size)
-    best = np.full(y.size, -1, dtype=np.int64)
-    for start in range(0, y.size, _UPDATE_BLOCK_LABELS):
-        stop = min(start + _UPDATE_BLOCK_LABELS, y.size)
-        # End of label j within `sequence` (exclusive) and the labels seen up to it.
-        end = recent.size + np.arange(start, stop) + 1
-        seen = state.n + np.arange(start, stop) + 1
-        back = np.maximum(end[:, None] - lengths[None, :], 0)
-        # A stretch longer than the labels kept (the window was widened since) is untestable.
-        recent_harms = np.where(
-            lengths[None, :] <= end[:, None],
-            (cumulative[end][:, None] - cumulative[back]).astype(np.float64),
-            np.nan,
-        )
-        statistic[start:stop], best[start:stop] = change_point_statistic(
-            seen, harms_before_sequence + cumulative[end], recent_harms, lengths, min_rise
-        )
-    alarms: list[ChangePointAlarm] = []
-    alarmed, alarm_n = state.alarmed, state.alarm_n
-    for j in range(y.size):
-        value = float(statistic[j])
-        if not alarmed and value >= threshold:
-            n_j = state.n + j + 1
-            m = int(lengths[best[j]])
-            end_j = recent.size + j + 1
-            post_harms = int(cumulative[end_j] - cumulative[end_j - m])
-            total_harms = harms_before_sequence + int(cumulative[end_j])
-            alarms.append(
-                ChangePointAlarm(
-                    n=n_j,
-                    change_n=n_j - m + 1,
-                    statistic=value,
-                    pre_labels=n_j - m,
-                    pre_harms=total_harms - post_harms,
-                    post_labels=m,
-                    post_harms=post_harms,
-                )
-            )
-            alarmed, alarm_n = True, n_j
-        elif alarmed and value < rearm_level:
-            alarmed = False
-    last = y.size - 1
-    post_labels = int(lengths[best[last]]) if best[last] >= 0 else 0
-    end_last = recent.size + y.size
-    post_harms = (
-        int(cumulative[end_last] - cumulative[end_last - post_labels]) if post_labels else 0
-    )
-    keep = sequence[-int(window_labels) :]
-    return ChangePointUpdate(
-        ChangePointState(
-            n=state.n + int(y.size),
-            harms=state.harms + int(y.sum()),
-            recent=tuple(int(v) for v in keep),
-            statistic=float(statistic[last]),
-            post_labels=post_labels,
-            post_harms=post_harms,
-            alarmed=alarmed,
-            alarm_n=alarm_n,
-        ),
-        tuple(alarms),
-    )
 
 
 # ---------------------------------------------------------------------------

@@ -26,6 +26,9 @@ def test_tiny_scenario_runs_the_pipeline_and_reports_every_figure() -> None:
     (run,) = figures["runs"]
     http_run = figures["http_run"]
     assert any("decision day 1/1" in m for m in messages)
+    # Each seed's headline figures as it finishes, before the table at the end.
+    (done,) = [m for m in messages if "done in" in m and "HTTP" not in m]
+    assert json.loads(done.split(": ", 2)[2])["seed"] == run["seed"]
     for each in (run, http_run):
         assert each["job_failures"] == {}
         assert each["labels"]["forward"] > 0
@@ -34,7 +37,13 @@ def test_tiny_scenario_runs_the_pipeline_and_reports_every_figure() -> None:
         assert each["spend"]["days"]
         assert each["spend"]["max_over_budget"] is not None
         assert each["coverage"]["windows_checked"] > 0
-        assert set(each["detection"]) >= {"detected", "delay_labels", "delay_hours", "false_alarms"}
+        assert set(each["detection"]) >= {
+            "detected",
+            "delay_labels",
+            "delay_hours",
+            "false_alarms",
+            "alarms_after_change",
+        }
         assert set(each["calibration"]) >= {"first_hours_after_swap", "before_swap", "after_swap"}
         # The swap of the cheap model at 70 % is a model the router starts choosing.
         assert [event["model"] for event in each["model_events"]] == ["gpt-5.4-mini"]

@@ -13,7 +13,8 @@ import pytest
 from scipy import stats
 
 from shadoweval.bench import detect
-from shadoweval.stats.change_point import ChangePointState, change_point_update, glr_threshold
+from shadoweval.stats.change_point import glr_threshold
+from shadoweval.stats.change_point_detector import ChangePointState, change_point_update
 
 STRATEGIES = {
     "b_planner_glr",

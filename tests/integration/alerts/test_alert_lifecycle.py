@@ -384,7 +384,7 @@ def verdict_hour(
     session.commit()
 
 
-def test_quality_drop_fires_at_the_alarm_and_resolves_below_warn(
+def test_quality_drop_fires_at_the_alarm_and_resolves_when_the_detector_rearms(
     session: Session, settings: Settings
 ) -> None:
     use_rules(session, {"name": "quality", "kind": "quality_drop", "warn": 0.5, "alert": 1.0})
@@ -457,15 +457,18 @@ def test_quality_drop_fires_at_the_alarm_and_resolves_below_warn(
         "http://127.0.0.1:8501/quality?router=support-router&segment=billing"
     )
 
-    # G keeps updating after the alarm: between warn and alert the alert stays firing …
-    state.statistic = 0.7 * h
-    session.add(state)
-    session.commit()
-    result = evaluate(session, settings, NOW + timedelta(minutes=2))
-    assert result.notifications == []
-    assert alerts(session)[0].state == "firing"
-    # … and once G falls below the warn share of h the episode resolves (hysteresis).
-    state.statistic = 0.3 * h
+    # The evidence for the alarmed rise keeps updating: while the detector's episode lasts
+    # (alarmed_at_ts set), the alert stays firing at value ≥ 1, even below warn …
+    for share in (0.7, 0.3):
+        state.statistic = share * h
+        session.add(state)
+        session.commit()
+        result = evaluate(session, settings, NOW + timedelta(minutes=2))
+        assert result.notifications == []
+        assert alerts(session)[0].state == "firing"
+        assert alerts(session)[0].numbers["value"] == pytest.approx(1.0)
+    # … and once the detector re-arms (the evidence fell below half of h) it resolves.
+    state.alarmed_at_ts = None
     session.add(state)
     session.commit()
     result = evaluate(session, settings, NOW + timedelta(minutes=3))

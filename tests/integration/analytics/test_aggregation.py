@@ -130,9 +130,13 @@ def test_snapshots_count_each_verdict_once(engine: Engine) -> None:
     assert sum(h.labels for h in hours) == 300
 
 
+@pytest.mark.parametrize("arl", [30_000.0, 60_000.0])
 def test_change_point_detector_flags_early_and_mid_way_drops_only(
-    engine: Engine, base_settings: Settings
+    engine: Engine, base_settings: Settings, arl: float
 ) -> None:
+    # One alarm per change at either threshold: at A = 60,000 a detector that re-armed on G
+    # itself alarmed "legal" three times (G swings by more than h/2 after only 40 labels).
+    base_settings = base_settings.model_copy(update={"sequential_alarm_threshold": arl})
     rng = np.random.default_rng(11)
     # "chat" never changes; "code" rises 0.10 → 0.40 mid-way (label 301); "legal" rises
     # 0.05 → 0.50 at label 41, before any 100-label baseline could have filled.

@@ -16,6 +16,7 @@ from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
 from shadoweval.stats import change_point as cp
+from shadoweval.stats import change_point_detector as cpd
 from shadoweval.stats import cusum
 from shadoweval.stats import sequential as sq
 
@@ -424,9 +425,9 @@ def test_rise_glr_only_shrinks_with_the_minimum_rise() -> None:
     assert np.all(constrained[~clear & (y / b > x / a)] < free[~clear & (y / b > x / a)])
 
 
-def _feed(labels: np.ndarray, threshold: float = H_30K) -> cp.ChangePointUpdate:
-    return cp.change_point_update(
-        cp.ChangePointState(), labels, min_rise=RISE, threshold=threshold, window_labels=WINDOW
+def _feed(labels: np.ndarray, threshold: float = H_30K) -> cpd.ChangePointUpdate:
+    return cpd.change_point_update(
+        cpd.ChangePointState(), labels, min_rise=RISE, threshold=threshold, window_labels=WINDOW
     )
 
 
@@ -507,17 +508,17 @@ def test_a_rise_well_below_the_minimum_is_rarely_flagged() -> None:
 @settings(max_examples=40, deadline=None)
 def test_state_round_trip_gives_the_same_as_one_pass(labels: list[int], cuts: list[int]) -> None:
     # Small window and threshold so short streams reach alarms and re-arms.
-    def update(state: cp.ChangePointState, chunk: object) -> cp.ChangePointUpdate:
-        return cp.change_point_update(
+    def update(state: cpd.ChangePointState, chunk: object) -> cpd.ChangePointUpdate:
+        return cpd.change_point_update(
             state, np.asarray(chunk), min_rise=0.0, threshold=1.5, window_labels=60
         )
 
-    whole = update(cp.ChangePointState(), labels)
-    state, alarms = cp.ChangePointState(), list[cp.ChangePointAlarm]()
+    whole = update(cpd.ChangePointState(), labels)
+    state, alarms = cpd.ChangePointState(), list[cpd.ChangePointAlarm]()
     for part in np.split(np.asarray(labels), sorted(c for c in cuts if c <= len(labels))):
         # Through the stored form: counts, the recent labels as text, the statistic.
         stored = "".join(str(v) for v in state.recent)
-        state = cp.ChangePointState(
+        state = cpd.ChangePointState(
             n=state.n,
             harms=state.harms,
             recent=tuple(int(c) for c in stored),
@@ -526,6 +527,11 @@ def test_state_round_trip_gives_the_same_as_one_pass(labels: list[int], cuts: li
             post_harms=state.post_harms,
             alarmed=state.alarmed,
             alarm_n=state.alarm_n,
+            history_labels=state.history_labels,
+            history_harms=state.history_harms,
+            episode_pre_labels=state.episode_pre_labels,
+            episode_pre_harms=state.episode_pre_harms,
+            evidence=state.evidence,
         )
         step = update(state, part)
         state, alarms = step.state, [*alarms, *step.alarms]
@@ -630,8 +636,8 @@ def test_rise_evidence_leads_the_alarm_and_rarely_points_at_an_unchanged_segment
     for _ in range(30):
         labels = np.r_[rng.random(150) < 0.10, rng.random(150) < 0.25].astype(int)
         suspect = first_suspect(labels, 150)
-        update = cp.change_point_update(
-            cp.ChangePointState(), labels, min_rise=0.05, threshold=h, window_labels=1000
+        update = cpd.change_point_update(
+            cpd.ChangePointState(), labels, min_rise=0.05, threshold=h, window_labels=1000
         )
         alarm = next((a.n - 150 for a in update.alarms if a.n > 150), 10**6)
         assert suspect is not None
