@@ -117,8 +117,15 @@ class Api:
         """The calibration reports, one per judge."""
         return self.list_all("/v1/calibration", max_items=500, page_size=100, paged=True, **params)
 
+    def spend(self, **params: Any) -> Result:
+        """Monitoring spend per UTC day of decision ts, oldest first (of a router, a segment)."""
+        return self.list_all("/v1/spend", max_items=5000, page_size=500, paged=True, **params)
+
 
 def _param(value: Any) -> Any:
+    # A list is a repeated parameter (`id=1&id=2`); a tuple keeps the cache key hashable.
+    if isinstance(value, list | tuple):
+        return tuple(_param(v) for v in value)
     return value.isoformat() if isinstance(value, datetime) else value
 
 

@@ -160,6 +160,14 @@ def utc_days(first_ts: str, last_ts: str, *, limit: int) -> list[datetime]:
     return [d.to_pydatetime() for d in days[-limit:]]
 
 
+def economics_days(
+    days: Iterable[Mapping[str, Any]], *, limit: int
+) -> list[tuple[datetime, Mapping[str, Any]]]:
+    """The latest `limit` days of GET /v1/economics?by=day as (UTC midnight, figures)."""
+    pairs = [(pd.Timestamp(d["day"]).tz_convert("UTC").to_pydatetime(), d) for d in days]
+    return sorted(pairs, key=lambda pair: pair[0])[-limit:]
+
+
 def savings_per_day(per_day: Iterable[tuple[datetime, Mapping[str, Any]]]) -> pd.DataFrame:
     """Savings (USD) per UTC day with the 95 % interval of n × savings per request."""
     records = []

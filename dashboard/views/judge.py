@@ -156,11 +156,10 @@ newest = [v["id"] for v in matching[-20:]][::-1]
 if not newest:
     ui.empty("No judged pairs match these filters.")
     st.stop()
-verdicts = []
-for verdict_id in newest:
-    full = ctx.api.get(f"/v1/verdicts/{verdict_id}")
-    if not isinstance(full, data.Unavailable):
-        verdicts.append(full)
+# One read for the twenty, answers included, not a call per pair.
+shown_pairs = ctx.api.get("/v1/verdicts", id=newest, include_answers=True, limit=len(newest))
+by_id = {v["id"]: v for v in data.items(shown_pairs)}
+verdicts = [by_id[verdict_id] for verdict_id in newest if verdict_id in by_id]
 st.caption(
     f"The newest {len(newest)} of {len(matching)} matching pairs, newest first; open a pair "
     "for the request, both answers and both orders' verdicts."

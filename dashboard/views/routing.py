@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import streamlit as st
 from shadoweval.dashboard import charts, data, frames, routing_frames, ui
 from shadoweval.dashboard import formatting as fmt
@@ -30,7 +28,7 @@ if ctx.router is None:
     ui.empty("No decisions yet. Post routing decisions to POST /v1/decisions to see costs here.")
     st.stop()
 
-economics = ctx.api.get("/v1/economics", router=ctx.router, since=ctx.since)
+economics = ctx.api.get("/v1/economics", router=ctx.router, since=ctx.since, by="day")
 if ui.unavailable(economics, "Economics"):
     st.stop()
 if not economics.get("n_requests"):
@@ -39,7 +37,8 @@ if not economics.get("n_requests"):
 
 n = economics["n_requests"]
 st.caption(f"{ctx.router}: {n} decisions in {ctx.window_label}; USD per request unless stated.")
-spend_answer = ctx.api.get("/v1/spend", router=ctx.router, since=ctx.since)
+# This router's monitoring spend only: the banner nets it out of this router's savings.
+spend_answer = ctx.api.spend(router=ctx.router, since=ctx.since)
 spend = data.items(spend_answer)
 net = routing_frames.net_of_monitoring(economics, spend)
 if isinstance(spend_answer, data.Unavailable):
@@ -99,29 +98,14 @@ if break_even:
     )
 
 st.subheader("Savings per day (USD)")
-first = data.items(ctx.api.get("/v1/decisions", router=ctx.router, order="asc", limit=1))
-last = data.items(ctx.api.get("/v1/decisions", router=ctx.router, order="desc", limit=1))
-if first and last:
-    days = routing_frames.utc_days(first[0]["ts"], last[0]["ts"], limit=14)
-    if ctx.since is not None:
-        days = [d for d in days if d + timedelta(days=1) > ctx.since]
-    per_day = [
-        (
-            day,
-            ctx.api.get(
-                "/v1/economics", router=ctx.router, since=day, until=day + timedelta(days=1)
-            ),
-        )
-        for day in days
-    ]
-    savings = routing_frames.savings_per_day(
-        [(day, e) for day, e in per_day if not isinstance(e, data.Unavailable)]
-    )
+# The economics answer carries its days: one read of the window, not one per day.
+per_day = routing_frames.economics_days(economics.get("days") or [], limit=14)
+if per_day:
     st.caption(
         "Per UTC day of decision ts: savings against always-strong = n × savings per request, "
         "with its 95 % interval (USD); savings rate = savings ÷ the always-strong cost (%)."
     )
-    ui.table(savings, formats=USD_AND_PERCENT)
+    ui.table(routing_frames.savings_per_day(per_day), formats=USD_AND_PERCENT)
 if spend:
     st.caption("Monitoring cost: shadow re-runs and judge calls, USD per UTC day of decision ts.")
     ui.table(routing_frames.spend_frame(spend), formats=USD_AND_PERCENT)

@@ -100,6 +100,22 @@ class BreakEvenFigure(BaseModel):
     router_pays_for_itself: bool
 
 
+class DailyEconomics(BaseModel):
+    """One UTC day of decision ts in GET /v1/economics?by=day: USD per request unless a
+    name says otherwise; the day's own always-strong baseline model."""
+
+    day: datetime
+    n_requests: int
+    strong_model: str | None
+    realized_cost_per_request_usd: float | None
+    always_strong_cost_per_request_usd: float | None
+    savings_total_usd: float | None
+    savings_per_request_usd: float | None
+    savings_per_request_ci95_usd: list[float] | None
+    savings_rate: float | None = Field(description="savings ÷ the always-strong cost, 0–1")
+    strong_share: ShareFigure | None
+
+
 class EconomicsReport(BaseModel):
     """GET /v1/economics: USD per request unless a name says otherwise, 95 % intervals as
     [low, high]; with no decisions in the window only router, n_requests and message."""
@@ -139,6 +155,9 @@ class EconomicsReport(BaseModel):
     latency_not_escalated_ms: LatencyFigure | None = None
     escalation_added_p90_ms: float | None = None
     escalation_added_p99_ms: float | None = None
+    days: list[DailyEconomics] | None = Field(
+        default=None, description="with by=day: the same figures per UTC day of decision ts"
+    )
 
 
 def _labelled(
@@ -380,9 +399,9 @@ def router_economics_report(
 
 
 def _economics_groups(
-    session: Session, where: list[Any]
-) -> dict[tuple[str, str, str, bool, bool], tuple[np.ndarray[Any, Any], tuple[int, int, int]]]:
-    """Per (tier, served model, chosen model, tokens known, router cost known): Σ x xᵀ
+    session: Session, where: list[Any], by: tuple[Any, ...] = ()
+) -> dict[tuple[Any, ...], tuple[np.ndarray[Any, Any], tuple[int, int, int]]]:
+    """Per (*by, tier, served model, chosen model, tokens known, router cost known): Σ x xᵀ
     over the window's decisions, x = (1, cost, router cost, input tokens, output tokens)
     (a missing value as 0, tokens only where both are known), and the escalated,
     fallback, failover counts."""
@@ -404,12 +423,13 @@ def _economics_groups(
         func.sum(case((condition, 1), else_=0))
         for condition in (c.escalated_from.is_not(None), c.fallback.is_(True), c.failover.is_(True))
     ]
-    keys = (c.tier, c.served_model, c.chosen_model, with_tokens_flag, reported_flag)
+    keys = (*by, c.tier, c.served_model, c.chosen_model, with_tokens_flag, reported_flag)
     query = select(*keys, func.count(), *products, *flags).where(*where).group_by(*keys)
     size = len(x) + 1
     out = {}
     for row in session.execute(query):
-        tier, served_model, chosen_model, tokens, known, n, *sums = row
+        prefix = tuple(row[: len(by)])
+        tier, served_model, chosen_model, tokens, known, n, *sums = row[len(by) :]
         moments = np.zeros((size, size))
         moments[0, 0] = n
         moments[0, 1:] = moments[1:, 0] = [float(v or 0.0) for v in sums[: len(x)]]
@@ -419,7 +439,8 @@ def _economics_groups(
                 moments[i, j] = moments[j, i] = float(sums[position] or 0.0)
                 position += 1
         counts = tuple(int(v or 0) for v in sums[position:])
-        out[(tier, served_model, chosen_model, bool(tokens), bool(known))] = (moments, counts)
+        key = (*prefix, tier, served_model, chosen_model, bool(tokens), bool(known))
+        out[key] = (moments, counts)
     return out  # type: ignore[return-value]
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from shadoweval.analytics import calibration_service, drift_service, estimates, service
+from shadoweval.analytics import (
+    calibration_service,
+    drift_service,
+    economics_days,
+    estimates,
+    service,
+)
+from shadoweval.analytics import judge_quality as judge_quality_service
+from shadoweval.analytics import spend as spend_service
 from shadoweval.analytics.calibration_service import (
     CalibrationReport,
     CalibrationReportPage,
@@ -15,14 +23,14 @@ from shadoweval.analytics.calibration_service import (
 )
 from shadoweval.analytics.drift_service import DriftReportPublic
 from shadoweval.analytics.estimates import SegmentEstimates
+from shadoweval.analytics.judge_quality import JudgeQualityReport
 from shadoweval.analytics.service import (
-    DailySpend,
-    JudgeQualityReport,
     SegmentQuality,
     SegmentQualityPage,
     ShadowRunPage,
     VerdictPage,
 )
+from shadoweval.analytics.spend import DailySpend, SpendPage
 from shadoweval.db import SessionDep
 from shadoweval.deps import ReadScope, RowId, RowIdFilter, SettingsDep, Since, Until, UtcDay
 from shadoweval.events import service as events_service
@@ -60,6 +68,10 @@ def list_verdicts(
     since: Since = None,
     until: Until = None,
     include_answers: bool = False,
+    verdict_ids: Annotated[
+        list[int] | None,
+        Query(alias="id", max_length=500, description="only these verdicts (repeat `id`)"),
+    ] = None,
     cursor: str | None = None,
     limit: Limit = 50,
 ) -> VerdictPage:
@@ -76,6 +88,7 @@ def list_verdicts(
         since=since,
         until=until,
         include_answers=include_answers,
+        verdict_ids=verdict_ids,
         cursor=cursor,
         limit=limit,
     )
@@ -116,10 +129,27 @@ def spend(
     since: Since = None,
     until: Until = None,
     router_name: Annotated[str | None, Query(alias="router")] = None,
-) -> list[DailySpend]:
-    """Shadow and judge spend in USD per UTC day of the decisions' ts (of one router's
-    decisions with `router`)."""
-    return service.spend_per_day(session=session, since=since, until=until, router=router_name)
+    segment: Annotated[str | None, Query(description="only this segment's decisions")] = None,
+    paged: Paged = False,
+    cursor: Cursor = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=500, description="days per page (default: 100 with paged, else all)"),
+    ] = None,
+) -> SpendPage | list[DailySpend]:
+    """Shadow and judge spend in USD per UTC day of the decisions' ts, oldest day first (of
+    one router's, and one segment's, decisions with `router` and `segment`).
+    The report is computed per request; a cursor is a position in its day order."""
+    page = spend_service.spend_page(
+        session=session,
+        since=since,
+        until=until,
+        router=router_name,
+        segment=segment,
+        cursor=cursor,
+        limit=limit or (100 if paged else None),
+    )
+    return page if paged else page.items
 
 
 @router.get("/judge/quality")
@@ -128,7 +158,7 @@ def judge_quality(
 ) -> list[JudgeQualityReport]:
     """Per judge model and prompt hash: swap consistency, position-A preference and the
     length–verdict correlation (verbosity bias), each with a 95 % interval."""
-    return service.judge_quality_report(session=session, since=since, until=until)
+    return judge_quality_service.judge_quality_report(session=session, since=since, until=until)
 
 
 @router.get("/segments")
@@ -233,19 +263,34 @@ def router_economics(
     since: Since = None,
     until: Until = None,
     strong_tier: str = "strong",
+    by: Annotated[
+        Literal["day"] | None,
+        Query(description="day: also the figures per UTC day of decision ts (`days`)"),
+    ] = None,
 ) -> EconomicsReport:
     """Realized cost per request (USD) against the always-strong baseline, savings, router
     overhead, the break-even check, escalation/fallback/failover rates and latency tails (ms)."""
     from shadoweval.providers.pricing import PricingTable
 
-    return calibration_service.router_economics_report(
+    pricing = PricingTable.from_settings(settings)
+    report = calibration_service.router_economics_report(
         session=session,
-        pricing=PricingTable.from_settings(settings),
+        pricing=pricing,
         router=router_name,
         since=since,
         until=until,
         strong_tier=strong_tier,
     )
+    if by == "day" and report.n_requests:
+        report.days = economics_days.economics_per_day(
+            session=session,
+            pricing=pricing,
+            router=router_name,
+            since=since,
+            until=until,
+            strong_tier=strong_tier,
+        )
+    return report
 
 
 @router.get("/sampling")

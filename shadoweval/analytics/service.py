@@ -1,5 +1,5 @@
-"""Read-side queries: verdicts with both answers, shadow runs, spend per day, judge quality,
-and per-segment quality (judge-only, with the PPI and expected figures of `estimates.py`)."""
+"""Read-side queries: verdicts with both answers, shadow runs, spend per day, and
+per-segment quality (judge-only, with the PPI and expected figures of `estimates.py`)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from shadoweval.analytics.estimates import (
     ppi_figure,
     window_expected,
 )
-from shadoweval.db import utc_day
+from shadoweval.analytics.spend import DailySpend as DailySpend
+from shadoweval.analytics.spend import spend_per_day as spend_per_day
 from shadoweval.exceptions import NotFound
 from shadoweval.feedback.judge_changes import judge_event_key
 from shadoweval.ingest.models import DecisionPayload
-from shadoweval.judge import quality
-from shadoweval.judge.models import Outcome, Verdict, VerdictPublic, VerdictStatus
+from shadoweval.judge.models import Verdict, VerdictPublic
 from shadoweval.shadow.models import RunKind, ShadowRun, ShadowRunPublic
 
 VERDICT_TABLE = cast(Table, Verdict.__table__)  # type: ignore[attr-defined]
@@ -43,40 +43,9 @@ class ShadowRunPage(BaseModel):
     next_cursor: str | None
 
 
-class DailySpend(BaseModel):
-    day: str = Field(description="UTC day of the decisions' ts, YYYY-MM-DD.")
-    shadow_usd: float
-    judge_usd: float
-    total_usd: float
-    shadow_runs: int
-    verdicts: int
-
-
-class IntervalFigure(BaseModel):
-    estimate: float | None
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-
-
-class JudgeQualityReport(BaseModel):
-    judge_model: str
-    prompt_hash: str
-    verdicts_done: int
-    verdicts_error: int
-    swap_consistency: IntervalFigure
-    position_a_preference: IntervalFigure
-    verbosity_correlation: IntervalFigure
-    judge_cost_usd: float
-
-
 def _after(table: Table, cursor: str) -> Any:
     key = paging.decode_keyset(cursor)
     return or_(table.c.ts > key.ts, and_(table.c.ts == key.ts, table.c.id > key.id))
-
-
-def _nan_to_none(value: float) -> float | None:
-    return None if value != value else value
 
 
 def list_verdicts(
@@ -92,11 +61,14 @@ def list_verdicts(
     since: datetime | None = None,
     until: datetime | None = None,
     include_answers: bool = False,
+    verdict_ids: list[int] | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> VerdictPage:
     c = VERDICT_TABLE.c
     query = select(Verdict)
+    if verdict_ids is not None:
+        query = query.where(c.id.in_(verdict_ids))
     for column, value in (
         (c.router, router),
         (c.segment_value, segment),
@@ -182,121 +154,6 @@ def list_shadow_runs(
     return ShadowRunPage(
         items=[ShadowRunPublic.model_validate(r, from_attributes=True) for r in rows[:limit]],
         next_cursor=paging.encode_keyset(last.ts, cast(int, last.id)) if last else None,
-    )
-
-
-def spend_per_day(
-    *,
-    session: Session,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    router: str | None = None,
-) -> list[DailySpend]:
-    """Shadow and judge spend in USD per UTC day of the decisions' `ts`, of one router's
-    decisions when `router` is given (a verdict carries its router; a shadow run is the
-    router's through its decision)."""
-    from shadoweval.ingest.models import Decision
-
-    decisions = cast(Table, Decision.__table__)  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    days: dict[str, DailySpend] = {}
-
-    def window(table: Table, query: Any) -> Any:
-        if since is not None:
-            query = query.where(table.c.ts >= since)
-        if until is not None:
-            query = query.where(table.c.ts < until)
-        if router is not None and table is VERDICT_TABLE:
-            query = query.where(table.c.router == router)
-        elif router is not None:
-            query = query.where(
-                table.c.decision_id.in_(select(decisions.c.id).where(decisions.c.router == router))
-            )
-        return query
-
-    run_day = utc_day(RUN_TABLE.c.ts, dialect)
-    for day, cost, count in session.execute(
-        window(
-            RUN_TABLE,
-            select(run_day, func.sum(RUN_TABLE.c.cost_usd), func.count()).group_by(run_day),
-        )
-    ):
-        days[day] = DailySpend(
-            day=day,
-            shadow_usd=float(cost or 0),
-            judge_usd=0,
-            total_usd=0,
-            shadow_runs=count,
-            verdicts=0,
-        )
-    verdict_day = utc_day(VERDICT_TABLE.c.ts, dialect)
-    for day, cost, count in session.execute(
-        window(
-            VERDICT_TABLE,
-            select(verdict_day, func.sum(VERDICT_TABLE.c.judge_cost_usd), func.count())
-            .where(VERDICT_TABLE.c.status.in_([VerdictStatus.DONE, VerdictStatus.ERROR]))
-            .group_by(verdict_day),
-        )
-    ):
-        entry = days.setdefault(
-            day,
-            DailySpend(day=day, shadow_usd=0, judge_usd=0, total_usd=0, shadow_runs=0, verdicts=0),
-        )
-        entry.judge_usd, entry.verdicts = float(cost or 0), count
-    for entry in days.values():
-        entry.total_usd = entry.shadow_usd + entry.judge_usd
-    return [days[day] for day in sorted(days)]
-
-
-def judge_quality_report(
-    *, session: Session, since: datetime | None = None, until: datetime | None = None
-) -> list[JudgeQualityReport]:
-    """Swap consistency, position-A preference and verbosity bias per judge model × prompt."""
-    c = VERDICT_TABLE.c
-    query = select(Verdict).where(c.status.in_([VerdictStatus.DONE, VerdictStatus.ERROR]))
-    if since is not None:
-        query = query.where(c.ts >= since)
-    if until is not None:
-        query = query.where(c.ts < until)
-    groups: dict[tuple[str, str], list[Verdict]] = {}
-    for verdict in session.scalars(query):
-        groups.setdefault((verdict.judge_model, verdict.prompt_hash), []).append(verdict)
-    reports = []
-    for (model, prompt_hash), verdicts in sorted(groups.items()):
-        done = [v for v in verdicts if v.status == VerdictStatus.DONE]
-        direction = {Outcome.STRONGER_WINS: 1, Outcome.CHEAPER_WINS: -1}
-        figures = quality.judge_quality(
-            consistent=[bool(v.consistent) for v in done],
-            winners_first=[(v.order_cheaper_first or {}).get("winner") or "" for v in done],
-            winners_second=[(v.order_stronger_first or {}).get("winner") or "" for v in done],
-            stronger_minus_cheaper_chars=[
-                (v.stronger_chars or 0) - (v.cheaper_chars or 0) for v in done
-            ],
-            verdict_direction=[
-                direction.get(Outcome(v.outcome), 0) if v.outcome else 0 for v in done
-            ],
-        )
-        reports.append(
-            JudgeQualityReport(
-                judge_model=model,
-                prompt_hash=prompt_hash,
-                verdicts_done=len(done),
-                verdicts_error=len(verdicts) - len(done),
-                swap_consistency=_figure(figures.swap_consistency),
-                position_a_preference=_figure(figures.position_a_preference),
-                verbosity_correlation=_figure(figures.verbosity_correlation),
-                judge_cost_usd=sum(v.judge_cost_usd for v in verdicts),
-            )
-        )
-    return reports
-
-
-def _figure(value: quality.Proportion | quality.Correlation) -> IntervalFigure:
-    return IntervalFigure(
-        estimate=_nan_to_none(value.estimate),
-        ci_low=_nan_to_none(value.ci_low),
-        ci_high=_nan_to_none(value.ci_high),
-        n=value.n,
     )
 
 

@@ -173,6 +173,27 @@ def bench_analytics(
     )
 
 
+@bench_app.command("pages")
+def bench_pages(
+    decisions: Annotated[int, typer.Option(help="Decisions in the log.")] = 1_000_000,
+    verdicts: Annotated[int, typer.Option(help="Finished verdicts.")] = 50_000,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="A PostgreSQL server (a fresh database is made and dropped). "
+            "Default: a fresh SQLite file."
+        ),
+    ] = None,
+    as_json: JsonFigures = False,
+) -> None:
+    """Render every dashboard page (Streamlit AppTest) against an API over that many
+    decisions: seconds cold and warm per page, and the API calls behind each."""
+    from shadoweval.bench.pages import format_pages_report, run_pages_bench
+
+    figures = run_pages_bench(decisions=decisions, verdicts=verdicts, database_url=database_url)
+    echo_figures(format_pages_report(figures), figures, as_json)
+
+
 @bench_app.command("sessions")
 def bench_sessions(
     decisions: Annotated[int, typer.Option(help="Decisions of the per-turn router.")] = 1_000_000,

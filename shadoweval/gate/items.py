@@ -33,6 +33,7 @@ from shadoweval.gate.rows import (
 )
 from shadoweval.gate.verdict import finalize_run
 from shadoweval.ingest.models import Decision, DecisionPayload
+from shadoweval.judge import pricing as judge_pricing
 from shadoweval.judge import service as judge_service
 from shadoweval.judge.models import OrderResult
 from shadoweval.judge.parsing import combine_orders
@@ -248,7 +249,9 @@ async def process_item(
         return await _provider_failure(engine, item, owner, error, settings)
     candidate_first, replaced_first = results
     now = utcnow()
-    judge_cost = candidate_first.cost_usd + replaced_first.cost_usd
+    # From the stored tokens at the run's recorded prices, whichever worker answered an order.
+    judge_price = judge_pricing.judge_price(settings)
+    judge_cost = sum(judge_pricing.order_cost_usd(order, judge_price) for order in results)
     errors = [r.error or "no verdict" for r in results if r.winner is None]
     if errors:
         values = _terminal(

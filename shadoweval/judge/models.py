@@ -109,7 +109,8 @@ class Verdict(SQLModel, table=True):
 
 
 class OrderResult(BaseModel):
-    """One judge call as stored on the verdict."""
+    """One judge order as stored on the verdict (or gate item): its answer, and the tokens
+    and cost of its calls (up to two), so it can be priced again (`judge/pricing.py`)."""
 
     winner: str | None = Field(default=None, description="A, B or tie, as the judge saw it.")
     score_a: int | None = None
@@ -120,7 +121,9 @@ class OrderResult(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
-    cost_usd: float = 0.0
+    # None: stored before cache writes were recorded (migration 0021); its cost_usd stands.
+    cache_write_tokens: int | None = 0
+    cost_usd: float = Field(default=0.0, description="USD")
     latency_ms: float = 0.0
 
 

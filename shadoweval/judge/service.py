@@ -17,6 +17,7 @@ from shadoweval.config import Settings
 from shadoweval.db import utcnow
 from shadoweval.ingest.models import DecisionPayload
 from shadoweval.judge import answers as judge_answers
+from shadoweval.judge import pricing as judge_pricing
 from shadoweval.judge.models import OrderResult, Verdict, VerdictStatus
 from shadoweval.judge.parsing import (
     VERDICT_SCHEMA,
@@ -117,8 +118,11 @@ async def judge_order(
     """One order of a pair: up to two calls when the output is unusable, then `error`.
 
     Transport failures that survived the provider's own retries propagate as
-    ProviderError, so the whole verdict is retried later rather than guessed.
+    ProviderError, so the whole verdict is retried later rather than guessed. Each call is
+    priced from its tokens at `settings`' prices (a gate run's recorded ones), not the
+    worker provider's.
     """
+    price = judge_pricing.judge_price(settings)
     result = OrderResult()
     for attempt in (1, 2):
         result.attempts = attempt
@@ -139,7 +143,8 @@ async def judge_order(
         result.input_tokens += completion.input_tokens
         result.output_tokens += completion.output_tokens
         result.cache_read_tokens += completion.cache_read_tokens
-        result.cost_usd += completion.cost_usd
+        result.cache_write_tokens = (result.cache_write_tokens or 0) + completion.cache_write_tokens
+        result.cost_usd += judge_pricing.call_cost_usd(completion, price)
         result.latency_ms += completion.latency_ms
         try:
             parsed = parse_verdict(completion.structured)

@@ -14,6 +14,7 @@ Formats (reference/routers.md §1, §4, §8):
   (mean over both orders) and cells of models not in a pair are empty.
 
 Pairs are read in (ts, id) keyset pages, so a large export never holds all rows.
+`export_schema.py` documents each format's rows (the OpenAPI document names them).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from shadoweval.config import Settings
 from shadoweval.ingest.models import Decision, DecisionPayload
 from shadoweval.judge import answers as judge_answers
 from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
+from shadoweval.pool.export_schema import ThresholdAdvice
 from shadoweval.providers.base import content_text
 from shadoweval.providers.registry import ProviderRegistry
 from shadoweval.shadow.models import ShadowRun
@@ -346,15 +348,15 @@ def segment_threshold_advice(
     if not report.applicable:
         return {}
     return {
-        segment.segment: {
-            "recommended_threshold": segment.recommendation.threshold,
-            "change": segment.recommendation.change,
-            "threshold_in_force": report.threshold_in_force,
-            "harm_budget": report.harm_budget,
-            "delta": report.delta,
-            "window_until": report.window_until.isoformat() if report.window_until else None,
-            "labels": segment.n_labels,
-        }
+        segment.segment: ThresholdAdvice(
+            recommended_threshold=segment.recommendation.threshold,
+            change=segment.recommendation.change,
+            threshold_in_force=report.threshold_in_force,
+            harm_budget=report.harm_budget,
+            delta=report.delta,
+            window_until=report.window_until.isoformat() if report.window_until else None,
+            labels=segment.n_labels,
+        ).model_dump(mode="json")
         for segment in report.segments
         if segment.segment is not None
     }

@@ -7,11 +7,12 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from shadoweval.db import SessionDep
 from shadoweval.deps import AdminScope, ReadScope, SettingsDep, Since, Until
 from shadoweval.pool import export, service
+from shadoweval.pool.export_schema import EXPORT_RESPONSES
 from shadoweval.pool.models import PoolIn, PoolPage, PoolPutResult
 from shadoweval.providers.registry import ProviderRegistry
 
@@ -44,7 +45,20 @@ def put_pool(body: PoolIn, session: SessionDep) -> PoolPutResult:
     return service.put_pool(session=session, pool=body)
 
 
-@router.get("/exports/training", dependencies=[ReadScope])
+class _NdjsonRows(JSONResponse):
+    """For the OpenAPI document only (the route answers a StreamingResponse with its
+    format's media type): the rows are JSON objects, one per line. A JSONResponse, because
+    FastAPI documents any other class's answer as one string."""
+
+    media_type = "application/x-ndjson"
+
+
+@router.get(
+    "/exports/training",
+    dependencies=[ReadScope],
+    response_class=_NdjsonRows,
+    responses=EXPORT_RESPONSES,
+)
 def training_export(
     request: Request,
     settings: SettingsDep,

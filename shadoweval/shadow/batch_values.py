@@ -8,10 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from shadoweval.config import Settings
+from shadoweval.judge import pricing as judge_pricing
 from shadoweval.judge import service as judge_service
 from shadoweval.judge.models import OrderResult, VerdictStatus
 from shadoweval.judge.parsing import VerdictParseError, parse_verdict
 from shadoweval.providers.base import BatchItemResult, ProviderError
+from shadoweval.providers.pricing import ModelPrice
 from shadoweval.shadow import service as shadow_service
 from shadoweval.shadow.batch_rows import ORDER_CODES
 from shadoweval.shadow.models import BATCH_HOLD, BatchState, WorkStatus
@@ -110,10 +112,12 @@ def run_values(
 
 
 def order_from(
-    previous: OrderResult, result: BatchItemResult
+    previous: OrderResult, result: BatchItemResult, *, price: ModelPrice | None = None
 ) -> tuple[OrderResult | None, ProviderError | None]:
     """An order's new state from its batch item, or the transport failure that left it
-    unanswered (None, error)."""
+    unanswered (None, error). With `price` (the batch's judge in the settings' table) the
+    call is charged from its tokens at that price, batch discount included; without, at the
+    provider's figure."""
     completion = result.completion
     if completion is None:
         failure = result.error
@@ -133,7 +137,12 @@ def order_from(
             "input_tokens": previous.input_tokens + completion.input_tokens,
             "output_tokens": previous.output_tokens + completion.output_tokens,
             "cache_read_tokens": previous.cache_read_tokens + completion.cache_read_tokens,
-            "cost_usd": previous.cost_usd + completion.cost_usd,
+            # Unknown stays unknown: an order stored before writes were recorded.
+            "cache_write_tokens": None
+            if previous.cache_write_tokens is None
+            else previous.cache_write_tokens + completion.cache_write_tokens,
+            "cost_usd": previous.cost_usd
+            + judge_pricing.call_cost_usd(completion, price, batch=True),
         }
     )
     try:
@@ -165,6 +174,7 @@ def verdict_values(
     failures: list[str] = []
     permanent = False
     judge = next((j for j in map(item_judge, items) if j is not None), None)
+    price = judge_pricing.judge_price(settings, judge.model if judge else None)
     discarded: dict[str, None] = {}
     answered_here = {item["order"] for item in items}
     for name, value in stored.items():
@@ -182,7 +192,7 @@ def verdict_values(
         if result is None:
             failures.append(f"{name}: {missing_detail}")
             continue
-        updated, failure = order_from(previous, result)
+        updated, failure = order_from(previous, result, price=price)
         if updated is not None:
             spent += updated.cost_usd - previous.cost_usd
             orders[name] = updated
