@@ -289,36 +289,18 @@ def _curve(
         per_request._rare_event_floor(lab_below, w_lab, y_lab, requests_below, n),
         per_request._rare_event_floor(lab_band, w_lab, y_lab, band_requests, n),
     )
-    harm_se, harm_low, harm_high = per_request._band(harm, harm_boot, confidence, floor)
-    _, cost_low, cost_high = per_request._band(cost, cost_boot, confidence)
-    _, strong_low, strong_high = per_request._band(savings_strong, savings_strong_boot, confidence)
-    _, now_low, now_high = per_request._band(savings_now, savings_now_boot, confidence)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        among_cheap = np.where(served_cheap_share > 0, harm / served_cheap_share, np.nan)
-    return ThresholdCurve(
-        threshold=thresholds,
+    return per_request.assemble_curve(
+        thresholds=thresholds,
         threshold_in_force=t0,
-        strong_share=1.0 - served_cheap_share,
-        harm_rate=harm,
-        harm_se=harm_se,
-        harm_low=np.maximum(harm_low, 0.0),
-        harm_high=np.minimum(harm_high, 1.0),
-        harm_rate_among_cheap=among_cheap,
-        cost_per_request_usd=cost,
-        cost_low_usd=cost_low,
-        cost_high_usd=cost_high,
-        savings_vs_always_strong_usd=savings_strong,
-        savings_vs_always_strong_low_usd=strong_low,
-        savings_vs_always_strong_high_usd=strong_high,
-        savings_vs_in_force_usd=savings_now,
-        savings_vs_in_force_low_usd=now_low,
-        savings_vs_in_force_high_usd=now_high,
+        served_cheap_share=served_cheap_share,
+        estimates=(harm, cost, savings_strong, savings_now),
+        replicates_of=(harm_boot, cost_boot, savings_strong_boot, savings_now_boot),
+        harm_floor=floor,
         labels_in_band=labels_in_band,
         n_requests=n,
         n_labels=int(s_lab.size),
-        estimator="doubly_robust" if use_dr else "hajek",
+        doubly_robust=use_dr,
         confidence=confidence,
         replicates=replicates,
-        hajek_mean_harm_se=mean_se_h,
-        doubly_robust_mean_harm_se=mean_se_dr,
+        mean_harm_se=(mean_se_h, mean_se_dr),
     )

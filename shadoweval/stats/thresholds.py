@@ -320,7 +320,46 @@ def threshold_curve(
         _rare_event_floor(lab_below, w_lab, y_lab, requests_below, n),
         _rare_event_floor(lab_band, w_lab, y_lab, band_requests, n),
     )
-    harm_se, harm_low, harm_high = _band(harm, harm_boot, confidence, floor)
+    return assemble_curve(
+        thresholds=thresholds,
+        threshold_in_force=t0,
+        served_cheap_share=served_cheap_share,
+        estimates=(harm, cost, savings_strong, savings_now),
+        replicates_of=(harm_boot, cost_boot, savings_strong_boot, savings_now_boot),
+        harm_floor=floor,
+        labels_in_band=labels_in_band,
+        n_requests=n,
+        n_labels=int(is_labelled.sum()),
+        doubly_robust=use_dr,
+        confidence=confidence,
+        replicates=replicates,
+        mean_harm_se=(mean_se_h, mean_se_dr),
+    )
+
+
+def assemble_curve(
+    *,
+    thresholds: FloatArray,
+    threshold_in_force: float,
+    served_cheap_share: FloatArray,
+    estimates: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
+    replicates_of: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
+    harm_floor: FloatArray,
+    labels_in_band: IntArray,
+    n_requests: int,
+    n_labels: int,
+    doubly_robust: bool,
+    confidence: float,
+    replicates: int,
+    mean_harm_se: tuple[float, float],
+) -> ThresholdCurve:
+    """The curve from its point estimates (harm, cost, savings vs always-strong, savings vs the
+    threshold in force) and their bootstrap replicates: simultaneous bands, harm clipped to
+    [0, 1] and floored at the rare-event error. Shared by the per-request path and the
+    SQL-binned path (stats.threshold_bins), so both answer in one shape."""
+    harm, cost, savings_strong, savings_now = estimates
+    harm_boot, cost_boot, savings_strong_boot, savings_now_boot = replicates_of
+    harm_se, harm_low, harm_high = _band(harm, harm_boot, confidence, harm_floor)
     _, cost_low, cost_high = _band(cost, cost_boot, confidence)
     _, strong_low, strong_high = _band(savings_strong, savings_strong_boot, confidence)
     _, now_low, now_high = _band(savings_now, savings_now_boot, confidence)
@@ -328,7 +367,7 @@ def threshold_curve(
         among_cheap = np.where(served_cheap_share > 0, harm / served_cheap_share, np.nan)
     return ThresholdCurve(
         threshold=thresholds,
-        threshold_in_force=t0,
+        threshold_in_force=threshold_in_force,
         strong_share=1.0 - served_cheap_share,
         harm_rate=harm,
         harm_se=harm_se,
@@ -345,13 +384,13 @@ def threshold_curve(
         savings_vs_in_force_low_usd=now_low,
         savings_vs_in_force_high_usd=now_high,
         labels_in_band=labels_in_band,
-        n_requests=n,
-        n_labels=int(is_labelled.sum()),
-        estimator="doubly_robust" if use_dr else "hajek",
+        n_requests=n_requests,
+        n_labels=n_labels,
+        estimator="doubly_robust" if doubly_robust else "hajek",
         confidence=confidence,
         replicates=replicates,
-        hajek_mean_harm_se=mean_se_h,
-        doubly_robust_mean_harm_se=mean_se_dr,
+        hajek_mean_harm_se=mean_harm_se[0],
+        doubly_robust_mean_harm_se=mean_harm_se[1],
     )
 
 
