@@ -92,6 +92,10 @@ class SamplingSettings(BaseModel):
         default=30.0, gt=0, description="How often the planner samples closed periods."
     )
     planner_traffic_days: float = Field(default=1.0, gt=0, description="Traffic look-back.")
+    planner_first_day_peak_pacing: bool = Field(
+        default=False,
+        description="Under a day of history, plan a day as the busiest hour × 24 (paces day 1).",
+    )
     plan_refresh_seconds: float = Field(
         default=30.0, ge=0, description="How often ingest reloads the sampling plan."
     )

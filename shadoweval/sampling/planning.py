@@ -49,11 +49,13 @@ def ordered_tiers(tier_cost: dict[str, float]) -> list[str]:
 
 
 def traffic_per_day(
-    session: Session, before: datetime, days: float
+    session: Session, before: datetime, days: float, *, peak_until_a_day: bool = False
 ) -> list[tuple[str, str, str, float, float]]:
     """(router, segment, tier, decisions a day, served USD a day) over the whole hours of
     the look-back before `before`; a router with a shorter history is averaged over the
-    hours it has (at least one), so its first day is not planned as a trickle."""
+    hours it has (at least one), so its first day is not planned as a trickle. With
+    `peak_until_a_day`, a router with less than a day of history is planned at no less than
+    its busiest whole hour × 24 (see `_short_history_scale`)."""
     since = before - timedelta(days=days)
     counted = union_all(
         *(
@@ -87,11 +89,48 @@ def traffic_per_day(
     for router, first in first_hour.items():
         hours = (before - first).total_seconds() / 3600 if first is not None else 24 * days
         observed_days[router] = min(days, max(hours, 1.0) / 24)
+    if peak_until_a_day:
+        scale = _short_history_scale(session, counted, observed_days)
+        observed_days = {r: d / scale.get(r, 1.0) for r, d in observed_days.items()}
     return [
         (r, s, t, float(n) / observed_days[r], float(c or 0) / observed_days[r])
         for r, s, t, n, c in rows
         if n
     ]
+
+
+def _short_history_scale(
+    session: Session, counted: Any, observed_days: dict[str, float]
+) -> dict[str, float]:
+    """router → factor (≥ 1) on its traffic estimate while it has less than a day of history.
+
+    Averaging a first day's hours over a diurnal load plans the day from its quiet night: π
+    runs high all morning and the budget is gone by mid-afternoon, leaving small segments
+    without the labels of the evening. Planning the day as the busiest whole hour seen × 24
+    keeps each hour's expected spend near budget / 24 at the load of the hours seen, so the
+    budget lasts to the evening. The factor is the same for every stratum of the router
+    (segment shares as observed, not the noisier per-stratum peaks) and π, decided before
+    the period from whole hours before it, stays the true inclusion probability."""
+    short = [r for r, d in observed_days.items() if d < 1.0]
+    if not short:
+        return {}
+    hourly = (
+        select(counted.c.router, counted.c.window_start, func.sum(counted.c.decisions).label("n"))
+        .where(counted.c.router.in_(short))
+        .group_by(counted.c.router, counted.c.window_start)
+        .subquery()
+    )
+    rows = session.execute(
+        select(hourly.c.router, func.max(hourly.c.n), func.sum(hourly.c.n)).group_by(
+            hourly.c.router
+        )
+    ).all()
+    scale: dict[str, float] = {}
+    for router, peak, total in rows:
+        mean_per_day = float(total or 0) / observed_days[router]
+        if mean_per_day > 0:
+            scale[router] = max(1.0, 24.0 * float(peak or 0) / mean_per_day)
+    return scale
 
 
 def label_counts(
@@ -182,7 +221,12 @@ def build_strata(
     before `traffic_before` and labels and learned costs of decisions before `labels_before`,
     within the daily budget less `set_aside_usd` (the threshold band's share, see
     `threshold_band`); the allocation and one row per stratum (the plan tables' columns)."""
-    traffic = traffic_per_day(session, traffic_before, settings.planner_traffic_days)
+    traffic = traffic_per_day(
+        session,
+        traffic_before,
+        settings.planner_traffic_days,
+        peak_until_a_day=settings.planner_first_day_peak_pacing,
+    )
     counts = label_counts(session, labels_before - timedelta(days=7), labels_before)
     costs = learned_costs(session, settings, labels_before)
     tier_cost: dict[str, dict[str, list[float]]] = {}
