@@ -14,7 +14,7 @@ from shadoweval.events.models import Event
 from shadoweval.feedback.models import Feedback, JudgeWatchState, ReviewAssignment, ReviewLabel
 from shadoweval.gate.models import GateItem, GateRun
 from shadoweval.ingest.models import Decision, DecisionPayload, TrafficDelta
-from shadoweval.judge.models import Verdict
+from shadoweval.judge.models import Verdict, VerdictFoldQueue
 from shadoweval.pool.models import ModelWatchState, RouterModel
 from shadoweval.runtime.models import LeaderLease, WorkerHeartbeat
 from shadoweval.sampling.models import (
@@ -59,6 +59,7 @@ __all__ = [
     "TrafficDelta",
     "TrafficWindowSnapshot",
     "Verdict",
+    "VerdictFoldQueue",
     "VerdictWindowSnapshot",
     "WorkerHeartbeat",
 ]

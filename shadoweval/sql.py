@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import numpy as np
-from sqlalchemy import Select, Table, case, func, select, text, update
+from sqlalchemy import Select, Table, case, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel
@@ -137,57 +137,65 @@ def day_start(bind: Connection | Engine | Session, column: Any) -> Any:
 
 
 def prefer_hash_aggregate(connection: Connection | Session) -> None:
-    """For the rest of the transaction, group with a hash table and without JIT.
+    """For the rest of the transaction, group with a hash table in memory and without JIT.
 
     PostgreSQL estimates a GROUP BY on an expression (an hour of `ts`) at one group per
     row, so it sorts a million rows to disk and JIT-compiles for a plan that costly: 7 s
-    where hashing the few thousand groups takes 1.5 s (measured at 1 M decisions). SQLite
-    has one plan; nothing to do there."""
+    where hashing the few thousand groups takes 1.5 s (measured at 1 M decisions). The
+    verdict fold's 50,000 wide rows (20 CASE sums) spill a hash table of the default 4 MB
+    `work_mem`; 64 MB holds them (a worker job's statement, one at a time per leader).
+    SQLite has one plan; nothing to do there."""
     if dialect_of(connection) is POSTGRES:
         connection.execute(text("SET LOCAL enable_sort = off"))
         connection.execute(text("SET LOCAL jit = off"))
+        connection.execute(text("SET LOCAL work_mem = '64MB'"))
 
 
-def claim_and_fold(
+def take_and_fold(
     connection: Connection,
     *,
-    table: Table,
-    pending: Select[Any],
-    claimed_values: Mapping[str, Any],
+    queue: Table,
+    key: str,
+    source: Table,
     columns: Sequence[str],
+    limit: int,
     fold: Callable[[Any], Any],
 ) -> int:
-    """Mark the rows of `table` whose ids `pending` selects with `claimed_values` and fold
-    those same rows, as they were, into other tables, exactly once; returns how many.
+    """Delete up to `limit` entries of the work queue `queue` (lowest `key` first) and fold
+    the rows of `source` whose ids they name into other tables, in one transaction, so each
+    entry is folded exactly once; returns how many entries were taken (one whose row is gone
+    is taken and adds nothing).
 
     `fold(rows)` builds the INSERT … SELECT over `rows` (a selectable with the named
-    `columns` of the table). PostgreSQL does both in one statement (UPDATE … RETURNING
-    as a CTE, the ids taken FOR UPDATE SKIP LOCKED), so concurrent folders take disjoint
-    rows; SQLite runs the fold and then the update on the same `pending` ids, which nothing
-    can change in between because its first write holds the database's write lock until
-    commit."""
-    ids = table.c.id
+    `columns` of `source`). PostgreSQL does it in one statement (DELETE … RETURNING as a CTE,
+    the entries taken FOR UPDATE SKIP LOCKED), so concurrent folders take disjoint entries;
+    SQLite folds and then deletes the same entries, which nothing can change in between
+    because its first write holds the database's write lock until commit; there the fold
+    must start with INSERT (not WITH), or Python's sqlite3 commits it at once, opening the
+    transaction only before a statement it sees as DML."""
+    entry = queue.c[key]
+    oldest = select(entry).order_by(entry).limit(limit)
     if dialect_of(connection) is POSTGRES:
+        taken = (
+            queue.delete()
+            .where(entry.in_(oldest.with_for_update(skip_locked=True).scalar_subquery()))
+            .returning(entry)
+            .cte("taken")
+        )
         claimed = (
-            update(table)
-            .where(ids.in_(pending.with_for_update(skip_locked=True).scalar_subquery()))
-            .values(**claimed_values)
-            .returning(*(table.c[name] for name in columns))
+            select(*(source.c[name] for name in columns))
+            .join_from(source, taken, source.c.id == taken.c[key])
             .cte("claimed")
         )
         folded = fold(claimed).cte("folded")
-        return int(
-            connection.scalar(select(func.count()).select_from(claimed).add_cte(folded)) or 0
-        )
+        return int(connection.scalar(select(func.count()).select_from(taken).add_cte(folded)) or 0)
     rows = (
-        select(*(table.c[name] for name in columns))
-        .where(ids.in_(pending.scalar_subquery()))
+        select(*(source.c[name] for name in columns))
+        .where(source.c.id.in_(oldest.scalar_subquery()))
         .subquery("claimed")
     )
     connection.execute(fold(rows))
-    result = connection.execute(
-        update(table).where(ids.in_(pending.scalar_subquery())).values(**claimed_values)
-    )
+    result = connection.execute(queue.delete().where(entry.in_(oldest.scalar_subquery())))
     return int(result.rowcount or 0)
 
 

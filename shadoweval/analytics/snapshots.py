@@ -1,9 +1,10 @@
 """Aggregator service: fold finished verdicts into window snapshots, advance sequential tests.
 
-Each finished verdict is claimed (its `aggregated_at` set) in the same transaction
-that adds it to its hour and day snapshots, so it is counted exactly once however
-many workers aggregate. Sequential tests consume labels in (ts, request_id) order
-up to the watermark: the earliest ts still waiting for a verdict.
+Each finished verdict is queued by the database as it finishes (`verdict_fold_queue`,
+migration 0024) and its entry deleted in the transaction that adds it to its hour and day
+snapshots, so it is counted exactly once however many workers aggregate. Sequential tests
+consume labels in (ts, request_id) order up to the watermark: the earliest ts still waiting
+for a verdict.
 """
 
 from __future__ import annotations
@@ -24,20 +25,21 @@ from shadoweval.db import UtcDateTime, dialect_insert, utcnow
 from shadoweval.events import service as events
 from shadoweval.events.models import EventKind
 from shadoweval.ingest.models import AWAITING_PLAN, Decision
-from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Outcome, Verdict, VerdictStatus
-from shadoweval.sql import (
-    claim_and_fold,
-    day_start,
-    hour_start,
-    table_of,
+from shadoweval.judge.models import (
+    OPEN_VERDICT_STATUSES,
+    Outcome,
+    Verdict,
+    VerdictFoldQueue,
+    VerdictStatus,
 )
+from shadoweval.sql import day_start, hour_start, prefer_hash_aggregate, table_of, take_and_fold
 from shadoweval.stats import change_point, change_point_detector
 
 VERDICT_TABLE = table_of(Verdict)
+FOLD_QUEUE_TABLE = table_of(VerdictFoldQueue)
 DECISION_TABLE = table_of(Decision)
 SNAPSHOT_TABLE = table_of(VerdictWindowSnapshot)
 STATE_TABLE = table_of(SequentialState)
-TERMINAL = (VerdictStatus.DONE, VerdictStatus.ERROR, VerdictStatus.SKIPPED)
 # What a verdict's snapshot contribution reads (`contribution`, `_contribution_columns`).
 CONTRIBUTION_COLUMNS = (
     "router",
@@ -110,27 +112,22 @@ def contribution(verdict: dict[str, Any]) -> dict[str, float]:
 
 
 def aggregate_finished_verdicts(engine: Engine, *, limit: int = 5000) -> int:
-    """Add up to `limit` finished, not yet aggregated verdicts to their snapshots.
+    """Add up to `limit` finished verdicts, queued and not yet aggregated, to their snapshots.
 
     The sums are `contribution`'s, added up in SQL (one INSERT … SELECT … GROUP BY … ON
     CONFLICT DO UPDATE per call), so the cost grows with the windows touched, not in Python
-    per verdict; `sql.claim_and_fold` marks the verdicts in the same transaction.
+    per verdict; `sql.take_and_fold` deletes their queue entries in the same transaction.
     """
     now = utcnow()
-    columns = VERDICT_TABLE.c
-    pending = (
-        select(columns.id)
-        .where(columns.aggregated_at.is_(None), columns.status.in_(TERMINAL))
-        .order_by(columns.id)
-        .limit(limit)
-    )
     with engine.begin() as connection:
-        return claim_and_fold(
+        prefer_hash_aggregate(connection)
+        return take_and_fold(
             connection,
-            table=VERDICT_TABLE,
-            pending=pending,
-            claimed_values={"aggregated_at": now},
+            queue=FOLD_QUEUE_TABLE,
+            key="verdict_id",
+            source=VERDICT_TABLE,
             columns=CONTRIBUTION_COLUMNS,
+            limit=limit,
             fold=lambda rows: _fold_into_snapshots(connection, rows, now),
         )
 
@@ -186,33 +183,56 @@ def _contribution_columns(rows: Any) -> dict[str, Any]:
 
 
 def _fold_into_snapshots(connection: Any, rows: Any, now: datetime) -> Any:
-    """INSERT … SELECT of the hour and day sums of `rows`, added to existing snapshots."""
+    """INSERT … SELECT of the hour and day sums of `rows`, added to existing snapshots.
+
+    The rows are summed per hour once; each day is the sum of its hours (one pass over the
+    verdicts, not one per window)."""
     r = rows.c
     keys = ("router", "segment_value", "direction", "judge_key")
     per_row = _contribution_columns(rows)
-    windows = [
+    hour = hour_start(connection, r.ts)
+    hours = (
         select(
             *(r[k] for k in keys),
-            literal(window).label("window"),
-            start(connection, r.ts).label("window_start"),
-            *(value.label(name) for name, value in per_row.items()),
+            hour.label("window_start"),
+            *(func.sum(value).label(name) for name, value in per_row.items()),
         )
-        for window, start in (("hour", hour_start), ("day", day_start))
-    ]
-    both = union_all(*windows).subquery("contributions")
+        .group_by(*(r[k] for k in keys), hour)
+        # Nested inside the SELECT, so the statement starts with INSERT: Python's sqlite3
+        # opens the transaction only before a statement it sees as DML, and a first
+        # statement starting with WITH would commit at once; a fold that died after it
+        # would keep both its sums and its queue entries (counted twice).
+        .cte("hours", nesting=True)
+    )
+    h = hours.c
+    day = day_start(connection, h.window_start)
+    days = select(
+        *(h[k] for k in keys),
+        literal("day").label("window"),
+        day.label("window_start"),
+        *(func.sum(h[name]).label(name) for name in SNAPSHOT_SUMS),
+    ).group_by(*(h[k] for k in keys), day)
+    both = union_all(
+        select(
+            *(h[k] for k in keys),
+            literal("hour").label("window"),
+            h.window_start,
+            *(h[name] for name in SNAPSHOT_SUMS),
+        ),
+        days,
+    ).subquery("windows")
     group = [both.c[k] for k in (*keys, "window", "window_start")]
-    grouped = (
+    ordered = (
         select(
             *group,
-            *(func.sum(both.c[name]).label(name) for name in SNAPSHOT_SUMS),
+            *(both.c[name] for name in SNAPSHOT_SUMS),
             literal(now, UtcDateTime()).label("updated_at"),
         )
-        .group_by(*group)
         # One order for every aggregator: concurrent ones lock snapshot rows alike.
         .order_by(*group)
     )
     insert = dialect_insert(connection)(SNAPSHOT_TABLE).from_select(
-        [*keys, "window", "window_start", *SNAPSHOT_SUMS, "updated_at"], grouped
+        [*keys, "window", "window_start", *SNAPSHOT_SUMS, "updated_at"], ordered
     )
     return insert.on_conflict_do_update(
         index_elements=[*keys, "window", "window_start"],

@@ -49,7 +49,6 @@ class Verdict(SQLModel, table=True):
         Index("ix_verdict_claim", "status", "next_attempt_at"),
         Index("ix_verdict_segment_ts", "segment_value", "ts"),
         Index("ix_verdict_ts", "ts", "request_id"),
-        Index("ix_verdict_aggregated", "aggregated_at", "status"),
     )
 
     id: int | None = SQLField(
@@ -104,8 +103,21 @@ class Verdict(SQLModel, table=True):
     judge_latency_ms: float = 0.0
     error_detail: str | None = SQLField(default=None, max_length=2000)
     simulated: bool = False
-    # Set in the transaction that adds this verdict to the window snapshots: exactly once.
-    aggregated_at: datetime | None = SQLField(default=None, sa_column=Column(UtcDateTime()))
+
+
+class VerdictFoldQueue(SQLModel, table=True):
+    """A finished verdict not yet added to the window snapshots.
+
+    Written by database triggers (migration 0024) in the transaction that makes a verdict
+    `done`, `error` or `skipped`, whatever code path does it; the aggregator deletes the
+    entries it folds in the transaction that adds them (`snapshots.aggregate_finished_verdicts`).
+    A queue instead of a claim column on the verdict: claiming by an UPDATE rewrote every
+    verdict row and all its indexes a second time.
+    """
+
+    __tablename__ = "verdict_fold_queue"
+
+    verdict_id: int = SQLField(sa_column=Column(BigIntId, primary_key=True, autoincrement=False))
 
 
 class OrderResult(BaseModel):

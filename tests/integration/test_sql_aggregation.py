@@ -29,7 +29,7 @@ from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
 from shadoweval.providers.pricing import PricingTable
 from shadoweval.shadow.models import ShadowMode, ShadowRun, WorkStatus
-from shadoweval.sql import table_of
+from shadoweval.sql import table_of, take_and_fold
 from tests.integration import test_sql_aggregation_reference as reference
 
 START = datetime(2026, 11, 20, 0, 17, tzinfo=UTC)
@@ -299,3 +299,131 @@ def test_threshold_advice_equals_the_per_decision_python(
     assert theirs.segments
     assert [s.segment for s in ours.segments] == [s.segment for s in theirs.segments]
     assert_same(ours.model_dump(), theirs.model_dump())
+
+
+def _verdicts(engine: Engine, statuses: list[str]) -> list[int]:
+    """One decision and one forward verdict (π = 0.5, strong needed) per status; their ids."""
+    ids = []
+    with Session(engine) as session:
+        for i, status in enumerate(statuses):
+            ts = START + timedelta(minutes=i)
+            decision = Decision(
+                router="fold",
+                request_id=f"fold-{i}",
+                ts=ts,
+                received_at=ts,
+                tier="cheap",
+                chosen_model=CHEAP,
+                served_model=CHEAP,
+                segment={"topic": "alpha"},
+                segment_value="alpha",
+                router_score=0.5,
+                inclusion_probability=0.5,
+                sampled=True,
+            )
+            session.add(decision)
+            session.flush()
+            assert decision.id is not None
+            done = status == VerdictStatus.DONE
+            verdict = Verdict(
+                decision_id=decision.id,
+                router="fold",
+                request_id=decision.request_id,
+                ts=ts,
+                segment_value="alpha",
+                routed_tier="cheap",
+                direction="forward",
+                inclusion_probability=0.5,
+                cheaper_tier="cheap",
+                stronger_tier="strong",
+                cheaper_model=CHEAP,
+                stronger_model=STRONG,
+                judge_key="j#1",
+                judge_model="j",
+                prompt_hash="1",
+                status=status,
+                next_attempt_at=ts,
+                created_at=ts,
+                outcome=Outcome.STRONGER_WINS if done else None,
+                strong_needed=1 if done else None,
+                cheap_acceptable=0 if done else None,
+            )
+            session.add(verdict)
+            session.flush()
+            assert verdict.id is not None
+            ids.append(verdict.id)
+        session.commit()
+    return ids
+
+
+def _day_labels(engine: Engine) -> tuple[int, float]:
+    """Labels and Σw of the one day snapshot (0, 0 before any fold)."""
+    snapshot = table_of(VerdictWindowSnapshot)
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(snapshot.c.labels, snapshot.c.sum_w).where(snapshot.c.window == "day")
+        ).one_or_none()
+    return (int(row[0]), float(row[1])) if row else (0, 0.0)
+
+
+def _finish(engine: Engine, verdict_id: int, **values: Any) -> None:
+    verdict = table_of(Verdict)
+    with engine.begin() as connection:
+        connection.execute(verdict.update().where(verdict.c.id == verdict_id).values(**values))
+
+
+def test_verdicts_finishing_out_of_id_order_are_folded_once(engine: Engine) -> None:
+    """A verdict with a lower id that finishes after a higher one was folded still gets
+    folded, once; updating a finished verdict again (a re-priced judge cost) folds nothing."""
+    first, second, third = _verdicts(
+        engine, [VerdictStatus.RUNNING, VerdictStatus.DONE, VerdictStatus.QUEUED]
+    )
+    assert snapshots.aggregate_finished_verdicts(engine) == 1
+    assert _day_labels(engine) == (1, 2.0)
+
+    _finish(engine, third, status=VerdictStatus.SKIPPED, skip_reason="no_payload")
+    _finish(
+        engine,
+        first,
+        status=VerdictStatus.DONE,
+        outcome=Outcome.STRONGER_WINS,
+        strong_needed=1,
+        cheap_acceptable=0,
+    )
+    assert snapshots.aggregate_finished_verdicts(engine) == 2
+    assert _day_labels(engine) == (2, 4.0)
+
+    _finish(engine, second, status=VerdictStatus.DONE, judge_cost_usd=0.5)
+    _finish(engine, first, lease_owner="nobody")
+    assert snapshots.aggregate_finished_verdicts(engine) == 0
+    assert _day_labels(engine) == (2, 4.0)
+
+
+def test_a_fold_that_dies_loses_and_double_counts_nothing(engine: Engine) -> None:
+    _verdicts(engine, [VerdictStatus.DONE] * 5)
+
+    class Died(Exception):
+        pass
+
+    def fold_three_then_die() -> None:
+        with engine.begin() as connection:
+            taken = take_and_fold(
+                connection,
+                queue=snapshots.FOLD_QUEUE_TABLE,
+                key="verdict_id",
+                source=snapshots.VERDICT_TABLE,
+                columns=snapshots.CONTRIBUTION_COLUMNS,
+                limit=3,
+                fold=lambda rows: snapshots._fold_into_snapshots(connection, rows, START),
+            )
+            assert taken == 3
+            raise Died  # after the fold's statements, before its commit
+
+    with pytest.raises(Died):
+        fold_three_then_die()
+
+    assert _day_labels(engine) == (0, 0.0)
+    assert snapshots.aggregate_finished_verdicts(engine, limit=3) == 3
+    assert snapshots.aggregate_finished_verdicts(engine, limit=3) == 2
+    assert snapshots.aggregate_finished_verdicts(engine) == 0
+    assert _day_labels(engine) == (5, 10.0)

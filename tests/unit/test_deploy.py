@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import typer
 import yaml
+from sqlalchemy.engine import make_url
 
 from shadoweval.cli import app
 from shadoweval.config import Settings
@@ -109,7 +110,15 @@ def test_every_command_the_manifests_run_exists_in_the_cli() -> None:
 
 def test_compose_has_the_documented_topology_and_real_commands() -> None:
     services = _compose()["services"]
-    assert set(services) == {"postgres", "migrate", "api", "proxy", "worker", "dashboard"}
+    assert set(services) == {
+        "postgres",
+        "postgres-replica",
+        "migrate",
+        "api",
+        "proxy",
+        "worker",
+        "dashboard",
+    }
     assert services["api"]["deploy"]["replicas"] == 2
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["migrate"]["command"] == ["shadoweval", "db", "upgrade"]
@@ -122,6 +131,70 @@ def test_compose_has_the_documented_topology_and_real_commands() -> None:
     cmd = re.search(r"^CMD (\[.*\])$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
     assert cmd
     _check_cli_command(json.loads(cmd.group(1)))
+
+
+def _mounted(service: dict[str, Any], target: str) -> str:
+    """The text of the deploy/ file a compose service mounts at `target`."""
+    for volume in service["volumes"]:
+        source, mounted_at, *_ = volume.split(":")
+        if mounted_at == target:
+            return (DEPLOY / source.removeprefix("./")).read_text()
+    raise AssertionError(f"nothing mounted at {target}")
+
+
+def test_compose_streams_a_standby_that_serves_the_read_routes() -> None:
+    services = _compose()["services"]
+    primary_db, replica = services["postgres"], services["postgres-replica"]
+    assert replica["image"] == primary_db["image"]
+    assert replica["volumes"][0].split(":")[0] != primary_db["volumes"][0].split(":")[0]
+    password = primary_db["environment"]["REPLICATION_PASSWORD"]
+    assert replica["environment"]["REPLICATION_PASSWORD"] == password
+    # The primary's first start creates the role and slot the standby clones and streams with.
+    init = _mounted(primary_db, "/docker-entrypoint-initdb.d/10-replication.sh")
+    assert "CREATE ROLE replicator WITH REPLICATION LOGIN" in init
+    assert "pg_create_physical_replication_slot('shadoweval_replica')" in init
+    assert "host replication replicator all scram-sha-256" in init
+    assert replica["command"][0] == "sh"
+    start = _mounted(replica, replica["command"][1])
+    for option in (
+        "--host=postgres ",
+        "--username=replicator",
+        "--slot=shadoweval_replica",
+        "--write-recovery-conf",
+        "--wal-method=stream",
+    ):
+        assert option in start, option
+    assert "exec postgres -c hot_standby=on" in start
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+    # The API replicas (which the dashboard reads through the proxy) read the standby: the
+    # primary's database and user on the replica's host. Workers and the migration never do.
+    primary = _compose()["x-shadoweval"]["environment"]["SHADOWEVAL_DATABASE_URL"]
+    api = services["api"]["environment"]
+    assert api["SHADOWEVAL_DATABASE_URL"] == primary
+    read_url = make_url(api["SHADOWEVAL_DATABASE_READ_URL"])
+    assert read_url.host == "postgres-replica"
+    assert read_url._replace(host="postgres") == make_url(primary)
+    for name in ("migrate", "worker", "dashboard"):
+        assert "SHADOWEVAL_DATABASE_READ_URL" not in (services[name].get("environment") or {})
+    # A standby that is down must not keep the API (and so ingest) from starting.
+    assert services["api"]["depends_on"]["postgres-replica"]["condition"] == "service_started"
+    read = Settings(
+        database_url=primary, database_read_url=api["SHADOWEVAL_DATABASE_READ_URL"]
+    ).read_replica_settings()
+    assert read is not None
+    assert make_url(read.resolved_database_url).host == "postgres-replica"
+
+
+def test_the_compose_workers_run_the_partition_jobs() -> None:
+    """Partitions are created ahead, and expired days dropped, by the workers' leader: the
+    compose workers run `shadoweval worker`, whose schedule holds both jobs, leader-only."""
+    from shadoweval.jobs.scheduler import PERIODIC_JOBS
+
+    assert _compose()["services"]["worker"]["command"] == ["shadoweval", "worker"]
+    jobs = {job.name: job for job in PERIODIC_JOBS}
+    for name in ("create_partitions", "drop_expired_days"):
+        assert jobs[name].leader_only, name
 
 
 def test_the_proxy_spreads_requests_over_the_api_service() -> None:
