@@ -144,7 +144,8 @@ def bench_ingest(
         f"with {figures['api_processes']} API processes "
         f"({figures['batched_one_process_decisions_per_second']}/s with one), "
         f"{figures['in_process_decisions_per_second']}/s in-process "
-        f"(ratio {figures['http_over_in_process']}), raw executemany "
+        f"({figures['in_process_cpu_us_per_decision']} µs CPU per decision; "
+        f"ratio {figures['http_over_in_process']}), raw executemany "
         f"{figures['raw_executemany_rows_per_second']} rows/s; single posts at {rate:.0f}/s: "
         f"p50 {figures['single_post_p50_ms']} ms, p99 {figures['single_post_p99_ms']} ms",
         figures,

@@ -44,6 +44,8 @@ _LATEST_TS = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
 def _representable_in_utc(value: datetime) -> datetime:
     """The time as given, if it and a day around it exist in UTC (0001-01-01T00:00+01:00
     does not); its offset is kept, the database stores it in UTC."""
+    if 1 < value.year < 9999:
+        return value  # an offset moves it by less than a day: no conversion per decision
     try:
         utc = value.astimezone(UTC)
     except OverflowError:

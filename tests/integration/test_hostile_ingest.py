@@ -251,6 +251,27 @@ def test_deep_ndjson_lines_cost_only_themselves(client: httpx.Client, engine: En
     assert stored_ids(engine) == {"nd-1", "nd-2"}
 
 
+@pytest.mark.parametrize(
+    "malformed",
+    [b'{"request_id": "half', b"]" * 1000],
+    ids=["odd quote", "surplus closing brackets"],
+)
+def test_a_malformed_ndjson_line_hides_no_deep_decision(
+    client: httpx.Client, engine: Engine, malformed: bytes
+) -> None:
+    # Before: the line's odd quote or closers cancelled the next line's nesting in the
+    # body check, so the deep decision skipped the walk and was stored.
+    deep = with_value(decision("nd-deep"), ("note",), nested(MAX_ITEM_DEPTH + 5))
+    body = b"\n".join([to_json(decision("nd-ok")), malformed, to_json(deep)])
+    response = client.post(
+        "/v1/decisions", content=body, headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert response.status_code == 422, response.text[:300]
+    kinds = {e["index"]: e["type"] for e in response.json()["detail"]}
+    assert kinds == {1: "json_invalid", 2: "too_deep"}
+    assert stored_ids(engine) == {"nd-ok"}
+
+
 # --- LiteLLM ---------------------------------------------------------------------------------
 
 

@@ -23,10 +23,32 @@ from shadoweval.ingest.storable import (
         (b'{"a": "[[[[{{{{"}', 1),  # brackets inside strings do not count
         (b'{"a": "x\\"[[[", "b": [1]}', 2),  # nor after an escaped quote
         (b"1", 0),
+        (b'{"a": "x\\\\", "b": [[1]]}', 3),  # an escaped backslash ends no string early
+        (b'["]", ["[", "{"], "}"]', 2),  # brackets in strings beside nested arrays
+        (b'{\n "a": [\n  1\n ]\n}', 2),  # pretty-printed: depth spans lines
     ],
 )
 def test_json_depth_counts_structure_only(text: bytes, depth: int) -> None:
     assert json_depth(text) == depth
+
+
+_DEEP_ITEM = b'{"a": ' + b"[" * (MAX_ITEM_DEPTH + 1) + b"]" * (MAX_ITEM_DEPTH + 1) + b"}"
+
+
+@pytest.mark.parametrize(
+    "line_before",
+    [
+        b'{"request_id": "x',  # an odd quote: the next line's brackets looked like a string
+        b"]" * (MAX_ITEM_DEPTH + 5),  # surplus closers: the next line started below zero
+        b'{"a": "\\"}"]]]]',  # malformed escapes and closers together
+        b'{"a": "x\\',  # a backslash last on the line escapes no line break
+    ],
+)
+def test_a_malformed_ndjson_line_hides_no_deep_item_after_it(line_before: bytes) -> None:
+    # The malformed line is only its own item's error; the deep item after it is stored
+    # unless the body is walked, so the body must still be marked.
+    for separator in (b"\n", b"\r\n", b"\r", b"\x0c"):
+        assert body_may_be_unstorable(line_before + separator + _DEEP_ITEM)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +61,13 @@ def test_json_depth_counts_structure_only(text: bytes, depth: int) -> None:
         '{"a": -Infinity}',
         '{"a": 1E+400}',
         '{"a": ' + "9" * 309 + "}",
+        '{"a": 1' + "0" * 300 + "e10}",  # 1e310: a short exponent on a long mantissa
+        '{"a": 1.5E+400, "b": 1}',
+        "[1e0400]",
+        '{"a": "\\ud83d"}',  # a high surrogate alone
+        '{"a": "\\ude00\\ud83d"}',  # a pair in the wrong order
+        '{"a": "\\ud83d\\\\ude00"}',  # an escaped backslash between: no pair
+        '{"a": "\\\\\\udc00"}',  # an escaped backslash, then a lone low surrogate
         "[" * (MAX_ITEM_DEPTH + 1) + "]" * (MAX_ITEM_DEPTH + 1),
     ],
 )
@@ -47,10 +76,15 @@ def test_every_unstorable_value_marks_its_body(text: str) -> None:
 
 
 def test_an_ordinary_body_is_not_walked() -> None:
-    # Floats as Python writes them, small ones with 19 digits after the point, big ints.
-    item = {"request_id": "r-1", "ts": "2026-11-27T12:00:00Z", "score": 0.0038456811358680287}
-    item |= {"cost_usd": 1.5e-05, "n": 10**30, "ratio": 1e30, "tiny": 1e-300}
+    # Floats as Python writes them, small ones with 19 digits after the point, big ints;
+    # ids with "e" then digits (UUIDs, hashes), escaped non-ASCII text and emoji: a marker
+    # there walked every item of every body carrying them (+25 % of prepare's time).
+    item = {"request_id": "5f0e412c-3e41-4e00-9e99-00e123456789", "ts": "2026-11-27T12:00:00Z"}
+    item |= {"score": 0.0038456811358680287, "cost_usd": 1.5e-05, "n": 10**30, "ratio": 1e30}
+    item |= {"tiny": 1e-300, "sha": "9e1000", "text": "It\u2019s caf\u00e9 \U0001f600 e100"}
+    item |= {"big": 10**200, "expo": 1e99}
     assert not body_may_be_unstorable(json.dumps([item] * 3).encode())
+    assert not body_may_be_unstorable(json.dumps([item] * 3, indent=2).encode())
 
 
 @pytest.mark.parametrize(
