@@ -37,7 +37,8 @@ def add_verdicts(
 ) -> None:
     """Decisions with finished verdicts, one per label, `spacing` apart in ts."""
     with Session(engine) as session:
-        for i, label in enumerate(strong_needed):
+        decisions = []
+        for i in range(len(strong_needed)):
             ts = start + i * spacing
             d = Decision(
                 router=router,
@@ -52,10 +53,14 @@ def add_verdicts(
                 inclusion_probability=pi,
                 sampled=True,
             )
-            session.add(d)
-            session.flush()
+            decisions.append(d)
+        # One flush for all the decisions: a flush each was a round trip per label.
+        session.add_all(decisions)
+        session.flush()
+        done = status == VerdictStatus.DONE
+        for d, label in zip(decisions, strong_needed, strict=True):
+            ts = d.ts
             assert d.id is not None
-            done = status == VerdictStatus.DONE
             session.add(
                 Verdict(
                     decision_id=d.id,

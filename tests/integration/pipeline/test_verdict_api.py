@@ -2,33 +2,85 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 
+from shadoweval.auth import service as auth_service
+from shadoweval.auth.models import ApiKey, Scope
 from shadoweval.config import Settings
+from shadoweval.judge.models import Verdict
 from shadoweval.testing.fake_provider import FakeProviderServer
-from tests.conftest import Keys, LiveApi, decision
+from tests.conftest import LiveApi, _empty_tables, decision
 from tests.integration.pipeline.conftest import JUDGE, STRONG, drain, ingest
+
+JUDGED_ITEMS = [
+    decision("d1-billing-0", ts="2026-11-26T10:00:00Z"),
+    decision("d1-billing-1", ts="2026-11-26T11:00:00Z"),
+    decision("d1-code-0", ts="2026-11-26T12:00:00Z", segment={"topic": "code"}),
+    decision("d2-billing-0", ts="2026-11-27T09:00:00Z"),
+    decision("d2-code-0", ts="2026-11-27T10:00:00Z", segment={"topic": "code"}),
+]
+
+
+def _judge_pairs(engine: Engine, settings: Settings, fake: FakeProviderServer) -> str:
+    """Empty tables, then five judged pairs over two days and two segments, one pair with a
+    position-biased judge. Returns a read key."""
+    _empty_tables(engine)
+    fake.configure(judge_prefers=f"[{STRONG}]")
+    with Session(engine) as session:
+        key = auth_service.create_key(session=session, scopes=[Scope.READ]).key
+    ingest(engine, settings, JUDGED_ITEMS)
+    drain(engine, settings)
+    return key
+
+
+def _still_judged(engine: Engine) -> bool:
+    """True while nothing has emptied or added to what `_judge_pairs` built."""
+    with Session(engine) as session:
+        keys = len(session.exec(select(ApiKey)).all())
+        verdicts = len(session.exec(select(Verdict)).all())
+    return keys == 1 and verdicts == len(JUDGED_ITEMS)
+
+
+@pytest.fixture(scope="module")
+def _judged_read_key(shared_engine: Engine) -> Iterator[dict[str, str]]:
+    # The judged pairs cost a worker drain (13–24 s a test on a loaded PostgreSQL): the tests
+    # that only read share one build per backend; emptied at the end like `engine` does.
+    built: dict[str, str] = {}
+    yield built
+    _empty_tables(shared_engine)
 
 
 @pytest.fixture
 def judged(
-    engine: Engine, settings: Settings, fake: FakeProviderServer, live_api: LiveApi, keys: Keys
+    _judged_read_key: dict[str, str],
+    shared_engine: Engine,
+    settings: Settings,
+    fake: FakeProviderServer,
+    shared_live_api: LiveApi,
 ) -> httpx.Client:
-    """Five judged pairs over two days and two segments, one pair with a position-biased judge."""
-    fake.configure(judge_prefers=f"[{STRONG}]")
-    items = [
-        decision("d1-billing-0", ts="2026-11-26T10:00:00Z"),
-        decision("d1-billing-1", ts="2026-11-26T11:00:00Z"),
-        decision("d1-code-0", ts="2026-11-26T12:00:00Z", segment={"topic": "code"}),
-        decision("d2-billing-0", ts="2026-11-27T09:00:00Z"),
-        decision("d2-code-0", ts="2026-11-27T10:00:00Z", segment={"topic": "code"}),
-    ]
-    ingest(engine, settings, items)
-    drain(engine, settings)
-    return live_api.client(keys.read)
+    """The five judged pairs (built again if a test emptied or changed them), read key."""
+    if "read" not in _judged_read_key or not _still_judged(shared_engine):
+        _judged_read_key["read"] = _judge_pairs(shared_engine, settings, fake)
+    return shared_live_api.client(_judged_read_key["read"])
+
+
+@pytest.fixture
+def freshly_judged(
+    _judged_read_key: dict[str, str],
+    shared_engine: Engine,
+    settings: Settings,
+    fake: FakeProviderServer,
+    shared_live_api: LiveApi,
+) -> httpx.Client:
+    """The judged pairs built for this test, so the worker's heartbeat is recent."""
+    _judged_read_key["read"] = _judge_pairs(shared_engine, settings, fake)
+    return shared_live_api.client(_judged_read_key["read"])
 
 
 def test_verdicts_list_with_both_answers_side_by_side(judged: httpx.Client) -> None:
@@ -93,8 +145,42 @@ def test_spend_per_utc_day(judged: httpx.Client) -> None:
         assert day["judge_usd"] > 0
 
 
+def test_judge_quality_per_judge_and_prompt(judged: httpx.Client) -> None:
+    (report,) = judged.get("/v1/judge/quality").json()
+    assert report["judge_model"] == JUDGE
+    assert report["verdicts_done"] == 5
+    consistency = report["swap_consistency"]
+    assert consistency["estimate"] == 1.0
+    assert consistency["n"] == 5
+    assert 0 < consistency["ci_low"] < 1.0
+    # A position-independent judge picks A in exactly half of its decisive calls.
+    assert report["position_a_preference"]["estimate"] == 0.5
+    assert report["judge_cost_usd"] > 0
+
+
+def test_metrics_show_queue_depth_and_worker_heartbeat(
+    freshly_judged: httpx.Client, shared_live_api: LiveApi
+) -> None:
+    text = httpx.get(f"{shared_live_api.url}/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("shadoweval_queue_depth", (("queue", "verdict"), ("status", "done")))] == 5
+    assert (
+        samples[("shadoweval_queue_depth", (("queue", "shadow_run"), ("status", "succeeded")))] == 5
+    )
+    ages = [
+        v for (name, _), v in samples.items() if name == "shadoweval_worker_heartbeat_age_seconds"
+    ]
+    assert len(ages) == 1
+    assert 0 <= ages[0] < 60
+
+
 def test_spend_of_one_router(judged: httpx.Client, engine: Engine, settings: Settings) -> None:
     """The routing page shows the monitoring cost of its own router, not everyone's."""
+    # Placed after the tests that share the judged pairs: it adds to them (`engine` empties).
     ingest(
         engine, settings, [decision("sales-0", router="sales-router", ts="2026-11-28T09:00:00Z")]
     )
@@ -113,36 +199,3 @@ def test_spend_of_one_router(judged: httpx.Client, engine: Engine, settings: Set
     )
     assert sales_day["total_usd"] == pytest.approx(everyone[2]["total_usd"])
     assert judged.get("/v1/spend", params={"router": "no-such-router"}).json() == []
-
-
-def test_judge_quality_per_judge_and_prompt(judged: httpx.Client) -> None:
-    (report,) = judged.get("/v1/judge/quality").json()
-    assert report["judge_model"] == JUDGE
-    assert report["verdicts_done"] == 5
-    consistency = report["swap_consistency"]
-    assert consistency["estimate"] == 1.0
-    assert consistency["n"] == 5
-    assert 0 < consistency["ci_low"] < 1.0
-    # A position-independent judge picks A in exactly half of its decisive calls.
-    assert report["position_a_preference"]["estimate"] == 0.5
-    assert report["judge_cost_usd"] > 0
-
-
-def test_metrics_show_queue_depth_and_worker_heartbeat(
-    judged: httpx.Client, live_api: LiveApi
-) -> None:
-    text = httpx.get(f"{live_api.url}/metrics").text
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-    assert samples[("shadoweval_queue_depth", (("queue", "verdict"), ("status", "done")))] == 5
-    assert (
-        samples[("shadoweval_queue_depth", (("queue", "shadow_run"), ("status", "succeeded")))] == 5
-    )
-    ages = [
-        v for (name, _), v in samples.items() if name == "shadoweval_worker_heartbeat_age_seconds"
-    ]
-    assert len(ages) == 1
-    assert 0 <= ages[0] < 60
