@@ -49,6 +49,8 @@ PREFILTER_PATTERNS = {
     "lookaround": r"(?<=id=)\w{6}(?!\w)",
     "caseless": r"(?i)secret\d",
     "possessive": r"q++z",
+    "long_run": r"[a-z]{12,}",
+    "run_with_space": r"[a-z ]{14}",
 }
 
 
@@ -74,6 +76,7 @@ def test_the_prefilter_never_skips_a_text_its_pattern_matches() -> None:
             "x2y",
         ],
         *["secret", "SECRET", "sk-", "abcdefghijklmnopq", "example", ".com", "qq", "Ω"],
+        *["\u2028", "\xa0", "\u3000", "\t"],  # whitespace str.split splits on
     ]
     redactor = Redactor.from_patterns(PREFILTER_PATTERNS)
     matched = dict.fromkeys(PREFILTER_PATTERNS, 0)
@@ -95,3 +98,7 @@ def test_the_prefilter_skips_default_patterns_on_prose_without_their_characters(
     assert prefilters["phone"].rules_out(prose)  # no digit
     assert not prefilters["email"].rules_out("write to a@b.io")
     assert not prefilters["phone"].rules_out("call 555 0100")
+    # api_key needs 16 key characters in a row: no word of prose is that long.
+    assert prefilters["api_key"].run_without_space == 16
+    assert prefilters["api_key"].rules_out(prose + " sk-short")
+    assert not prefilters["api_key"].rules_out(prose + "\u2028sk-abcdefghijklmnop1234")
