@@ -50,8 +50,20 @@ def share_series(ts: Sequence[Any], flags: Sequence[bool], *, freq: str = "10min
         return pd.DataFrame(columns=SHARE_COLUMNS)
     frame["bucket"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601").dt.floor(freq)
     grouped = frame.groupby("bucket")["flag"].agg(["sum", "count"]).reset_index()
+    return share_series_from_counts(grouped["bucket"], grouped["sum"], grouped["count"], freq=freq)
+
+
+def share_series_from_counts(
+    starts: Sequence[Any], counts: Sequence[int], ns: Sequence[int], *, freq: str = "h"
+) -> pd.DataFrame:
+    """`share_series` from counts the API already added up per bucket (bucket start,
+    flagged, n); buckets with n = 0 are left out."""
     records = []
-    for bucket, count, n in grouped.itertuples(index=False):
+    for bucket, count, n in zip(
+        pd.to_datetime(list(starts), utc=True, format="ISO8601"), counts, ns, strict=True
+    ):
+        if not n:
+            continue
         low, high = rates.wilson_interval(count / n, n, 0.95)
         records.append(
             {

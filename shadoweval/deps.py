@@ -84,6 +84,8 @@ REPLICA_READ_ROUTES = frozenset(
         "/v1/thresholds",
         "/v1/judge/quality",
         "/v1/judge/agreement",
+        "/v1/judge/timeline",
+        "/v1/judge/pairs",
         "/v1/sampling",
         "/v1/sampling/periods",
         "/v1/budget",

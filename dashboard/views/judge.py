@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 from shadoweval.dashboard import charts, data, frames, routing_frames, ui
 from shadoweval.dashboard import formatting as fmt
@@ -86,28 +88,47 @@ segment_choice = st.selectbox(
     "Segment (the charts and the pairs below)", segment_options, key="judge_segment"
 )
 segment = None if segment_choice == "any" else segment_choice
-judged = ctx.api.list_all(
-    "/v1/verdicts",
-    max_items=5000,
-    router=ctx.router,
-    segment=segment,
-    since=ctx.since,
-    status="done",
-)
-if not ui.unavailable(judged, "Verdicts") and judged:
-    freq, bucket = routing_frames.bucket_for([v["ts"] for v in judged])
+# Per hour, the API adds the counts up; a window of verdicts under a day is drawn per 10
+# minutes from the verdicts themselves (a day of them at most).
+timeline = ctx.api.get("/v1/judge/timeline", router=ctx.router, segment=segment, since=ctx.since)
+hours = data.items(timeline) if isinstance(timeline, list) else []
+consistency = position_a = None
+bucket = "hour"
+if len(hours) > 24:
+    starts = [h["start"] for h in hours]
+    consistency = routing_frames.share_series_from_counts(
+        starts, [h["consistent"] for h in hours], [h["verdicts"] for h in hours]
+    )
+    position_a = routing_frames.share_series_from_counts(
+        starts, [h["position_a_calls"] for h in hours], [h["decisive_calls"] for h in hours]
+    )
+    judged: Any = hours
+else:
+    judged = ctx.api.list_all(
+        "/v1/verdicts",
+        max_items=5000,
+        router=ctx.router,
+        segment=segment,
+        since=ctx.since,
+        status="done",
+    )
+    if not isinstance(judged, data.Unavailable) and judged:
+        freq, bucket = routing_frames.bucket_for([v["ts"] for v in judged])
+        consistency = routing_frames.share_series(
+            [v["ts"] for v in judged],
+            [v.get("outcome") != "inconsistent" for v in judged],
+            freq=freq,
+        )
+        calls = frames.position_calls(judged)
+        position_a = routing_frames.share_series(
+            [c[0] for c in calls], [c[1] for c in calls], freq=freq
+        )
+if consistency is not None and position_a is not None:
     events = frames.events_frame(
         e
         for e in data.items(ctx.api.events(router=ctx.router, since=ctx.since))
         if e.get("kind") in ("model_change", "judge_changed")
         and e.get("router") in (None, ctx.router)
-    )
-    consistency = routing_frames.share_series(
-        [v["ts"] for v in judged], [v.get("outcome") != "inconsistent" for v in judged], freq=freq
-    )
-    calls = frames.position_calls(judged)
-    position_a = routing_frames.share_series(
-        [c[0] for c in calls], [c[1] for c in calls], freq=freq
     )
     st.caption(
         f"Per {bucket} of decision time, with 95 % intervals; dashed red rules mark model and "
@@ -132,7 +153,7 @@ if not ui.unavailable(judged, "Verdicts") and judged:
         ).properties(height=240),
         width="stretch",
     )
-elif not isinstance(judged, data.Unavailable):
+elif not ui.unavailable(judged, "Verdicts"):
     ui.empty("No judged pairs yet to draw the judge's consistency over time.")
 
 st.subheader("Judged pairs")
@@ -148,21 +169,21 @@ filters = {
     "outcome": None if outcome == "any" else outcome,
     "direction": None if direction == "any" else direction,
 }
-# The API pages oldest first; the newest pairs are what an owner looks at.
-matching = ctx.api.list_all("/v1/verdicts", max_items=5000, **filters)
-if ui.unavailable(matching, "Verdicts"):
+# The count and the newest twenty from the API, then one read for the twenty, answers
+# included: no paging through every match, and no call per pair.
+pairs = ctx.api.get("/v1/judge/pairs", limit=20, **filters)
+if ui.unavailable(pairs, "Verdicts"):
     st.stop()
-newest = [v["id"] for v in matching[-20:]][::-1]
+newest = list(pairs.get("newest_ids") or [])
 if not newest:
     ui.empty("No judged pairs match these filters.")
     st.stop()
-# One read for the twenty, answers included, not a call per pair.
 shown_pairs = ctx.api.get("/v1/verdicts", id=newest, include_answers=True, limit=len(newest))
 by_id = {v["id"]: v for v in data.items(shown_pairs)}
 verdicts = [by_id[verdict_id] for verdict_id in newest if verdict_id in by_id]
 st.caption(
-    f"The newest {len(newest)} of {len(matching)} matching pairs, newest first; open a pair "
-    "for the request, both answers and both orders' verdicts."
+    f"The newest {len(newest)} of {pairs.get('matching', len(newest))} matching pairs, newest "
+    "first; open a pair for the request, both answers and both orders' verdicts."
 )
 ui.table(frames.pairs_frame(verdicts))
 for position, verdict in enumerate(verdicts):

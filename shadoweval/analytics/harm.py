@@ -210,7 +210,7 @@ def review_sample_labels(
     out: dict[tuple[str, str, str, datetime | None], HumanSample] = {}
     for verdict_id, r, request_id, seg, judge, strong_needed, pi, label, ts in session.execute(
         query
-    ):
+    ).all():
         if verdict_id in seen or not in_review_sample(r, request_id, review_probability):
             continue
         seen.add(verdict_id)
@@ -315,7 +315,8 @@ def cheap_routed_scores(
         d.ts < until,
     )
     scores, hours = [], []
-    for score, ts in session.execute(query):
+    # .all(): one fetch, not a driver call per row (psycopg's fetchone is slow per row).
+    for score, ts in session.execute(query).all():
         scores.append(min(1.0, max(0.0, float(score))))
         hours.append(ts.replace(minute=0, second=0, microsecond=0))
     return scores, hours

@@ -23,7 +23,7 @@ from shadoweval.analytics.calibration_service import (
 )
 from shadoweval.analytics.drift_service import DriftReportPublic
 from shadoweval.analytics.estimates import SegmentEstimates
-from shadoweval.analytics.judge_quality import JudgeQualityReport
+from shadoweval.analytics.judge_quality import JudgePairs, JudgeQualityReport, JudgeTimelineBucket
 from shadoweval.analytics.service import (
     SegmentQuality,
     SegmentQualityPage,
@@ -161,6 +161,46 @@ def judge_quality(
     return judge_quality_service.judge_quality_report(session=session, since=since, until=until)
 
 
+@router.get("/judge/timeline")
+def judge_timeline(
+    session: SessionDep,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    segment: str | None = None,
+    since: Since = None,
+    until: Until = None,
+) -> list[JudgeTimelineBucket]:
+    """Per UTC hour of decision ts, oldest first: finished verdicts, swap-consistent ones,
+    and the decisive calls of either order with those that picked position A."""
+    return judge_quality_service.judge_timeline(
+        session=session, router=router_name, segment=segment, since=since, until=until
+    )
+
+
+@router.get("/judge/pairs")
+def judge_pairs(
+    session: SessionDep,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    segment: str | None = None,
+    outcome: str | None = None,
+    direction: Annotated[str | None, Query(pattern="^(forward|reverse)$")] = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> JudgePairs:
+    """How many verdicts (any status) match the filters, and the newest ones' ids, newest
+    first (read them with GET /v1/verdicts?id=…)."""
+    return judge_quality_service.judge_pairs(
+        session=session,
+        limit=limit,
+        router=router_name,
+        segment=segment,
+        outcome=outcome,
+        direction=direction,
+        since=since,
+        until=until,
+    )
+
+
 @router.get("/segments")
 def segments(
     session: SessionDep,
@@ -273,6 +313,12 @@ def router_economics(
     from shadoweval.providers.pricing import PricingTable
 
     pricing = PricingTable.from_settings(settings)
+    # With days, one grouped scan gives both: the window's sums are its days' added up.
+    days = (
+        economics_days.day_groups(session=session, router=router_name, since=since, until=until)
+        if by == "day"
+        else None
+    )
     report = calibration_service.router_economics_report(
         session=session,
         pricing=pricing,
@@ -280,8 +326,9 @@ def router_economics(
         since=since,
         until=until,
         strong_tier=strong_tier,
+        groups=economics_days.window_groups(days) if days is not None else None,
     )
-    if by == "day" and report.n_requests:
+    if days and report.n_requests:
         report.days = economics_days.economics_per_day(
             session=session,
             pricing=pricing,
@@ -289,6 +336,7 @@ def router_economics(
             since=since,
             until=until,
             strong_tier=strong_tier,
+            groups=days,
         )
     return report
 

@@ -134,3 +134,71 @@ def test_the_judge_page_reads_its_pairs_in_one_call(
         too_many = client.get("/v1/verdicts", params={"id": list(range(1, 502))})
     assert sorted(v["id"] for v in page["items"]) == sorted(wanted)
     assert too_many.status_code == 422
+
+
+def test_the_judge_timeline_counts_what_the_page_counted_from_the_verdicts(
+    engine: Engine, live_api: LiveApi, keys: Keys
+) -> None:
+    """Per UTC hour, the page drew consistency (every outcome but "inconsistent") and the
+    position-A share of decisive calls from the finished verdicts it fetched; the API's
+    counts give the same series, for a segment too."""
+    _judged(engine)
+    with Session(engine) as session:
+        done = list(
+            session.scalars(
+                select(Verdict).where(Verdict.status == VerdictStatus.DONE)  # type: ignore[arg-type]
+            )
+        )
+    assert len({v.ts.replace(minute=0, second=0, microsecond=0) for v in done}) > 24
+    with live_api.client(keys.read) as client:
+        for segment in (None, "beta"):
+            params = {"router": "agg"} | ({"segment": segment} if segment else {})
+            hours = client.get("/v1/judge/timeline", params=params).json()
+            expected: dict[str, list[int]] = {}
+            for v in done:
+                if segment and v.segment_value != segment:
+                    continue
+                hour = v.ts.replace(minute=0, second=0, microsecond=0)
+                key = hour.strftime("%Y-%m-%dT%H")
+                row = expected.setdefault(key, [0, 0, 0, 0])
+                row[0] += 1
+                row[1] += v.outcome != Outcome.INCONSISTENT
+                for order in (v.order_cheaper_first, v.order_stronger_first):
+                    winner = (order or {}).get("winner")
+                    row[2] += winner in ("A", "B")
+                    row[3] += winner == "A"
+            got = {
+                h["start"][:13]: [
+                    h["verdicts"],
+                    h["consistent"],
+                    h["decisive_calls"],
+                    h["position_a_calls"],
+                ]
+                for h in hours
+            }
+            assert got == expected
+            assert [h["start"] for h in hours] == sorted(h["start"] for h in hours)
+
+
+def test_the_judge_pairs_are_the_newest_matches_and_their_count(
+    engine: Engine, live_api: LiveApi, keys: Keys
+) -> None:
+    _judged(engine)
+    with Session(engine) as session:
+        rows = list(session.scalars(select(Verdict)))
+    with live_api.client(keys.read) as client:
+        for filters in ({}, {"segment": "alpha", "outcome": "stronger_wins"}):
+            answer = client.get(
+                "/v1/judge/pairs", params={"router": "agg", "limit": 7, **filters}
+            ).json()
+            matching = [
+                v
+                for v in rows
+                if all(
+                    {"segment": v.segment_value, "outcome": v.outcome}[k] == value
+                    for k, value in filters.items()
+                )
+            ]
+            newest = sorted(matching, key=lambda v: (v.ts, v.id), reverse=True)[:7]
+            assert answer == {"matching": len(matching), "newest_ids": [v.id for v in newest]}
+            assert len(matching) > 7

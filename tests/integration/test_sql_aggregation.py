@@ -29,7 +29,7 @@ from shadoweval.ingest.models import Decision
 from shadoweval.judge.models import Outcome, Verdict, VerdictStatus
 from shadoweval.providers.pricing import PricingTable
 from shadoweval.shadow.models import ShadowMode, ShadowRun, WorkStatus
-from shadoweval.sql import table_of, take_and_fold
+from shadoweval.sql import percentiles, table_of, take_and_fold
 from tests.integration import test_sql_aggregation_reference as reference
 
 START = datetime(2026, 11, 20, 0, 17, tzinfo=UTC)
@@ -276,6 +276,88 @@ def test_economics_equal_the_per_decision_python(
         assert ours.n_requests == 2400
         assert ours.latency_escalated_ms is not None
         assert ours.latency_escalated_ms.n > 0
+
+
+@pytest.mark.parametrize("fetch_rows", [20_000, 40, 3])
+def test_latency_percentiles_equal_numpy_however_the_range_is_narrowed(
+    engine: Engine, fetch_rows: int
+) -> None:
+    """SQLite narrows to buckets of the value range before it fetches rows (PostgreSQL's
+    percentile_cont needs none): ties, a far outlier that squeezes the rest into one bucket,
+    a one-value group and an empty group still give numpy's quantiles."""
+    rng = np.random.default_rng(11)
+    latency = np.concatenate(
+        [
+            rng.gamma(2.0, 400.0, 500),
+            np.full(120, 812.5),  # ties across the median
+            rng.integers(0, 30, 200).astype(float),  # many equal small values
+            [1e9],  # everything else lands in the histogram's first bucket
+        ]
+    )
+    rng.shuffle(latency)
+    escalated = rng.random(latency.size) < 0.3
+    with Session(engine) as session:
+        session.add_all(
+            Decision(
+                router="pct",
+                request_id=f"pct-{i:04d}",
+                ts=START + timedelta(seconds=i),
+                received_at=START + timedelta(seconds=i),
+                tier="strong" if escalated[i] else "cheap",
+                chosen_model=STRONG,
+                served_model=STRONG,
+                segment={"topic": "a"},
+                segment_value="a",
+                latency_ms=float(latency[i]),
+                escalated_from="cheap" if escalated[i] else None,
+                inclusion_probability=0.0,
+                sampled=False,
+            )
+            for i in range(latency.size)
+        )
+        session.add(
+            Decision(
+                router="pct",
+                request_id="pct-lonely",
+                ts=START,
+                received_at=START,
+                tier="strong",
+                chosen_model=STRONG,
+                served_model=STRONG,
+                segment={"topic": "b"},
+                segment_value="b",
+                latency_ms=431.0,
+                inclusion_probability=0.0,
+                sampled=False,
+            )
+        )
+        session.commit()
+        c = table_of(Decision).c
+        quantiles = (0.0, 0.01, 0.5, 0.9, 0.99, 1.0)
+        found = percentiles(
+            session,
+            c.latency_ms,
+            where=[c.router == "pct"],
+            groups={
+                "a": c.segment_value == "a",
+                "escalated": (c.segment_value == "a") & c.escalated_from.is_not(None),
+                "b": c.segment_value == "b",
+                "none": c.segment_value == "z",
+            },
+            quantiles=quantiles,
+            fetch_rows=fetch_rows,
+        )
+    expected = {
+        "a": latency,
+        "escalated": latency[escalated],
+        "b": np.array([431.0]),
+    }
+    for name, values in expected.items():
+        count, got = found[name]
+        assert count == values.size, name
+        assert got is not None
+        assert got == pytest.approx(list(np.quantile(values, quantiles)), rel=1e-12, abs=0), name
+    assert found["none"] == (0, None)
 
 
 @pytest.mark.parametrize("segment", [None, "beta"])

@@ -293,6 +293,20 @@ def test_tier_mix_bars_span_their_bucket_and_the_strong_share_has_an_interval() 
     assert noon == {"strong": (0, 1), "cheap": (1, 3)}
 
 
+def test_a_share_series_from_the_apis_counts_equals_one_from_the_items() -> None:
+    """The judge page draws per-hour counts the API added up exactly as it drew the
+    verdicts it fetched; an hour with no items is left out, not drawn as 0 %."""
+    stamps = ["2026-11-27T09:05:00Z", "2026-11-27T09:55:00Z", "2026-11-27T11:01:00Z"]
+    from_items = routing_frames.share_series(stamps, [True, False, True], freq="h")
+    from_counts = routing_frames.share_series_from_counts(
+        ["2026-11-27T09:00:00+00:00", "2026-11-27T10:00:00+00:00", "2026-11-27T11:00:00Z"],
+        [1, 0, 1],
+        [2, 0, 1],
+    )
+    assert from_counts.equals(from_items)
+    assert from_counts["share (%)"].tolist() == [50.0, 100.0]
+
+
 def test_the_banner_nets_monitoring_spend_out_of_the_savings() -> None:
     economics = {
         "n_requests": 1000,
