@@ -537,6 +537,7 @@ def measure(
             .where(d.router == config.router)
             .order_by(d.request_id)
         ).all()
+        refused_from = _first_refusals(session)
         events = events_service.list_events(session=session, limit=1_000_000)
         alerts = alerts_service.list_alerts(session=session, limit=100_000).items
         spend = analytics_service.spend_per_day(
@@ -599,6 +600,14 @@ def measure(
         }
     )
     figures["spend"] = _spend(settings, spend, budget_rows, config)
+    for day in figures["spend"]["days"]:
+        first = refused_from.get(day["day"])
+        # Decision hour (period start, 0–23) its shadow budget ran out; None: it lasted.
+        day["budget_out_hour"] = (
+            None
+            if first is None
+            else _hours(first, datetime.fromisoformat(day["day"] + "T00:00:00+00:00"))
+        )
     figures["coverage"] = coverage
     sampled = sum(1 for r in decision_rows if r.sampled)
     figures["sampling"] = {
@@ -634,6 +643,24 @@ def measure(
     return figures
 
 
+def _first_refusals(session: Any) -> dict[str, datetime]:
+    """UTC day → start of the day's first sampling period whose shadow budget refused a
+    decision (boost-account refusals, after the model swap, are not counted)."""
+    from sqlalchemy import select
+
+    from shadoweval.sampling.models import SamplingPeriod
+
+    p = cast(Any, SamplingPeriod).__table__.c
+    first: dict[str, datetime] = {}
+    rows = session.execute(
+        select(p.period_start).where(p.refused > p.boost_refused).order_by(p.period_start)
+    ).all()
+    for (start,) in rows:
+        at = _aware(start)
+        first.setdefault(at.date().isoformat(), at)
+    return first
+
+
 def _detection(
     traffic: ScenarioTraffic, events: list[Any], forward: list[Any], timeline: _Timeline
 ) -> dict[str, Any]:
@@ -667,6 +694,12 @@ def _detection(
         "false_alarm_segments": sorted({f["segment"] for f in false}),
         # One change, one alarm: more than one here is the same episode alarming again.
         "alarms_after_change": len(hits),
+        # The detector's pre-change side: what a 5 % segment most lacks (architecture.md).
+        "changed_segment_labels_before_change": sum(
+            1
+            for r in forward
+            if r.segment_value == config.changed_segment and _aware(r.ts) < change
+        ),
         "changed_segment_labels_after_change": sum(
             1
             for r in forward
@@ -1002,6 +1035,8 @@ def _seed_line(run: dict[str, Any]) -> str:
             "calibration_hours_after_swap": run["calibration"].get("first_hours_after_swap"),
             "calibration_after_swap_only": run["calibration"].get("after_swap_only"),
             "max_spend_over_budget": run["spend"].get("max_over_budget"),
+            "pre_change_labels": detection.get("changed_segment_labels_before_change"),
+            "budget_out_hours": [day.get("budget_out_hour") for day in run["spend"]["days"]],
             "coverage": run["coverage"].get("coverage"),
         },
         default=str,

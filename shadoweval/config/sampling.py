@@ -96,6 +96,31 @@ class SamplingSettings(BaseModel):
         default=False,
         description="Under a day of history, plan a day as the busiest hour × 24 (paces day 1).",
     )
+    sampling_suspect_priority: bool = Field(
+        default=False,
+        description="Raise the floor of a segment whose labels (before the label lag) show part of "
+        "the evidence for a harm rise, and pay it before the other floors (docs/architecture.md, "
+        "Sampling).",
+    )
+    sampling_suspect_fraction: float = Field(
+        default=1 / 3,
+        gt=0,
+        lt=1,
+        description="A segment is suspect once its rise evidence reaches this fraction of the "
+        "detector's alarm threshold.",
+    )
+    sampling_suspect_hours: float = Field(
+        default=6.0,
+        gt=0,
+        description="A suspect segment's floor buys the labels the alarm still needs within this "
+        "many decision hours.",
+    )
+    sampling_priority_share: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Most of a group's budget that suspect segments' raised floors may take.",
+    )
     plan_refresh_seconds: float = Field(
         default=30.0, ge=0, description="How often ingest reloads the sampling plan."
     )

@@ -128,6 +128,23 @@ def floor_samples_per_day(
     return required_labels_per_window / window_days / label_yield
 
 
+def labels_still_needed(
+    statistic: float, threshold: float, pre_rate: float, post_rate: float
+) -> float:
+    """Post-change labels for a log GLR to climb from `statistic` to `threshold` at the rates
+    seen: (h − G) / KL(post ‖ pre), the statistic's expected gain per label once the rise is
+    real (Wald's approximation; overshoot and the estimated pre-change rate ignored). The
+    rates are clipped into (0, 1) with post > pre, so a flat segment needs many labels,
+    never a division by zero."""
+    p0 = min(max(pre_rate, 1e-6), 1 - 1e-6)
+    p1 = min(max(post_rate, p0 + 1e-6), 1 - 1e-6)
+    kl = p1 * math.log(p1 / p0) + (1 - p1) * math.log((1 - p1) / (1 - p0))
+    gap = max(0.0, threshold - statistic)
+    if gap == 0:
+        return 0.0
+    return gap / kl if kl > 0 else math.inf
+
+
 def expected_cost_per_sample_usd(
     shadow_call_usd: float,
     judge_call_usd: float,

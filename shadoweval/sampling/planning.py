@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from shadoweval.sampling import allocation
 from shadoweval.shadow.models import ShadowRun
 from shadoweval.shadow.policy import CONVENTIONAL_TIER_ORDER
 from shadoweval.sql import table_of
-from shadoweval.stats import change_point
+from shadoweval.stats import change_point, change_point_detector
 from shadoweval.stats.rates import sample_size_for_drop
 
 VERDICT = table_of(Verdict)
@@ -209,6 +210,74 @@ def detection_floor_per_day(settings: Settings) -> float:
     return allocation.floor_samples_per_day(math.ceil(required), settings.detection_window_days)
 
 
+@dataclass(frozen=True)
+class Suspect:
+    """A segment whose labels show part of the evidence for a harm rise: the rise evidence
+    (log GLR, `change_point.rise_evidence`) over the detector's history as of the labels the
+    plan may read, and the labels a day its raised floor asks for."""
+
+    statistic: float
+    threshold: float
+    labels_needed: float
+    floor_per_day: float
+
+
+def suspect_segments(
+    session: Session, settings: Settings, labels_before: datetime
+) -> dict[tuple[str, str], Suspect]:
+    """(router, segment) → Suspect, from forward labels of decisions before `labels_before`.
+
+    The detector is recomputed from those labels (same order as the worker feeds it: ts,
+    request_id), not read from its stored state, which may already hold later labels: the plan
+    for a period must not depend on how far the worker has got (replay equivalence). An
+    alarmed segment is not suspect (its alarm has spoken); one whose rise evidence is at least
+    `sampling_suspect_fraction` of the alarm threshold is, and its floor becomes the labels the
+    alarm still needs at the rates seen, spread over `sampling_suspect_hours`."""
+    v = VERDICT.c
+    since = labels_before - timedelta(days=7)
+    rows = session.execute(
+        select(v.router, v.segment_value, v.judge_key, v.strong_needed)
+        .where(
+            v.status == VerdictStatus.DONE,
+            v.direction == "forward",
+            v.ts >= since,
+            v.ts < labels_before,
+        )
+        .order_by(v.router, v.segment_value, v.judge_key, v.ts, v.request_id)
+    ).all()
+    streams: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for router, segment, judge_key, harm in rows:
+        streams[(router, segment, judge_key)].append(int(harm))
+    threshold = change_point.glr_threshold(settings.sequential_alarm_threshold)
+    min_rise = max(0.0, round(settings.harm_alert_rate - settings.harm_baseline, 12))
+    window = settings.change_point_window_labels
+    base_floor = detection_floor_per_day(settings)
+    suspects: dict[tuple[str, str], Suspect] = {}
+    for (router, segment, _judge), labels in streams.items():
+        state = change_point_detector.change_point_update(
+            change_point_detector.ChangePointState(),
+            labels,
+            min_rise=min_rise,
+            threshold=threshold,
+            window_labels=window,
+        ).state
+        if state.alarmed:
+            continue
+        n, x = state.history
+        recent = state.recent[-n:] if n else ()
+        evidence = change_point.rise_evidence(n, x, recent, min_rise=min_rise, window_labels=window)
+        if evidence.statistic < settings.sampling_suspect_fraction * threshold:
+            continue
+        pre = (evidence.pre_harms + 0.5) / (evidence.pre_labels + 1)
+        post = max(evidence.post_change_rate or 0.0, pre + min_rise)
+        needed = allocation.labels_still_needed(evidence.statistic, threshold, pre, post)
+        floor = max(base_floor, needed * 24 / settings.sampling_suspect_hours)
+        previous = suspects.get((router, segment))
+        if previous is None or evidence.statistic > previous.statistic:
+            suspects[(router, segment)] = Suspect(evidence.statistic, threshold, needed, floor)
+    return suspects
+
+
 def build_strata(
     session: Session,
     settings: Settings,
@@ -239,6 +308,11 @@ def build_strata(
         for router, tiers in tier_cost.items()
     }
     floor = detection_floor_per_day(settings)
+    suspects = (
+        suspect_segments(session, settings, labels_before)
+        if settings.sampling_suspect_priority
+        else {}
+    )
     prior_b = (1 - settings.harm_baseline) / settings.harm_baseline
     strata: list[allocation.Stratum] = []
     ids: dict[tuple[str, str], StratumId] = {}
@@ -253,21 +327,40 @@ def build_strata(
         cost = reservation_cost(settings, costs.get(stratum_id))
         key = (f"{router}\x1f{segment}", tier)
         ids[key] = stratum_id
+        # Only forward strata: the detector watches forward labels.
+        suspect = None if is_reverse else suspects.get((router, segment))
         strata.append(
             allocation.Stratum(
                 key=key,
                 expected_traffic=decisions_per_day,
                 cost_per_sample_usd=cost,
                 std_dev=allocation.stratum_std_dev(x, n, 1.0, prior_b),
-                floor_samples=floor,
+                floor_samples=suspect.floor_per_day if suspect else floor,
                 is_reverse=is_reverse,
+                priority=suspect is not None,
             )
         )
     plan = allocation.neyman_allocation(
         strata,
         max(0.0, settings.daily_shadow_budget_usd - set_aside_usd),
         settings.reverse_shadow_share,
+        priority_share=settings.sampling_priority_share if suspects else 1.0,
     )
+    if suspects:
+        # No plan column holds it (no migration): the raised floor shows in the rows, the
+        # reason in the plan's notes.
+        plan = replace(
+            plan,
+            notes=(
+                *plan.notes,
+                *(
+                    f"suspect: {router}/{segment} (rise evidence {s.statistic:.2f} of "
+                    f"{s.threshold:.2f}; ~{s.labels_needed:.0f} labels to an alarm; floor "
+                    f"{s.floor_per_day:.0f}/day, paid first)"
+                    for (router, segment), s in sorted(suspects.items())
+                ),
+            ),
+        )
     by_key = {s.key: s for s in strata}
     rows: list[dict[str, Any]] = []
     for key, probability in plan.probabilities.items():
@@ -287,7 +380,9 @@ def build_strata(
                 "std_dev": stratum.std_dev,
                 "floor_samples_per_day": stratum.floor_samples,
                 "expected_samples_per_day": expected,
-                "floor_shortfall_per_day": max(0.0, stratum.floor_samples - expected),
+                # Against the detection floor: a suspect's raised floor is a bonus, its
+                # shortfall no `sampling_shortfall` event.
+                "floor_shortfall_per_day": max(0.0, min(stratum.floor_samples, floor) - expected),
             }
         )
     return plan, rows

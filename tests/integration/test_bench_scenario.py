@@ -43,7 +43,20 @@ def test_tiny_scenario_runs_the_pipeline_and_reports_every_figure() -> None:
             "delay_hours",
             "false_alarms",
             "alarms_after_change",
+            "changed_segment_labels_before_change",
         }
+        # The detector's pre-change side of the changed segment, counted from its labels.
+        assert (
+            0
+            <= each["detection"]["changed_segment_labels_before_change"]
+            <= each["labels"]["forward"]
+        )
+        # When each decision day's budget ran out, in decision hours of that day (None: it
+        # lasted); a refusal means the day's reservations reached the budget.
+        for day in each["spend"]["days"]:
+            out = day["budget_out_hour"]
+            assert day["budget_refused"] == 0 or out is not None, day
+            assert out is None or 0 <= out <= 24, day
         assert set(each["calibration"]) >= {"first_hours_after_swap", "before_swap", "after_swap"}
         # The swap of the cheap model at 70 % is a model the router starts choosing.
         assert [event["model"] for event in each["model_events"]] == ["gpt-5.4-mini"]
