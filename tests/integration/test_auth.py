@@ -38,6 +38,8 @@ SCOPE_MATRIX = [
     ("GET", "/v1/spend", Scope.READ, "/v1/spend", None, 200),
     ("GET", "/v1/judge/quality", Scope.READ, "/v1/judge/quality", None, 200),
     ("GET", "/v1/judge/agreement", Scope.READ, "/v1/judge/agreement", None, 200),
+    ("GET", "/v1/judge/timeline", Scope.READ, "/v1/judge/timeline", None, 200),
+    ("GET", "/v1/judge/pairs", Scope.READ, "/v1/judge/pairs", None, 200),
     (
         "POST",
         "/v1/feedback",
