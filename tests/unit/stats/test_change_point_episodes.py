@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from shadoweval.stats import change_point as cp
 from shadoweval.stats import change_point_detector as cpd
+from tests.unit.stats.chunked_feed import alarms_in_chunks
 
 RISE, WINDOW = 0.05, 1000
 H_60K = cp.glr_threshold(60_000)
@@ -18,28 +19,6 @@ def _feed(labels: np.ndarray, threshold: float = H_60K) -> cpd.ChangePointUpdate
     return cpd.change_point_update(
         cpd.ChangePointState(), labels, min_rise=RISE, threshold=threshold, window_labels=WINDOW
     )
-
-
-def _alarms_in_chunks(
-    labels: np.ndarray, threshold: float, chunk: int = 2_000
-) -> list[cpd.ChangePointAlarm]:
-    """The alarms of `_feed(labels, threshold)`, fed `chunk` labels at a time.
-
-    One call recomputes the rest of its chunk after every alarm, so a long stream with
-    many alarms costs alarms × length; in chunks it stays linear. Chunked and whole feeds
-    give the same alarms (test_the_stored_form_gives_the_same_detector).
-    """
-    state, alarms = cpd.ChangePointState(), list[cpd.ChangePointAlarm]()
-    for start in range(0, labels.size, chunk):
-        step = cpd.change_point_update(
-            state,
-            labels[start : start + chunk],
-            min_rise=RISE,
-            threshold=threshold,
-            window_labels=WINDOW,
-        )
-        state, alarms = step.state, [*alarms, *step.alarms]
-    return alarms
 
 
 def test_a_change_after_few_labels_alarms_once() -> None:
@@ -128,7 +107,11 @@ def test_unchanged_segments_rarely_alarm_and_then_alarm_once() -> None:
     alarms = labels = 0
     for p0 in (0.05, 0.3):
         stream = rng.binomial(1, p0, 100_000)
-        alarms += len(_alarms_in_chunks(stream, cp.glr_threshold(arl)))
+        alarms += len(
+            alarms_in_chunks(
+                stream, threshold=cp.glr_threshold(arl), min_rise=RISE, window_labels=WINDOW
+            )
+        )
         labels += stream.size
     assert 0 < alarms <= labels / arl
 

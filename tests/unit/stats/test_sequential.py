@@ -19,6 +19,7 @@ from shadoweval.stats import change_point as cp
 from shadoweval.stats import change_point_detector as cpd
 from shadoweval.stats import cusum
 from shadoweval.stats import sequential as sq
+from tests.unit.stats.chunked_feed import alarms_in_chunks
 
 P0, P1, ALPHA = 0.10, 0.20, 0.05
 PRIOR = sq.beta_prior_for_alternative(P1, 20.0)
@@ -431,28 +432,6 @@ def _feed(labels: np.ndarray, threshold: float = H_30K) -> cpd.ChangePointUpdate
     )
 
 
-def _alarms_in_chunks(
-    labels: np.ndarray, threshold: float, chunk: int = 2_000
-) -> list[cpd.ChangePointAlarm]:
-    """The alarms of `_feed(labels, threshold)`, fed `chunk` labels at a time.
-
-    One call recomputes the rest of its chunk after every alarm, so a long stream with
-    many alarms costs alarms × length; in chunks it stays linear. Chunked and whole feeds
-    give the same alarms (test_state_round_trip_gives_the_same_as_one_pass).
-    """
-    state, alarms = cpd.ChangePointState(), list[cpd.ChangePointAlarm]()
-    for start in range(0, labels.size, chunk):
-        step = cpd.change_point_update(
-            state,
-            labels[start : start + chunk],
-            min_rise=RISE,
-            threshold=threshold,
-            window_labels=WINDOW,
-        )
-        state, alarms = step.state, [*alarms, *step.alarms]
-    return alarms
-
-
 def test_detects_a_change_before_any_baseline_could_fill() -> None:
     # The change starts at label 61, before the former detector's 100-label baseline could
     # fill: every stream is still flagged, after the change, near where it began.
@@ -500,7 +479,9 @@ def test_false_alarms_on_null_streams_stay_within_n_over_a() -> None:
         labels, alarms = 0, 0
         for _ in range(2):
             stream = rng.binomial(1, p0, 100_000)
-            alarms += len(_alarms_in_chunks(stream, h))
+            alarms += len(
+                alarms_in_chunks(stream, threshold=h, min_rise=RISE, window_labels=WINDOW)
+            )
             labels += stream.size
         assert 0 < alarms <= labels / arl, (p0, alarms)
 
