@@ -111,7 +111,9 @@ def decode_content(body: bytes, content_encoding: str | None, *, max_bytes: int)
 def _parse_ndjson(text: str, *, defer_decoding: bool = False) -> ParsedBody:
     items: list[Any] = []
     unparsable: dict[int, str] = {}
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only (a "\r" before it is JSON whitespace): str.splitlines would
+    # also split at U+2028, U+2029 and U+0085, which are legal raw inside JSON strings.
+    for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         if defer_decoding:

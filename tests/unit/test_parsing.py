@@ -29,6 +29,18 @@ def test_ndjson_under_application_json_is_recognised() -> None:
     assert parsed.items == [{"a": 1}, {"a": 2}]
 
 
+def test_ndjson_lines_end_at_newline_only() -> None:
+    # U+2028, U+2029 and U+0085 are legal raw inside a JSON string: a prompt holding them is
+    # one decision, not two broken lines; CRLF line ends still work.
+    prompt = "first\u2028second\u2029third\x85fourth"
+    body = ('{"a": 1}\r\n' + '{"prompt": "' + prompt + '"}\r\n{"a": 3}').encode()
+    for defer in (False, True):
+        parsed = parse_items(body, "application/x-ndjson", max_items=10, defer_decoding=defer)
+        assert parsed.unparsable == {}
+        items = [i.decoded()[0] for i in parsed.items] if defer else parsed.items
+        assert items == [{"a": 1}, {"prompt": prompt}, {"a": 3}]
+
+
 def test_bad_ndjson_line_is_reported_by_index_and_line() -> None:
     parsed = parse_items(b'{"a": 1}\n\n{oops\n{"a": 3}', "application/x-ndjson", max_items=10)
     assert parsed.items[0] == {"a": 1}
