@@ -385,20 +385,7 @@ def router_economics_report(
         return economics.LatencyPercentiles(p50_ms=p50, p90_ms=p90, p99_ms=p99, n=count)
 
     result = economics.router_economics_from_moments(
-        [
-            economics.DecisionGroup(
-                moments=moments,
-                strong_cost_form=_strong_cost_form(
-                    pricing, strong_price, tier == strong_tier, served_model, with_tokens
-                ),
-                on_strong_tier=tier == strong_tier,
-                router_cost_reported=reported,
-                escalated=counts[0],
-                fallback=counts[1],
-                failover=counts[2],
-            )
-            for (tier, served_model, _, with_tokens, reported), (moments, counts) in groups.items()
-        ],
+        decision_groups(groups, pricing, strong_price, strong_tier),
         latency_all_ms=latency("all"),
         latency_escalated_ms=latency("escalated"),
         latency_not_escalated_ms=latency("not_escalated"),
@@ -481,6 +468,30 @@ def _most_chosen_model(groups: dict[Any, Any], strong_tier: str) -> str | None:
         if tier == strong_tier:
             counts[chosen] = counts.get(chosen, 0.0) + float(moments[0, 0])
     return max(counts, key=lambda model: (counts[model], model)) if counts else None
+
+
+def decision_groups(
+    groups: dict[Any, Any],
+    pricing: PricingTable,
+    strong_price: ModelPrice | None,
+    strong_tier: str,
+) -> list[economics.DecisionGroup]:
+    """The grouped sums of a window or day as `stats.economics` reads them, each with the
+    form that prices its requests on the strong model."""
+    return [
+        economics.DecisionGroup(
+            moments=moments,
+            strong_cost_form=_strong_cost_form(
+                pricing, strong_price, tier == strong_tier, served_model, with_tokens
+            ),
+            on_strong_tier=tier == strong_tier,
+            router_cost_reported=reported,
+            escalated=counts[0],
+            fallback=counts[1],
+            failover=counts[2],
+        )
+        for (tier, served_model, _, with_tokens, reported), (moments, counts) in groups.items()
+    ]
 
 
 def _strong_cost_form(

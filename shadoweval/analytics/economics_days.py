@@ -15,7 +15,7 @@ from shadoweval.analytics.calibration_service import (
     _clean,
     _economics_groups_each,
     _most_chosen_model,
-    _strong_cost_form,
+    decision_groups,
 )
 from shadoweval.providers.pricing import PricingTable
 from shadoweval.sql import prefer_hash_aggregate
@@ -106,20 +106,7 @@ def _one_day(
     model = strong_model or _most_chosen_model(groups, strong_tier)
     strong_price = pricing.lookup(model) if model else None
     result = economics.router_economics_from_moments(
-        [
-            economics.DecisionGroup(
-                moments=moments,
-                strong_cost_form=_strong_cost_form(
-                    pricing, strong_price, tier == strong_tier, served_model, with_tokens
-                ),
-                on_strong_tier=tier == strong_tier,
-                router_cost_reported=reported,
-                escalated=counts[0],
-                fallback=counts[1],
-                failover=counts[2],
-            )
-            for (tier, served_model, _, with_tokens, reported), (moments, counts) in groups.items()
-        ],
+        decision_groups(groups, pricing, strong_price, strong_tier),
         latency_all_ms=_NO_LATENCY,
         latency_escalated_ms=_NO_LATENCY,
         latency_not_escalated_ms=_NO_LATENCY,
