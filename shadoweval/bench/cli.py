@@ -65,12 +65,22 @@ def bench_detect(
     changed_share: Annotated[
         float, typer.Option(help="Traffic share of the degrading segment.")
     ] = 0.05,
+    change_day: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Day of the 30 on which the rise starts: the pre-change labels the "
+            "detector has to estimate the baseline from.",
+        ),
+    ] = 10,
     as_json: JsonFigures = False,
 ) -> None:
     """Uniform sampling + daily tests against the planner + sequential detection, simulated."""
     from shadoweval.bench.detect import format_detect_report, run_detect_bench
 
-    figures = run_detect_bench(repetitions=repetitions, seed=seed, changed_share=changed_share)
+    figures = run_detect_bench(
+        repetitions=repetitions, seed=seed, changed_share=changed_share, change_day=change_day
+    )
     echo_figures(format_detect_report(figures), figures, as_json)
 
 

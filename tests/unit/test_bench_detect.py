@@ -13,7 +13,11 @@ import pytest
 from scipy import stats
 
 from shadoweval.bench import detect
-from shadoweval.stats.change_point import glr_threshold
+from shadoweval.stats.change_point import (
+    change_point_post_lengths,
+    change_point_statistic,
+    glr_threshold,
+)
 from shadoweval.stats.change_point_detector import ChangePointState, change_point_update
 
 STRATEGIES = {
@@ -23,6 +27,7 @@ STRATEGIES = {
     "planner_sr_known_baseline",
     "planner_daily_sprt",
     "uniform_glr",
+    "planner_glr_known_pre_rate",
 }
 
 
@@ -63,7 +68,13 @@ def test_output_structure_and_json(easy: dict[str, Any]) -> None:
 
 def test_detects_an_easy_rise(easy: dict[str, Any]) -> None:
     horizon_hours = (3 - 1) * 24
-    for key in ("b_planner_glr", "oracle_cusum", "a_uniform_daily", "uniform_glr"):
+    for key in (
+        "b_planner_glr",
+        "oracle_cusum",
+        "a_uniform_daily",
+        "uniform_glr",
+        "planner_glr_known_pre_rate",
+    ):
         figures = easy["strategies"][key]
         assert figures["detection_probability"] == 1.0, key
         assert 0 < figures["delay_hours"]["median"] <= horizon_hours
@@ -151,3 +162,36 @@ def test_null_arl_is_measured_on_null_streams() -> None:
     assert null.alarms >= 20
     assert null.exposure_labels <= 40 * 5_000
     assert arl <= null.arl_labels <= 5 * arl
+
+
+def test_known_pre_rate_statistic_is_the_production_one_with_the_baseline_given() -> None:
+    # The diagnostic row's GLR equals the production two-sample statistic whose pre-change
+    # side is so long that its rate is the given baseline; no stretch crosses into the
+    # previous stream.
+    rng = np.random.default_rng(8)
+    harm = np.concatenate([rng.random(400) < 0.1, rng.random(300) < 0.3]).astype(np.int8)
+    start = np.r_[np.zeros(400), np.full(300, 400)].astype(np.int64)
+    got = detect._known_pre_rate_statistics(harm, start, pre_rate=0.1)
+
+    lengths = change_point_post_lengths(detect.WINDOW_LABELS)
+    cumulative = np.concatenate([[0], np.cumsum(harm)])
+    end = np.arange(1, harm.size + 1)
+    back = end[:, None] - lengths[None, :]
+    recent = np.where(
+        back >= start[:, None],
+        (cumulative[end][:, None] - cumulative[np.maximum(back, 0)]).astype(np.float64),
+        np.nan,
+    )
+    virtual = 1e9  # pre-change labels at exactly 0.1, plus the stream's own labels
+    expected, _ = change_point_statistic(
+        virtual + end - start,
+        virtual * 0.1 + cumulative[end] - cumulative[start],
+        recent,
+        lengths,
+        detect.MIN_RISE,
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    # The second stream's first 49 labels hold no 50-label stretch of its own, though the
+    # first stream's labels before them would show a rise with them.
+    assert np.all(got[400:449] == 0.0)
+    assert got[-1] > 5.0  # 300 labels at 0.3 against 0.1: a clear rise
