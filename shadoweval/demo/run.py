@@ -364,8 +364,9 @@ def run_demo(
                 clock = CompressedClock(
                     speed=options.speed, horizon_s=scenario.upgrade_after_s + 3600.0
                 )
+                # The same draws every run (DEMO_SEED), new request ids.
                 generator = TrafficGenerator(
-                    scenario, seed=int(time.time()), simulated=not options.real
+                    scenario, run_id=str(int(time.time())), simulated=not options.real
                 )
 
                 def traffic() -> None:

@@ -16,6 +16,13 @@ re-run and the judge find harm exactly where this scenario puts it:
 Time is the decision's `ts` on a compressed clock (`speed` decision-seconds per
 wall second) that starts far enough in the past to never run ahead of now.
 The generator knows nothing about alerts: it only posts decisions.
+
+Every demo plays the same draws (`DEMO_SEED`); only the request ids differ per run
+(`run_id`). The quality-drop detector sees each stationary segment's labels in the order
+they are drawn whatever the load (one draw sequence, batches of one ts ordered by request
+id), so with a fixed seed "the other segments stay quiet" is checked once
+(tests/e2e/test_demo.py) instead of being a fresh draw against the detector's false-alarm
+rate (about n/A in n labels) on every run.
 """
 
 from __future__ import annotations
@@ -41,6 +48,12 @@ log = logging.getLogger(__name__)
 # meant to be acceptable is never judged harmful by rounding.
 _HARM_GAP = 0.35
 _ACCEPTABLE_MARGIN = 0.07
+
+# The draws every demo plays: its stationary segments stay under the production detector's
+# alarm threshold for far longer than a demo runs (tests/e2e/test_demo.py checks it).
+DEMO_SEED = 7
+# Decisions per ingest request; one batch shares one decision ts.
+TRAFFIC_BATCH_SIZE = 8
 
 
 def _provider(model: str) -> str:
@@ -110,11 +123,14 @@ class TrafficGenerator:
     """Deterministic (seeded) decisions of the scenario at a given decision time."""
 
     scenario: Scenario = field(default_factory=Scenario)
-    seed: int = 7
+    seed: int = DEMO_SEED
     pricing: PricingTable = field(default_factory=PricingTable)
     # False with real providers: they must never see the hidden tag, and their answer to
     # the request is not known here, so the pipeline re-runs the routed model instead.
     simulated: bool = True
+    # Tells one run's request ids from another's (ingest deduplicates on them), so a rerun
+    # into the same database adds its decisions; None: the seed.
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         # Seeded simulation, not security: reproducible traffic for a given seed.
@@ -158,7 +174,7 @@ class TrafficGenerator:
         price = self.pricing.lookup(model)
         cost = price.cost_usd(input_tokens, output_tokens) if price else 0.0
         return {
-            "request_id": f"demo-{self.seed}-{self._count}",
+            "request_id": f"demo-{self.seed if self.run_id is None else self.run_id}-{self._count}",
             "router": s.router,
             "router_version": s.router_version,
             "ts": ts.isoformat(),
@@ -216,7 +232,7 @@ def run_traffic(
     generator: TrafficGenerator | None = None,
     clock: CompressedClock,
     requests_per_second: float = 4.0,
-    batch_size: int = 8,
+    batch_size: int = TRAFFIC_BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Post decisions through the ingest API until `stop` is set; returns how many were stored."""

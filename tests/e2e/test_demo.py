@@ -270,6 +270,69 @@ def test_the_scenario_degrades_one_segment_and_upgrades_the_cheap_model() -> Non
     assert cheap_models <= {scenario.cheap_model, scenario.upgraded_cheap_model}
 
 
+# The longest run of the demo test: its 720 s wait for the events, 240 s for the alert and
+# 60 s for the retrain trigger, at --rate 12.
+_LONGEST_DEMO_TEST_DECISIONS = (720 + 240 + 60) * 12
+
+
+def test_the_demo_traffic_keeps_the_steady_segments_under_the_alarm_threshold() -> None:
+    """What 'the other segments stay quiet' rests on: the demo's draws (fixed seed), labelled
+    as the simulated judge does and fed in the order the detector consumes them (draw order;
+    one batch shares a ts and goes by request id), never reach the production alarm threshold
+    in billing, smalltalk or coding, however long the demo test runs; the degraded segment
+    does (the check is not vacuous)."""
+    from shadoweval.config import Settings
+    from shadoweval.demo.traffic import TRAFFIC_BATCH_SIZE, Scenario, TrafficGenerator
+    from shadoweval.providers.simulated import answer_quality, read_answer_quality
+    from shadoweval.stats import change_point, change_point_detector
+
+    scenario = Scenario()
+    # As the demo builds it: the default seed, a run id of its own.
+    generator = TrafficGenerator(scenario, run_id="1796700186")
+    other_run = TrafficGenerator(scenario, run_id="1796700428")
+    start = datetime(2026, 11, 27, tzinfo=UTC)
+    degrade_at = 1500  # decisions before the degradation: any value, the others do not see it
+    labels: dict[str, list[int]] = {}
+    for first in range(0, _LONGEST_DEMO_TEST_DECISIONS, TRAFFIC_BATCH_SIZE):
+        elapsed = 0.0 if first < degrade_at else scenario.degrade_after_s + 1
+        batch = [generator.decision(start, elapsed) for _ in range(TRAFFIC_BATCH_SIZE)]
+        if first == 0:
+            # Reruns into one database add decisions (new ids) of the same draws.
+            again = [other_run.decision(start, elapsed) for _ in range(TRAFFIC_BATCH_SIZE)]
+            assert [d["request_id"] for d in again] != [d["request_id"] for d in batch]
+            assert [d["request"] for d in again] == [d["request"] for d in batch]
+        for item in sorted(batch, key=lambda d: d["request_id"]):
+            if item["tier"] != "cheap":
+                continue
+            messages = item["request"]["messages"]
+            cheap = read_answer_quality(item["response"]["text"])
+            assert cheap is not None
+            strong = answer_quality(scenario.strong_model, messages)
+            harm = round(9 * strong) > round(9 * cheap)
+            labels.setdefault(item["segment"]["topic"], []).append(int(harm))
+
+    settings = Settings()
+    threshold = change_point.glr_threshold(settings.sequential_alarm_threshold)
+    min_rise = round(settings.harm_alert_rate - settings.harm_baseline, 12)
+
+    def alarms(segment: str) -> int:
+        update = change_point_detector.change_point_update(
+            change_point_detector.ChangePointState(),
+            labels[segment],
+            min_rise=min_rise,
+            threshold=threshold,
+            window_labels=settings.change_point_window_labels,
+        )
+        return len(update.alarms)
+
+    assert {s: alarms(s) for s in ("billing", "smalltalk", "coding")} == {
+        "billing": 0,
+        "smalltalk": 0,
+        "coding": 0,
+    }
+    assert alarms("legal") >= 1
+
+
 def test_real_providers_never_see_the_hidden_tag() -> None:
     from shadoweval.demo.traffic import TrafficGenerator
 
