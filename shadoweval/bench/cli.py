@@ -274,18 +274,46 @@ def bench_scale(
         int, typer.Option(min=2, help="Decisions bulk-loaded over 30 days, in two steps.")
     ] = 20_000_000,
     ingest_decisions: Annotated[
-        int, typer.Option(min=500, help="Decisions ingested in batches at each checkpoint.")
+        int, typer.Option(min=500, help="Decisions per batched ingest, each round, each database.")
     ] = 10_000,
     single_posts: Annotated[int, typer.Option(min=2, help="Single posts per checkpoint.")] = 300,
     read_repeats: Annotated[int, typer.Option(min=1, help="Calls per read route.")] = 10,
     background_rate: Annotated[
         float, typer.Option(min=0, help="Decisions/s posted while posts and reads are timed.")
     ] = 100.0,
+    ingest_rounds: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Batched ingests per checkpoint, alternating with an empty database's."
+        ),
+    ] = 2,
+    worker_items: Annotated[
+        int, typer.Option(min=0, help="Items per worker-throughput batch (0: not measured).")
+    ] = 500,
+    worker_rounds: Annotated[
+        int, typer.Option(min=1, help="Worker batches per worker count (1, then 2 workers).")
+    ] = 2,
     keep_database: Annotated[bool, typer.Option(help="Leave the loaded database.")] = False,
+    reuse_database: Annotated[
+        str | None,
+        typer.Option(
+            help="Measure this database on the server (one kept by --keep-database) instead "
+            "of creating and loading one; it is not dropped."
+        ),
+    ] = None,
+    drop_day: Annotated[
+        bool | None,
+        typer.Option(
+            help="Drop the oldest decision day and time it (default: on a fresh database "
+            "only, since it removes a day of a reused one)."
+        ),
+    ] = None,
     as_json: JsonFigures = False,
 ) -> None:
-    """The decision log at 0, N/2 and N decisions on PostgreSQL: ingest rate, post and read
-    latency, bytes per million decisions, and dropping one day against deleting it."""
+    """The decision log at 0, N/2 and N decisions on PostgreSQL: ingest rate (beside an
+    empty database's at the same time), post and read latency, bytes per million
+    decisions, one worker's throughput against two's, and dropping one day against
+    deleting it."""
     from shadoweval.bench.scale import format_scale_report, run_scale_bench
 
     figures = run_scale_bench(
@@ -293,9 +321,14 @@ def bench_scale(
         decisions=decisions,
         ingest_decisions=ingest_decisions,
         single_posts=single_posts,
+        ingest_rounds=ingest_rounds,
         read_repeats=read_repeats,
         background_rate=background_rate,
+        worker_items=worker_items,
+        worker_rounds=worker_rounds,
         keep_database=keep_database,
+        reuse_database=reuse_database,
+        drop_day=drop_day,
         progress=lambda message: typer.echo(message, err=True),
     )
     echo_figures(format_scale_report(figures), figures, as_json)

@@ -2,7 +2,7 @@
 
 `python -m shadoweval.bench.day_drop --database-url postgresql://… --decisions 300000`
 loads `bench scale`'s bulk rows (30 decision days) into a fresh PostgreSQL database whose
-day partitions exist, with their idempotency keys as ingest writes them, then times on
+day partitions exist (with their idempotency keys, as ingest writes them), then times on
 the oldest day: a DELETE of its decisions and keys (rolled back), and
 `retention.drop_expired_days` dropping the same day (open-work check, payloads and session
 turns, DETACH + DROP, then the keys in batches). Not in CI.
@@ -46,13 +46,6 @@ def run_day_drop_bench(*, database_url: str, decisions: int, seed: int = 0) -> d
                 partitions.create_day(connection, LOAD_START.date() + timedelta(days=offset))
         load = _bulk_load(engine, 0, decisions, np.random.default_rng(seed))
         with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO decision_key (router, request_id, decision_id, ts) "
-                    "SELECT router, request_id, id, ts FROM decision"
-                )
-            )
-            connection.execute(text("ANALYZE decision_key"))
             # The clock knows routers by their counted traffic; the bulk load counts none.
             connection.execute(
                 text(
