@@ -99,6 +99,9 @@ def bench_scenario(
         str | None, typer.Option(help="PostgreSQL server; each run gets its own database.")
     ] = None,
     first_seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Seeds run side by side, each in a process of its own.")
+    ] = 1,
     as_json: JsonFigures = False,
 ) -> None:
     """The issue-13 scenario (a 5 % segment's harm rises, the cheap model is swapped) through
@@ -118,6 +121,7 @@ def bench_scenario(
         http=http,
         database_url=database_url,
         progress=progress,
+        jobs=jobs,
     )
     echo_figures(format_scenario_report(figures), figures, as_json)
 
