@@ -12,6 +12,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from shadoweval.stats.change_point import (
     CHANGE_POINT_REARM_FRACTION,
+    CHANGE_POINT_REFINE_MARGIN_NATS,
     _rise_log_glr,
     change_point_post_lengths,
     change_point_statistic,
@@ -209,10 +210,31 @@ class _Pass:
         pre_x = np.full(end.size, float(self.pre_x))
         return _rise_log_glr(pre_n, pre_x, post_n, post_x, self.min_rise)
 
+    def change_length(self, end: int, seen: int, harms: int, longest: int) -> int:
+        """The post-change length, 1..`longest`, of the alarm's change point: the longest whose
+        rise log GLR over the labels up to `end` is within CHANGE_POINT_REFINE_MARGIN_NATS of
+        the best (the best alone tends to be a burst of harms at the end)."""
+        lengths = np.arange(1, longest + 1, dtype=np.int64)
+        post_x = (self.cumulative[end] - self.cumulative[end - lengths]).astype(np.float64)
+        evidence = _rise_log_glr(
+            (seen - lengths).astype(np.float64),
+            harms - post_x,
+            lengths.astype(np.float64),
+            post_x,
+            self.min_rise,
+        )
+        close = np.flatnonzero(evidence >= np.max(evidence) - CHANGE_POINT_REFINE_MARGIN_NATS)
+        return int(lengths[close[-1]])
+
     def alarm(self, index: int, length: int, statistic: float) -> ChangePointAlarm:
-        """Record the alarm at new label `index` and restart the history at its change point."""
+        """Record the alarm at new label `index` and restart the history at its change point,
+        refined over every position inside the alarmed stretch of `length` labels. The grid's
+        shortest stretch is 50 labels, but a large step alarms after ~20: cut at the grid,
+        the new history would start with ~30 pre-change labels, its rate diluted, and the
+        same step would alarm again as a "further rise" once 50 labels followed the alarm."""
         end = self.first_end + index
         seen, harms = (int(v[0]) for v in self.history_at(np.array([end])))
+        length = self.change_length(end, seen, harms, length)
         post_x = int(self.cumulative[end] - self.cumulative[end - length])
         n = self.offset + end
         self.base_pos, self.base_n, self.base_x = end - length, 0, 0
@@ -241,14 +263,15 @@ def change_point_update(
     over the detector's history.
 
     Alarm when G_n ≥ h = `threshold`; the alarm restarts the history at its estimated
-    change point (the first label of its maximising post-change stretch), so only a further
-    rise, measured against the post-change regime, alarms again (while the episode lasts,
-    a rise that starts after its alarm). The episode ends (re-arms) once the evidence for the
-    alarmed rise, the log GLR of its pre-change side against the labels since its change
-    point (at most the last `window_labels`), falls below h × CHANGE_POINT_REARM_FRACTION:
-    when harm is back down. Every label of the chunk is checked and the state keeps all that
-    later labels need, so two chunks give exactly the state and alarms of one. State stays
-    bounded: the last `window_labels` labels plus counts.
+    change point (within its maximising post-change stretch, refined over every position of
+    it: `_Pass.change_length`), so only a further rise, measured against the post-change
+    regime, alarms again (while the episode lasts, a rise that starts after its alarm). The
+    episode ends (re-arms) once the evidence for the alarmed rise, the log GLR of its
+    pre-change side against the labels since its change point (at most the last
+    `window_labels`), falls below h × CHANGE_POINT_REARM_FRACTION: when harm is back down.
+    Every label of the chunk is checked and the state keeps all that later labels need, so
+    two chunks give exactly the state and alarms of one. State stays bounded: the last
+    `window_labels` labels plus counts.
     """
     if not (threshold > 0) or math.isinf(threshold):
         raise ValueError(f"threshold must be a finite positive number, got {threshold!r}")

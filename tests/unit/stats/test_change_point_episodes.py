@@ -34,6 +34,38 @@ def test_a_change_after_few_labels_alarms_once() -> None:
         assert result.state.evidence >= H_60K * cp.CHANGE_POINT_REARM_FRACTION
 
 
+def test_one_large_step_alarms_once() -> None:
+    # 0.06 → 0.66 alarms ~20 labels after the step, but the shortest stretch G tests is 50:
+    # restarted there, the new history began with ~30 pre-change labels, its rate diluted to
+    # ~0.3, and the same step alarmed again as a "further rise" (39 of these 40 streams; the
+    # demo's legal segment alarmed twice). The restart is refined over every position.
+    rng = np.random.default_rng(26)
+    counts, change_points = [], []
+    for _ in range(40):
+        labels = np.r_[rng.binomial(1, 0.06, 150), rng.binomial(1, 0.66, 300)]
+        alarms = _feed(labels).alarms
+        counts.append(len(alarms))
+        change_points.append(alarms[0].change_n)
+        # The refined restart reads only labels the state keeps: any chunking, same alarms.
+        chunked = alarms_in_chunks(
+            labels, threshold=H_60K, min_rise=RISE, window_labels=WINDOW, chunk=17
+        )
+        assert chunked == list(alarms)
+    assert counts.count(1) >= 37  # 39 of 40 measured
+    assert abs(np.median(change_points) - 151) <= 5
+
+
+def test_a_second_step_after_a_large_one_still_alarms() -> None:
+    rng = np.random.default_rng(27)
+    for _ in range(10):
+        labels = np.r_[
+            rng.binomial(1, 0.10, 600), rng.binomial(1, 0.25, 600), rng.binomial(1, 0.60, 600)
+        ]
+        first, second = _feed(labels).alarms
+        assert 600 < first.n <= 1200 < second.n
+        assert abs(second.change_n - 1201) <= 30
+
+
 def test_the_alarm_restarts_the_history_at_its_change_point() -> None:
     rng = np.random.default_rng(22)
     labels = np.r_[rng.binomial(1, 0.10, 600), rng.binomial(1, 0.30, 400)]
