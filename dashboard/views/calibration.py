@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pandas as pd  # type: ignore[import-untyped]
 import streamlit as st
-from shadoweval.dashboard import charts, data, frames, routing_frames, ui
+from shadoweval.dashboard import charts, data, frames, ui
 from shadoweval.dashboard import formatting as fmt
 
 st.title("Is the router still calibrated?")
@@ -72,37 +72,28 @@ st.altair_chart(
 )
 
 st.subheader("ECE and Brier over decision time")
-last = data.items(ctx.api.get("/v1/decisions", router=ctx.router, order="desc", limit=1))
 events = frames.events_frame(
     e
     for e in data.items(ctx.api.events(router=ctx.router))
     if e.get("kind") in ("model_change", "judge_changed") and e.get("router") in (None, ctx.router)
 )
-if first and last:
-    start = datetime.fromisoformat(first[0]["ts"].replace("Z", "+00:00"))
-    if ctx.since is not None:
-        start = max(start, ctx.since)
-    end = datetime.fromisoformat(last[0]["ts"].replace("Z", "+00:00"))
-    windows = routing_frames.time_windows(start, end, 6)
+# One call for the six windows (each against the first), not one per window.
+over_time = (
+    ctx.api.get("/v1/calibration/windows", router=ctx.router, since=ctx.since, windows=6)
+    if first
+    else None
+)
+if isinstance(over_time, dict):
     rows = []
     methods: set[str] = set()
-    for index, (low, high) in enumerate(windows):
-        window_reports = data.items(
-            ctx.api.calibration(
-                router=ctx.router,
-                since=low,
-                until=high if index < len(windows) - 1 else None,
-                reference_since=windows[0][0],
-                reference_until=windows[0][1],
-            )
-        )
-        match = next((r for r in window_reports if r["judge_key"] == judge), None)
+    for index, window in enumerate(over_time.get("windows") or []):
+        match = next((r for r in window["reports"] if r["judge_key"] == judge), None)
         if match and match.get("n"):
             drift = match.get("drift_against_reference") or {}
             methods.add(str(drift.get("method") or ""))
             rows.append(
                 {
-                    "window start": low,
+                    "window start": datetime.fromisoformat(window["since"].replace("Z", "+00:00")),
                     "labels": match["n"],
                     "ECE": match.get("expected_calibration_error"),
                     "Brier": (match.get("brier") or {}).get("brier"),

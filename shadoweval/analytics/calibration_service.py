@@ -161,9 +161,13 @@ class EconomicsReport(BaseModel):
     )
 
 
+# Per judge key: router scores, labels (strong_needed) and weights 1/π.
+Labelled = dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]]
+
+
 def _labelled(
     session: Session, router: str | None, since: datetime | None, until: datetime | None
-) -> dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]]:
+) -> Labelled:
     c = VERDICT_TABLE.c
     query = select(c.judge_key, c.router_score, c.strong_needed, c.inclusion_probability).where(
         c.status == VerdictStatus.DONE,
@@ -262,6 +266,31 @@ def calibration_reports(
         if reference_since is not None or reference_until is not None
         else {}
     )
+    return reports_of(
+        current,
+        reference,
+        router=router,
+        window={"since": since, "until": until},
+        reference_window={"since": reference_since, "until": reference_until},
+        n_bins=n_bins,
+        window_starts_at=window_starts_at,
+        change=change,
+    )
+
+
+def reports_of(
+    current: Labelled,
+    reference: Labelled,
+    *,
+    router: str | None,
+    window: dict[str, datetime | None],
+    reference_window: dict[str, datetime | None],
+    n_bins: int,
+    window_starts_at: str = "requested",
+    change: Event | None = None,
+) -> list[CalibrationReport]:
+    """One report per judge key of `current` ((score, label, weight) per judge), each with
+    the drift test against the same judge's labels in `reference` when it has any."""
     reports = []
     for judge_key, (score, label, weight) in sorted(current.items()):
         drift = None
@@ -278,10 +307,8 @@ def calibration_reports(
                 router=router,
                 judge_key=judge_key,
                 n=int(score.size),
-                window={"since": since, "until": until},
-                reference_window={"since": reference_since, "until": reference_until}
-                if drift is not None
-                else None,
+                window=window,
+                reference_window=reference_window if drift is not None else None,
                 reliability_curve=_clean(
                     calibration.reliability_curve(score, label, weight, n_bins=n_bins)
                 )["bins"],

@@ -119,14 +119,14 @@ def window_expected(
     labels = harm.calibration_labels(
         session, router=router, segment=segment, judge_key=judge_key, until=until
     )
-    scores, _ = harm.cheap_routed_scores(
+    bins = harm.cheap_routed_score_bins(
         session, router=router, segment=segment, since=since, until=until
     )
     fitted = harm.bootstrap(labels, n_boot=settings.expected_harm_bootstrap)
-    out = harm.expected_harm(fitted, scores, [0] * len(scores))
+    out = harm.expected_harm(fitted, bins)
     if fitted is None or not out:
         return None
-    return _expected_figure(out[0], labels, fitted.calibration.method)
+    return _expected_figure(out[None], labels, fitted.calibration.method)
 
 
 class GapFigure(BaseModel):
@@ -267,13 +267,13 @@ def segment_estimates(
             since=since,
             until=until,
         )
-        scores, hours = harm.cheap_routed_scores(
-            session, router=router, segment=segment, since=since, until=until
+        bins = harm.cheap_routed_score_bins(
+            session, router=router, segment=segment, since=since, until=until, by_hour=True
         )
         fit_labels = reference if reference.label else window_labels
         # One map and one set of bootstrap refits for the series and the gap test.
         fitted = harm.bootstrap(fit_labels, n_boot=settings.expected_harm_bootstrap)
-        expected_by_hour = harm.expected_harm(fitted, scores, [_as_utc(hour) for hour in hours])
+        expected_by_hour = harm.expected_harm(fitted, bins)
         method = fitted.calibration.method if fitted is not None else None
         test = harm.gap_test(reference, window_labels, fitted)
         if test is not None:

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from shadoweval.analytics import (
     calibration_service,
+    calibration_windows,
     drift_service,
     economics_days,
     estimates,
@@ -21,6 +22,7 @@ from shadoweval.analytics.calibration_service import (
     CalibrationReportPage,
     EconomicsReport,
 )
+from shadoweval.analytics.calibration_windows import CalibrationWindows
 from shadoweval.analytics.drift_service import DriftReportPublic
 from shadoweval.analytics.estimates import SegmentEstimates
 from shadoweval.analytics.judge_quality import JudgePairs, JudgeQualityReport, JudgeTimelineBucket
@@ -293,6 +295,24 @@ def router_calibration(
         limit=limit or (20 if paged else None),
     )
     return page if paged else page.items
+
+
+@router.get("/calibration/windows")
+def router_calibration_windows(
+    session: SessionDep,
+    router_name: Annotated[str | None, Query(alias="router")] = None,
+    since: Since = None,
+    until: Until = None,
+    windows: Annotated[int, Query(ge=2, le=48, description="equal windows of decision time")] = 6,
+    bins: Annotated[int, Query(ge=2, le=50)] = 10,
+) -> CalibrationWindows:
+    """Calibration over decision time in one call: the span from `since` (default: the
+    router's first decision) to `until` (default: its newest, the last window left open)
+    cut into `windows` equal windows, each with the reports `/v1/calibration` gives for it
+    and the drift test against the first window."""
+    return calibration_windows.calibration_windows(
+        session=session, router=router_name, since=since, until=until, count=windows, n_bins=bins
+    )
 
 
 @router.get("/economics")

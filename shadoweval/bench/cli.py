@@ -4,6 +4,7 @@ module only when run, so `shadoweval --help` stays fast."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -199,13 +200,26 @@ def bench_pages(
             "Default: a fresh SQLite file."
         ),
     ] = None,
+    reuse_database: Annotated[
+        Path | None,
+        typer.Option(
+            help="A directory keeping the loaded database between runs (the SQLite file "
+            "there, or a PostgreSQL database named after it): loaded once for a size and "
+            "seed, then reused, not dropped."
+        ),
+    ] = None,
     as_json: JsonFigures = False,
 ) -> None:
     """Render every dashboard page (Streamlit AppTest) against an API over that many
     decisions: seconds cold and warm per page, and the API calls behind each."""
     from shadoweval.bench.pages import format_pages_report, run_pages_bench
 
-    figures = run_pages_bench(decisions=decisions, verdicts=verdicts, database_url=database_url)
+    figures = run_pages_bench(
+        decisions=decisions,
+        verdicts=verdicts,
+        database_url=database_url,
+        reuse_database=reuse_database,
+    )
     echo_figures(format_pages_report(figures), figures, as_json)
 
 

@@ -19,6 +19,8 @@ average is recorded: on a shared machine the figures move with it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -118,8 +120,11 @@ def _render(app_file: Path, page: str) -> dict[str, Any]:
     return figures
 
 
-def _load(database_url: str, data_dir: Path, decisions: int, verdicts: int, seed: int) -> str:
-    """Migrate, bulk-load, rebuild the snapshots; the dashboard's read key."""
+def _load(
+    database_url: str, data_dir: Path, decisions: int, verdicts: int, seed: int, *, bulk: bool
+) -> str:
+    """Migrate, bulk-load (unless `bulk` is false: a reused database), rebuild the
+    snapshots; the dashboard's read key."""
     from shadoweval.analytics import snapshots
     from shadoweval.auth import service as auth_service
     from shadoweval.auth.models import Scope
@@ -132,7 +137,8 @@ def _load(database_url: str, data_dir: Path, decisions: int, verdicts: int, seed
     # The bulk load and the rebuild are one statement each: no API statement limit on them.
     engine = create_db_engine(settings, statement_timeout_seconds=BULK_STATEMENT_TIMEOUT_SECONDS)
     try:
-        analytics._load(engine, decisions, verdicts, seed)
+        if bulk:
+            analytics._load(engine, decisions, verdicts, seed)
         snapshots.rebuild_traffic_snapshots(engine)
         while snapshots.aggregate_finished_verdicts(engine, limit=100_000):
             pass
@@ -142,6 +148,50 @@ def _load(database_url: str, data_dir: Path, decisions: int, verdicts: int, seed
         engine.dispose()
 
 
+def _reused_database(
+    directory: Path, database_url: str | None, decisions: int, verdicts: int, seed: int
+) -> tuple[str, Path, bool]:
+    """The database kept in `directory` by an earlier run (URL, data dir, whether it holds
+    this run's load): a SQLite file there, or on a PostgreSQL server a database named after
+    the directory. A different size or seed, or no marker, means it is loaded again."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from shadoweval.config import Settings
+
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / "pages-load.json"
+    wanted = {"decisions": decisions, "verdicts": verdicts, "seed": seed, "server": database_url}
+    loaded = marker.exists() and json.loads(marker.read_text()) == wanted
+    if not loaded:
+        marker.unlink(missing_ok=True)
+    if database_url is None:
+        path = directory / "bench.db"
+        if not loaded:
+            path.unlink(missing_ok=True)
+        return f"sqlite:///{path}", directory, loaded
+    url = Settings(database_url=database_url).resolved_database_url
+    database = (
+        "shadoweval_bench_pages_"
+        + hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:10]
+    )
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        exists = connection.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database}
+        )
+        if not loaded or not exists:
+            loaded = False
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+    engine.dispose()
+    return (
+        make_url(url).set(database=database).render_as_string(hide_password=False),
+        directory,
+        loaded,
+    )
+
+
 def run_pages_bench(
     *,
     decisions: int = 1_000_000,
@@ -149,20 +199,40 @@ def run_pages_bench(
     database_url: str | None = None,
     seed: int = 0,
     pages: tuple[str, ...] = PAGES,
+    reuse_database: Path | None = None,
 ) -> dict[str, Any]:
     """Figures of every page in `pages` over a fresh database of that size (SQLite by
-    default; on a PostgreSQL server, a database made and dropped)."""
+    default; on a PostgreSQL server, a database made and dropped). With `reuse_database`
+    (a directory), the database loaded there by an earlier run of the same size is kept
+    and used again (migrated, snapshots rebuilt, not reloaded), and kept after this run."""
     import shadoweval.dashboard
     from shadoweval.bench.ingest import _ApiReplicas, _drop_databases, _fresh_database
 
     app_file = Path(shadoweval.dashboard.__file__).with_name("app.py")
-    url, data_dir = _fresh_database(database_url, "pages")
+    if reuse_database is None:
+        url, data_dir = _fresh_database(database_url, "pages")
+        loaded = False
+    else:
+        url, data_dir, loaded = _reused_database(
+            reuse_database, database_url, decisions, verdicts, seed
+        )
     names = ("SHADOWEVAL_DASHBOARD_API_URL", "SHADOWEVAL_DASHBOARD_READ_KEY")
     saved = {name: os.environ.get(name) for name in names}
     try:
         started = time.perf_counter()
-        read_key = _load(url, data_dir, decisions, verdicts, seed)
+        read_key = _load(url, data_dir, decisions, verdicts, seed, bulk=not loaded)
         load_seconds = time.perf_counter() - started
+        if reuse_database is not None and not loaded:
+            (reuse_database / "pages-load.json").write_text(
+                json.dumps(
+                    {
+                        "decisions": decisions,
+                        "verdicts": verdicts,
+                        "seed": seed,
+                        "server": database_url,
+                    }
+                )
+            )
         with _ApiReplicas(url, data_dir, 1) as (api_url,):
             os.environ["SHADOWEVAL_DASHBOARD_API_URL"] = api_url
             os.environ["SHADOWEVAL_DASHBOARD_READ_KEY"] = read_key
@@ -177,9 +247,10 @@ def run_pages_bench(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        if database_url is not None:
-            _drop_databases(database_url, [url])
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if reuse_database is None:
+            if database_url is not None:
+                _drop_databases(database_url, [url])
+            shutil.rmtree(data_dir, ignore_errors=True)
     slowest = max(rendered, key=lambda page: page["cold_seconds"])
     return {
         "benchmark": "pages",
@@ -187,6 +258,7 @@ def run_pages_bench(
         "decisions": decisions,
         "verdicts": verdicts,
         "load_seconds_not_timed": round(load_seconds, 1),
+        "database_reused": loaded,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "pages": rendered,

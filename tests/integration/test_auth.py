@@ -59,6 +59,7 @@ SCOPE_MATRIX = [
     ),
     ("GET", "/v1/segments", Scope.READ, "/v1/segments", None, 200),
     ("GET", "/v1/calibration", Scope.READ, "/v1/calibration", None, 200),
+    ("GET", "/v1/calibration/windows", Scope.READ, "/v1/calibration/windows", None, 200),
     ("GET", "/v1/economics", Scope.READ, "/v1/economics?router=r", None, 200),
     ("GET", "/v1/sessions", Scope.READ, "/v1/sessions?router=r", None, 200),
     ("GET", "/v1/thresholds", Scope.READ, "/v1/thresholds?router=r", None, 404),

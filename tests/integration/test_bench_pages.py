@@ -3,6 +3,8 @@ over the loaded log, its cold render calls the API and its warm one reads the ca
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from shadoweval.bench.pages import format_pages_report, run_pages_bench
 
 
@@ -17,3 +19,20 @@ def test_a_page_renders_cold_from_the_api_and_warm_from_the_cache() -> None:
     assert page["warm_seconds"] > 0
     assert 0 < page["cold_seconds"] < 600
     assert "views/quality.py" in format_pages_report(figures)
+
+
+def test_a_reused_database_is_loaded_once_and_kept(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    first = run_pages_bench(
+        decisions=300, verdicts=30, pages=("views/drift.py",), reuse_database=kept
+    )
+    again = run_pages_bench(
+        decisions=300, verdicts=30, pages=("views/drift.py",), reuse_database=kept
+    )
+    other_size = run_pages_bench(
+        decisions=200, verdicts=20, pages=("views/drift.py",), reuse_database=kept
+    )
+    assert (first["database_reused"], again["database_reused"]) == (False, True)
+    assert other_size["database_reused"] is False  # a different load is loaded afresh
+    assert again["pages"][0]["errors"] == []
+    assert (kept / "bench.db").exists()  # not removed after the run

@@ -158,3 +158,38 @@ def test_economics_against_the_always_strong_baseline(
     with live_api.client(keys.read) as client:
         empty = client.get("/v1/economics", params={"router": "nobody"}).json()
     assert empty["n_requests"] == 0
+
+
+def test_calibration_windows_answer_what_one_call_per_window_gives(
+    engine: Engine, live_api: LiveApi, keys: Keys
+) -> None:
+    """The calibration page's series in one call: each window's report equals
+    /v1/calibration for that window with the first window as reference."""
+    rng = np.random.default_rng(7)
+    scores = rng.beta(2, 5, 600)
+    labels = rng.binomial(1, scores)
+    scored_verdicts(engine, scores, labels, START)
+
+    with live_api.client(keys.read) as client:
+        answer = client.get("/v1/calibration/windows", params={"router": "r", "windows": 3})
+        assert answer.status_code == 200, answer.text
+        windows = answer.json()["windows"]
+        assert len(windows) == 3
+        assert windows[-1]["until"] is None  # the last window stays open
+        for window in windows:
+            params = {
+                "router": "r",
+                "since": window["since"],
+                "reference_since": windows[0]["since"],
+                "reference_until": windows[0]["until"],
+            }
+            if window["until"] is not None:
+                params["until"] = window["until"]
+            one = client.get("/v1/calibration", params=params).json()
+            assert window["reports"] == one
+            assert sum(r["n"] for r in window["reports"]) > 0
+        assert sum(w["reports"][0]["n"] for w in windows) == 600
+        assert windows[2]["reports"][0]["reference_window"] == {
+            "since": windows[0]["since"],
+            "until": windows[0]["until"],
+        }
