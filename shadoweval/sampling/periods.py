@@ -18,11 +18,14 @@ A decision that arrives after its period closed is sampled with the period's sto
 Budget: a period's reservations are reconciled with what its samples really cost once
 their labels are in (the first period planned at least the label lag later), so the
 day's committed spend is actual cost for judged work plus reservations for work in flight.
+"Really cost" prices the judge's prompt-cache writes as reads (`planning.sample_costs`):
+which call pays the write is worker timing, and the ledger must not depend on it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -192,16 +195,17 @@ def _reconcile(session: Session, settings: Settings, labels_before: datetime) ->
     """Replace the reservations of periods whose labels are all in by what they cost."""
     p = PERIOD.c
     periods = session.execute(
-        select(p.period_start, p.period_end, p.reserved_usd, p.boost_reserved_usd).where(
-            p.reconciled.is_(False), p.period_end <= labels_before
-        )
+        select(p.period_start, p.period_end, p.reserved_usd, p.boost_reserved_usd)
+        .where(p.reconciled.is_(False), p.period_end <= labels_before)
+        # Oldest first: the budget's float sums then add up in one order on every run.
+        .order_by(p.period_start)
     ).all()
     for start, end, reserved_shadow, reserved_boost in periods:
         start, end = aware_utc(start), aware_utc(end)
         assert start is not None
         assert end is not None
-        costs = planning.sample_costs(session, start, end)
-        actual: dict[str, float] = defaultdict(float)
+        costs = planning.sample_costs(session, settings, start, end)
+        actual: dict[str, list[float]] = defaultdict(list)
         if costs:
             plan = _stored_plan(session, settings, start)
             d = DECISION.c
@@ -214,13 +218,14 @@ def _reconcile(session: Session, settings: Settings, labels_before: datetime) ->
                 assert ts is not None
                 draw = plan.probability(router, segment, tier, ts, score)
                 account = draw.account(policy.sampling_hash(router, request_id))
-                actual[account] += costs[decision_id][3]
+                actual[account].append(costs[decision_id][3])
         day = start.strftime("%Y-%m-%d")
         for account, reserved in (
             (SHADOW_ACCOUNT, reserved_shadow),
             (BOOST_ACCOUNT, reserved_boost),
         ):
-            change = actual[account] - float(reserved or 0.0)
+            # fsum: exact in whatever order the worker created the rows.
+            change = math.fsum(actual[account]) - float(reserved or 0.0)
             if change:
                 session.execute(
                     update(BUDGET)
@@ -230,7 +235,9 @@ def _reconcile(session: Session, settings: Settings, labels_before: datetime) ->
         session.execute(
             update(PERIOD)
             .where(p.period_start == start)
-            .values(reconciled=True, actual_usd=sum(actual.values()))
+            .values(
+                reconciled=True, actual_usd=math.fsum(u for usd in actual.values() for u in usd)
+            )
         )
     return len(periods)
 

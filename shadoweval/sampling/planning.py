@@ -21,7 +21,8 @@ from shadoweval.analytics.models import TrafficWindowSnapshot
 from shadoweval.config import Settings
 from shadoweval.db import aware_utc
 from shadoweval.ingest.models import TrafficDelta
-from shadoweval.judge.models import OPEN_VERDICT_STATUSES, Verdict, VerdictStatus
+from shadoweval.judge.models import OPEN_VERDICT_STATUSES, OrderResult, Verdict, VerdictStatus
+from shadoweval.providers.pricing import ModelPrice, PricingTable
 from shadoweval.sampling import allocation
 from shadoweval.shadow.models import ShadowRun
 from shadoweval.shadow.policy import CONVENTIONAL_TIER_ORDER
@@ -148,42 +149,99 @@ def label_counts(
 
 
 def sample_costs(
-    session: Session, since: datetime, before: datetime
+    session: Session, settings: Settings, since: datetime, before: datetime
 ) -> dict[int, tuple[str, str, str, float]]:
     """decision id → (router, segment, routed tier, USD) of every finished sample in the span:
-    the judge's calls plus every shadow run of the decision (re-runs included), at billed price."""
+    both judge orders at their steady price (`steady_order_cost_usd`) plus every shadow run of
+    the decision (re-runs included), at billed price.
+
+    The judge's cache write is left out on purpose: which call writes the judge prompt's cache
+    (the first of a burst, or the first after it expired) is decided by worker concurrency and
+    wall time, so a billed judge cost would make π and the budget depend on how the worker ran
+    (replay equivalence, DESIGN.md Time). Sums are exact (`math.fsum`): rows come back in
+    whatever order the worker created them."""
     v, r = VERDICT.c, SHADOW_RUN.c
-    runs = (
-        select(r.decision_id, func.sum(r.cost_usd).label("usd"))
-        .where(r.ts >= since, r.ts < before)
-        .group_by(r.decision_id)
-        .subquery()
-    )
+    shadow_usd: dict[int, list[float]] = defaultdict(list)
+    for decision_id, usd in session.execute(
+        select(r.decision_id, r.cost_usd).where(r.ts >= since, r.ts < before)
+    ):
+        shadow_usd[int(decision_id)].append(float(usd or 0.0))
     rows = session.execute(
         select(
             v.decision_id,
             v.router,
             v.segment_value,
             v.routed_tier,
+            v.judge_model,
             v.judge_cost_usd,
-            func.coalesce(runs.c.usd, 0.0),
-        )
-        .select_from(VERDICT.outerjoin(runs, runs.c.decision_id == v.decision_id))
-        .where(v.ts >= since, v.ts < before, v.status.notin_(OPEN_VERDICT_STATUSES))
+            v.order_cheaper_first,
+            v.order_stronger_first,
+        ).where(v.ts >= since, v.ts < before, v.status.notin_(OPEN_VERDICT_STATUSES))
     ).all()
-    return {int(d): (ro, s, t, float(j or 0) + float(u or 0)) for d, ro, s, t, j, u in rows}
+    prices = _JudgePrices(settings)
+    costs: dict[int, tuple[str, str, str, float]] = {}
+    for decision_id, router, segment, tier, judge_model, judge_usd, *orders in rows:
+        judge = [
+            steady_order_cost_usd(
+                OrderResult.model_validate(order),
+                prices.lookup(order.get("judge_model") or judge_model),
+            )
+            for order in orders
+            if order
+        ] or [float(judge_usd or 0.0)]
+        usd = math.fsum([*judge, *shadow_usd.get(int(decision_id), ())])
+        costs[int(decision_id)] = (router, segment, tier, usd)
+    return costs
+
+
+class _JudgePrices:
+    """Judge model → its price in the settings' table, looked up once per model."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._table = PricingTable.from_settings(settings)
+        self._found: dict[str | None, ModelPrice | None] = {}
+
+    def lookup(self, model: str | None) -> ModelPrice | None:
+        if model not in self._found:
+            self._found[model] = self._table.lookup(model) if model else None
+        return self._found[model]
+
+
+def steady_order_cost_usd(order: OrderResult, price: ModelPrice | None) -> float:
+    """A judge order's cost with its prompt-cache writes priced as cache reads: what the order
+    costs once the judge prompt is cached, a function of its tokens alone.
+
+    The cached prefix (the judge's system prompt) is read or written on every call; a write
+    costs more (1.25× input against 0.1× on Anthropic) and falls on whichever call comes first
+    after the cache expired, which worker timing decides. Batch orders keep the batch price:
+    an order is taken as batch-priced when its charged cost is nearer the batch price of its
+    tokens. Without a price, or for an order stored before cache writes were recorded, the
+    charged cost stands."""
+    writes = order.cache_write_tokens
+    if price is None or writes is None:
+        return order.cost_usd
+    billed = price.cost_usd(
+        order.input_tokens, order.output_tokens, order.cache_read_tokens, writes
+    )
+    batch_billed = billed * (1.0 - price.batch_discount)
+    batch = abs(order.cost_usd - batch_billed) < abs(order.cost_usd - billed)
+    return price.cost_usd(
+        order.input_tokens, order.output_tokens, order.cache_read_tokens + writes, 0, batch=batch
+    )
 
 
 def learned_costs(
     session: Session, settings: Settings, labels_before: datetime
 ) -> dict[StratumId, tuple[float, int]]:
+    """(router, segment, tier) → (mean USD per finished sample, samples) over the cost
+    look-back before `labels_before`."""
     since = labels_before - timedelta(days=settings.sampling_cost_lookback_days)
-    totals: dict[StratumId, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for router, segment, tier, usd in sample_costs(session, since, labels_before).values():
-        entry = totals[(router, segment, tier)]
-        entry[0] += usd
-        entry[1] += 1
-    return {key: (usd / n, int(n)) for key, (usd, n) in totals.items() if n}
+    per_stratum: dict[StratumId, list[float]] = defaultdict(list)
+    for router, segment, tier, usd in sample_costs(
+        session, settings, since, labels_before
+    ).values():
+        per_stratum[(router, segment, tier)].append(usd)
+    return {key: (math.fsum(usd) / len(usd), len(usd)) for key, usd in per_stratum.items() if usd}
 
 
 def reservation_cost(settings: Settings, learned: tuple[float, int] | None) -> float:
