@@ -399,8 +399,10 @@ def _drop_one_day(engine: Any) -> dict[str, Any]:
 
     with engine.connect() as connection:
         partitioned = partitions.is_partitioned(connection)
+        # The oldest loaded day still there (a reused database may have lost earlier ones).
+        days = [d for _, d in partitions.day_partitions(connection)] if partitioned else []
     if partitioned:
-        return _drop_one_partition(engine, LOAD_START.date())
+        return _drop_one_partition(engine, min(d for d in days if d >= LOAD_START.date()))
     day = LOAD_START.date().isoformat()
     bounds = (
         f"ts >= '{day}T00:00:00+00' AND ts < '{day}T00:00:00+00'::timestamptz + interval '1 day'"
