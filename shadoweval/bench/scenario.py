@@ -1047,60 +1047,39 @@ def run_scenario_bench(
     http_run: dict[str, Any] | None = None
     started = time.perf_counter()
     labels = [f"seed {i + 1}/{seeds} (#{first_seed + i})" for i in range(seeds)]
+
+    def seed_arguments(i: int) -> dict[str, Any]:
+        return {
+            "seed": first_seed + i,
+            "label": labels[i],
+            "days": days,
+            "decisions_per_day": decisions_per_day,
+            "budget_usd": budget_usd,
+            "database_url": database_url,
+            "start": start,
+            "report_progress": progress is not None,
+            "keep_decisions": http and i == 0,
+        }
+
+    def run_http() -> dict[str, Any]:
+        traffic = _seed_traffic(first_seed, days, decisions_per_day, start)
+        return _run_http_seed(traffic, budget_usd, database_url, progress, labels[0])
+
     try:
         if jobs > 1 and seeds > 1:
             with concurrent.futures.ProcessPoolExecutor(
                 max_workers=jobs, mp_context=multiprocessing.get_context("spawn")
             ) as pool:
-                pending = [
-                    pool.submit(
-                        _run_seed_alone,
-                        first_seed + i,
-                        labels[i],
-                        days,
-                        decisions_per_day,
-                        budget_usd,
-                        database_url,
-                        start,
-                        progress is not None,
-                        http and i == 0,
-                    )
-                    for i in range(seeds)
-                ]
+                pending = [pool.submit(_run_seed_alone, **seed_arguments(i)) for i in range(seeds)]
                 if http:
                     # Meanwhile, in this process: one more worker for the one HTTP run.
-                    http_run = _run_http_seed(
-                        _seed_traffic(first_seed, days, decisions_per_day, start),
-                        budget_usd,
-                        database_url,
-                        progress,
-                        labels[0],
-                    )
+                    http_run = run_http()
                 runs = [future.result() for future in pending]
         else:
             for i in range(seeds):
-                runs.append(
-                    _run_seed_alone(
-                        first_seed + i,
-                        labels[i],
-                        days,
-                        decisions_per_day,
-                        budget_usd,
-                        database_url,
-                        start,
-                        progress is not None,
-                        http and i == 0,
-                        progress,
-                    )
-                )
+                runs.append(_run_seed_alone(**seed_arguments(i), progress=progress))
                 if http and i == 0:
-                    http_run = _run_http_seed(
-                        _seed_traffic(first_seed, days, decisions_per_day, start),
-                        budget_usd,
-                        database_url,
-                        progress,
-                        labels[0],
-                    )
+                    http_run = run_http()
         if http_run is not None:
             http_run["matches_in_process"] = _compare(http_run, runs[0])
     finally:
