@@ -23,6 +23,7 @@ from shadoweval.stats.expected_harm import (
     ExpectedHarm,
     GapTest,
     bootstrap_calibration,
+    expected_harm_of_weighted_scores,
     expected_observed_gap,
 )
 from shadoweval.stats.ppi import PpiEstimate, ppi_harm_rate_from_sums
@@ -381,31 +382,9 @@ def expected_harm(
     over the bins); nothing without a map or decisions. Pure."""
     if fitted is None or not bins.counts.size:
         return {}
-    keys = list(dict.fromkeys(bins.groups))
-    index = {key: i for i, key in enumerate(keys)}
-    codes = np.array([index[g] for g in bins.groups], dtype=np.intp)
-    decisions = np.bincount(codes, weights=bins.counts, minlength=len(keys))
-
-    def group_means(calibration_map: Any) -> np.ndarray[Any, Any]:
-        p = calibration_map.predict(bins.scores)
-        return np.bincount(codes, weights=bins.counts * p, minlength=len(keys)) / decisions
-
-    point = group_means(fitted.calibration)
-    tail = (1.0 - confidence) / 2.0
-    maps = fitted.replicates
-    if maps:
-        replicates = np.vstack([group_means(m) for m in maps])
-        low = np.quantile(replicates, tail, axis=0)
-        high = np.quantile(replicates, 1.0 - tail, axis=0)
-        spread = replicates.std(axis=0, ddof=1) if len(maps) > 1 else np.full(len(keys), np.nan)
-    else:
-        low = high = spread = np.full(len(keys), np.nan)
-    return {
-        key: ExpectedHarm(
-            float(point[i]), float(low[i]), float(high[i]), float(spread[i]), int(decisions[i])
-        )
-        for key, i in index.items()
-    }
+    return expected_harm_of_weighted_scores(
+        fitted, bins.groups, bins.scores, bins.counts, confidence=confidence
+    )
 
 
 def gap_test(

@@ -238,6 +238,46 @@ def bootstrap_calibration(
     )
 
 
+def expected_harm_of_weighted_scores(
+    fitted: BootstrappedMap,
+    group: Sequence[Hashable],
+    score: FloatArray,
+    weight: FloatArray,
+    *,
+    confidence: float = 0.95,
+) -> dict[Hashable, ExpectedHarm]:
+    """Expected harm per `group` value of scores each counted `weight` times (1 per
+    decision, or a score bin's decision count): the weighted mean of P(harm | score) under
+    `fitted`'s map, with the bootstrap percentile interval over its refits, the same refits
+    for every group (so an hour series moves together). Its `decisions` is the weight."""
+    _check_confidence(confidence)
+    keys = list(dict.fromkeys(group))
+    index = {key: i for i, key in enumerate(keys)}
+    codes = np.array([index[g] for g in group], dtype=np.intp)
+    totals = np.bincount(codes, weights=weight, minlength=len(keys)).astype(np.float64)
+
+    def group_means(calibration_map: CalibrationMap) -> FloatArray:
+        p = calibration_map.predict(score)
+        return np.bincount(codes, weights=weight * p, minlength=len(keys)) / totals
+
+    point = group_means(fitted.calibration)
+    tail = (1.0 - confidence) / 2.0
+    maps = fitted.replicates
+    if maps:
+        replicates = np.vstack([group_means(m) for m in maps])
+        low = np.quantile(replicates, tail, axis=0)
+        high = np.quantile(replicates, 1.0 - tail, axis=0)
+        spread = replicates.std(axis=0, ddof=1) if len(maps) > 1 else np.full(len(keys), math.nan)
+    else:
+        low = high = spread = np.full(len(keys), math.nan)
+    return {
+        key: ExpectedHarm(
+            float(point[i]), float(low[i]), float(high[i]), float(spread[i]), int(totals[i])
+        )
+        for key, i in index.items()
+    }
+
+
 def expected_harm_by_group(
     calibration_score: npt.ArrayLike,
     calibration_label: npt.ArrayLike,
@@ -270,32 +310,8 @@ def expected_harm_by_group(
     fitted = bootstrapped or bootstrap_calibration(
         s_l, y_l, 1.0 / w_l, method=method, n_boot=n_boot, seed=seed
     )
-    calibration, maps = fitted.calibration, fitted.replicates
-    keys = list(dict.fromkeys(group))
-    index = {key: i for i, key in enumerate(keys)}
-    codes = np.array([index[g] for g in group], dtype=np.intp)
-    counts = np.bincount(codes, minlength=len(keys)).astype(np.float64)
-
-    def group_means(calibration_map: CalibrationMap) -> FloatArray:
-        p = calibration_map.predict(s)
-        return np.bincount(codes, weights=p, minlength=len(keys)) / counts
-
-    point = group_means(calibration)
-    tail = (1.0 - confidence) / 2.0
-    if maps:
-        replicates = np.vstack([group_means(m) for m in maps])
-        low = np.quantile(replicates, tail, axis=0)
-        high = np.quantile(replicates, 1.0 - tail, axis=0)
-        spread = replicates.std(axis=0, ddof=1) if len(maps) > 1 else np.full(len(keys), math.nan)
-    else:
-        low = high = spread = np.full(len(keys), math.nan)
-    out = {
-        key: ExpectedHarm(
-            float(point[i]), float(low[i]), float(high[i]), float(spread[i]), int(counts[i])
-        )
-        for key, i in index.items()
-    }
-    return calibration, out
+    out = expected_harm_of_weighted_scores(fitted, group, s, np.ones(len(s)), confidence=confidence)
+    return fitted.calibration, out
 
 
 @dataclass(frozen=True)
